@@ -1,0 +1,506 @@
+//! Everything that touches GStreamer. Pipelines are built from the descriptions in
+//! `pipelines/` and deliver [`DecodedFrame`]s (I420 at the analysis height) through an
+//! appsink; bus errors become [`MediaError`]s and the pipeline goes to Null.
+//!
+//! Three ways in: [`SegmentDecoder`] (one HLS segment's bytes at a time; a bad segment
+//! fails alone), [`FrameSource`] over a file or an SRT stream (continuous), and
+//! [`encode_segments`] for the test origin.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+
+use crate::frame::I420Image;
+
+const SEGMENT_PIPELINE: &str = include_str!("../../pipelines/segment.gst");
+const FILE_PIPELINE: &str = include_str!("../../pipelines/file.gst");
+const SRT_PIPELINE: &str = include_str!("../../pipelines/srt.gst");
+const ORIGIN_ENCODE_PIPELINE: &str = include_str!("../../pipelines/origin-encode.gst");
+
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("GStreamer could not be initialised: {0}")]
+    Init(String),
+    #[error("pipeline `{name}` could not be built: {why}")]
+    Build { name: String, why: String },
+    #[error("{what}: {why}")]
+    Decode { what: String, why: String },
+    #[error("{what}: no frame within {secs:.1} s")]
+    Timeout { what: String, secs: f64 },
+    #[error("{what}: not a video ({why})")]
+    NotVideo { what: String, why: String },
+}
+
+/// A decoded picture and its presentation time as the pipeline reported it.
+#[derive(Debug)]
+pub struct DecodedFrame {
+    pub pts_ns: Option<u64>,
+    pub image: I420Image,
+}
+
+static INIT: Once = Once::new();
+
+/// Initialise GStreamer once per process.
+pub fn init() -> Result<(), MediaError> {
+    let mut result = Ok(());
+    INIT.call_once(|| {
+        result = gst::init().map_err(|e| MediaError::Init(e.to_string()));
+    });
+    result?;
+    if gst::INITIALIZED.load(std::sync::atomic::Ordering::SeqCst) {
+        Ok(())
+    } else {
+        Err(MediaError::Init("an earlier initialisation failed".into()))
+    }
+}
+
+/// Where pipeline descriptions come from: built in, or a folder of replacements.
+#[derive(Debug, Clone, Default)]
+pub struct Pipelines {
+    dir: Option<PathBuf>,
+}
+
+impl Pipelines {
+    pub fn new(dir: &str) -> Self {
+        Self {
+            dir: (!dir.is_empty()).then(|| PathBuf::from(dir)),
+        }
+    }
+
+    fn description(
+        &self,
+        name: &str,
+        builtin: &str,
+        params: &[(&str, String)],
+    ) -> Result<String, MediaError> {
+        let mut text = match &self.dir {
+            Some(dir) => std::fs::read_to_string(dir.join(name)).map_err(|e| MediaError::Build {
+                name: name.into(),
+                why: format!("reading {}: {e}", dir.join(name).display()),
+            })?,
+            None => builtin.to_string(),
+        };
+        for (key, value) in params {
+            text = text.replace(&format!("{{{key}}}"), value);
+        }
+        Ok(text.trim().to_string())
+    }
+
+    fn launch(&self, name: &str, builtin: &str, params: &[(&str, String)]) -> Result<gst::Pipeline, MediaError> {
+        init()?;
+        let desc = self.description(name, builtin, params)?;
+        let element = gst::parse::launch(&desc).map_err(|e| MediaError::Build {
+            name: name.into(),
+            why: e.to_string(),
+        })?;
+        let pipeline = element.downcast::<gst::Pipeline>().map_err(|_| MediaError::Build {
+            name: name.into(),
+            why: "the description is not a pipeline".into(),
+        })?;
+        if let Some(dec) = pipeline.by_name("dec") {
+            skip_audio(&dec);
+        }
+        Ok(pipeline)
+    }
+}
+
+/// Quote a value for gst-launch syntax.
+fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Stop decodebin from decoding audio: its pads stay unlinked and cost nothing.
+fn skip_audio(dec: &gst::Element) {
+    if dec.find_property("caps").is_none() {
+        return;
+    }
+    dec.connect("autoplug-continue", false, |args| {
+        let caps = args.get(2).and_then(|v| v.get::<gst::Caps>().ok());
+        let audio = caps
+            .and_then(|c| c.structure(0).map(|s| s.name().starts_with("audio/")))
+            .unwrap_or(false);
+        Some((!audio).to_value())
+    });
+}
+
+fn appsink(pipeline: &gst::Pipeline, name: &str) -> Result<gst_app::AppSink, MediaError> {
+    pipeline
+        .by_name("sink")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or_else(|| MediaError::Build {
+            name: name.into(),
+            why: "no `appsink name=sink`".into(),
+        })
+}
+
+/// The first error on the bus, if any, as text that names the element.
+fn bus_error(pipeline: &gst::Pipeline) -> Option<String> {
+    let bus = pipeline.bus()?;
+    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+        if let gst::MessageView::Error(err) = msg.view() {
+            let src = err
+                .src()
+                .map(|s| s.name().to_string())
+                .unwrap_or_else(|| "pipeline".into());
+            return Some(format!("{src}: {}", err.error()));
+        }
+    }
+    None
+}
+
+fn sample_to_frame(sample: &gst::Sample) -> Result<DecodedFrame, String> {
+    let caps = sample.caps().ok_or("sample without caps")?;
+    let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| e.to_string())?;
+    let buffer = sample.buffer().ok_or("sample without buffer")?;
+    let pts_ns = buffer.pts().map(|t| t.nseconds());
+    let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
+        .map_err(|e| e.to_string())?;
+    let (w, h) = (info.width(), info.height());
+    let mut data = Vec::with_capacity(I420Image::size_for(w, h));
+    for plane in 0..3u32 {
+        let (pw, ph) = if plane == 0 {
+            (w as usize, h as usize)
+        } else {
+            ((w as usize).div_ceil(2), (h as usize).div_ceil(2))
+        };
+        let stride = vframe.plane_stride()[plane as usize] as usize;
+        let bytes = vframe.plane_data(plane).map_err(|e| e.to_string())?;
+        for row in 0..ph {
+            data.extend_from_slice(&bytes[row * stride..row * stride + pw]);
+        }
+    }
+    Ok(DecodedFrame {
+        pts_ns,
+        image: I420Image {
+            width: w,
+            height: h,
+            data,
+        },
+    })
+}
+
+/// Decodes one media segment at a time. A corrupt segment returns an error and the next
+/// call starts from a fresh pipeline, so one bad segment never stops a channel.
+pub struct SegmentDecoder {
+    pipelines: Pipelines,
+    height: u32,
+    timeout: Duration,
+}
+
+/// What decoding one segment gave.
+#[derive(Debug, Default, Clone)]
+pub struct SegmentDecodeStats {
+    pub frames: usize,
+    pub elapsed: Duration,
+}
+
+impl SegmentDecoder {
+    pub fn new(pipelines: Pipelines, height: u32, timeout: Duration) -> Result<Self, MediaError> {
+        init()?;
+        Ok(Self {
+            pipelines,
+            height,
+            timeout,
+        })
+    }
+
+    /// Decode `init` (an fMP4 EXT-X-MAP section, if any) followed by `data`, handing each
+    /// frame to `on_frame` in presentation order. Frames decoded before an error are
+    /// delivered; the error says what went wrong with `what` (e.g. the segment URL).
+    pub fn decode(
+        &mut self,
+        what: &str,
+        init: Option<&bytes::Bytes>,
+        data: bytes::Bytes,
+        mut on_frame: impl FnMut(DecodedFrame),
+    ) -> Result<SegmentDecodeStats, MediaError> {
+        let started = Instant::now();
+        let pipeline = self.pipelines.launch(
+            "segment.gst",
+            SEGMENT_PIPELINE,
+            &[("height", self.height.to_string())],
+        )?;
+        let src = pipeline
+            .by_name("src")
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+            .ok_or_else(|| MediaError::Build {
+                name: "segment.gst".into(),
+                why: "no `appsrc name=src`".into(),
+            })?;
+        let sink = appsink(&pipeline, "segment.gst")?;
+        let result = (|| {
+            src.set_max_bytes(0);
+            pipeline.set_state(gst::State::Playing).map_err(|e| MediaError::Decode {
+                what: what.into(),
+                why: format!("pipeline would not start: {e}"),
+            })?;
+            if let Some(init) = init {
+                let _ = src.push_buffer(gst::Buffer::from_slice(init.clone()));
+            }
+            let _ = src.push_buffer(gst::Buffer::from_slice(data));
+            let _ = src.end_of_stream();
+            let mut frames = 0;
+            let deadline = Instant::now() + self.timeout;
+            loop {
+                if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(50)) {
+                    let frame = sample_to_frame(&sample).map_err(|why| MediaError::Decode {
+                        what: what.into(),
+                        why,
+                    })?;
+                    frames += 1;
+                    on_frame(frame);
+                    continue;
+                }
+                if sink.is_eos() {
+                    break;
+                }
+                if let Some(why) = bus_error(&pipeline) {
+                    return Err(if frames == 0 {
+                        MediaError::NotVideo { what: what.into(), why }
+                    } else {
+                        MediaError::Decode { what: what.into(), why }
+                    });
+                }
+                if Instant::now() > deadline {
+                    return Err(MediaError::Timeout {
+                        what: what.into(),
+                        secs: self.timeout.as_secs_f64(),
+                    });
+                }
+            }
+            if frames == 0 {
+                return Err(MediaError::NotVideo {
+                    what: what.into(),
+                    why: bus_error(&pipeline).unwrap_or_else(|| "no video frames in it".into()),
+                });
+            }
+            Ok(SegmentDecodeStats {
+                frames,
+                elapsed: started.elapsed(),
+            })
+        })();
+        let _ = pipeline.set_state(gst::State::Null);
+        result
+    }
+}
+
+/// A continuous source of frames: a file (as fast as decoding goes) or an SRT stream.
+pub struct FrameSource {
+    pipeline: gst::Pipeline,
+    sink: gst_app::AppSink,
+    what: String,
+    done: bool,
+    /// How long `next_frame` waits before it reports a timeout (live sources).
+    idle_timeout: Duration,
+    /// Running time of the pipeline's base time on the system clock, for live sources.
+    live: bool,
+}
+
+impl FrameSource {
+    /// Decode a local file.
+    pub fn file(pipelines: &Pipelines, path: &Path, height: u32, queue: usize) -> Result<Self, MediaError> {
+        let what = path.display().to_string();
+        if !path.is_file() {
+            return Err(MediaError::NotVideo {
+                what,
+                why: "no such file".into(),
+            });
+        }
+        let pipeline = pipelines.launch(
+            "file.gst",
+            FILE_PIPELINE,
+            &[
+                ("location", quoted(&path.to_string_lossy())),
+                ("height", height.to_string()),
+                ("queue", queue.to_string()),
+            ],
+        )?;
+        Self::start(pipeline, what, Duration::from_secs(20), false)
+    }
+
+    /// Receive MPEG-TS over SRT. `uri` is `srt://host:port?mode=caller|listener`.
+    pub fn srt(
+        pipelines: &Pipelines,
+        uri: &str,
+        height: u32,
+        queue: usize,
+        latency_ms: u32,
+        idle_timeout: Duration,
+    ) -> Result<Self, MediaError> {
+        let pipeline = pipelines.launch(
+            "srt.gst",
+            SRT_PIPELINE,
+            &[
+                ("uri", quoted(uri)),
+                ("height", height.to_string()),
+                ("queue", queue.to_string()),
+                ("latency", latency_ms.to_string()),
+            ],
+        )?;
+        // Buffer times on the real-time clock: running time + base time = wall clock.
+        let clock = gst::SystemClock::obtain();
+        clock.set_property("clock-type", gst::ClockType::Realtime);
+        pipeline.use_clock(Some(&clock));
+        Self::start(pipeline, uri.to_string(), idle_timeout, true)
+    }
+
+    fn start(pipeline: gst::Pipeline, what: String, idle_timeout: Duration, live: bool) -> Result<Self, MediaError> {
+        let sink = appsink(&pipeline, &what)?;
+        pipeline.set_state(gst::State::Playing).map_err(|e| {
+            let why = bus_error(&pipeline).unwrap_or_else(|| e.to_string());
+            let _ = pipeline.set_state(gst::State::Null);
+            MediaError::Decode {
+                what: what.clone(),
+                why: format!("pipeline would not start: {why}"),
+            }
+        })?;
+        Ok(Self {
+            pipeline,
+            sink,
+            what,
+            done: false,
+            idle_timeout,
+            live,
+        })
+    }
+
+    /// For live sources: the wall-clock time (ns since the Unix epoch) of running time 0.
+    pub fn base_unix_ns(&self) -> Option<u64> {
+        self.live.then(|| self.pipeline.base_time().map(|t| t.nseconds())).flatten()
+    }
+
+    /// The next frame; `Ok(None)` at the end of the stream. Blocks (decoding runs in
+    /// GStreamer's threads).
+    pub fn next_frame(&mut self) -> Result<Option<DecodedFrame>, MediaError> {
+        if self.done {
+            return Ok(None);
+        }
+        let deadline = Instant::now() + self.idle_timeout;
+        loop {
+            if let Some(sample) = self.sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
+                return sample_to_frame(&sample).map(Some).map_err(|why| MediaError::Decode {
+                    what: self.what.clone(),
+                    why,
+                });
+            }
+            if self.sink.is_eos() {
+                self.done = true;
+                return Ok(None);
+            }
+            if let Some(why) = bus_error(&self.pipeline) {
+                self.done = true;
+                return Err(MediaError::Decode {
+                    what: self.what.clone(),
+                    why,
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(MediaError::Timeout {
+                    what: self.what.clone(),
+                    secs: self.idle_timeout.as_secs_f64(),
+                });
+            }
+        }
+    }
+}
+
+impl Drop for FrameSource {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// Re-encode `input` to H.264 in MPEG-TS segments of `segment_secs` (a key frame at
+/// each start), written as `dir/seg%05d.ts`. Returns the segment files in order.
+pub fn encode_segments(
+    input: &Path,
+    dir: &Path,
+    segment_secs: f64,
+    fps_hint: u32,
+    kbps: u32,
+) -> Result<Vec<PathBuf>, MediaError> {
+    let what = input.display().to_string();
+    if !input.is_file() {
+        return Err(MediaError::NotVideo {
+            what,
+            why: "no such file".into(),
+        });
+    }
+    let gop = ((segment_secs * fps_hint as f64).round() as u32).max(1);
+    let pipeline = Pipelines::default().launch(
+        "origin-encode.gst",
+        ORIGIN_ENCODE_PIPELINE,
+        &[
+            ("location", quoted(&input.to_string_lossy())),
+            ("gop", gop.to_string()),
+            ("kbps", kbps.to_string()),
+            ("segment_ns", ((segment_secs * 1e9) as u64).to_string()),
+            ("pattern", quoted(&dir.join("seg%05d.ts").to_string_lossy())),
+        ],
+    )?;
+    pipeline.set_state(gst::State::Playing).map_err(|e| MediaError::Decode {
+        what: what.clone(),
+        why: e.to_string(),
+    })?;
+    let bus = pipeline.bus().expect("pipelines have a bus");
+    let mut result = Ok(());
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(600)) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(err) => {
+                result = Err(MediaError::Decode {
+                    what: what.clone(),
+                    why: err.error().to_string(),
+                });
+                break;
+            }
+            _ => {}
+        }
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+    result?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| MediaError::Decode {
+            what: dir.display().to_string(),
+            why: e.to_string(),
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "ts"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(MediaError::NotVideo {
+            what,
+            why: "no segments were produced".into(),
+        });
+    }
+    Ok(files)
+}
+
+/// Probe a file's frame rate (frames per second), if its container states one.
+pub fn probe_fps(path: &Path) -> Option<f64> {
+    init().ok()?;
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={} ! decodebin ! video/x-raw ! fakesink name=sink",
+        quoted(&path.to_string_lossy())
+    ))
+    .ok()?
+    .downcast::<gst::Pipeline>()
+    .ok()?;
+    pipeline.set_state(gst::State::Paused).ok()?;
+    let (res, _, _) = pipeline.state(gst::ClockTime::from_seconds(10));
+    let fps = res.ok().and_then(|_| {
+        let sink = pipeline.by_name("sink")?;
+        let caps = sink.static_pad("sink")?.current_caps()?;
+        let s = caps.structure(0)?;
+        let f = s.get::<gst::Fraction>("framerate").ok()?;
+        (f.numer() > 0 && f.denom() > 0).then(|| f.numer() as f64 / f.denom() as f64)
+    });
+    let _ = pipeline.set_state(gst::State::Null);
+    fps
+}
