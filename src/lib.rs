@@ -10,6 +10,7 @@
 //! sets up structured logs. `main.rs` is a thin command line over these.
 
 pub mod config;
+pub mod cue;
 pub mod frame;
 pub mod ingest;
 pub mod media;
