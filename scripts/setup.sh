@@ -44,13 +44,12 @@ if [ ! -f "$prefix/lib/libfaiss_c.so" ]; then
   cargo fetch --manifest-path "$here/Cargo.toml" >/dev/null
   src=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/faiss-sys-$FAISS_SYS_VERSION/faiss | head -1)
   build=$(mktemp -d)
+  # The generic library, compiled for this machine's vector units (faiss_c links it).
   cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DFAISS_ENABLE_C_API=ON \
     -DBUILD_SHARED_LIBS=ON -DFAISS_ENABLE_GPU=OFF -DFAISS_ENABLE_PYTHON=OFF \
-    -DBUILD_TESTING=OFF -DFAISS_OPT_LEVEL=avx2 -DCMAKE_INSTALL_PREFIX="$prefix" >/dev/null
-  cmake --build "$build" -j"$(nproc)" --target faiss_c faiss_avx2 faiss >/dev/null
-  as_root cmake --install "$build" >/dev/null
-  # The C API library is not part of FAISS's install rules.
-  as_root cp "$build"/c_api/libfaiss_c.so "$prefix/lib/"
+    -DBUILD_TESTING=OFF -DFAISS_OPT_LEVEL=generic -DCMAKE_CXX_FLAGS="-march=native" >/dev/null
+  cmake --build "$build" -j"$(nproc)" --target faiss_c >/dev/null
+  as_root install -m 0755 "$build"/faiss/libfaiss.so "$build"/c_api/libfaiss_c.so "$prefix/lib/"
   as_root ldconfig
   rm -rf "$build"
 fi

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod cue;
 pub mod frame;
+pub mod http;
 pub mod ingest;
 pub mod media;
 pub mod shots;
