@@ -1,1 +1,91 @@
-fn main() {}
+//! The `shopcue` command line: parses arguments, loads settings, sets up logs, and calls
+//! into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use shopcue::cli;
+use shopcue::config::Settings;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "shopcue", version, about = "Live video made shoppable")]
+struct Cli {
+    /// Settings file (TOML); `SHOPCUE__SECTION__KEY` variables override it.
+    #[arg(long, global = true, env = "SHOPCUE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Find the shot changes of a file, or of a live HLS/SRT stream for --duration seconds.
+    Shots(cli::ShotsArgs),
+    /// Serve a looping live HLS channel made from a video file (tests, demos).
+    Origin(cli::OriginArgs),
+    /// The main job: a test origin on real footage and the live shot detector following it.
+    Demo(cli::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: what failed and why.
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("shopcue: error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Cli) -> anyhow::Result<()> {
+    let config = args.config.clone().or_else(|| {
+        let default = PathBuf::from("config/shopcue.toml");
+        default.is_file().then_some(default)
+    });
+    let settings = Settings::from_env(config.as_deref()).context("settings")?;
+    shopcue::telemetry::init(&settings.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let cancel = CancellationToken::new();
+        let signal = cancel.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            signal.cancel();
+        });
+        match args.command {
+            Command::Shots(a) => {
+                let report = cli::detect_shots(&settings, &a, cancel).await?;
+                cli::print_shots(&report, a.json)
+            }
+            Command::Origin(a) => cli::run_origin(&a, cancel).await,
+            Command::Demo(a) => cli::run_demo(&settings, &a, cancel).await,
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

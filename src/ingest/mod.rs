@@ -3,11 +3,159 @@
 //! wall clocks.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{IngestSettings, MediaSettings};
+use crate::frame::Frame;
+use crate::media::{self, MediaError, Pipelines, SegmentDecoder};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("`{input}` is not a URL or file this ingest understands: {why}")]
     BadInput { input: String, why: String },
+    #[error("HTTP client: {0}")]
+    Http(String),
+    #[error(transparent)]
+    Fetch(#[from] hls::FetchError),
+    #[error(transparent)]
+    Playlist(#[from] playlist::PlaylistError),
+    #[error(transparent)]
+    Media(#[from] MediaError),
+}
+
+/// How a channel is doing, for logs, metrics and the dashboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelState {
+    Starting,
+    Up,
+    Degraded,
+    Stalled,
+    Down,
+    Ended,
+}
+
+/// Counters and gauges of one channel's ingest; shared with whoever reports them.
+#[derive(Debug)]
+pub struct ChannelStats {
+    pub segments_fetched: AtomicU64,
+    pub segments_lost: AtomicU64,
+    pub segments_skipped: AtomicU64,
+    pub segments_bad: AtomicU64,
+    pub fetch_errors: AtomicU64,
+    pub playlist_errors: AtomicU64,
+    pub resets: AtomicU64,
+    pub stalls: AtomicU64,
+    pub frames: AtomicU64,
+    pub segments_behind: AtomicU64,
+    /// Last segment fetch time, µs.
+    pub last_fetch_us: AtomicU64,
+    /// Last segment decode time, µs, and its media duration, µs (real-time factor).
+    pub last_decode_us: AtomicU64,
+    pub last_segment_media_us: AtomicU64,
+    /// Wall clock (ms since the epoch) of the live edge and of the newest decoded frame.
+    live_edge_ms: AtomicI64,
+    newest_frame_ms: AtomicI64,
+    inner: Mutex<StatsInner>,
+}
+
+#[derive(Debug)]
+struct StatsInner {
+    state: ChannelState,
+    last_error: Option<(DateTime<Utc>, String)>,
+    /// Rate limit for repeated error logs.
+    last_logged: Option<Instant>,
+}
+
+impl Default for ChannelStats {
+    fn default() -> Self {
+        Self {
+            segments_fetched: AtomicU64::new(0),
+            segments_lost: AtomicU64::new(0),
+            segments_skipped: AtomicU64::new(0),
+            segments_bad: AtomicU64::new(0),
+            fetch_errors: AtomicU64::new(0),
+            playlist_errors: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
+            stalls: AtomicU64::new(0),
+            frames: AtomicU64::new(0),
+            segments_behind: AtomicU64::new(0),
+            last_fetch_us: AtomicU64::new(0),
+            last_decode_us: AtomicU64::new(0),
+            last_segment_media_us: AtomicU64::new(0),
+            live_edge_ms: AtomicI64::new(0),
+            newest_frame_ms: AtomicI64::new(0),
+            inner: Mutex::new(StatsInner {
+                state: ChannelState::Starting,
+                last_error: None,
+                last_logged: None,
+            }),
+        }
+    }
+}
+
+const ORD: Ordering = Ordering::Relaxed;
+/// Repeated errors are logged at most this often per channel.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+impl ChannelStats {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StatsInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn state(&self) -> ChannelState {
+        self.lock().state
+    }
+    pub fn last_error(&self) -> Option<(DateTime<Utc>, String)> {
+        self.lock().last_error.clone()
+    }
+    pub fn set_state(&self, state: ChannelState) {
+        self.lock().state = state;
+    }
+    /// Record an error; returns whether it should be logged now (rate limit).
+    pub fn error(&self, message: &str, state: ChannelState) -> bool {
+        let mut g = self.lock();
+        g.state = state;
+        g.last_error = Some((Utc::now(), message.to_string()));
+        let log = g.last_logged.is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL);
+        if log {
+            g.last_logged = Some(Instant::now());
+        }
+        log
+    }
+    /// Things work again.
+    pub fn ok(&self) {
+        let mut g = self.lock();
+        if matches!(g.state, ChannelState::Starting | ChannelState::Degraded | ChannelState::Stalled | ChannelState::Down) {
+            g.state = ChannelState::Up;
+        }
+    }
+    pub fn record_fetch(&self, d: Duration) {
+        self.last_fetch_us.store(d.as_micros() as u64, ORD);
+    }
+    pub fn set_live_edge(&self, t: DateTime<Utc>) {
+        self.live_edge_ms.store(t.timestamp_millis(), ORD);
+    }
+    fn set_newest_frame(&self, t: DateTime<Utc>) {
+        self.newest_frame_ms.store(t.timestamp_millis(), ORD);
+    }
+    /// Seconds between the live edge and the newest decoded frame (HLS), if known.
+    pub fn lag_seconds(&self) -> Option<f64> {
+        let (edge, frame) = (self.live_edge_ms.load(ORD), self.newest_frame_ms.load(ORD));
+        (edge > 0 && frame > 0).then(|| (edge - frame) as f64 / 1000.0)
+    }
+    /// Processing time / media time of the last segment (below 1: faster than real time).
+    pub fn realtime_factor(&self) -> Option<f64> {
+        let (d, m) = (self.last_decode_us.load(ORD), self.last_segment_media_us.load(ORD));
+        (m > 0).then(|| d as f64 / m as f64)
+    }
 }
 
 /// What a channel URL (or path) names.
@@ -56,6 +204,302 @@ impl SourceSpec {
                 other => Err(bad(&format!("unsupported scheme `{other}`"))),
             },
             Err(_) => Ok(Self::File(PathBuf::from(input))),
+        }
+    }
+}
+pub mod playlist;
+pub mod hls;
+
+/// Whether a source that cannot start ends with an error (CLI) or keeps retrying (sidecar).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    Fail,
+    Retry,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Pace files and VOD playlists at real time, so they can stand in for a live channel.
+    pub realtime: bool,
+    pub on_error: OnError,
+    /// Height of delivered frames (defaults to `media.analysis_height`).
+    pub height: Option<u32>,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            realtime: false,
+            on_error: OnError::Retry,
+            height: None,
+        }
+    }
+}
+
+/// A running source: frames in decode order, its stats, and the task to await for the
+/// final outcome (an error only with [`OnError::Fail`]).
+pub struct Channel {
+    pub frames: mpsc::Receiver<Frame>,
+    pub stats: Arc<ChannelStats>,
+    pub task: tokio::task::JoinHandle<Result<(), IngestError>>,
+}
+
+/// Start ingesting `spec`. With [`OnError::Fail`], an unreachable origin, a URL that is
+/// not HLS or a malformed first playlist is returned here.
+pub async fn start(
+    id: &str,
+    spec: SourceSpec,
+    ingest: &IngestSettings,
+    media_settings: &MediaSettings,
+    opts: IngestOptions,
+    cancel: CancellationToken,
+) -> Result<Channel, IngestError> {
+    let stats = Arc::new(ChannelStats::default());
+    let (tx, rx) = mpsc::channel(media_settings.frame_queue);
+    let height = opts.height.unwrap_or(media_settings.analysis_height);
+    let pipelines = Pipelines::new(&media_settings.pipelines_dir);
+    media::init()?;
+    let task = match spec {
+        SourceSpec::Hls(url) => {
+            let fetcher = hls::Fetcher::new()?;
+            let opened = match opts.on_error {
+                OnError::Fail => Some(hls::open(&fetcher, &url, ingest).await?),
+                OnError::Retry => None,
+            };
+            let (seg_tx, seg_rx) = mpsc::channel(2);
+            let decoder = SegmentDecoder::new(pipelines, height, Duration::from_secs(30))?;
+            let dstats = stats.clone();
+            let realtime = opts.realtime;
+            let id_owned = id.to_string();
+            let decode = tokio::task::spawn_blocking(move || decode_segments(&id_owned, decoder, seg_rx, tx, dstats, realtime));
+            let settings = ingest.clone();
+            let fstats = stats.clone();
+            tokio::spawn(async move {
+                let opened = match opened {
+                    Some(o) => o,
+                    None => match open_with_retry(&fetcher, &url, &settings, &fstats, &cancel).await {
+                        Some(o) => o,
+                        None => return Ok(()),
+                    },
+                };
+                fstats.ok();
+                hls::follow(fetcher, opened, settings, fstats.clone(), seg_tx, cancel).await;
+                let _ = decode.await;
+                if fstats.state() != ChannelState::Down {
+                    fstats.set_state(ChannelState::Ended);
+                }
+                Ok(())
+            })
+        }
+        SourceSpec::File(path) => {
+            let source = media::FrameSource::file(&pipelines, &path, height, media_settings.frame_queue)?;
+            let s = stats.clone();
+            let realtime = opts.realtime;
+            tokio::task::spawn_blocking(move || {
+                s.ok();
+                let r = pump(source, tx, &s, realtime, &cancel, None);
+                s.set_state(if r.is_ok() { ChannelState::Ended } else { ChannelState::Down });
+                r
+            })
+        }
+        SourceSpec::Srt(url) => {
+            let s = stats.clone();
+            let latency = ingest.srt_latency_ms;
+            let queue = media_settings.frame_queue;
+            let on_error = opts.on_error;
+            let idle = Duration::from_millis(ingest.segment_timeout_ms.max(2_000));
+            let id_owned = id.to_string();
+            tokio::task::spawn_blocking(move || {
+                let mut backoff_ms = 250u64;
+                loop {
+                    let result = media::FrameSource::srt(&pipelines, url.as_str(), height, queue, latency, idle)
+                        .map_err(IngestError::from)
+                        .and_then(|src| {
+                            let base = src.base_unix_ns();
+                            s.ok();
+                            pump(src, tx.clone(), &s, false, &cancel, base)
+                        });
+                    if cancel.is_cancelled() || tx.is_closed() {
+                        return Ok(());
+                    }
+                    match (result, on_error) {
+                        (Err(e), OnError::Fail) => {
+                            s.set_state(ChannelState::Down);
+                            return Err(e);
+                        }
+                        (Err(e), OnError::Retry) => {
+                            if s.error(&e.to_string(), ChannelState::Down) {
+                                tracing::warn!(channel = %id_owned, error = %e, "SRT source failed; restarting");
+                            }
+                        }
+                        (Ok(()), _) => {
+                            if on_error == OnError::Fail {
+                                return Ok(());
+                            }
+                            tracing::info!(channel = %id_owned, "SRT stream ended; waiting for the next one");
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(backoff_ms));
+                    backoff_ms = (backoff_ms * 2).min(5_000);
+                }
+            })
+        }
+    };
+    Ok(Channel { frames: rx, stats, task })
+}
+
+async fn open_with_retry(
+    fetcher: &hls::Fetcher,
+    url: &url::Url,
+    settings: &IngestSettings,
+    stats: &ChannelStats,
+    cancel: &CancellationToken,
+) -> Option<hls::Opened> {
+    let mut pause = Duration::from_millis(settings.retry_initial_ms);
+    loop {
+        match hls::open(fetcher, url, settings).await {
+            Ok(o) => return Some(o),
+            Err(e) => {
+                if stats.error(&e.to_string(), ChannelState::Down) {
+                    tracing::warn!(url = %url, error = %e, "cannot open channel; retrying");
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {},
+            _ = cancel.cancelled() => return None,
+        }
+        pause = (pause * 2).min(Duration::from_millis(settings.retry_max_ms));
+    }
+}
+
+/// Sleeps so that frames come out no faster than their media time.
+struct Pacer {
+    start: Option<(Instant, u64)>,
+}
+
+impl Pacer {
+    fn wait(&mut self, pts_ns: u64) {
+        let (t0, p0) = *self.start.get_or_insert((Instant::now(), pts_ns));
+        let due = t0 + Duration::from_nanos(pts_ns.saturating_sub(p0));
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+    }
+}
+
+/// Move frames from a continuous source to the channel, stamping index and wall clock:
+/// `base_unix_ns` (live: the real-time clock at running time 0) or the start time.
+fn pump(
+    mut source: media::FrameSource,
+    tx: mpsc::Sender<Frame>,
+    stats: &ChannelStats,
+    realtime: bool,
+    cancel: &CancellationToken,
+    base_unix_ns: Option<u64>,
+) -> Result<(), IngestError> {
+    let started = Utc::now();
+    let mut pacer = Pacer { start: None };
+    let mut first_pts: Option<u64> = None;
+    let mut index = 0u64;
+    let mut last_pts = 0u64;
+    while !cancel.is_cancelled() {
+        let Some(decoded) = source.next_frame()? else {
+            break;
+        };
+        let raw = decoded.pts_ns.unwrap_or(last_pts + 40_000_000);
+        let p0 = *first_pts.get_or_insert(raw);
+        let pts_ns = raw.saturating_sub(p0).max(if index == 0 { 0 } else { last_pts + 1 });
+        last_pts = pts_ns;
+        if realtime {
+            pacer.wait(pts_ns);
+        }
+        let wallclock = match base_unix_ns {
+            Some(base) => DateTime::from_timestamp_nanos((base + raw) as i64),
+            None => started + chrono::Duration::nanoseconds(pts_ns as i64),
+        };
+        stats.frames.fetch_add(1, ORD);
+        stats.set_newest_frame(wallclock);
+        let frame = Frame {
+            index,
+            pts_ns,
+            wallclock,
+            image: decoded.image,
+        };
+        index += 1;
+        if tx.blocking_send(frame).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The HLS decode stage: one segment at a time; a bad segment is counted and skipped.
+fn decode_segments(
+    id: &str,
+    mut decoder: SegmentDecoder,
+    mut segments: mpsc::Receiver<hls::FetchedSegment>,
+    tx: mpsc::Sender<Frame>,
+    stats: Arc<ChannelStats>,
+    realtime: bool,
+) {
+    let mut index = 0u64;
+    let mut origin: Option<DateTime<Utc>> = None;
+    let mut last_wallclock: Option<DateTime<Utc>> = None;
+    let mut pacer = Pacer { start: None };
+    while let Some(seg) = segments.blocking_recv() {
+        let what = format!("segment {} ({})", seg.job.msn, seg.job.url);
+        let mut frames = Vec::new();
+        let result = decoder.decode(&what, seg.init.as_ref(), seg.data.clone(), |f| frames.push(f));
+        match &result {
+            Ok(s) => {
+                stats.last_decode_us.store(s.elapsed.as_micros() as u64, ORD);
+                stats.last_segment_media_us.store((seg.job.duration * 1e6) as u64, ORD);
+            }
+            Err(e) => {
+                stats.segments_bad.fetch_add(1, ORD);
+                if stats.error(&e.to_string(), ChannelState::Degraded) {
+                    tracing::warn!(channel = %id, error = %e, "bad segment; the channel goes on with the next one");
+                }
+            }
+        }
+        let first_pts = frames.iter().filter_map(|f| f.pts_ns).min();
+        let n = frames.len().max(1) as f64;
+        for (i, f) in frames.into_iter().enumerate() {
+            // Offset within the segment from the decoder's clock, else spread evenly.
+            let offset_ns = match (f.pts_ns, first_pts) {
+                (Some(p), Some(p0)) => p.saturating_sub(p0),
+                _ => (seg.job.duration * 1e9 * i as f64 / n) as u64,
+            };
+            let mut wallclock = seg.job.wallclock + chrono::Duration::nanoseconds(offset_ns as i64);
+            if let Some(prev) = last_wallclock {
+                if wallclock <= prev {
+                    // Overlapping or repeated media: keep the channel's clock monotonic.
+                    wallclock = prev + chrono::Duration::microseconds(1);
+                }
+            }
+            last_wallclock = Some(wallclock);
+            let o = *origin.get_or_insert(wallclock);
+            let pts_ns = (wallclock - o).num_nanoseconds().unwrap_or(0).max(0) as u64;
+            if realtime {
+                pacer.wait(pts_ns);
+            }
+            stats.frames.fetch_add(1, ORD);
+            stats.set_newest_frame(wallclock);
+            let frame = Frame {
+                index,
+                pts_ns,
+                wallclock,
+                image: f.image,
+            };
+            index += 1;
+            if tx.blocking_send(frame).is_err() {
+                return;
+            }
+        }
+        if result.is_ok() && stats.state() == ChannelState::Degraded {
+            stats.ok();
         }
     }
 }

@@ -505,3 +505,20 @@ pub fn probe_fps(path: &Path) -> Option<f64> {
     let _ = pipeline.set_state(gst::State::Null);
     fps
 }
+
+/// Probe a file's picture size.
+pub fn probe_size(path: &Path) -> Option<(u32, u32)> {
+    let mut src = FrameSource::file(&Pipelines::default(), path, 16, 1).ok()?;
+    src.next_frame().ok()??;
+    // The appsink sees the scaled size; the decoder's source pad has the original.
+    let dec = src.pipeline.by_name("dec")?;
+    let size = dec.src_pads().into_iter().find_map(|p| {
+        let caps = p.current_caps()?;
+        let s = caps.structure(0)?;
+        if !s.name().starts_with("video/") {
+            return None;
+        }
+        Some((s.get::<i32>("width").ok()? as u32, s.get::<i32>("height").ok()? as u32))
+    });
+    size
+}

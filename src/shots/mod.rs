@@ -15,11 +15,13 @@ use crate::frame::Frame;
 pub struct ShotConfig {
     /// Shortest shot in frames: no boundary closer than this to the previous one.
     pub min_shot_frames: u32,
+    /// Height the `shots` command decodes files at.
+    pub decode_height: u32,
 }
 
 impl Default for ShotConfig {
     fn default() -> Self {
-        Self { min_shot_frames: 8 }
+        Self { min_shot_frames: 8, decode_height: 144 }
     }
 }
 

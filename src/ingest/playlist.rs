@@ -1,0 +1,532 @@
+//! Pure HLS client logic: choosing a variant, and a tracker that turns successive reloads of
+//! a live media playlist into the segments to fetch — each exactly once, in order, with a
+//! wall-clock anchor — while recognising resets, jumps, an origin that falls behind, and
+//! stalls. No I/O and no clock reads: the caller passes `now`.
+
+use std::collections::VecDeque;
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use m3u8_rs::{MasterPlaylist, MediaPlaylist, Playlist};
+use url::Url;
+
+use crate::config::VariantChoice;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlaylistError {
+    #[error("{url}: not an HLS playlist (no #EXTM3U header)")]
+    NotHls { url: String },
+    #[error("{url}: malformed playlist: {why}")]
+    Malformed { url: String, why: String },
+    #[error("{url}: multivariant playlist has no usable variant")]
+    NoVariant { url: String },
+}
+
+/// Parse playlist text, with errors that say which URL and why.
+pub fn parse(url: &Url, body: &[u8]) -> Result<Playlist, PlaylistError> {
+    let text = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let start = text.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(text.len());
+    if !text[start..].starts_with(b"#EXTM3U") {
+        return Err(PlaylistError::NotHls { url: url.to_string() });
+    }
+    let playlist = m3u8_rs::parse_playlist_res(&text[start..]).map_err(|e| PlaylistError::Malformed {
+        url: url.to_string(),
+        why: match e {
+            nom::Err::Error(e) | nom::Err::Failure(e) => {
+                let at = String::from_utf8_lossy(&e.input[..e.input.len().min(60)]).into_owned();
+                format!("cannot parse near `{}`", at.lines().next().unwrap_or(""))
+            }
+            nom::Err::Incomplete(_) => "truncated".into(),
+        },
+    })?;
+    if let Playlist::MediaPlaylist(m) = &playlist {
+        if m.target_duration == 0 && !m.segments.is_empty() {
+            return Err(PlaylistError::Malformed {
+                url: url.to_string(),
+                why: "EXT-X-TARGETDURATION is missing or 0".into(),
+            });
+        }
+        if let Some(s) = m.segments.iter().find(|s| !(s.duration.is_finite() && s.duration >= 0.0)) {
+            return Err(PlaylistError::Malformed {
+                url: url.to_string(),
+                why: format!("bad EXTINF duration for `{}`", s.uri),
+            });
+        }
+    }
+    Ok(playlist)
+}
+
+/// Pick the variant to analyse; returns its absolute URL.
+pub fn choose_variant(base: &Url, master: &MasterPlaylist, choice: VariantChoice) -> Result<Url, PlaylistError> {
+    let candidates: Vec<_> = master.variants.iter().filter(|v| !v.is_i_frame).collect();
+    let height = |v: &m3u8_rs::VariantStream| v.resolution.map(|r| r.height);
+    let pick = match choice {
+        VariantChoice::Highest => candidates.iter().max_by_key(|v| (height(v), v.bandwidth)),
+        VariantChoice::Lowest => candidates.iter().min_by_key(|v| (height(v).unwrap_or(u64::MAX), v.bandwidth)),
+        VariantChoice::Bandwidth(b) => candidates.iter().min_by_key(|v| v.bandwidth.abs_diff(b)),
+        VariantChoice::ClosestHeight(h) => candidates.iter().min_by_key(|v| {
+            // Unknown resolution sorts last; ties go to the higher bandwidth.
+            (height(v).map(|vh| vh.abs_diff(h as u64)).unwrap_or(u64::MAX), u64::MAX - v.bandwidth)
+        }),
+    };
+    let v = pick.ok_or_else(|| PlaylistError::NoVariant { url: base.to_string() })?;
+    base.join(&v.uri).map_err(|e| PlaylistError::Malformed {
+        url: base.to_string(),
+        why: format!("variant URI `{}`: {e}", v.uri),
+    })
+}
+
+/// A segment to fetch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentJob {
+    pub msn: u64,
+    pub url: Url,
+    /// Byte range within `url` (offset, length), from EXT-X-BYTERANGE.
+    pub range: Option<(u64, u64)>,
+    /// EXT-X-MAP init section (fMP4), with its byte range.
+    pub init: Option<(Url, Option<(u64, u64)>)>,
+    pub duration: f64,
+    /// When the segment's first frame is (was) live.
+    pub wallclock: DateTime<Utc>,
+    /// Whether the wall clock came from the origin's EXT-X-PROGRAM-DATE-TIME.
+    pub origin_pdt: bool,
+    pub discontinuity: bool,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Update {
+    pub jobs: Vec<SegmentJob>,
+    /// The playlist differs from the previous load.
+    pub changed: bool,
+    /// Segments that left the window before they could be fetched (or an origin jump).
+    pub skipped: u64,
+    /// The media sequence went backwards with other content: the origin restarted.
+    pub reset: bool,
+    /// This load is older than one seen before (a lagging origin server): ignored.
+    pub stale: bool,
+    /// EXT-X-ENDLIST: no more segments will come.
+    pub ended: bool,
+    /// Wall clock at the end of the newest segment (the live edge).
+    pub live_edge: Option<DateTime<Utc>>,
+    /// Seconds of a segment's worth the playlist stays unchanged before it counts as stalled.
+    pub target_duration: f64,
+}
+
+/// Follows one live media playlist across reloads.
+#[derive(Debug)]
+pub struct PlaylistTracker {
+    /// How many segments back from the live edge to start.
+    start_segments: usize,
+    next_msn: Option<u64>,
+    /// Recently seen segments (msn, uri, wallclock) to tell a lagging origin from a reset.
+    seen: VecDeque<(u64, String, DateTime<Utc>)>,
+    /// The last wall clock we assigned or read: (msn, wallclock, duration) for continuity.
+    last_anchor: Option<(u64, DateTime<Utc>, f64)>,
+    last_signature: Option<(u64, usize, String)>,
+    highest_msn_seen: Option<u64>,
+}
+
+const SEEN_MEMORY: usize = 256;
+
+fn secs(d: f64) -> ChronoDuration {
+    ChronoDuration::nanoseconds((d * 1e9).round() as i64)
+}
+
+fn range_of(b: &Option<m3u8_rs::ByteRange>, next_offset: &mut Option<u64>) -> Option<(u64, u64)> {
+    b.as_ref().map(|r| {
+        let off = r.offset.or(*next_offset).unwrap_or(0);
+        *next_offset = Some(off + r.length);
+        (off, r.length)
+    })
+}
+
+impl PlaylistTracker {
+    pub fn new(start_segments: usize) -> Self {
+        Self {
+            start_segments: start_segments.max(1),
+            next_msn: None,
+            seen: VecDeque::new(),
+            last_anchor: None,
+            last_signature: None,
+            highest_msn_seen: None,
+        }
+    }
+
+    /// The next media sequence number to fetch, once known.
+    pub fn next_msn(&self) -> Option<u64> {
+        self.next_msn
+    }
+
+    /// Fold in a freshly loaded playlist (from `url`, loaded at `now`).
+    pub fn update(&mut self, url: &Url, pl: &MediaPlaylist, now: DateTime<Utc>) -> Result<Update, PlaylistError> {
+        let mut up = Update {
+            ended: pl.end_list,
+            target_duration: pl.target_duration as f64,
+            ..Default::default()
+        };
+        let n = pl.segments.len() as u64;
+        let first = pl.media_sequence;
+        let signature = (first, pl.segments.len(), pl.segments.last().map(|s| s.uri.clone()).unwrap_or_default());
+        up.changed = self.last_signature.as_ref() != Some(&signature);
+        if n == 0 {
+            self.last_signature = Some(signature);
+            return Ok(up);
+        }
+        let last = first + n - 1;
+
+        // Resolve URIs, byte ranges, maps and the origin's own clock for each segment.
+        let mut resolved = Vec::with_capacity(pl.segments.len());
+        let mut next_offset = None;
+        let mut map: Option<(Url, Option<(u64, u64)>)> = None;
+        let mut prev_uri = String::new();
+        for s in &pl.segments {
+            if s.uri != prev_uri {
+                next_offset = None;
+            }
+            prev_uri = s.uri.clone();
+            let seg_url = url.join(&s.uri).map_err(|e| PlaylistError::Malformed {
+                url: url.to_string(),
+                why: format!("segment URI `{}`: {e}", s.uri),
+            })?;
+            if let Some(m) = &s.map {
+                let mu = url.join(&m.uri).map_err(|e| PlaylistError::Malformed {
+                    url: url.to_string(),
+                    why: format!("EXT-X-MAP URI `{}`: {e}", m.uri),
+                })?;
+                let mut o = None;
+                map = Some((mu, range_of(&m.byte_range, &mut o)));
+            }
+            let range = range_of(&s.byte_range, &mut next_offset);
+            resolved.push((seg_url, range, map.clone(), s.duration as f64, s.discontinuity, s.program_date_time));
+        }
+
+        // Wall clocks: the origin's PDT carried forward (and backward) through durations.
+        let mut clocks: Vec<Option<DateTime<Utc>>> = resolved.iter().map(|r| r.5.map(|t| t.with_timezone(&Utc))).collect();
+        for i in 1..clocks.len() {
+            if clocks[i].is_none() {
+                clocks[i] = clocks[i - 1].map(|t| t + secs(resolved[i - 1].3));
+            }
+        }
+        for i in (0..clocks.len().saturating_sub(1)).rev() {
+            if clocks[i].is_none() {
+                clocks[i] = clocks[i + 1].map(|t| t - secs(resolved[i].3));
+            }
+        }
+        let origin_pdt = clocks[0].is_some();
+
+        // Reset or a lagging origin: the playlist ends before what we already fetched.
+        if let Some(next) = self.next_msn {
+            if last + 1 < next || (origin_pdt && self.pdt_moved(first, &clocks)) {
+                let consistent = self.consistent_with_seen(first, pl);
+                if consistent && !(origin_pdt && self.pdt_moved(first, &clocks)) {
+                    up.stale = true;
+                    up.changed = false;
+                    return Ok(up);
+                }
+                up.reset = true;
+                self.next_msn = None;
+                self.seen.clear();
+                self.last_anchor = None;
+            }
+        }
+
+        if !origin_pdt {
+            // Assign a clock: continue our own timeline when the segments connect to it,
+            // otherwise anchor the live edge at `now`.
+            let anchored = self.last_anchor.and_then(|(amsn, at, adur)| {
+                if amsn + 1 >= first && amsn <= last {
+                    // Walk from the anchor to `first`.
+                    let mut t = at;
+                    if amsn + 1 == first {
+                        t += secs(adur);
+                    } else {
+                        // amsn inside the window: go back to `first`.
+                        for i in (0..(amsn - first) as usize).rev() {
+                            t -= secs(resolved[i].3);
+                        }
+                    }
+                    Some(t)
+                } else {
+                    None
+                }
+            });
+            let start = anchored.unwrap_or_else(|| {
+                let total: f64 = resolved.iter().map(|r| r.3).sum();
+                now - secs(total)
+            });
+            let mut t = start;
+            for (i, c) in clocks.iter_mut().enumerate() {
+                *c = Some(t);
+                t += secs(resolved[i].3);
+            }
+        }
+        let clocks: Vec<DateTime<Utc>> = clocks.into_iter().map(|c| c.unwrap_or(now)).collect();
+        up.live_edge = Some(clocks[clocks.len() - 1] + secs(resolved[resolved.len() - 1].3));
+
+        let next = match self.next_msn {
+            None => {
+                if pl.end_list || matches!(pl.playlist_type, Some(m3u8_rs::MediaPlaylistType::Vod)) {
+                    first
+                } else {
+                    (last + 1).saturating_sub(self.start_segments as u64).max(first)
+                }
+            }
+            Some(next) if next < first => {
+                up.skipped = first - next;
+                first
+            }
+            Some(next) => next,
+        };
+        for (i, r) in resolved.into_iter().enumerate() {
+            let msn = first + i as u64;
+            if msn < next {
+                continue;
+            }
+            up.jobs.push(SegmentJob {
+                msn,
+                url: r.0,
+                range: r.1,
+                init: r.2,
+                duration: r.3,
+                wallclock: clocks[i],
+                origin_pdt,
+                discontinuity: r.4,
+            });
+        }
+        for (i, s) in pl.segments.iter().enumerate() {
+            let msn = first + i as u64;
+            if self.seen.back().is_none_or(|b| b.0 < msn) {
+                self.seen.push_back((msn, s.uri.clone(), clocks[i]));
+                if self.seen.len() > SEEN_MEMORY {
+                    self.seen.pop_front();
+                }
+            }
+        }
+        self.last_anchor = Some((last, clocks[clocks.len() - 1], pl.segments[pl.segments.len() - 1].duration as f64));
+        self.next_msn = Some(next.max(last + 1));
+        self.highest_msn_seen = Some(self.highest_msn_seen.map_or(last, |h| h.max(last)));
+        self.last_signature = Some(signature);
+        Ok(up)
+    }
+
+    /// Same URIs for the sequence numbers both loads know: the same stream, just older.
+    fn consistent_with_seen(&self, first: u64, pl: &MediaPlaylist) -> bool {
+        let mut overlap = 0;
+        for (i, s) in pl.segments.iter().enumerate() {
+            let msn = first + i as u64;
+            if let Some((_, uri, _)) = self.seen.iter().find(|(m, _, _)| *m == msn) {
+                if *uri != s.uri {
+                    return false;
+                }
+                overlap += 1;
+            }
+        }
+        overlap > 0
+    }
+
+    /// The origin's clock for a known sequence number moved by more than a second.
+    fn pdt_moved(&self, first: u64, clocks: &[Option<DateTime<Utc>>]) -> bool {
+        clocks.iter().enumerate().any(|(i, c)| {
+            let msn = first + i as u64;
+            match (c, self.seen.iter().find(|(m, _, _)| *m == msn)) {
+                (Some(c), Some((_, _, t))) => (*c - *t).num_milliseconds().abs() > 1000,
+                _ => false,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn url() -> Url {
+        Url::parse("http://127.0.0.1:1/live/index.m3u8").unwrap()
+    }
+
+    /// A live playlist of `n` 2-second segments from `first`, with or without PDT.
+    fn live(first: u64, n: u64, pdt: Option<&str>) -> String {
+        let mut s = format!("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{first}\n");
+        for msn in first..first + n {
+            if let Some(base) = pdt {
+                let at = t(base) + secs(2.0 * msn as f64);
+                s += &format!("#EXT-X-PROGRAM-DATE-TIME:{}\n", crate::frame::rfc3339_ms(&at));
+            }
+            s += &format!("#EXTINF:2.000,\nseg{msn}.ts\n");
+        }
+        s
+    }
+
+    fn media(text: &str) -> MediaPlaylist {
+        match parse(&url(), text.as_bytes()).unwrap() {
+            Playlist::MediaPlaylist(m) => m,
+            _ => panic!("not media"),
+        }
+    }
+
+    fn msns(up: &Update) -> Vec<u64> {
+        up.jobs.iter().map(|j| j.msn).collect()
+    }
+
+    const T0: &str = "2026-11-21T10:00:00Z";
+
+    #[test]
+    fn not_hls_and_malformed_are_named() {
+        assert_eq!(parse(&url(), b"<html>").unwrap_err(), PlaylistError::NotHls { url: url().to_string() });
+        let e = parse(&url(), b"#EXTM3U\n#EXTINF:abc,\nseg.ts\n").unwrap_err();
+        assert!(matches!(e, PlaylistError::Malformed { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn starts_at_live_edge_and_fetches_each_segment_once_in_order() {
+        let mut tr = PlaylistTracker::new(1);
+        let now = t(T0);
+        let up = tr.update(&url(), &media(&live(10, 5, Some(T0))), now).unwrap();
+        assert_eq!(msns(&up), vec![14]);
+        assert!(up.changed);
+        // Unchanged reload: nothing new.
+        let up = tr.update(&url(), &media(&live(10, 5, Some(T0))), now).unwrap();
+        assert!(!up.changed);
+        assert!(up.jobs.is_empty());
+        // Two new segments.
+        let up = tr.update(&url(), &media(&live(12, 5, Some(T0))), now).unwrap();
+        assert_eq!(msns(&up), vec![15, 16]);
+        assert_eq!(up.jobs[0].wallclock, t(T0) + secs(30.0));
+        assert!(up.jobs[0].origin_pdt);
+        assert_eq!(up.jobs[0].url.as_str(), "http://127.0.0.1:1/live/seg15.ts");
+    }
+
+    #[test]
+    fn start_offset_is_configurable() {
+        let mut tr = PlaylistTracker::new(3);
+        let up = tr.update(&url(), &media(&live(10, 5, None)), t(T0)).unwrap();
+        assert_eq!(msns(&up), vec![12, 13, 14]);
+    }
+
+    #[test]
+    fn falling_behind_skips_and_counts() {
+        let mut tr = PlaylistTracker::new(1);
+        tr.update(&url(), &media(&live(10, 5, Some(T0))), t(T0)).unwrap();
+        // We expect 15 next; the window moved to 20..24.
+        let up = tr.update(&url(), &media(&live(20, 5, Some(T0))), t(T0)).unwrap();
+        assert_eq!(up.skipped, 5);
+        assert_eq!(msns(&up), vec![20, 21, 22, 23, 24]);
+    }
+
+    #[test]
+    fn lagging_origin_server_is_ignored() {
+        let mut tr = PlaylistTracker::new(1);
+        tr.update(&url(), &media(&live(10, 5, Some(T0))), t(T0)).unwrap();
+        tr.update(&url(), &media(&live(12, 5, Some(T0))), t(T0)).unwrap();
+        // A load balancer hands us an older copy.
+        let up = tr.update(&url(), &media(&live(10, 5, Some(T0))), t(T0)).unwrap();
+        assert!(up.stale);
+        assert!(up.jobs.is_empty());
+        let up = tr.update(&url(), &media(&live(13, 5, Some(T0))), t(T0)).unwrap();
+        assert_eq!(msns(&up), vec![17]);
+    }
+
+    #[test]
+    fn origin_restart_resets() {
+        let mut tr = PlaylistTracker::new(1);
+        tr.update(&url(), &media(&live(100, 5, Some(T0))), t(T0)).unwrap();
+        // Restarted: sequence numbers from 0 again and a later clock.
+        let text = live(0, 3, Some("2026-11-21T11:00:00Z"));
+        let up = tr.update(&url(), &media(&text), t(T0)).unwrap();
+        assert!(up.reset);
+        assert_eq!(msns(&up), vec![2]);
+        // Same numbers but the clock moved (restart that kept counting low).
+        let mut tr = PlaylistTracker::new(1);
+        tr.update(&url(), &media(&live(0, 3, Some(T0))), t(T0)).unwrap();
+        let up = tr.update(&url(), &media(&live(0, 4, Some("2026-11-21T12:00:00Z"))), t(T0)).unwrap();
+        assert!(up.reset, "{up:?}");
+        assert_eq!(msns(&up), vec![3]);
+    }
+
+    #[test]
+    fn jump_ahead_skips() {
+        let mut tr = PlaylistTracker::new(1);
+        tr.update(&url(), &media(&live(10, 3, Some(T0))), t(T0)).unwrap();
+        let up = tr.update(&url(), &media(&live(1000, 3, Some(T0))), t(T0)).unwrap();
+        assert_eq!(up.skipped, 1000 - 13);
+        assert_eq!(msns(&up), vec![1000, 1001, 1002]);
+    }
+
+    #[test]
+    fn assigned_clock_is_consistent_without_pdt() {
+        let mut tr = PlaylistTracker::new(2);
+        let now = t(T0);
+        let up = tr.update(&url(), &media(&live(10, 5, None)), now).unwrap();
+        // The live edge (end of seg 14) is `now`.
+        assert_eq!(up.live_edge, Some(now));
+        assert_eq!(up.jobs[0].wallclock, now - secs(4.0));
+        assert!(!up.jobs[0].origin_pdt);
+        // Reloaded much later: the timeline continues from our anchor, not from `now`.
+        let up = tr.update(&url(), &media(&live(12, 5, None)), now + secs(30.0)).unwrap();
+        assert_eq!(msns(&up), vec![15, 16]);
+        assert_eq!(up.jobs[0].wallclock, now);
+        assert_eq!(up.jobs[1].wallclock, now + secs(2.0));
+    }
+
+    #[test]
+    fn partial_pdt_is_carried_both_ways() {
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:2,\na.ts\n#EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:00:02Z\n#EXTINF:2,\nb.ts\n#EXTINF:1.5,\nc.ts\n#EXTINF:2,\nd.ts\n";
+        let mut tr = PlaylistTracker::new(4);
+        let up = tr.update(&url(), &media(text), t(T0)).unwrap();
+        let w: Vec<_> = up.jobs.iter().map(|j| j.wallclock).collect();
+        assert_eq!(w, vec![t(T0), t(T0) + secs(2.0), t(T0) + secs(4.0), t(T0) + secs(5.5)]);
+    }
+
+    #[test]
+    fn vod_starts_at_the_beginning_and_ends() {
+        let text = format!("{}#EXT-X-ENDLIST\n", live(0, 4, None));
+        let mut tr = PlaylistTracker::new(1);
+        let up = tr.update(&url(), &media(&text), t(T0)).unwrap();
+        assert!(up.ended);
+        assert_eq!(msns(&up), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn fmp4_map_and_byteranges() {
+        let text = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXT-X-BYTERANGE:100@0\n#EXTINF:2,\nall.m4s\n#EXT-X-BYTERANGE:50\n#EXTINF:2,\nall.m4s\n#EXT-X-ENDLIST\n";
+        let mut tr = PlaylistTracker::new(1);
+        let up = tr.update(&url(), &media(text), t(T0)).unwrap();
+        assert_eq!(up.jobs[0].range, Some((0, 100)));
+        assert_eq!(up.jobs[1].range, Some((100, 50)));
+        assert_eq!(up.jobs[1].init.as_ref().unwrap().0.as_str(), "http://127.0.0.1:1/live/init.mp4");
+    }
+
+    #[test]
+    fn discontinuity_is_passed_on() {
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:2,\na.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:2,\nb.ts\n";
+        let mut tr = PlaylistTracker::new(2);
+        let up = tr.update(&url(), &media(text), t(T0)).unwrap();
+        assert_eq!(up.jobs.iter().map(|j| j.discontinuity).collect::<Vec<_>>(), vec![false, true]);
+    }
+
+    fn master(text: &str) -> MasterPlaylist {
+        match parse(&url(), text.as_bytes()).unwrap() {
+            Playlist::MasterPlaylist(m) => m,
+            _ => panic!("not master"),
+        }
+    }
+
+    #[test]
+    fn variant_choice() {
+        let m = master(
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360\nlow/index.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=2800000,RESOLUTION=1280x720\nmid/index.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=5000000,RESOLUTION=1920x1080\nhigh/index.m3u8\n",
+        );
+        let pick = |c| choose_variant(&url(), &m, c).unwrap().to_string();
+        assert_eq!(pick(VariantChoice::ClosestHeight(720)), "http://127.0.0.1:1/live/mid/index.m3u8");
+        assert_eq!(pick(VariantChoice::ClosestHeight(400)), "http://127.0.0.1:1/live/low/index.m3u8");
+        assert_eq!(pick(VariantChoice::Highest), "http://127.0.0.1:1/live/high/index.m3u8");
+        assert_eq!(pick(VariantChoice::Lowest), "http://127.0.0.1:1/live/low/index.m3u8");
+        assert_eq!(pick(VariantChoice::Bandwidth(3_000_000)), "http://127.0.0.1:1/live/mid/index.m3u8");
+        let empty = master("#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-STREAM-INF:BANDWIDTH=1\n");
+        assert!(choose_variant(&url(), &empty, VariantChoice::Highest).is_err() || empty.variants.len() == 1);
+    }
+}

@@ -1,0 +1,387 @@
+//! The test origin: a looping, sliding-window live HLS channel made from a video file, with
+//! EXT-X-PROGRAM-DATE-TIME, a media sequence and a discontinuity at each loop. Tests and the
+//! demo point shopcue at it; faults (errors, stalls, garbage, restarts) can be injected.
+//! The timeline is pure ([`Timeline`]); `http::origin` serves it.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::media::{self, MediaError, Pipelines, SegmentDecoder};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    #[error("origin input {path}: {source}")]
+    Media { path: String, source: MediaError },
+    #[error("origin: {0}")]
+    Io(String),
+}
+
+/// One encoded segment of the source file.
+#[derive(Debug, Clone)]
+pub struct SourceSegment {
+    pub data: Bytes,
+    pub duration: f64,
+}
+
+/// The looping live timeline: which segments are in the window at a given elapsed time.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    pub durations: Vec<f64>,
+    pub window: usize,
+    /// Wall clock of media time 0.
+    pub epoch: DateTime<Utc>,
+    pub with_pdt: bool,
+    /// Added to every media sequence number (an origin that jumps ahead).
+    pub msn_offset: u64,
+    cumulative: Vec<f64>,
+    loop_len: f64,
+}
+
+impl Timeline {
+    pub fn new(durations: Vec<f64>, window: usize, epoch: DateTime<Utc>, with_pdt: bool) -> Self {
+        let mut cumulative = Vec::with_capacity(durations.len());
+        let mut acc = 0.0;
+        for d in &durations {
+            cumulative.push(acc);
+            acc += d;
+        }
+        Self {
+            durations,
+            window: window.max(1),
+            epoch,
+            with_pdt,
+            msn_offset: 0,
+            cumulative,
+            loop_len: acc,
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.durations.len() as u64
+    }
+
+    /// Media time at which segment `n` (0-based, before the offset) starts.
+    pub fn start_of(&self, n: u64) -> f64 {
+        (n / self.count()) as f64 * self.loop_len + self.cumulative[(n % self.count()) as usize]
+    }
+
+    pub fn duration_of(&self, n: u64) -> f64 {
+        self.durations[(n % self.count()) as usize]
+    }
+
+    /// How many segments are complete `elapsed` seconds after the epoch.
+    pub fn complete(&self, elapsed: f64) -> u64 {
+        if elapsed <= 0.0 || self.loop_len <= 0.0 {
+            return 0;
+        }
+        let loops = (elapsed / self.loop_len).floor() as u64;
+        let rest = elapsed - loops as f64 * self.loop_len;
+        let within = self
+            .cumulative
+            .iter()
+            .zip(&self.durations)
+            .take_while(|(c, d)| *c + *d <= rest + 1e-9)
+            .count() as u64;
+        loops * self.count() + within
+    }
+
+    /// Seconds of media the full window holds at the start.
+    pub fn initial_fill(&self) -> f64 {
+        (0..self.window as u64).map(|n| self.duration_of(n)).sum()
+    }
+
+    /// The media playlist `elapsed` seconds after the epoch; `segment_uri` names segment n.
+    pub fn playlist(&self, elapsed: f64, segment_uri: impl Fn(u64) -> String) -> String {
+        let complete = self.complete(elapsed);
+        let first = complete.saturating_sub(self.window as u64);
+        let target = self.durations.iter().cloned().fold(0.0, f64::max).ceil().max(1.0) as u64;
+        let disc_seq = if first == 0 { 0 } else { (first - 1) / self.count() };
+        let mut out = format!(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}\n",
+            first + self.msn_offset
+        );
+        for n in first..complete {
+            if n > 0 && n % self.count() == 0 {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            if self.with_pdt {
+                let t = self.epoch + chrono::Duration::nanoseconds((self.start_of(n) * 1e9).round() as i64);
+                out.push_str(&format!("#EXT-X-PROGRAM-DATE-TIME:{}\n", crate::frame::rfc3339_ms(&t)));
+            }
+            out.push_str(&format!("#EXTINF:{:.3},\n{}\n", self.duration_of(n), segment_uri(n + self.msn_offset)));
+        }
+        out
+    }
+}
+
+/// Faults a test can inject into the origin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// The next `count` playlist requests answer `status`.
+    PlaylistStatus { status: u16, count: u32 },
+    /// The next `count` playlist requests get a malformed playlist.
+    PlaylistMalformed { count: u32 },
+    /// The playlist stops moving for `seconds`.
+    PlaylistStall { seconds: f64 },
+    /// The next `count` requests for segment `msn` answer `status`.
+    SegmentStatus { msn: u64, status: u16, count: u32 },
+    /// Segment `msn` is garbage (random bytes) on every request.
+    SegmentGarbage { msn: u64 },
+    /// Segment `msn` is cut to a third of its bytes on every request.
+    SegmentTruncate { msn: u64 },
+    /// The next request for segment `msn` answers after `ms` milliseconds.
+    SegmentDelay { msn: u64, ms: u64 },
+    /// The origin restarts: media sequence from 0, clock from now.
+    Restart,
+    /// The media sequence jumps ahead by `segments`.
+    Jump { segments: u64 },
+}
+
+/// What the origin answers for a request, after faults.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Body(Bytes),
+    Status(u16),
+    Delayed(u64, Bytes),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    playlist_faults: VecDeque<Fault>,
+    segment_faults: HashMap<u64, Vec<Fault>>,
+    stall: Option<(Instant, f64, String)>,
+    requests: HashMap<u64, u32>,
+}
+
+/// A looping live channel served from memory.
+pub struct LiveOrigin {
+    segments: Vec<SourceSegment>,
+    timeline: Mutex<(Timeline, Instant)>,
+    state: Mutex<State>,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl LiveOrigin {
+    /// Encode `input` into segments of about `segment_secs` and start the clock so that the
+    /// window is already full.
+    pub fn from_file(input: &Path, segment_secs: f64, window: usize, with_pdt: bool) -> Result<Self, OriginError> {
+        let err = |source| OriginError::Media {
+            path: input.display().to_string(),
+            source,
+        };
+        let fps = media::probe_fps(input).unwrap_or(25.0);
+        let dir = tempfile::tempdir().map_err(|e| OriginError::Io(e.to_string()))?;
+        let files = media::encode_segments(input, dir.path(), segment_secs, fps.round() as u32, 1500).map_err(err)?;
+        let mut decoder = SegmentDecoder::new(Pipelines::default(), 16, std::time::Duration::from_secs(30)).map_err(err)?;
+        let mut segments = Vec::new();
+        let (mut width, mut height) = (0, 0);
+        for f in files {
+            let data = Bytes::from(std::fs::read(&f).map_err(|e| OriginError::Io(format!("{}: {e}", f.display())))?);
+            let mut frames = 0usize;
+            decoder
+                .decode(&f.display().to_string(), None, data.clone(), |_| frames += 1)
+                .map_err(err)?;
+            segments.push(SourceSegment {
+                data,
+                duration: frames as f64 / fps,
+            });
+        }
+        if let Some((w, h)) = media::probe_size(input) {
+            (width, height) = (w, h);
+        }
+        Ok(Self::from_segments(segments, window, with_pdt, width, height))
+    }
+
+    pub fn from_segments(segments: Vec<SourceSegment>, window: usize, with_pdt: bool, width: u32, height: u32) -> Self {
+        let durations = segments.iter().map(|s| s.duration).collect();
+        let mut tl = Timeline::new(durations, window, Utc::now(), with_pdt);
+        let fill = tl.initial_fill();
+        tl.epoch = Utc::now() - chrono::Duration::nanoseconds((fill * 1e9) as i64);
+        let started = Instant::now() - std::time::Duration::from_secs_f64(fill);
+        Self {
+            segments,
+            timeline: Mutex::new((tl, started)),
+            state: Mutex::new(State::default()),
+            width,
+            height,
+        }
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn durations(&self) -> Vec<f64> {
+        self.segments.iter().map(|s| s.duration).collect()
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        match fault {
+            Fault::PlaylistStatus { .. } | Fault::PlaylistMalformed { .. } => self.lock_state().playlist_faults.push_back(fault),
+            Fault::PlaylistStall { seconds } => {
+                let current = self.render_now();
+                self.lock_state().stall = Some((Instant::now(), seconds, current));
+            }
+            Fault::SegmentStatus { msn, .. } | Fault::SegmentGarbage { msn } | Fault::SegmentTruncate { msn } | Fault::SegmentDelay { msn, .. } => {
+                self.lock_state().segment_faults.entry(msn).or_default().push(fault)
+            }
+            Fault::Restart => {
+                let mut g = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
+                let fill = g.0.initial_fill();
+                g.0.epoch = Utc::now() - chrono::Duration::nanoseconds((fill * 1e9) as i64);
+                g.0.msn_offset = 0;
+                g.1 = Instant::now() - std::time::Duration::from_secs_f64(fill);
+            }
+            Fault::Jump { segments } => {
+                self.timeline.lock().unwrap_or_else(|p| p.into_inner()).0.msn_offset += segments;
+            }
+        }
+    }
+
+    fn render_now(&self) -> String {
+        let g = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.playlist(g.1.elapsed().as_secs_f64(), |n| format!("seg{n}.ts"))
+    }
+
+    /// The media playlist now, after faults.
+    pub fn playlist(&self) -> Answer {
+        {
+            let mut st = self.lock_state();
+            if let Some((since, secs, text)) = &st.stall {
+                if since.elapsed().as_secs_f64() < *secs {
+                    return Answer::Body(Bytes::from(text.clone()));
+                }
+                st.stall = None;
+            }
+            if let Some(f) = st.playlist_faults.front_mut() {
+                let answer = match f {
+                    Fault::PlaylistStatus { status, count } => {
+                        *count = count.saturating_sub(1);
+                        (Answer::Status(*status), *count == 0)
+                    }
+                    Fault::PlaylistMalformed { count } => {
+                        *count = count.saturating_sub(1);
+                        (
+                            Answer::Body(Bytes::from_static(b"#EXTM3U\n#EXT-X-TARGETDURATION:two\n#EXTINF:x,\n")),
+                            *count == 0,
+                        )
+                    }
+                    _ => (Answer::Status(500), true),
+                };
+                if answer.1 {
+                    st.playlist_faults.pop_front();
+                }
+                return answer.0;
+            }
+        }
+        Answer::Body(Bytes::from(self.render_now()))
+    }
+
+    /// A multivariant playlist naming the one variant.
+    pub fn multivariant(&self) -> String {
+        let bw: usize = self.segments.iter().map(|s| s.data.len()).max().unwrap_or(0) * 8 / 2;
+        format!(
+            "#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-STREAM-INF:BANDWIDTH={},RESOLUTION={}x{},CODECS=\"avc1.4d401e\"\nindex.m3u8\n",
+            bw.max(100_000),
+            self.width,
+            self.height
+        )
+    }
+
+    /// Segment `msn` (after the jump offset), after faults.
+    pub fn segment(&self, msn: u64) -> Answer {
+        let (n, known) = {
+            let g = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
+            let n = msn.checked_sub(g.0.msn_offset);
+            let complete = g.0.complete(g.1.elapsed().as_secs_f64());
+            (n, n.is_some_and(|n| n < complete + 1))
+        };
+        let Some(n) = n.filter(|_| known) else {
+            return Answer::Status(404);
+        };
+        let data = self.segments[(n % self.segments.len() as u64) as usize].data.clone();
+        let mut st = self.lock_state();
+        *st.requests.entry(msn).or_default() += 1;
+        if let Some(faults) = st.segment_faults.get_mut(&msn) {
+            let mut answer = None;
+            faults.retain_mut(|f| match f {
+                Fault::SegmentStatus { status, count, .. } if answer.is_none() => {
+                    answer = Some(Answer::Status(*status));
+                    *count = count.saturating_sub(1);
+                    *count > 0
+                }
+                Fault::SegmentGarbage { .. } if answer.is_none() => {
+                    let junk: Vec<u8> = (0..data.len()).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1]).collect();
+                    answer = Some(Answer::Body(Bytes::from(junk)));
+                    true
+                }
+                Fault::SegmentTruncate { .. } if answer.is_none() => {
+                    answer = Some(Answer::Body(data.slice(..data.len() / 3)));
+                    true
+                }
+                Fault::SegmentDelay { ms, .. } if answer.is_none() => {
+                    answer = Some(Answer::Delayed(*ms, data.clone()));
+                    false
+                }
+                _ => true,
+            });
+            if let Some(a) = answer {
+                return a;
+            }
+        }
+        Answer::Body(data)
+    }
+
+    /// How often each segment was requested.
+    pub fn requests(&self) -> HashMap<u64, u32> {
+        self.lock_state().requests.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tl() -> Timeline {
+        let epoch = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z").unwrap().with_timezone(&Utc);
+        Timeline::new(vec![2.0, 2.0, 1.0], 2, epoch, true)
+    }
+
+    #[test]
+    fn complete_counts_across_loops() {
+        let t = tl();
+        assert_eq!(t.complete(0.0), 0);
+        assert_eq!(t.complete(1.9), 0);
+        assert_eq!(t.complete(2.0), 1);
+        assert_eq!(t.complete(4.99), 2);
+        assert_eq!(t.complete(5.0), 3);
+        assert_eq!(t.complete(7.0), 4);
+        assert_eq!(t.start_of(4), 7.0);
+    }
+
+    #[test]
+    fn playlist_window_pdt_and_discontinuities() {
+        let t = tl();
+        let p = t.playlist(9.0, |n| format!("seg{n}.ts"));
+        // Complete: 0,1,2 (5 s), 3 (7 s), 4 (9 s) → window 3,4.
+        assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:3\n"), "{p}");
+        assert!(p.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"), "{p}");
+        assert!(p.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:00:05.000Z\n#EXTINF:2.000,\nseg3.ts\n"), "{p}");
+        assert!(p.contains("#EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:00:07.000Z\n#EXTINF:2.000,\nseg4.ts\n"), "{p}");
+        let p = t.playlist(12.0, |n| format!("seg{n}.ts"));
+        assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:5\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{p}");
+        assert!(p.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:00:10.000Z\n#EXTINF:2.000,\nseg6.ts\n"), "{p}");
+    }
+}
