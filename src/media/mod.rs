@@ -296,6 +296,7 @@ pub struct FrameSource {
     sink: gst_app::AppSink,
     what: String,
     done: bool,
+    frames: u64,
     /// How long `next_frame` waits before it reports a timeout (live sources).
     idle_timeout: Duration,
     /// Running time of the pipeline's base time on the system clock, for live sources.
@@ -365,6 +366,7 @@ impl FrameSource {
             sink,
             what,
             done: false,
+            frames: 0,
             idle_timeout,
             live,
         })
@@ -384,6 +386,7 @@ impl FrameSource {
         let deadline = Instant::now() + self.idle_timeout;
         loop {
             if let Some(sample) = self.sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
+                self.frames += 1;
                 return sample_to_frame(&sample).map(Some).map_err(|why| MediaError::Decode {
                     what: self.what.clone(),
                     why,
@@ -395,9 +398,11 @@ impl FrameSource {
             }
             if let Some(why) = bus_error(&self.pipeline) {
                 self.done = true;
-                return Err(MediaError::Decode {
-                    what: self.what.clone(),
-                    why,
+                let what = self.what.clone();
+                return Err(if self.frames == 0 {
+                    MediaError::NotVideo { what, why }
+                } else {
+                    MediaError::Decode { what, why }
                 });
             }
             if Instant::now() > deadline {

@@ -274,7 +274,8 @@ impl LiveOrigin {
                     Fault::PlaylistMalformed { count } => {
                         *count = count.saturating_sub(1);
                         (
-                            Answer::Body(Bytes::from_static(b"#EXTM3U\n#EXT-X-TARGETDURATION:two\n#EXTINF:x,\n")),
+                            // No EXT-X-TARGETDURATION: a required tag is missing.
+                            Answer::Body(Bytes::from_static(b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:2.0,\nseg0.ts\n")),
                             *count == 0,
                         )
                     }
@@ -342,6 +343,14 @@ impl LiveOrigin {
             }
         }
         Answer::Body(data)
+    }
+
+    /// EXT-X-PROGRAM-DATE-TIME of segment `msn` (as the playlist states it).
+    pub fn pdt_of(&self, msn: u64) -> Option<DateTime<Utc>> {
+        let g = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
+        let n = msn.checked_sub(g.0.msn_offset)?;
+        let t = g.0.epoch + chrono::Duration::nanoseconds((g.0.start_of(n) * 1e9).round() as i64);
+        Some(crate::frame::rfc3339_ms(&t).parse::<DateTime<Utc>>().unwrap_or(t))
     }
 
     /// How often each segment was requested.
