@@ -28,6 +28,24 @@ enum Command {
     Origin(cli::OriginArgs),
     /// The main job: a test origin on real footage and the live shot detector following it.
     Demo(cli::DemoArgs),
+    /// Benchmarks (print markdown tables).
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Real-time factor per channel and live channels sustained at once.
+    Ingest {
+        #[arg(long, default_value = "data/footage/intel_concat.mp4")]
+        input: PathBuf,
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 8)]
+        max_channels: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +84,11 @@ fn run(args: Cli) -> anyhow::Result<()> {
             }
             Command::Origin(a) => cli::run_origin(&a, cancel).await,
             Command::Demo(a) => cli::run_demo(&settings, &a, cancel).await,
+            Command::Bench { which } => match which {
+                BenchCommand::Ingest { input, seconds, max_channels } => {
+                    shopcue::bench::ingest::run_bench(&input, &settings, seconds, max_channels).await
+                }
+            },
         }
     })
 }

@@ -430,6 +430,22 @@ pub fn encode_segments(
     fps_hint: u32,
     kbps: u32,
 ) -> Result<Vec<PathBuf>, MediaError> {
+    encode_segments_as(input, dir, segment_secs, fps_hint, kbps, None)
+}
+
+/// [`encode_segments`], optionally scaled to `size` (width, height) at `fps_hint` frames/s.
+pub fn encode_segments_as(
+    input: &Path,
+    dir: &Path,
+    segment_secs: f64,
+    fps_hint: u32,
+    kbps: u32,
+    size: Option<(u32, u32)>,
+) -> Result<Vec<PathBuf>, MediaError> {
+    let caps = match size {
+        Some((w, h)) => format!("video/x-raw,format=I420,width={w},height={h},pixel-aspect-ratio=1/1,framerate={fps_hint}/1"),
+        None => "video/x-raw,format=I420".to_string(),
+    };
     let what = input.display().to_string();
     if !input.is_file() {
         return Err(MediaError::NotVideo {
@@ -443,6 +459,7 @@ pub fn encode_segments(
         ORIGIN_ENCODE_PIPELINE,
         &[
             ("location", quoted(&input.to_string_lossy())),
+            ("caps", caps),
             ("gop", gop.to_string()),
             ("kbps", kbps.to_string()),
             ("segment_ns", ((segment_secs * 1e9) as u64).to_string()),
