@@ -14,5 +14,6 @@ pub mod cue;
 pub mod frame;
 pub mod http;
 pub mod ingest;
+pub mod matching;
 pub mod media;
 pub mod shots;
