@@ -199,7 +199,7 @@ fn run(settings: &MatchingSettings, infer_every: u64) -> Run {
         if let Some(ticket) = sampler.sample(&frame) {
             sampled += 1;
             queue.push(ticket);
-            if sampled % infer_every == 0
+            if sampled.is_multiple_of(infer_every)
                 && let Some(ticket) = queue.try_pop()
             {
                 processed += 1;

@@ -474,6 +474,19 @@ impl CueBuilder {
     }
 }
 
+/// Fills `product` (title, price, url, image…) of every event's cue from `lookup`, e.g.
+/// the catalog's details by product id; cues it knows nothing of keep `null`.
+pub fn fill_products(events: &mut [CueEvent], lookup: impl Fn(&str) -> Option<serde_json::Value>) {
+    for event in events {
+        let cue = match event {
+            CueEvent::Start(c) | CueEvent::Update(c) | CueEvent::End(c) => c,
+        };
+        if cue.product.is_none() {
+            cue.product = lookup(&cue.product_id);
+        }
+    }
+}
+
 /// Keep a box track within `max` boxes: drop every other box, keeping the first and last.
 fn thin(boxes: &mut Vec<BoxSample>, max: usize) {
     let max = max.max(2);

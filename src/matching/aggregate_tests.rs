@@ -404,6 +404,23 @@ fn nan_and_garbage_do_not_panic() {
     assert_eq!(b.stats().invalid_box, 1);
 }
 
+#[test]
+fn product_details_are_filled_by_the_caller() {
+    let mut b = CueBuilder::new("news", &settings());
+    let mut events = b.push(&sample(0, 0, vec![det("milk", 0.95), det("juice", 0.92)]));
+    fill_products(&mut events, |id| {
+        (id == "milk")
+            .then(|| serde_json::json!({"title": "Arla Standard Milk", "price": "1.20 EUR"}))
+    });
+    assert_eq!(
+        events[0].cue().product.as_ref().unwrap()["title"],
+        "Arla Standard Milk"
+    );
+    assert_eq!(events[1].cue().product, None);
+    let json = serde_json::to_value(&events[0]).unwrap();
+    assert_eq!(json["cue"]["product"]["price"], "1.20 EUR");
+}
+
 // ---------- properties ----------
 
 const PRODUCTS: [&str; 4] = ["a", "b", "c", "d"];

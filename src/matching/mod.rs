@@ -22,7 +22,9 @@ pub mod sampler;
 
 use serde::{Deserialize, Serialize};
 
-pub use aggregate::{CueBuilder, CueStats, MatchedDetection, SampleResult};
+pub use aggregate::{
+    CueBuilder, CueStats, MatchedDetection, SampleResult, WHOLE_FRAME_CLASS, fill_products,
+};
 pub use queue::{DropOldestQueue, Popped, Pushed};
 pub use rules::{Judgement, Rules, crop_rect};
 pub use sampler::{SampleTicket, Sampler, SamplerStats};
@@ -192,7 +194,7 @@ impl MatchingSettings {
         if self.min_samples == 0 {
             return Err(setting("min_samples", "must be at least 1"));
         }
-        if !(self.single_sample_score >= self.min_similarity) {
+        if self.single_sample_score.is_nan() || self.single_sample_score < self.min_similarity {
             return Err(setting(
                 "single_sample_score",
                 "must be at least min_similarity (above 1 disables it)",
@@ -223,9 +225,11 @@ mod tests {
         MatchingSettings::default().validate().unwrap();
     }
 
+    type Edit = Box<dyn Fn(&mut MatchingSettings)>;
+
     #[test]
     fn bad_values_name_their_key() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut MatchingSettings)>)> = vec![
+        let cases: Vec<(&str, Edit)> = vec![
             ("interval_ms", Box::new(|s| s.interval_ms = 0)),
             ("settle_ms", Box::new(|s| s.settle_ms = 60_001)),
             ("queue_capacity", Box::new(|s| s.queue_capacity = 0)),

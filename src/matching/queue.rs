@@ -252,7 +252,7 @@ mod tests {
                         Popped::Item(v) => {
                             got.push(v);
                             // Slow inference.
-                            if got.len() % 16 == 0 {
+                            if got.len().is_multiple_of(16) {
                                 thread::sleep(Duration::from_micros(200));
                             }
                         }

@@ -70,8 +70,7 @@ impl Rules {
         if !self.class_allowed(&det.class_name) {
             return Judgement::ClassGated;
         }
-        // NaN fails this comparison too.
-        if !(det.det_score >= self.min_det_score) {
+        if det.det_score.is_nan() || det.det_score < self.min_det_score {
             return Judgement::LowDetScore;
         }
         let Some(bbox) = normalise_box(det.bbox) else {
