@@ -40,6 +40,7 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub media: MediaSettings,
     pub shots: ShotConfig,
+    pub matching: crate::matching::MatchingSettings,
     pub log: LogSettings,
     /// Channels to analyse: `[[channels]] id = "news" url = "https://…/master.m3u8"`.
     pub channels: Vec<ChannelSettings>,
@@ -272,6 +273,9 @@ impl Settings {
             return Err(invalid("log.format", "must be `text` or `json`"));
         }
         self.shots.validate().map_err(|(k, why)| invalid(&format!("shots.{k}"), why))?;
+        if let Err(e) = self.matching.validate() {
+            return Err(invalid(&format!("matching.{}", e.key()), e.reason()));
+        }
         let mut seen = std::collections::HashSet::new();
         for (n, c) in self.channels.iter().enumerate() {
             let key = format!("channels[{n}]");

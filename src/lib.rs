@@ -16,6 +16,7 @@ pub mod cue;
 pub mod frame;
 pub mod http;
 pub mod ingest;
+pub mod matching;
 pub mod media;
 pub mod origin;
 pub mod shots;

@@ -1,0 +1,506 @@
+//! From per-frame matches to cues: aggregation over the shot.
+//!
+//! One [`CueBuilder`] per channel gets, in frame order, the shot events and one
+//! [`SampleResult`] per sampled frame, and answers with [`CueEvent`]s:
+//!
+//! - **Birth.** Each detection is judged ([`Rules`]); of several detections of the same
+//!   product in one frame the most similar counts. A product seen confidently in
+//!   `min_samples` samples of the shot (or once at `single_sample_score` or more) becomes
+//!   a cue: `Start`, with `start` = wall clock of its *first* confident sample. Confident
+//!   samples further apart than `lost_after_ms` do not add up: the count starts again.
+//!   At most `max_cues_per_shot` cues start per shot; a product gets at most one cue per
+//!   shot (the id is `cue_id(channel, shot, product)`), and none within `cooldown_ms`
+//!   after its previous cue on the channel ended (samples inside the cooldown are
+//!   ignored, so a later cue still starts after it).
+//! - **Updates.** Each confident sample appends a box to the cue's track (thinned to
+//!   `max_boxes`) and refreshes its score (the mean similarity of its confident samples).
+//!   An `Update` goes out when the track grew or the score moved by more than
+//!   `score_epsilon`, at most once per `update_interval_ms` per cue.
+//! - **End.** When the shot ends, when the product has not been seen for more than
+//!   `lost_after_ms`, or at [`flush`](CueBuilder::flush): `End`, with `end` = wall clock
+//!   of the last sample where the product was seen.
+//!
+//! All times come from the samples (the frames' wall clock); nothing reads a clock.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::cue::{BoxSample, Cue, CueEvent, cue_id};
+use crate::matching::MatchingSettings;
+use crate::matching::rules::{Judgement, Rules};
+use crate::shots::ShotEvent;
+
+/// Class name of the whole-frame fallback detection (see [`MatchedDetection::whole_frame`]).
+pub const WHOLE_FRAME_CLASS: &str = "frame";
+
+/// One detection of a sampled frame with its catalog candidates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchedDetection {
+    /// `[x, y, w, h]`, normalised to the picture (0..1).
+    pub bbox: [f32; 4],
+    /// Detector class (e.g. COCO `bottle`), for class gating.
+    pub class_name: String,
+    pub det_score: f32,
+    /// Catalog neighbours `(product_id, similarity)`, best first (several may name the
+    /// same product when the catalog holds several images of it).
+    pub candidates: Vec<(String, f32)>,
+}
+
+impl MatchedDetection {
+    /// The fallback when the detector found nothing: the whole picture, class
+    /// [`WHOLE_FRAME_CLASS`], detector score 1. It is judged like any detection, so an
+    /// `allow_classes` list must name `frame` for it to count.
+    pub fn whole_frame(candidates: Vec<(String, f32)>) -> Self {
+        Self {
+            bbox: [0.0, 0.0, 1.0, 1.0],
+            class_name: WHOLE_FRAME_CLASS.into(),
+            det_score: 1.0,
+            candidates,
+        }
+    }
+}
+
+/// Inference's answer for one sampled frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleResult {
+    pub frame_index: u64,
+    pub pts_ns: u64,
+    pub wallclock: DateTime<Utc>,
+    pub shot_index: u64,
+    pub detections: Vec<MatchedDetection>,
+}
+
+/// Counters of what the builder saw and did (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CueStats {
+    pub samples: u64,
+    /// Samples of a shot already over, or not after the previous sample: ignored.
+    pub stale_samples: u64,
+    pub detections: u64,
+    pub class_gated: u64,
+    pub low_det_score: u64,
+    pub invalid_box: u64,
+    pub no_candidates: u64,
+    pub low_similarity: u64,
+    pub low_margin: u64,
+    /// Confident (product, sample) pairs, after merging detections of one product.
+    pub confident: u64,
+    /// Confident sightings ignored: the product is in its cooldown.
+    pub suppressed_cooldown: u64,
+    /// Confident sightings ignored: the product's cue in this shot is already over.
+    pub suppressed_repeat: u64,
+    /// Products that qualified but found the shot's `max_cues_per_shot` reached.
+    pub suppressed_max_cues: u64,
+    pub cues_started: u64,
+    pub cues_updated: u64,
+    pub cues_ended: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// Seen, not yet confirmed.
+    Pending,
+    /// Announced; what the last announcement carried.
+    Open {
+        emitted_at: DateTime<Utc>,
+        emitted_score: f32,
+        emitted_version: u64,
+    },
+    /// Ended; the product gets no other cue in this shot.
+    Done,
+}
+
+#[derive(Debug, Clone)]
+struct Track {
+    product_id: String,
+    first_wallclock: DateTime<Utc>,
+    first_pts_ns: u64,
+    last_wallclock: DateTime<Utc>,
+    samples: u32,
+    similarity_sum: f64,
+    boxes: Vec<BoxSample>,
+    /// Bumped on every box appended (thinning does not reset it).
+    version: u64,
+    phase: Phase,
+}
+
+impl Track {
+    fn score(&self) -> f32 {
+        if self.samples == 0 {
+            return 0.0;
+        }
+        ((self.similarity_sum / f64::from(self.samples)) as f32).clamp(0.0, 1.0)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ShotState {
+    index: u64,
+    /// In order of first sighting (deterministic output).
+    tracks: Vec<Track>,
+    started: usize,
+    last_frame: Option<u64>,
+    last_wallclock: Option<DateTime<Utc>>,
+}
+
+/// A product confidently seen in one sample (best detection of that product).
+struct Sighting {
+    product_id: String,
+    similarity: f32,
+    bbox: [f32; 4],
+}
+
+/// Per-channel cue state machine.
+#[derive(Debug, Clone)]
+pub struct CueBuilder {
+    channel: String,
+    settings: MatchingSettings,
+    rules: Rules,
+    shot: Option<ShotState>,
+    /// Samples of shots below this index are stale.
+    floor: Option<u64>,
+    /// Product → end of its latest cue, while that end is within the cooldown.
+    recent_ends: HashMap<String, DateTime<Utc>>,
+    stats: CueStats,
+}
+
+fn millis(ms: u64) -> TimeDelta {
+    TimeDelta::try_milliseconds(i64::try_from(ms).unwrap_or(i64::MAX)).unwrap_or(TimeDelta::MAX)
+}
+
+impl CueBuilder {
+    /// `settings` should have passed [`MatchingSettings::validate`]; out-of-range values
+    /// do not panic but give odd cues.
+    pub fn new(channel: impl Into<String>, settings: &MatchingSettings) -> Self {
+        Self {
+            channel: channel.into(),
+            settings: settings.clone(),
+            rules: Rules::new(settings),
+            shot: None,
+            floor: None,
+            recent_ends: HashMap::new(),
+            stats: CueStats::default(),
+        }
+    }
+
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    pub fn stats(&self) -> CueStats {
+        self.stats
+    }
+
+    /// Cues started and not yet ended.
+    pub fn open_cues(&self) -> usize {
+        self.shot.as_ref().map_or(0, |s| {
+            s.tracks
+                .iter()
+                .filter(|t| matches!(t.phase, Phase::Open { .. }))
+                .count()
+        })
+    }
+
+    /// A shot started or ended. An `Ended` closes the shot's open cues; a `Started` of a
+    /// later shot closes the current one too (should its `Ended` be missing).
+    pub fn on_shot_event(&mut self, event: &ShotEvent) -> Vec<CueEvent> {
+        let mut out = Vec::new();
+        match event {
+            ShotEvent::Started(shot) => {
+                self.enter_shot(shot.index, &mut out);
+            }
+            ShotEvent::Ended(shot) => {
+                if self.shot.as_ref().is_some_and(|s| s.index <= shot.index) {
+                    self.close_shot(&mut out);
+                }
+                let next = shot.index.saturating_add(1);
+                self.floor = Some(self.floor.map_or(next, |f| f.max(next)));
+            }
+        }
+        out
+    }
+
+    /// End of stream: ends every open cue.
+    pub fn flush(&mut self) -> Vec<CueEvent> {
+        let mut out = Vec::new();
+        self.close_shot(&mut out);
+        out
+    }
+
+    /// Feed one sampled frame's matches.
+    pub fn push(&mut self, sample: &SampleResult) -> Vec<CueEvent> {
+        let mut out = Vec::new();
+        self.stats.samples += 1;
+        if !self.enter_shot(sample.shot_index, &mut out) {
+            self.stats.stale_samples += 1;
+            return out;
+        }
+        let Some(mut shot) = self.shot.take() else {
+            return out;
+        };
+        let in_order = shot.last_frame.is_none_or(|f| sample.frame_index > f)
+            && shot.last_wallclock.is_none_or(|t| sample.wallclock >= t);
+        if in_order {
+            shot.last_frame = Some(sample.frame_index);
+            shot.last_wallclock = Some(sample.wallclock);
+            self.apply(&mut shot, sample, &mut out);
+        } else {
+            self.stats.stale_samples += 1;
+        }
+        self.shot = Some(shot);
+        out
+    }
+
+    /// Make `index` the current shot (closing an older one). `false` when `index` is an
+    /// earlier shot than the current one or than one already ended.
+    fn enter_shot(&mut self, index: u64, out: &mut Vec<CueEvent>) -> bool {
+        if self.floor.is_some_and(|f| index < f) {
+            return false;
+        }
+        if self.shot.as_ref().is_some_and(|s| s.index == index) {
+            return true;
+        }
+        self.close_shot(out);
+        self.shot = Some(ShotState {
+            index,
+            tracks: Vec::new(),
+            started: 0,
+            last_frame: None,
+            last_wallclock: None,
+        });
+        self.floor = Some(index);
+        true
+    }
+
+    fn close_shot(&mut self, out: &mut Vec<CueEvent>) {
+        let Some(mut shot) = self.shot.take() else {
+            return;
+        };
+        let index = shot.index;
+        for track in &mut shot.tracks {
+            if matches!(track.phase, Phase::Open { .. }) {
+                self.end_track(index, track, out);
+            }
+        }
+        self.floor = Some(index.saturating_add(1));
+    }
+
+    fn end_track(&mut self, shot: u64, track: &mut Track, out: &mut Vec<CueEvent>) {
+        track.phase = Phase::Done;
+        let end = track.last_wallclock;
+        let previous = self
+            .recent_ends
+            .entry(track.product_id.clone())
+            .or_insert(end);
+        *previous = (*previous).max(end);
+        self.stats.cues_ended += 1;
+        out.push(CueEvent::End(self.cue(shot, track, Some(end))));
+    }
+
+    fn cue(&self, shot: u64, track: &Track, end: Option<DateTime<Utc>>) -> Cue {
+        Cue {
+            id: cue_id(&self.channel, shot, &track.product_id),
+            channel: self.channel.clone(),
+            product_id: track.product_id.clone(),
+            start: track.first_wallclock,
+            end,
+            pts: track.first_pts_ns as f64 / 1e9,
+            score: track.score(),
+            shot,
+            boxes: track.boxes.clone(),
+            product: None,
+        }
+    }
+
+    /// The confident products of one sample, best detection per product, most similar
+    /// first (so they get the shot's cue slots first).
+    fn sightings(&mut self, sample: &SampleResult) -> Vec<Sighting> {
+        let mut best: Vec<Sighting> = Vec::new();
+        for det in &sample.detections {
+            self.stats.detections += 1;
+            match self.rules.judge(det) {
+                Judgement::Confident {
+                    product_id,
+                    similarity,
+                    bbox,
+                } => match best.iter_mut().find(|s| s.product_id == product_id) {
+                    Some(s) if s.similarity >= similarity => {}
+                    Some(s) => {
+                        s.similarity = similarity;
+                        s.bbox = bbox;
+                    }
+                    None => best.push(Sighting {
+                        product_id,
+                        similarity,
+                        bbox,
+                    }),
+                },
+                Judgement::ClassGated => self.stats.class_gated += 1,
+                Judgement::LowDetScore => self.stats.low_det_score += 1,
+                Judgement::InvalidBox => self.stats.invalid_box += 1,
+                Judgement::NoCandidates => self.stats.no_candidates += 1,
+                Judgement::LowSimilarity { .. } => self.stats.low_similarity += 1,
+                Judgement::LowMargin { .. } => self.stats.low_margin += 1,
+            }
+        }
+        best.sort_by(|a, b| {
+            b.similarity
+                .total_cmp(&a.similarity)
+                .then_with(|| a.product_id.cmp(&b.product_id))
+        });
+        self.stats.confident += best.len() as u64;
+        best
+    }
+
+    fn apply(&mut self, shot: &mut ShotState, sample: &SampleResult, out: &mut Vec<CueEvent>) {
+        let now = sample.wallclock;
+        let lost_after = millis(self.settings.lost_after_ms);
+        let cooldown = millis(self.settings.cooldown_ms);
+        self.recent_ends.retain(|_, end| {
+            end.checked_add_signed(cooldown)
+                .is_none_or(|until| until > now)
+        });
+        let sightings = self.sightings(sample);
+        let seen = |t: &Track| sightings.iter().any(|s| s.product_id == t.product_id);
+
+        // Lost first: those ends lie before anything this sample starts.
+        for track in &mut shot.tracks {
+            if matches!(track.phase, Phase::Open { .. })
+                && !seen(track)
+                && now.signed_duration_since(track.last_wallclock) > lost_after
+            {
+                self.end_track(shot.index, track, out);
+            }
+        }
+        // Pending products gone for too long start counting again on their next sighting.
+        shot.tracks.retain(|t| {
+            t.phase != Phase::Pending
+                || seen(t)
+                || now.signed_duration_since(t.last_wallclock) <= lost_after
+        });
+
+        for sighting in &sightings {
+            if self.recent_ends.contains_key(&sighting.product_id) {
+                self.stats.suppressed_cooldown += 1;
+                continue;
+            }
+            let at = match shot
+                .tracks
+                .iter()
+                .position(|t| t.product_id == sighting.product_id)
+            {
+                Some(at) => at,
+                None => {
+                    shot.tracks.push(Track {
+                        product_id: sighting.product_id.clone(),
+                        first_wallclock: now,
+                        first_pts_ns: sample.pts_ns,
+                        last_wallclock: now,
+                        samples: 0,
+                        similarity_sum: 0.0,
+                        boxes: Vec::new(),
+                        version: 0,
+                        phase: Phase::Pending,
+                    });
+                    shot.tracks.len() - 1
+                }
+            };
+            let track = &mut shot.tracks[at];
+            if track.phase == Phase::Done {
+                self.stats.suppressed_repeat += 1;
+                continue;
+            }
+            if track.phase == Phase::Pending
+                && now.signed_duration_since(track.last_wallclock) > lost_after
+            {
+                track.first_wallclock = now;
+                track.first_pts_ns = sample.pts_ns;
+                track.samples = 0;
+                track.similarity_sum = 0.0;
+                track.boxes.clear();
+            }
+            track.last_wallclock = now;
+            track.samples = track.samples.saturating_add(1);
+            track.similarity_sum += f64::from(sighting.similarity);
+            let [x, y, w, h] = sighting.bbox;
+            track.boxes.push(BoxSample { t: now, x, y, w, h });
+            track.version += 1;
+            thin(&mut track.boxes, self.settings.max_boxes);
+
+            match track.phase {
+                Phase::Pending => {
+                    let qualified = track.samples >= self.settings.min_samples
+                        || sighting.similarity >= self.settings.single_sample_score;
+                    if !qualified {
+                        continue;
+                    }
+                    if shot.started >= self.settings.max_cues_per_shot {
+                        self.stats.suppressed_max_cues += 1;
+                        continue;
+                    }
+                    shot.started += 1;
+                    track.phase = Phase::Open {
+                        emitted_at: now,
+                        emitted_score: track.score(),
+                        emitted_version: track.version,
+                    };
+                    self.stats.cues_started += 1;
+                    out.push(CueEvent::Start(self.cue(shot.index, track, None)));
+                }
+                Phase::Open {
+                    emitted_at,
+                    emitted_score,
+                    emitted_version,
+                } => {
+                    let score = track.score();
+                    let changed = track.version != emitted_version
+                        || (score - emitted_score).abs() > self.settings.score_epsilon;
+                    let due = now.signed_duration_since(emitted_at)
+                        >= millis(self.settings.update_interval_ms);
+                    if changed && due {
+                        track.phase = Phase::Open {
+                            emitted_at: now,
+                            emitted_score: score,
+                            emitted_version: track.version,
+                        };
+                        self.stats.cues_updated += 1;
+                        out.push(CueEvent::Update(self.cue(shot.index, track, None)));
+                    }
+                }
+                Phase::Done => {}
+            }
+        }
+    }
+}
+
+/// Fills `product` (title, price, url, image…) of every event's cue from `lookup`, e.g.
+/// the catalog's details by product id; cues it knows nothing of keep `null`.
+pub fn fill_products(events: &mut [CueEvent], lookup: impl Fn(&str) -> Option<serde_json::Value>) {
+    for event in events {
+        let cue = match event {
+            CueEvent::Start(c) | CueEvent::Update(c) | CueEvent::End(c) => c,
+        };
+        if cue.product.is_none() {
+            cue.product = lookup(&cue.product_id);
+        }
+    }
+}
+
+/// Keep a box track within `max` boxes: drop every other box, keeping the first and last.
+fn thin(boxes: &mut Vec<BoxSample>, max: usize) {
+    let max = max.max(2);
+    while boxes.len() > max {
+        let last = boxes.len() - 1;
+        let mut i = 0;
+        boxes.retain(|_| {
+            let keep = i % 2 == 0 || i == last;
+            i += 1;
+            keep
+        });
+    }
+}
+
+#[cfg(test)]
+#[path = "aggregate_tests.rs"]
+mod tests;

@@ -1,0 +1,308 @@
+//! Matching and cues: the pure logic between inference and the published cues.
+//!
+//! Per channel, frames flow through three pieces, none of which does I/O, async or reads a
+//! clock (every time comes from the frames themselves):
+//!
+//! 1. [`Sampler`] picks the frames that go to inference: the first frame `settle_ms` after
+//!    each shot start, then one every `interval_ms` within the shot.
+//! 2. [`DropOldestQueue`] holds the sampled frames waiting for the (blocking) inference
+//!    thread: bounded, and when full the oldest frame is dropped and counted, so a live
+//!    channel never falls behind its live edge because inference is slow.
+//! 3. Inference (detector → crops → embedder → catalog top-k, elsewhere) turns each sampled
+//!    frame into a [`SampleResult`]; [`CueBuilder`] judges every detection against the
+//!    thresholds ([`rules`]), aggregates confident matches over the shot and emits
+//!    [`CueEvent`](crate::cue::CueEvent)s: start, update, end.
+//!
+//! `docs/cues.md` describes how a cue is born, updated and ended, with every setting.
+
+pub mod aggregate;
+pub mod queue;
+pub mod rules;
+pub mod sampler;
+
+use serde::{Deserialize, Serialize};
+
+pub use aggregate::{
+    CueBuilder, CueStats, MatchedDetection, SampleResult, WHOLE_FRAME_CLASS, fill_products,
+};
+pub use queue::{DropOldestQueue, Popped, Pushed};
+pub use rules::{Judgement, Rules, crop_rect};
+pub use sampler::{SampleTicket, Sampler, SamplerStats};
+
+/// Errors of the matching module.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MatchingError {
+    /// A `[matching]` setting is out of range; `key` is the name inside `[matching]`.
+    #[error("matching.{key}: {why}")]
+    Setting { key: String, why: String },
+}
+
+impl MatchingError {
+    /// The offending key inside `[matching]`.
+    pub fn key(&self) -> &str {
+        match self {
+            MatchingError::Setting { key, .. } => key,
+        }
+    }
+    pub fn reason(&self) -> &str {
+        match self {
+            MatchingError::Setting { why, .. } => why,
+        }
+    }
+}
+
+fn setting(key: &str, why: impl Into<String>) -> MatchingError {
+    MatchingError::Setting {
+        key: key.to_string(),
+        why: why.into(),
+    }
+}
+
+/// How similarities are compared with the margin: the best product must beat the
+/// second-best *different* product by an absolute gap, or by a ratio (Lowe's test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MarginMode {
+    /// `best - second >= margin`.
+    Gap,
+    /// `second <= best * (1 - margin)`.
+    Ratio,
+}
+
+/// Sampling, matching and cue settings (`[matching]` in the config). Defaults suit the
+/// EfficientNet-Lite0 embedder with L2-normalised vectors and inner-product search
+/// (cosine similarity): same object about 0.8–0.9, different objects about 0.2–0.5.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatchingSettings {
+    // --- sampling ---
+    /// Wait this long after a shot starts before its first sample (lets a transition end).
+    pub settle_ms: u64,
+    /// Then sample one frame every this many ms within the shot.
+    pub interval_ms: u64,
+    /// Sampled frames that may wait for inference per channel; when full the oldest is
+    /// dropped and counted.
+    pub queue_capacity: usize,
+    // --- judging one detection ---
+    /// Catalog neighbours the caller asks for per crop (the margin test looks among them
+    /// for the second-best different product).
+    pub top_k: usize,
+    /// Detections below this detector score are ignored.
+    pub min_det_score: f32,
+    /// Absolute similarity the best product must reach.
+    pub min_similarity: f32,
+    /// `gap` or `ratio`: how `margin` is applied.
+    pub margin_mode: MarginMode,
+    /// Required lead of the best product over the second-best different one (see
+    /// `margin_mode`). 0 disables the test.
+    pub margin: f32,
+    /// Detector classes allowed to propose products; empty: all classes.
+    pub allow_classes: Vec<String>,
+    /// Detector classes never matched (after `allow_classes`).
+    pub deny_classes: Vec<String>,
+    // --- aggregation over the shot ---
+    /// Confident samples of the same shot needed before a product becomes a cue.
+    pub min_samples: u32,
+    /// One sample at or above this similarity is enough on its own (above 1: never).
+    pub single_sample_score: f32,
+    /// A product not seen for longer than this is lost: its cue ends (and a pending
+    /// product starts counting again).
+    pub lost_after_ms: u64,
+    /// The same product is not announced again on a channel until this long after its
+    /// previous cue ended (also across shots).
+    pub cooldown_ms: u64,
+    /// At most this many cues start in one shot.
+    pub max_cues_per_shot: usize,
+    /// At most one update per cue per this many ms.
+    pub update_interval_ms: u64,
+    /// A score change smaller than this alone does not trigger an update.
+    pub score_epsilon: f32,
+    /// Longest box track a cue carries; a longer one is thinned (every other box).
+    pub max_boxes: usize,
+}
+
+impl Default for MatchingSettings {
+    fn default() -> Self {
+        Self {
+            settle_ms: 120,
+            interval_ms: 250,
+            queue_capacity: 2,
+            top_k: 5,
+            min_det_score: 0.25,
+            min_similarity: 0.55,
+            margin_mode: MarginMode::Gap,
+            margin: 0.05,
+            allow_classes: Vec::new(),
+            deny_classes: vec!["person".into()],
+            min_samples: 2,
+            single_sample_score: 0.85,
+            lost_after_ms: 1_000,
+            cooldown_ms: 10_000,
+            max_cues_per_shot: 3,
+            update_interval_ms: 500,
+            score_epsilon: 0.02,
+            max_boxes: 32,
+        }
+    }
+}
+
+impl MatchingSettings {
+    /// Checks ranges; the error names the key inside `[matching]`.
+    pub fn validate(&self) -> Result<(), MatchingError> {
+        if self.interval_ms == 0 {
+            return Err(setting("interval_ms", "must be greater than 0"));
+        }
+        if self.settle_ms > 60_000 {
+            return Err(setting("settle_ms", "must be at most 60000"));
+        }
+        if self.queue_capacity == 0 {
+            return Err(setting("queue_capacity", "must be at least 1"));
+        }
+        if self.top_k == 0 || self.top_k > 1000 {
+            return Err(setting("top_k", "must be from 1 to 1000"));
+        }
+        if !(0.0..=1.0).contains(&self.min_det_score) {
+            return Err(setting("min_det_score", "must be from 0 to 1"));
+        }
+        if !(self.min_similarity > 0.0 && self.min_similarity <= 1.0) {
+            return Err(setting(
+                "min_similarity",
+                "must be greater than 0 and at most 1",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.margin) {
+            return Err(setting("margin", "must be from 0 to below 1"));
+        }
+        for (key, list) in [
+            ("allow_classes", &self.allow_classes),
+            ("deny_classes", &self.deny_classes),
+        ] {
+            if list.iter().any(|c| c.trim().is_empty()) {
+                return Err(setting(key, "class names must not be empty"));
+            }
+        }
+        if let Some(c) = self
+            .allow_classes
+            .iter()
+            .find(|c| self.deny_classes.contains(c))
+        {
+            return Err(setting(
+                "deny_classes",
+                format!("`{c}` is also in allow_classes"),
+            ));
+        }
+        if self.min_samples == 0 {
+            return Err(setting("min_samples", "must be at least 1"));
+        }
+        if self.single_sample_score.is_nan() || self.single_sample_score < self.min_similarity {
+            return Err(setting(
+                "single_sample_score",
+                "must be at least min_similarity (above 1 disables it)",
+            ));
+        }
+        if self.lost_after_ms == 0 {
+            return Err(setting("lost_after_ms", "must be greater than 0"));
+        }
+        if self.max_cues_per_shot == 0 {
+            return Err(setting("max_cues_per_shot", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.score_epsilon) {
+            return Err(setting("score_epsilon", "must be from 0 to 1"));
+        }
+        if !(2..=10_000).contains(&self.max_boxes) {
+            return Err(setting("max_boxes", "must be from 2 to 10000"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        MatchingSettings::default().validate().unwrap();
+    }
+
+    type Edit = Box<dyn Fn(&mut MatchingSettings)>;
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases: Vec<(&str, Edit)> = vec![
+            ("interval_ms", Box::new(|s| s.interval_ms = 0)),
+            ("settle_ms", Box::new(|s| s.settle_ms = 60_001)),
+            ("queue_capacity", Box::new(|s| s.queue_capacity = 0)),
+            ("top_k", Box::new(|s| s.top_k = 0)),
+            ("min_det_score", Box::new(|s| s.min_det_score = 1.5)),
+            ("min_similarity", Box::new(|s| s.min_similarity = 0.0)),
+            ("min_similarity", Box::new(|s| s.min_similarity = f32::NAN)),
+            ("margin", Box::new(|s| s.margin = 1.0)),
+            ("margin", Box::new(|s| s.margin = f32::NAN)),
+            (
+                "allow_classes",
+                Box::new(|s| s.allow_classes = vec![" ".into()]),
+            ),
+            (
+                "deny_classes",
+                Box::new(|s| s.allow_classes = vec!["person".into()]),
+            ),
+            ("min_samples", Box::new(|s| s.min_samples = 0)),
+            (
+                "single_sample_score",
+                Box::new(|s| s.single_sample_score = 0.1),
+            ),
+            ("lost_after_ms", Box::new(|s| s.lost_after_ms = 0)),
+            ("max_cues_per_shot", Box::new(|s| s.max_cues_per_shot = 0)),
+            ("score_epsilon", Box::new(|s| s.score_epsilon = -0.1)),
+            ("max_boxes", Box::new(|s| s.max_boxes = 1)),
+        ];
+        for (key, edit) in cases {
+            let mut s = MatchingSettings::default();
+            edit(&mut s);
+            match s.validate() {
+                Err(MatchingError::Setting { key: k, .. }) => assert_eq!(k, key),
+                Ok(()) => panic!("{key}: accepted"),
+            }
+        }
+    }
+
+    #[test]
+    fn snippet_parses_to_the_defaults() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/snippets/matching.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        let section = table.get("matching").cloned().unwrap();
+        let parsed: MatchingSettings = section.try_into().unwrap();
+        assert_eq!(parsed, MatchingSettings::default());
+        // Every key is documented in the snippet.
+        let defaults = toml::Value::try_from(MatchingSettings::default()).unwrap();
+        for key in defaults.as_table().unwrap().keys() {
+            assert!(
+                text.contains(&format!("\n{key} =")),
+                "snippet lacks `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_tree_loads_and_names_the_key() {
+        let env = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let s = crate::config::Settings::load(
+            None,
+            env("SHOPCUE__MATCHING__DENY_CLASSES", r#"["person","chair"]"#),
+        )
+        .unwrap();
+        assert_eq!(s.matching.deny_classes, vec!["person", "chair"]);
+        let err = crate::config::Settings::load(None, env("SHOPCUE__MATCHING__INTERVAL_MS", "0"))
+            .unwrap_err();
+        assert!(err.to_string().contains("`matching.interval_ms`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let r: Result<MatchingSettings, _> = toml::from_str("intervall_ms = 3");
+        assert!(r.is_err());
+    }
+}
