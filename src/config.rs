@@ -41,6 +41,7 @@ pub struct Settings {
     pub media: MediaSettings,
     pub shots: ShotConfig,
     pub log: LogSettings,
+    pub manifest: crate::manifest::ManifestSettings,
     /// Channels to analyse: `[[channels]] id = "news" url = "https://…/master.m3u8"`.
     pub channels: Vec<ChannelSettings>,
 }
@@ -272,6 +273,7 @@ impl Settings {
             return Err(invalid("log.format", "must be `text` or `json`"));
         }
         self.shots.validate().map_err(|(k, why)| invalid(&format!("shots.{k}"), why))?;
+        self.manifest.validate().map_err(|(k, why)| invalid(&format!("manifest.{k}"), why))?;
         let mut seen = std::collections::HashSet::new();
         for (n, c) in self.channels.iter().enumerate() {
             let key = format!("channels[{n}]");
