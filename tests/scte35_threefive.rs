@@ -177,7 +177,7 @@ fn splice_insert_out_and_in_decode() {
             out_of_network: out,
             program_splice: true,
             immediate: false,
-            pts_time: Some(0x0_7369_C02E),
+            pts_time: Some(0x7369_C02E),
             break_duration: dur.map(|d| (true, d)),
             ..Default::default()
         }),

@@ -91,7 +91,7 @@ impl<'a> BitReader<'a> {
 
     /// `n` whole bytes; the reader must be byte-aligned.
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.pos % 8 != 0 {
+        if !self.pos.is_multiple_of(8) {
             return Err("unaligned byte read".into());
         }
         let start = self.pos / 8;

@@ -145,7 +145,7 @@ pub fn resolve_sidecar_path(
     if p.len() > MAX_REL_PATH {
         return Err(refused(p, format!("longer than {MAX_REL_PATH} bytes")));
     }
-    if p.bytes().any(|c| c < 0x20 || c >= 0x7F) {
+    if p.bytes().any(|c| !(0x20..0x7F).contains(&c)) {
         return Err(refused(p, "control or non-ASCII characters"));
     }
     if p.contains('#') {

@@ -442,11 +442,8 @@ fn cont_elapsed(v: Option<&str>) -> Option<f64> {
 
 fn apply_signal(m: &mut Markers, s: Option<AdSignal>) {
     match s {
-        Some(AdSignal::Start { duration_s }) => {
-            if m.start.is_none() {
-                m.start = Some(duration_s);
-            }
-        }
+        Some(AdSignal::Start { duration_s }) if m.start.is_none() => m.start = Some(duration_s),
+        Some(AdSignal::Start { .. }) => {}
         Some(AdSignal::End) => m.end = true,
         None => {}
     }
@@ -701,31 +698,33 @@ pub fn rewrite_media_playlist(
                 &trailing_markers,
             )));
         for (t, m) in blocks {
-            if let Some((s, Some(planned_end))) = open {
-                if t >= planned_end && m.cont_elapsed.is_none() && !m.end {
-                    breaks.push(AdBreak {
-                        start: at(s).unwrap_or_default(),
-                        end: at(planned_end),
-                    });
-                    open = None;
-                }
+            if let Some((s, Some(planned_end))) = open
+                && t >= planned_end
+                && m.cont_elapsed.is_none()
+                && !m.end
+            {
+                breaks.push(AdBreak {
+                    start: at(s).unwrap_or_default(),
+                    end: at(planned_end),
+                });
+                open = None;
             }
-            if m.end {
-                if let Some((s, _)) = open.take() {
-                    breaks.push(AdBreak {
-                        start: at(s).unwrap_or_default(),
-                        end: at(t),
-                    });
-                }
+            if m.end
+                && let Some((s, _)) = open.take()
+            {
+                breaks.push(AdBreak {
+                    start: at(s).unwrap_or_default(),
+                    end: at(t),
+                });
             }
             if open.is_none() {
                 if let Some(d) = m.start {
                     open = Some((t, d.map(|d| t.saturating_add(secs_to_micros(d)))));
-                } else if let Some(elapsed) = m.cont_elapsed {
-                    if !m.end {
-                        let s = t.saturating_sub(elapsed.map_or(0, secs_to_micros));
-                        open = Some((s, None));
-                    }
+                } else if let Some(elapsed) = m.cont_elapsed
+                    && !m.end
+                {
+                    let s = t.saturating_sub(elapsed.map_or(0, secs_to_micros));
+                    open = Some((s, None));
                 }
             }
         }
@@ -830,13 +829,13 @@ pub fn rewrite_media_playlist(
         if let Some(j) = seg_at_line[i] {
             if let Some(st) = &starts {
                 let first_without = j == 0 && !segments[0].has_pdt;
-                if !origin_has_pdt || first_without {
-                    if let Some(t) = from_micros(st[j]) {
-                        out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
-                        out.push_str(&crate::frame::rfc3339_ms(&t));
-                        out.push('\n');
-                        pdt_inserted += 1;
-                    }
+                if (!origin_has_pdt || first_without)
+                    && let Some(t) = from_micros(st[j])
+                {
+                    out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+                    out.push_str(&crate::frame::rfc3339_ms(&t));
+                    out.push('\n');
+                    pdt_inserted += 1;
                 }
             }
             for c in &placed[j] {

@@ -605,14 +605,14 @@ mod tests {
         assert_eq!(
             s.command,
             SpliceCommand::TimeSignal {
-                pts_time: Some(0x072B_D0050)
+                pts_time: Some(0x72BD_0050)
             }
         );
         let seg: Vec<_> = s.segmentation().collect();
         assert_eq!(seg.len(), 1);
         assert_eq!(seg[0].event_id, 0x4800_008E);
         assert_eq!(seg[0].type_id, 0x34);
-        assert_eq!(seg[0].duration, Some(0x0001_A599_B0));
+        assert_eq!(seg[0].duration, Some(0x01A5_99B0));
         assert_eq!(seg[0].upid_type, 0x08);
         assert_eq!(
             seg[0].upid,
@@ -642,7 +642,7 @@ mod tests {
         };
         assert_eq!(i.event_id, 0x4800_008F);
         assert!(i.out_of_network && i.program_splice && !i.immediate);
-        assert_eq!(i.pts_time, Some(0x0_7369_C02E));
+        assert_eq!(i.pts_time, Some(0x7369_C02E));
         assert_eq!(i.break_duration, Some((true, 0x0052_CCF5)));
         assert_eq!(
             s.ad_signal(),

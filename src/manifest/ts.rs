@@ -61,7 +61,7 @@ struct Packet<'a> {
 }
 
 fn packets(data: &[u8]) -> Result<Vec<Packet<'_>>, ManifestError> {
-    if data.is_empty() || data.len() % PACKET != 0 {
+    if data.is_empty() || !data.len().is_multiple_of(PACKET) {
         return Err(err(format!(
             "{} bytes is not a whole number of 188-byte packets",
             data.len()
@@ -588,10 +588,10 @@ pub(crate) mod tests {
             if !p.has_payload {
                 continue;
             }
-            if let Some(l) = last[p.pid as usize] {
-                if p.cc != (l + 1) & 0xF {
-                    return false;
-                }
+            if let Some(l) = last[p.pid as usize]
+                && p.cc != (l + 1) & 0xF
+            {
+                return false;
             }
             last[p.pid as usize] = Some(p.cc);
         }
