@@ -175,6 +175,14 @@ pub fn run_bench(seconds_per_case: f64) -> Result<Vec<BenchRow>, ManifestError> 
 mod tests {
     use super::*;
 
+    /// The measurement itself: `cargo test --release --lib bench::manifest -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, run on demand"]
+    fn measure() {
+        let rows = run_bench(2.0).unwrap();
+        assert!(rows.iter().all(|r| r.micros_per_rewrite > 0.0));
+    }
+
     #[test]
     fn bench_runs_and_writes_cues() {
         let rows = run_bench(0.01).unwrap();

@@ -120,10 +120,17 @@ pub struct SegmentInfo {
     pub duration: f64,
     /// Its wall-clock start on the playlist's timeline (origin PDT or ingest's anchors).
     pub start: Option<DateTime<Utc>>,
-    /// Absolute origin URL.
+    /// As the origin wrote it; [`SegmentInfo::origin_url`] resolves it.
     pub uri: String,
     pub in_ad_break: bool,
     pub published: bool,
+}
+
+impl SegmentInfo {
+    /// The segment's origin URL (`playlist_url`: where the playlist was fetched).
+    pub fn origin_url(&self, playlist_url: &Url) -> Option<Url> {
+        playlist_url.join(&self.uri).ok()
+    }
 }
 
 /// An origin ad break on the playlist's timeline; `end: None` is still open.
@@ -316,15 +323,30 @@ impl<'a> UriMapper<'a> {
     }
 
     fn map(&mut self, raw: &str, target: Target, line: usize) -> Result<String, ManifestError> {
-        let url = self.resolve(raw, line)?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Ok(raw.to_string()); // skd:, data: ...: not ours to touch
-        }
         let through_sidecar = match target {
             Target::Playlist => true,
             Target::Media => self.ctx.uri_mode == UriMode::Proxy,
             Target::Origin => false,
         };
+        // Fast path: a relative reference that cannot climb (no `..`, plain or encoded)
+        // resolves under this playlist's directory, hence under the base: kept as is.
+        let t = raw.trim();
+        if through_sidecar
+            && self.playlist_in_base
+            && is_relative_path_ref(t)
+            && !t.contains("..")
+            && !t.contains('\\')
+            && !t
+                .as_bytes()
+                .windows(3)
+                .any(|w| w[0] == b'%' && w[1] == b'2' && w[2] | 0x20 == b'e')
+        {
+            return Ok(raw.to_string());
+        }
+        let url = self.resolve(raw, line)?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Ok(raw.to_string()); // skd:, data: ...: not ours to touch
+        }
         if !through_sidecar {
             return Ok(url.to_string());
         }
@@ -792,7 +814,10 @@ pub fn rewrite_media_playlist(
                     continue;
                 }
                 let cs = micros(c.start);
-                let j = (0..published).rev().find(|&j| st[j] <= cs).unwrap_or(0);
+                // The last published segment starting at or before the cue (else the first).
+                let j = st[..published]
+                    .partition_point(|&s| s <= cs)
+                    .saturating_sub(1);
                 placed[j].push(c);
                 dateranges.push(c.id.clone());
             }
@@ -888,10 +913,7 @@ pub fn rewrite_media_playlist(
                 msn: s.msn,
                 duration: s.duration,
                 start,
-                uri: mapper
-                    .resolve(s.uri, s.uri_line + 1)
-                    .map(|u| u.to_string())
-                    .unwrap_or_else(|_| s.uri.to_string()),
+                uri: s.uri.to_string(),
                 in_ad_break: start.is_some_and(|t| breaks.iter().any(|b| b.contains(t))),
                 published: j < published,
             }
@@ -996,4 +1018,73 @@ pub fn rewrite_multivariant(
         playlists,
         unproxied_uris: mapper.unproxied,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> ChannelOrigin {
+        ChannelOrigin::new("https://origin.example/live/news/master.m3u8", "/hls/news/").unwrap()
+    }
+
+    #[test]
+    fn proxy_mode_keeps_relative_uris_and_refuses_to_proxy_outside_the_base() {
+        let o = origin();
+        let url = Url::parse("https://origin.example/live/news/720p/index.m3u8").unwrap();
+        let ctx = RewriteContext {
+            uri_mode: UriMode::Proxy,
+            ..RewriteContext::new(&o, &url)
+        };
+        let input = "#EXTM3U\n#EXTINF:2,\na.ts\n#EXTINF:2,\n../../x.ts\n#EXTINF:2,\n%2E%2E/%2e%2e/y.ts\n#EXTINF:2,\nhttps://origin.example/live/news/720p/b.ts\n#EXTINF:2,\n../360p/c.ts\n";
+        let out = rewrite_media_playlist(input, &ctx).unwrap();
+        let uris: Vec<&str> = out.text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            uris,
+            [
+                "a.ts",
+                "https://origin.example/live/x.ts",
+                "https://origin.example/live/y.ts",
+                "/hls/news/720p/b.ts",
+                "../360p/c.ts"
+            ]
+        );
+        assert_eq!(out.unproxied_uris, 2);
+        assert_eq!(
+            out.segments[3].origin_url(&url).unwrap().as_str(),
+            "https://origin.example/live/news/720p/b.ts"
+        );
+    }
+
+    #[test]
+    fn crlf_and_bom_are_normalised_and_a_late_origin_pdt_gets_a_first_one() {
+        let o = origin();
+        let url = Url::parse("https://origin.example/live/news/720p.m3u8").unwrap();
+        let ctx = RewriteContext::new(&o, &url);
+        let input = "\u{feff}#EXTM3U\r\n#EXTINF:2.5,\r\na.ts\r\n#EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:00:02.500Z\r\n#EXTINF:2,\r\nb.ts\r\n";
+        let out = rewrite_media_playlist(input, &ctx).unwrap();
+        assert!(!out.text.contains('\r') && out.text.starts_with("#EXTM3U\n"));
+        assert_eq!(out.pdt_inserted, 1);
+        assert!(
+            out.text
+                .contains("#EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:00:00.000Z\n#EXTINF:2.5,")
+        );
+        assert_eq!(playlist_kind(input).unwrap(), PlaylistKind::Media);
+    }
+
+    #[test]
+    fn markers_parse() {
+        assert_eq!(cue_out_duration(Some("30")), Some(30.0));
+        assert_eq!(cue_out_duration(Some("DURATION=12.5")), Some(12.5));
+        assert_eq!(cue_out_duration(Some("Duration=4,foo=1")), Some(4.0));
+        assert_eq!(cue_out_duration(None), None);
+        assert_eq!(
+            cont_elapsed(Some("ElapsedTime=6.000,Duration=12")),
+            Some(6.0)
+        );
+        assert_eq!(cont_elapsed(Some("5/30")), Some(5.0));
+        assert!(is_relative_path_ref("a/b:c.ts"));
+        assert!(!is_relative_path_ref("http:x"));
+        assert!(!is_relative_path_ref("/abs"));
+    }
 }
