@@ -86,6 +86,8 @@ case "$what" in
   test|bench)
     # Peers the benchmarks compare against; the browser driver for the web tests.
     python3 -c "import scenedetect" 2>/dev/null || python3 -m pip install -q "scenedetect-headless==0.7.2"
+    # An independent SCTE-35 decoder, to check the SCTE35-CMD payloads we write.
+    python3 -c "import threefive" 2>/dev/null || python3 -m pip install -q "threefive==3.1.5"
     if [ -f web/package.json ] && [ ! -d web/node_modules ]; then (cd web && npm ci --silent --no-audit --no-fund); fi
     ;;
 esac

@@ -42,6 +42,7 @@ pub struct Settings {
     pub shots: ShotConfig,
     pub matching: crate::matching::MatchingSettings,
     pub log: LogSettings,
+    pub manifest: crate::manifest::ManifestSettings,
     /// Channels to analyse: `[[channels]] id = "news" url = "https://…/master.m3u8"`.
     pub channels: Vec<ChannelSettings>,
 }
@@ -276,6 +277,7 @@ impl Settings {
         if let Err(e) = self.matching.validate() {
             return Err(invalid(&format!("matching.{}", e.key()), e.reason()));
         }
+        self.manifest.validate().map_err(|(k, why)| invalid(&format!("manifest.{k}"), why))?;
         let mut seen = std::collections::HashSet::new();
         for (n, c) in self.channels.iter().enumerate() {
             let key = format!("channels[{n}]");

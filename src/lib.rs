@@ -17,6 +17,7 @@ pub mod frame;
 pub mod http;
 pub mod ingest;
 pub mod matching;
+pub mod manifest;
 pub mod media;
 pub mod origin;
 pub mod shots;

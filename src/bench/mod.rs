@@ -1,4 +1,5 @@
-//! Benchmarks behind `shopcue bench <name>`: each prints markdown tables; numbers are
-//! recorded in docs/BENCHMARKS.md.
+//! Benchmarks behind `shopcue bench <name>`: each prints markdown tables (and returns its
+//! rows where callers need them); numbers are recorded in docs/BENCHMARKS.md.
 
 pub mod ingest;
+pub mod manifest;
