@@ -55,11 +55,18 @@ fn round3(x: f64) -> f64 {
 }
 
 /// Detect the shots of an input: a whole file, or `duration` seconds of a live stream.
-pub async fn detect_shots(settings: &Settings, args: &ShotsArgs, cancel: CancellationToken) -> anyhow::Result<ShotsReport> {
+pub async fn detect_shots(
+    settings: &Settings,
+    args: &ShotsArgs,
+    cancel: CancellationToken,
+) -> anyhow::Result<ShotsReport> {
     let spec = SourceSpec::parse(&args.input)?;
     let live = !matches!(spec, SourceSpec::File(_));
     if let Some(d) = args.duration {
-        anyhow::ensure!(d.is_finite() && d > 0.0, "--duration must be a positive number of seconds");
+        anyhow::ensure!(
+            d.is_finite() && d > 0.0,
+            "--duration must be a positive number of seconds"
+        );
     }
     let height = match spec {
         SourceSpec::File(_) => Some(settings.shots.decode_height),
@@ -71,7 +78,15 @@ pub async fn detect_shots(settings: &Settings, args: &ShotsArgs, cancel: Cancell
         height,
     };
     let source_cancel = cancel.child_token();
-    let mut channel = ingest::start("cli", spec, &settings.ingest, &settings.media, opts, source_cancel.clone()).await?;
+    let mut channel = ingest::start(
+        "cli",
+        spec,
+        &settings.ingest,
+        &settings.media,
+        opts,
+        source_cancel.clone(),
+    )
+    .await?;
     let mut detector = ShotDetector::new(&settings.shots);
     let mut shots: Vec<ShotOut> = Vec::new();
     let mut frames = 0u64;
@@ -130,7 +145,12 @@ pub fn print_shots(report: &ShotsReport, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(report)?);
         return Ok(());
     }
-    println!("{} frames at {:.3} fps, {} shots", report.frames, report.fps, report.shots.len());
+    println!(
+        "{} frames at {:.3} fps, {} shots",
+        report.frames,
+        report.fps,
+        report.shots.len()
+    );
     println!("| shot | start frame | end frame | start s | end s | start wall clock |");
     println!("|---:|---:|---:|---:|---:|---|");
     for s in &report.shots {
@@ -165,7 +185,8 @@ pub fn build_origin(args: &OriginArgs) -> anyhow::Result<Arc<LiveOrigin>> {
         args.segment_seconds.is_finite() && (0.5..=30.0).contains(&args.segment_seconds),
         "--segment-seconds must be between 0.5 and 30"
     );
-    let origin = LiveOrigin::from_file(&args.input, args.segment_seconds, args.window, !args.no_pdt)?;
+    let origin =
+        LiveOrigin::from_file(&args.input, args.segment_seconds, args.window, !args.no_pdt)?;
     Ok(Arc::new(origin))
 }
 
@@ -191,7 +212,10 @@ pub async fn run_origin(args: &OriginArgs, cancel: CancellationToken) -> anyhow:
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    println!("origin: http://{addr}/live/master.m3u8 (media playlist http://{addr}/live/index.m3u8), {} segments looping", origin.segment_count());
+    println!(
+        "origin: http://{addr}/live/master.m3u8 (media playlist http://{addr}/live/index.m3u8), {} segments looping",
+        origin.segment_count()
+    );
     crate::http::origin::serve(listener, origin, async move { cancel.cancelled().await }).await?;
     Ok(())
 }
@@ -211,14 +235,21 @@ pub struct DemoArgs {
 
 /// The demo: the test origin on real footage, and the live shot detector following it,
 /// printing each shot as it is found.
-pub async fn run_demo(settings: &Settings, args: &DemoArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run_demo(
+    settings: &Settings,
+    args: &DemoArgs,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let input = match &args.input {
         Some(p) => p.clone(),
-        None => ["data/footage/grocery_shots.mp4", "../shared/data/footage/grocery_shots.mp4"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .context("no footage: run scripts/setup.sh, or pass --input FILE")?,
+        None => [
+            "data/footage/grocery_shots.mp4",
+            "../shared/data/footage/grocery_shots.mp4",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .context("no footage: run scripts/setup.sh, or pass --input FILE")?,
     };
     let origin_args = OriginArgs {
         input,
@@ -235,7 +266,9 @@ pub async fn run_demo(settings: &Settings, args: &DemoArgs, cancel: Cancellation
     let url = format!("http://{addr}/live/master.m3u8");
     println!("test origin: {url}");
     let server_cancel = cancel.clone();
-    tokio::spawn(crate::http::origin::serve(listener, origin, async move { server_cancel.cancelled().await }));
+    tokio::spawn(crate::http::origin::serve(listener, origin, async move {
+        server_cancel.cancelled().await
+    }));
     let mut channel = ingest::start(
         "demo",
         SourceSpec::parse(&url)?,
@@ -246,7 +279,9 @@ pub async fn run_demo(settings: &Settings, args: &DemoArgs, cancel: Cancellation
     )
     .await?;
     let mut detector = ShotDetector::new(&settings.shots);
-    let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
+    let deadline = args
+        .duration
+        .map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
     loop {
         let frame = tokio::select! {
             f = channel.frames.recv() => f,

@@ -166,7 +166,11 @@ pub enum VariantChoice {
 impl std::str::FromStr for VariantChoice {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let num = |v: &str| v.trim().parse::<u64>().map_err(|_| format!("`{v}` is not a number"));
+        let num = |v: &str| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("`{v}` is not a number"))
+        };
         match s.split_once(':') {
             Some(("closest", h)) => Ok(Self::ClosestHeight(num(h)? as u32)),
             Some(("bandwidth", b)) => Ok(Self::Bandwidth(num(b)?)),
@@ -216,7 +220,9 @@ impl Settings {
         let settings: Settings = tree.try_into().map_err(|e: toml::de::Error| {
             let message = e.message().to_string();
             ConfigError::Parse {
-                path: file.map(Path::to_path_buf).unwrap_or_else(|| "<environment>".into()),
+                path: file
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| "<environment>".into()),
                 message,
             }
         })?;
@@ -231,7 +237,10 @@ impl Settings {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid("server.listen", format!("`{}` is not an ip:port address", self.server.listen)));
+            return Err(invalid(
+                "server.listen",
+                format!("`{}` is not an ip:port address", self.server.listen),
+            ));
         }
         self.ingest
             .variant
@@ -249,10 +258,16 @@ impl Settings {
             }
         }
         if i.retry_max_ms < i.retry_initial_ms {
-            return Err(invalid("ingest.retry_max_ms", "must be at least ingest.retry_initial_ms"));
+            return Err(invalid(
+                "ingest.retry_max_ms",
+                "must be at least ingest.retry_initial_ms",
+            ));
         }
         if i.max_playlist_bytes < 1024 {
-            return Err(invalid("ingest.max_playlist_bytes", "must be at least 1024"));
+            return Err(invalid(
+                "ingest.max_playlist_bytes",
+                "must be at least 1024",
+            ));
         }
         if i.max_segment_bytes < 4096 {
             return Err(invalid("ingest.max_segment_bytes", "must be at least 4096"));
@@ -261,11 +276,17 @@ impl Settings {
             return Err(invalid("ingest.segment_attempts", "must be at least 1"));
         }
         if !(i.stall_target_durations >= 1.0) {
-            return Err(invalid("ingest.stall_target_durations", "must be at least 1"));
+            return Err(invalid(
+                "ingest.stall_target_durations",
+                "must be at least 1",
+            ));
         }
         let h = self.media.analysis_height;
         if !(16..=2160).contains(&h) || h % 2 != 0 {
-            return Err(invalid("media.analysis_height", "must be an even number from 16 to 2160"));
+            return Err(invalid(
+                "media.analysis_height",
+                "must be an even number from 16 to 2160",
+            ));
         }
         if self.media.frame_queue == 0 {
             return Err(invalid("media.frame_queue", "must be at least 1"));
@@ -273,17 +294,24 @@ impl Settings {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be `text` or `json`"));
         }
-        self.shots.validate().map_err(|(k, why)| invalid(&format!("shots.{k}"), why))?;
+        self.shots
+            .validate()
+            .map_err(|(k, why)| invalid(&format!("shots.{k}"), why))?;
         if let Err(e) = self.matching.validate() {
             return Err(invalid(&format!("matching.{}", e.key()), e.reason()));
         }
-        self.manifest.validate().map_err(|(k, why)| invalid(&format!("manifest.{k}"), why))?;
+        self.manifest
+            .validate()
+            .map_err(|(k, why)| invalid(&format!("manifest.{k}"), why))?;
         let mut seen = std::collections::HashSet::new();
         for (n, c) in self.channels.iter().enumerate() {
             let key = format!("channels[{n}]");
             validate_channel_id(&c.id).map_err(|why| invalid(&format!("{key}.id"), why))?;
             if !seen.insert(c.id.as_str()) {
-                return Err(invalid(&format!("{key}.id"), format!("duplicate channel id `{}`", c.id)));
+                return Err(invalid(
+                    &format!("{key}.id"),
+                    format!("duplicate channel id `{}`", c.id),
+                ));
             }
             crate::ingest::SourceSpec::parse(&c.url)
                 .map_err(|e| invalid(&format!("{key}.url"), e.to_string()))?;
@@ -297,7 +325,10 @@ pub fn validate_channel_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 64 {
         return Err("must be 1 to 64 characters".into());
     }
-    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(format!("`{id}` may only hold letters, digits, `-` and `_`"));
     }
     Ok(())
@@ -344,12 +375,16 @@ fn set_path(tree: &mut toml::Value, keys: &[String], value: toml::Value) -> Resu
     let (last, parents) = keys.split_last().ok_or("no key")?;
     let mut node = tree;
     for k in parents {
-        let table = node.as_table_mut().ok_or_else(|| format!("`{k}` is not a section"))?;
+        let table = node
+            .as_table_mut()
+            .ok_or_else(|| format!("`{k}` is not a section"))?;
         node = table
             .entry(k.clone())
             .or_insert_with(|| toml::Value::Table(Default::default()));
     }
-    let table = node.as_table_mut().ok_or_else(|| format!("`{last}` has no parent section"))?;
+    let table = node
+        .as_table_mut()
+        .ok_or_else(|| format!("`{last}` has no parent section"))?;
     // Keep the type of a known key: "8080" for a string field stays a string.
     let value = match (table.get(last), value) {
         (Some(toml::Value::String(_)), v) if !v.is_str() => toml::Value::String(scalar_text(&v)),
@@ -372,7 +407,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -416,7 +454,10 @@ mod tests {
         assert!(e.to_string().contains("no_such"), "{e}");
         let e = Settings::load(
             None,
-            env(&[("SHOPCUE__CHANNELS", r#"[{id="a b", url="http://127.0.0.1/x.m3u8"}]"#)]),
+            env(&[(
+                "SHOPCUE__CHANNELS",
+                r#"[{id="a b", url="http://127.0.0.1/x.m3u8"}]"#,
+            )]),
         )
         .unwrap_err();
         assert!(e.to_string().contains("channels[0].id"), "{e}");
@@ -435,7 +476,10 @@ mod tests {
         assert_eq!(s.channels.len(), 2);
         let e = Settings::load(
             None,
-            env(&[("SHOPCUE__CHANNELS", r#"[{id="a", url="http://x/a.m3u8"}, {id="a", url="http://x/b.m3u8"}]"#)]),
+            env(&[(
+                "SHOPCUE__CHANNELS",
+                r#"[{id="a", url="http://x/a.m3u8"}, {id="a", url="http://x/b.m3u8"}]"#,
+            )]),
         )
         .unwrap_err();
         assert!(e.to_string().contains("duplicate"), "{e}");
@@ -445,7 +489,10 @@ mod tests {
     fn variant_choice_parses() {
         assert_eq!("closest:720".parse(), Ok(VariantChoice::ClosestHeight(720)));
         assert_eq!("highest".parse(), Ok(VariantChoice::Highest));
-        assert_eq!("bandwidth:800000".parse(), Ok(VariantChoice::Bandwidth(800_000)));
+        assert_eq!(
+            "bandwidth:800000".parse(),
+            Ok(VariantChoice::Bandwidth(800_000))
+        );
         assert!("closest:x".parse::<VariantChoice>().is_err());
     }
 }

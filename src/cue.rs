@@ -72,7 +72,8 @@ impl CueEvent {
 /// A stable cue id from its channel, shot and product.
 pub fn cue_id(channel: &str, shot: u64, product_id: &str) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!("{channel}\u{1f}{shot}\u{1f}{product_id}").as_bytes());
+    let digest =
+        sha2::Sha256::digest(format!("{channel}\u{1f}{shot}\u{1f}{product_id}").as_bytes());
     format!("cue-{}", hex::encode(&digest[..8]))
 }
 
@@ -118,7 +119,9 @@ mod tests {
 
     #[test]
     fn event_json_shape() {
-        let t = DateTime::parse_from_rfc3339("2026-11-21T10:00:00.040Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-21T10:00:00.040Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let cue = Cue {
             id: cue_id("news", 3, "sku-1"),
             channel: "news".into(),
@@ -128,7 +131,13 @@ mod tests {
             pts: 12.04,
             score: 0.8,
             shot: 3,
-            boxes: vec![BoxSample { t, x: 0.1, y: 0.2, w: 0.3, h: 0.4 }],
+            boxes: vec![BoxSample {
+                t,
+                x: 0.1,
+                y: 0.2,
+                w: 0.3,
+                h: 0.4,
+            }],
             product: None,
         };
         let v = serde_json::to_value(CueEvent::Start(cue.clone())).unwrap();

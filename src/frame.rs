@@ -37,7 +37,11 @@ impl I420Image {
         let mut data = vec![y; luma + 2 * chroma];
         data[luma..luma + chroma].fill(u);
         data[luma + chroma..].fill(v);
-        Self { width, height, data }
+        Self {
+            width,
+            height,
+            data,
+        }
     }
     pub fn y(&self) -> &[u8] {
         &self.data[..self.width as usize * self.height as usize]

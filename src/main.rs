@@ -68,7 +68,9 @@ fn run(args: Cli) -> anyhow::Result<()> {
     });
     let settings = Settings::from_env(config.as_deref()).context("settings")?;
     shopcue::telemetry::init(&settings.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let cancel = CancellationToken::new();
         let signal = cancel.clone();
@@ -85,8 +87,13 @@ fn run(args: Cli) -> anyhow::Result<()> {
             Command::Origin(a) => cli::run_origin(&a, cancel).await,
             Command::Demo(a) => cli::run_demo(&settings, &a, cancel).await,
             Command::Bench { which } => match which {
-                BenchCommand::Ingest { input, seconds, max_channels } => {
-                    shopcue::bench::ingest::run_bench(&input, &settings, seconds, max_channels).await
+                BenchCommand::Ingest {
+                    input,
+                    seconds,
+                    max_channels,
+                } => {
+                    shopcue::bench::ingest::run_bench(&input, &settings, seconds, max_channels)
+                        .await
                 }
             },
         }
@@ -97,13 +104,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

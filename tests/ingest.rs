@@ -31,7 +31,11 @@ fn settings() -> Settings {
 
 /// Follow the origin's playlist for `secs`, injecting `faults` after the first segment;
 /// returns the segments in arrival order and the stats.
-async fn follow_for(origin: &TestOrigin, secs: f64, faults: Vec<Fault>) -> (Vec<FetchedSegment>, Arc<ChannelStats>) {
+async fn follow_for(
+    origin: &TestOrigin,
+    secs: f64,
+    faults: Vec<Fault>,
+) -> (Vec<FetchedSegment>, Arc<ChannelStats>) {
     let s = settings();
     let fetcher = Fetcher::new().unwrap();
     let url = url::Url::parse(&origin.media_url()).unwrap();
@@ -39,7 +43,14 @@ async fn follow_for(origin: &TestOrigin, secs: f64, faults: Vec<Fault>) -> (Vec<
     let stats = Arc::new(ChannelStats::default());
     let (tx, mut rx) = mpsc::channel(4);
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(hls::follow(fetcher, opened, s.ingest.clone(), stats.clone(), tx, cancel.clone()));
+    let task = tokio::spawn(hls::follow(
+        fetcher,
+        opened,
+        s.ingest.clone(),
+        stats.clone(),
+        tx,
+        cancel.clone(),
+    ));
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
     let mut faults = Some(faults);
@@ -68,10 +79,17 @@ async fn follow_for(origin: &TestOrigin, secs: f64, faults: Vec<Fault>) -> (Vec<
 /// Faults name segments relative to the first one fetched.
 fn shift(f: Fault, base: u64) -> Fault {
     match f {
-        Fault::SegmentStatus { msn, status, count } => Fault::SegmentStatus { msn: base + msn, status, count },
+        Fault::SegmentStatus { msn, status, count } => Fault::SegmentStatus {
+            msn: base + msn,
+            status,
+            count,
+        },
         Fault::SegmentGarbage { msn } => Fault::SegmentGarbage { msn: base + msn },
         Fault::SegmentTruncate { msn } => Fault::SegmentTruncate { msn: base + msn },
-        Fault::SegmentDelay { msn, ms } => Fault::SegmentDelay { msn: base + msn, ms },
+        Fault::SegmentDelay { msn, ms } => Fault::SegmentDelay {
+            msn: base + msn,
+            ms,
+        },
         other => other,
     }
 }
@@ -89,11 +107,19 @@ async fn live_segments_arrive_once_in_order_with_origin_clock() {
     let origin = TestOrigin::start("intel_concat.mp4", 1.0, 4, true).await;
     let (segs, stats) = follow_for(&origin, 6.5, vec![]).await;
     let msns = assert_contiguous(&segs);
-    assert!(msns.len() >= 5, "expected about 6 segments in 6.5 s of a live 1 s channel, got {msns:?}");
+    assert!(
+        msns.len() >= 5,
+        "expected about 6 segments in 6.5 s of a live 1 s channel, got {msns:?}"
+    );
     // Exactly once, from the origin's point of view.
     let requests = origin.origin.requests();
     for m in &msns {
-        assert_eq!(requests.get(m), Some(&1), "segment {m} requested {:?} times", requests.get(m));
+        assert_eq!(
+            requests.get(m),
+            Some(&1),
+            "segment {m} requested {:?} times",
+            requests.get(m)
+        );
     }
     for s in &segs {
         assert!(s.job.origin_pdt);
@@ -110,8 +136,13 @@ async fn frames_carry_wallclocks_matching_pdt() {
     let s = settings();
     let cancel = CancellationToken::new();
     let spec = SourceSpec::parse(&origin.master_url()).unwrap();
-    let opts = IngestOptions { on_error: OnError::Fail, ..Default::default() };
-    let mut ch = ingest::start("t", spec, &s.ingest, &s.media, opts, cancel.clone()).await.unwrap();
+    let opts = IngestOptions {
+        on_error: OnError::Fail,
+        ..Default::default()
+    };
+    let mut ch = ingest::start("t", spec, &s.ingest, &s.media, opts, cancel.clone())
+        .await
+        .unwrap();
     let mut frames: Vec<Frame> = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
     while let Ok(Some(f)) = tokio::time::timeout_at(deadline, ch.frames.recv()).await {
@@ -121,13 +152,22 @@ async fn frames_carry_wallclocks_matching_pdt() {
     assert!(frames.len() >= 100, "only {} frames in 6 s", frames.len());
     assert_eq!(frames[0].image.height, 180);
     for w in frames.windows(2) {
-        assert!(w[1].wallclock > w[0].wallclock, "wall clock not monotonic at frame {}", w[1].index);
+        assert!(
+            w[1].wallclock > w[0].wallclock,
+            "wall clock not monotonic at frame {}",
+            w[1].index
+        );
         assert_eq!(w[1].index, w[0].index + 1);
         assert!(w[1].pts_ns > w[0].pts_ns);
     }
     // Every segment start in the covered range has a frame within one frame duration (40 ms).
     let first_msn = (0..10_000u64)
-        .find(|m| origin.origin.pdt_of(*m).is_some_and(|t| t >= frames[0].wallclock - chrono::Duration::milliseconds(20)))
+        .find(|m| {
+            origin
+                .origin
+                .pdt_of(*m)
+                .is_some_and(|t| t >= frames[0].wallclock - chrono::Duration::milliseconds(20))
+        })
         .unwrap();
     let mut checked = 0;
     for msn in first_msn.. {
@@ -135,8 +175,15 @@ async fn frames_carry_wallclocks_matching_pdt() {
         if pdt > frames.last().unwrap().wallclock {
             break;
         }
-        let nearest = frames.iter().map(|f| (f.wallclock - pdt).num_microseconds().unwrap().abs()).min().unwrap();
-        assert!(nearest < 40_000, "segment {msn}: nearest frame {nearest} µs from its PDT");
+        let nearest = frames
+            .iter()
+            .map(|f| (f.wallclock - pdt).num_microseconds().unwrap().abs())
+            .min()
+            .unwrap();
+        assert!(
+            nearest < 40_000,
+            "segment {msn}: nearest frame {nearest} µs from its PDT"
+        );
         checked += 1;
     }
     assert!(checked >= 4, "checked only {checked} segment starts");
@@ -147,24 +194,41 @@ async fn frames_carry_wallclocks_matching_pdt() {
 async fn segment_errors_are_retried_and_nothing_later_is_lost() {
     let origin = TestOrigin::start("intel_concat.mp4", 1.0, 4, true).await;
     let faults = vec![
-        Fault::SegmentStatus { msn: 1, status: 404, count: 1 },
-        Fault::SegmentStatus { msn: 2, status: 500, count: 2 },
+        Fault::SegmentStatus {
+            msn: 1,
+            status: 404,
+            count: 1,
+        },
+        Fault::SegmentStatus {
+            msn: 2,
+            status: 500,
+            count: 2,
+        },
         Fault::SegmentDelay { msn: 3, ms: 2500 },
     ];
     let (segs, stats) = follow_for(&origin, 9.0, faults).await;
     let msns = assert_contiguous(&segs);
     assert!(msns.len() >= 6, "{msns:?}");
     assert_eq!(stats.segments_lost.load(Ordering::Relaxed), 0);
-    assert!(stats.fetch_errors.load(Ordering::Relaxed) >= 4, "404 + 2×500 + timeout were seen");
+    assert!(
+        stats.fetch_errors.load(Ordering::Relaxed) >= 4,
+        "404 + 2×500 + timeout were seen"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn playlist_errors_stalls_and_malformed_playlists_recover() {
     let origin = TestOrigin::start("intel_concat.mp4", 1.0, 8, true).await;
     let faults = vec![
-        Fault::PlaylistStatus { status: 500, count: 2 },
+        Fault::PlaylistStatus {
+            status: 500,
+            count: 2,
+        },
         Fault::PlaylistMalformed { count: 1 },
-        Fault::PlaylistStatus { status: 404, count: 1 },
+        Fault::PlaylistStatus {
+            status: 404,
+            count: 1,
+        },
     ];
     let (segs, stats) = follow_for(&origin, 8.0, faults).await;
     let msns = assert_contiguous(&segs);
@@ -174,7 +238,10 @@ async fn playlist_errors_stalls_and_malformed_playlists_recover() {
     // 8-segment window), then moves on: nothing is lost.
     let (segs, stats) = follow_for(&origin, 9.0, vec![Fault::PlaylistStall { seconds: 5.0 }]).await;
     assert_contiguous(&segs);
-    assert!(stats.stalls.load(Ordering::Relaxed) >= 1, "the stall was reported");
+    assert!(
+        stats.stalls.load(Ordering::Relaxed) >= 1,
+        "the stall was reported"
+    );
     assert!(segs.len() >= 4, "the channel moved again after the stall");
     assert_eq!(stats.state(), ingest::ChannelState::Up);
 }
@@ -185,27 +252,61 @@ async fn garbage_and_truncated_segments_do_not_stop_the_channel() {
     let s = settings();
     let cancel = CancellationToken::new();
     let spec = SourceSpec::parse(&origin.media_url()).unwrap();
-    let mut ch = ingest::start("t", spec, &s.ingest, &s.media, IngestOptions::default(), cancel.clone()).await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(10), ch.frames.recv()).await.unwrap().unwrap();
+    let mut ch = ingest::start(
+        "t",
+        spec,
+        &s.ingest,
+        &s.media,
+        IngestOptions::default(),
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), ch.frames.recv())
+        .await
+        .unwrap()
+        .unwrap();
     // Spoil the segments two and three after the one being decoded now.
     let now_msn = (0..10_000u64)
-        .filter(|m| origin.origin.pdt_of(*m).is_some_and(|t| t <= first.wallclock))
+        .filter(|m| {
+            origin
+                .origin
+                .pdt_of(*m)
+                .is_some_and(|t| t <= first.wallclock)
+        })
         .max()
         .unwrap();
-    origin.origin.inject(Fault::SegmentGarbage { msn: now_msn + 2 });
-    origin.origin.inject(Fault::SegmentTruncate { msn: now_msn + 3 });
+    origin
+        .origin
+        .inject(Fault::SegmentGarbage { msn: now_msn + 2 });
+    origin
+        .origin
+        .inject(Fault::SegmentTruncate { msn: now_msn + 3 });
     let mut per_segment: BTreeMap<u64, usize> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     while let Ok(Some(f)) = tokio::time::timeout_at(deadline, ch.frames.recv()).await {
-        let msn = (now_msn..now_msn + 50).filter(|m| origin.origin.pdt_of(*m).is_some_and(|t| t <= f.wallclock)).max().unwrap();
+        let msn = (now_msn..now_msn + 50)
+            .filter(|m| origin.origin.pdt_of(*m).is_some_and(|t| t <= f.wallclock))
+            .max()
+            .unwrap();
         *per_segment.entry(msn).or_default() += 1;
     }
     cancel.cancel();
-    assert!(ch.stats.segments_bad.load(Ordering::Relaxed) >= 1, "the garbage segment was reported");
-    assert!(!per_segment.contains_key(&(now_msn + 2)), "no frames from garbage: {per_segment:?}");
+    assert!(
+        ch.stats.segments_bad.load(Ordering::Relaxed) >= 1,
+        "the garbage segment was reported"
+    );
+    assert!(
+        !per_segment.contains_key(&(now_msn + 2)),
+        "no frames from garbage: {per_segment:?}"
+    );
     // Later segments all decoded in full (25 frames of 1 s at 25 fps).
     for m in now_msn + 4..now_msn + 7 {
-        assert_eq!(per_segment.get(&m), Some(&25), "segment {m} after the bad ones: {per_segment:?}");
+        assert_eq!(
+            per_segment.get(&m),
+            Some(&25),
+            "segment {m} after the bad ones: {per_segment:?}"
+        );
     }
 }
 
@@ -214,13 +315,20 @@ async fn origin_restart_and_jump_are_followed() {
     let origin = TestOrigin::start("intel_concat.mp4", 1.0, 4, true).await;
     let (segs, stats) = follow_for(&origin, 7.0, vec![Fault::Jump { segments: 100 }]).await;
     let msns: Vec<u64> = segs.iter().map(|s| s.job.msn).collect();
-    assert!(msns.iter().any(|m| *m >= 100), "followed the jump: {msns:?}");
+    assert!(
+        msns.iter().any(|m| *m >= 100),
+        "followed the jump: {msns:?}"
+    );
     assert!(stats.segments_skipped.load(Ordering::Relaxed) >= 90);
     for w in msns.windows(2) {
         assert!(w[1] > w[0], "in order: {msns:?}");
     }
     let (segs, stats) = follow_for(&origin, 7.0, vec![Fault::Restart]).await;
-    assert!(stats.resets.load(Ordering::Relaxed) >= 1, "restart detected: {:?}", segs.iter().map(|s| s.job.msn).collect::<Vec<_>>());
+    assert!(
+        stats.resets.load(Ordering::Relaxed) >= 1,
+        "restart detected: {:?}",
+        segs.iter().map(|s| s.job.msn).collect::<Vec<_>>()
+    );
     let after: Vec<_> = segs.iter().skip_while(|s| s.job.msn >= 100).collect();
     assert!(after.len() >= 2, "segments after the restart arrived");
     for w in after.windows(2) {
@@ -237,11 +345,15 @@ async fn origin_without_pdt_gets_a_consistent_clock() {
     for w in segs.windows(2) {
         assert!(!w[0].job.origin_pdt);
         let gap = (w[1].job.wallclock - w[0].job.wallclock).num_milliseconds() as f64 / 1000.0;
-        assert!((gap - w[0].job.duration).abs() < 0.002, "assigned clock advances by the duration: {gap}");
+        assert!(
+            (gap - w[0].job.duration).abs() < 0.002,
+            "assigned clock advances by the duration: {gap}"
+        );
     }
     // Anchored near now: the newest segment ends at about the time it was loaded.
     let last = segs.last().unwrap();
-    let end = last.job.wallclock + chrono::Duration::milliseconds((last.job.duration * 1000.0) as i64);
+    let end =
+        last.job.wallclock + chrono::Duration::milliseconds((last.job.duration * 1000.0) as i64);
     assert!((Utc::now() - end).num_seconds().abs() < 5);
 }
 
@@ -253,8 +365,20 @@ async fn bad_inputs_fail_with_one_clear_error() {
         let input = input.to_string();
         async move {
             let spec = SourceSpec::parse(&input)?;
-            let opts = IngestOptions { on_error: OnError::Fail, ..Default::default() };
-            ingest::start("t", spec, &s.ingest, &s.media, opts, CancellationToken::new()).await.map(|_| ())
+            let opts = IngestOptions {
+                on_error: OnError::Fail,
+                ..Default::default()
+            };
+            ingest::start(
+                "t",
+                spec,
+                &s.ingest,
+                &s.media,
+                opts,
+                CancellationToken::new(),
+            )
+            .await
+            .map(|_| ())
         }
     };
     // Unreachable origin.
@@ -262,21 +386,42 @@ async fn bad_inputs_fail_with_one_clear_error() {
     let dead = format!("http://{}/x.m3u8", listener.local_addr().unwrap());
     drop(listener);
     let e = start(&dead).await.unwrap_err().to_string();
-    assert!(e.contains(&dead) && e.to_lowercase().contains("connect"), "{e}");
+    assert!(
+        e.contains(&dead) && e.to_lowercase().contains("connect"),
+        "{e}"
+    );
     // A URL that is not HLS, and a malformed playlist.
     let origin = TestOrigin::start("intel_concat.mp4", 1.0, 4, true).await;
-    let e = start(&format!("{}/_control/requests", origin.base)).await.unwrap_err().to_string();
+    let e = start(&format!("{}/_control/requests", origin.base))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not an HLS playlist"), "{e}");
     origin.origin.inject(Fault::PlaylistMalformed { count: 1 });
     let e = start(&origin.media_url()).await.unwrap_err().to_string();
     assert!(e.contains("malformed playlist"), "{e}");
-    origin.origin.inject(Fault::PlaylistStatus { status: 404, count: 1 });
+    origin.origin.inject(Fault::PlaylistStatus {
+        status: 404,
+        count: 1,
+    });
     let e = start(&origin.media_url()).await.unwrap_err().to_string();
     assert!(e.contains("HTTP 404"), "{e}");
     // A file that is not video: found out at the first frame; the task says what and why.
     let spec = SourceSpec::parse(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
-    let opts = IngestOptions { on_error: OnError::Fail, ..Default::default() };
-    let mut ch = ingest::start("t", spec, &s.ingest, &s.media, opts, CancellationToken::new()).await.unwrap();
+    let opts = IngestOptions {
+        on_error: OnError::Fail,
+        ..Default::default()
+    };
+    let mut ch = ingest::start(
+        "t",
+        spec,
+        &s.ingest,
+        &s.media,
+        opts,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     assert!(ch.frames.recv().await.is_none());
     let e = ch.task.await.unwrap().unwrap_err().to_string();
     assert!(e.contains("Cargo.toml") && e.contains("not a video"), "{e}");

@@ -22,7 +22,11 @@ impl Drop for Sender {
 
 fn free_port() -> u16 {
     // SRT is UDP: find a free UDP port on loopback.
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Live H.264 in MPEG-TS (7 packets per datagram) over SRT, paced at real time.
@@ -31,8 +35,27 @@ fn sender(uri: &str) -> Sender {
     let child = Command::new("gst-launch-1.0")
         .args(["-q", "filesrc"])
         .arg(format!("location={}", footage.display()))
-        .args(["!", "decodebin", "!", "videoconvert", "!", "x264enc", "tune=zerolatency", "speed-preset=ultrafast", "key-int-max=25"])
-        .args(["!", "h264parse", "config-interval=-1", "!", "mpegtsmux", "alignment=7", "!", "srtsink"])
+        .args([
+            "!",
+            "decodebin",
+            "!",
+            "videoconvert",
+            "!",
+            "x264enc",
+            "tune=zerolatency",
+            "speed-preset=ultrafast",
+            "key-int-max=25",
+        ])
+        .args([
+            "!",
+            "h264parse",
+            "config-interval=-1",
+            "!",
+            "mpegtsmux",
+            "alignment=7",
+            "!",
+            "srtsink",
+        ])
         .arg(format!("uri={uri}"))
         .arg("sync=true")
         .stdout(Stdio::null())
@@ -47,8 +70,13 @@ async fn receive(input: &str, secs: f64) -> Vec<shopcue::frame::Frame> {
     s.media.analysis_height = 180;
     let cancel = CancellationToken::new();
     let spec = SourceSpec::parse(input).unwrap();
-    let opts = IngestOptions { on_error: OnError::Fail, ..Default::default() };
-    let mut ch = ingest::start("srt", spec, &s.ingest, &s.media, opts, cancel.clone()).await.unwrap();
+    let opts = IngestOptions {
+        on_error: OnError::Fail,
+        ..Default::default()
+    };
+    let mut ch = ingest::start("srt", spec, &s.ingest, &s.media, opts, cancel.clone())
+        .await
+        .unwrap();
     let mut frames = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while let Ok(Some(f)) = tokio::time::timeout_at(deadline, ch.frames.recv()).await {
@@ -72,7 +100,12 @@ fn check(frames: &[shopcue::frame::Frame], started: chrono::DateTime<Utc>) {
     // Wall clock from receive time: between the start of the test and now.
     let now = Utc::now();
     for f in [&frames[0], frames.last().unwrap()] {
-        assert!(f.wallclock >= started - chrono::Duration::seconds(1) && f.wallclock <= now + chrono::Duration::seconds(1), "{:?} not within [{started}, {now}]", f.wallclock);
+        assert!(
+            f.wallclock >= started - chrono::Duration::seconds(1)
+                && f.wallclock <= now + chrono::Duration::seconds(1),
+            "{:?} not within [{started}, {now}]",
+            f.wallclock
+        );
     }
 }
 
@@ -90,7 +123,9 @@ async fn srt_caller_receives_frames_with_wallclocks() {
 async fn srt_listener_receives_frames_with_wallclocks() {
     let port = free_port();
     let started = Utc::now();
-    let recv = tokio::spawn(async move { receive(&format!("srt://127.0.0.1:{port}?mode=listener"), 3.0).await });
+    let recv = tokio::spawn(async move {
+        receive(&format!("srt://127.0.0.1:{port}?mode=listener"), 3.0).await
+    });
     tokio::time::sleep(Duration::from_millis(800)).await;
     let _tx = sender(&format!("srt://127.0.0.1:{port}?mode=caller"));
     let frames = recv.await.unwrap();

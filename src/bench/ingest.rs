@@ -63,9 +63,14 @@ pub struct RtfRow {
 /// Decode every segment (as live ingest does: one segment at a time, at the analysis
 /// height) and run shot detection on every frame.
 pub fn realtime_factor(r: &Rendition, settings: &Settings) -> anyhow::Result<RtfRow> {
-    let mut decoder = SegmentDecoder::new(Pipelines::default(), settings.media.analysis_height, Duration::from_secs(60))?;
+    let mut decoder = SegmentDecoder::new(
+        Pipelines::default(),
+        settings.media.analysis_height,
+        Duration::from_secs(60),
+    )?;
     let mut detector = ShotDetector::new(&settings.shots);
-    let (mut decode, mut shots, mut media_s, mut frames) = (Duration::ZERO, Duration::ZERO, 0.0, 0u64);
+    let (mut decode, mut shots, mut media_s, mut frames) =
+        (Duration::ZERO, Duration::ZERO, 0.0, 0u64);
     for seg in &r.segments {
         let mut decoded = Vec::new();
         let t = Instant::now();
@@ -108,16 +113,37 @@ pub struct LiveRow {
 
 /// Run `n` live channels (each its own looping origin of `r` on loopback) for `secs`,
 /// decoding and detecting shots on every frame; sustained when none falls behind.
-pub async fn live_channels(r: &Rendition, n: usize, secs: f64, settings: &Settings) -> anyhow::Result<LiveRow> {
+pub async fn live_channels(
+    r: &Rendition,
+    n: usize,
+    secs: f64,
+    settings: &Settings,
+) -> anyhow::Result<LiveRow> {
     let cancel = CancellationToken::new();
     let mut handles = Vec::new();
     for i in 0..n {
-        let origin = Arc::new(LiveOrigin::from_segments(r.segments.clone(), 6, true, r.width, r.height));
+        let origin = Arc::new(LiveOrigin::from_segments(
+            r.segments.clone(),
+            6,
+            true,
+            r.width,
+            r.height,
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/live/index.m3u8", listener.local_addr()?);
         let c = cancel.clone();
-        tokio::spawn(crate::http::origin::serve(listener, origin, async move { c.cancelled().await }));
-        let ch = ingest::start(&format!("bench{i}"), SourceSpec::parse(&url)?, &settings.ingest, &settings.media, IngestOptions::default(), cancel.clone()).await?;
+        tokio::spawn(crate::http::origin::serve(listener, origin, async move {
+            c.cancelled().await
+        }));
+        let ch = ingest::start(
+            &format!("bench{i}"),
+            SourceSpec::parse(&url)?,
+            &settings.ingest,
+            &settings.media,
+            IngestOptions::default(),
+            cancel.clone(),
+        )
+        .await?;
         let shots_cfg = settings.shots.clone();
         let stats = ch.stats.clone();
         let mut frames_rx = ch.frames;
@@ -148,7 +174,8 @@ pub async fn live_channels(r: &Rendition, n: usize, secs: f64, settings: &Settin
     let mut min_frames = u64::MAX;
     let mut skipped = 0;
     for (stats, counter) in handles {
-        skipped += stats.segments_skipped.load(Ordering::Relaxed) + stats.segments_lost.load(Ordering::Relaxed);
+        skipped += stats.segments_skipped.load(Ordering::Relaxed)
+            + stats.segments_lost.load(Ordering::Relaxed);
         min_frames = min_frames.min(counter.await.unwrap_or(0));
     }
     let expected = ((secs - 2.0) * r.fps as f64) as u64;
@@ -167,13 +194,24 @@ pub async fn live_channels(r: &Rendition, n: usize, secs: f64, settings: &Settin
 }
 
 /// The whole ingest benchmark; prints markdown tables.
-pub async fn run_bench(input: &Path, settings: &Settings, live_secs: f64, max_channels: usize) -> anyhow::Result<()> {
+pub async fn run_bench(
+    input: &Path,
+    settings: &Settings,
+    live_secs: f64,
+    max_channels: usize,
+) -> anyhow::Result<()> {
     let input = input.to_path_buf();
     let renditions = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Rendition>> {
-        Ok(vec![rendition(&input, (640, 360), 25)?, rendition(&input, (1280, 720), 30)?])
+        Ok(vec![
+            rendition(&input, (640, 360), 25)?,
+            rendition(&input, (1280, 720), 30)?,
+        ])
     })
     .await??;
-    println!("## Real-time factor per channel (decode to {}p + shot detection, one segment at a time)\n", settings.media.analysis_height);
+    println!(
+        "## Real-time factor per channel (decode to {}p + shot detection, one segment at a time)\n",
+        settings.media.analysis_height
+    );
     println!("| rendition | media s | decode s | shots s | real-time factor | frames/s |");
     println!("|---|---:|---:|---:|---:|---:|");
     for r in &renditions {
@@ -194,8 +232,13 @@ pub async fn run_bench(input: &Path, settings: &Settings, live_secs: f64, max_ch
         );
     }
     let r720 = &renditions[1];
-    println!("\n## Live channels at once ({}, each from its own loopback origin, {live_secs:.0} s)\n", r720.label);
-    println!("| channels | frames/channel (min) | expected | segments skipped/lost | max lag behind live edge s | sustained |");
+    println!(
+        "\n## Live channels at once ({}, each from its own loopback origin, {live_secs:.0} s)\n",
+        r720.label
+    );
+    println!(
+        "| channels | frames/channel (min) | expected | segments skipped/lost | max lag behind live edge s | sustained |"
+    );
     println!("|---:|---:|---:|---:|---:|---|");
     let mut n = 1;
     while n <= max_channels {

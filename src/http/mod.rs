@@ -61,7 +61,9 @@ impl IntoResponse for ApiError {
 /// An empty configured key refuses every admin request.
 pub fn require_admin(headers: &HeaderMap, admin_key: &str) -> Result<(), ApiError> {
     if admin_key.is_empty() {
-        return Err(ApiError::Forbidden("admin endpoints are disabled: server.admin_key is not set".into()));
+        return Err(ApiError::Forbidden(
+            "admin endpoints are disabled: server.admin_key is not set".into(),
+        ));
     }
     let given = headers
         .get("x-api-key")
@@ -90,10 +92,16 @@ mod tests {
     fn admin_key_checks() {
         let mut h = HeaderMap::new();
         assert!(matches!(require_admin(&h, ""), Err(ApiError::Forbidden(_))));
-        assert!(matches!(require_admin(&h, "k1"), Err(ApiError::Unauthorized)));
+        assert!(matches!(
+            require_admin(&h, "k1"),
+            Err(ApiError::Unauthorized)
+        ));
         h.insert("x-api-key", "k1".parse().unwrap());
         assert!(require_admin(&h, "k1").is_ok());
-        assert!(matches!(require_admin(&h, "k2"), Err(ApiError::Unauthorized)));
+        assert!(matches!(
+            require_admin(&h, "k2"),
+            Err(ApiError::Unauthorized)
+        ));
         let mut h = HeaderMap::new();
         h.insert("authorization", "Bearer k1".parse().unwrap());
         assert!(require_admin(&h, "k1").is_ok());

@@ -58,12 +58,21 @@ impl Fetcher {
         Ok(Self { client })
     }
 
-    pub async fn get(&self, url: &Url, range: Option<(u64, u64)>, limit: usize, timeout: Duration) -> Result<Bytes, FetchError> {
+    pub async fn get(
+        &self,
+        url: &Url,
+        range: Option<(u64, u64)>,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<Bytes, FetchError> {
         let u = url.to_string();
         let work = async {
             let mut req = self.client.get(url.clone());
             if let Some((off, len)) = range {
-                req = req.header(reqwest::header::RANGE, format!("bytes={}-{}", off, off + len.saturating_sub(1)));
+                req = req.header(
+                    reqwest::header::RANGE,
+                    format!("bytes={}-{}", off, off + len.saturating_sub(1)),
+                );
             }
             let mut resp = req.send().await.map_err(|e| FetchError::Transport {
                 url: u.clone(),
@@ -71,10 +80,16 @@ impl Fetcher {
             })?;
             let status = resp.status();
             if !status.is_success() {
-                return Err(FetchError::Status { url: u.clone(), status: status.as_u16() });
+                return Err(FetchError::Status {
+                    url: u.clone(),
+                    status: status.as_u16(),
+                });
             }
             if resp.content_length().is_some_and(|n| n as usize > limit) {
-                return Err(FetchError::TooLarge { url: u.clone(), limit });
+                return Err(FetchError::TooLarge {
+                    url: u.clone(),
+                    limit,
+                });
             }
             let mut body = Vec::new();
             while let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::Transport {
@@ -82,7 +97,10 @@ impl Fetcher {
                 why: describe(&e),
             })? {
                 if body.len() + chunk.len() > limit {
-                    return Err(FetchError::TooLarge { url: u.clone(), limit });
+                    return Err(FetchError::TooLarge {
+                        url: u.clone(),
+                        limit,
+                    });
                 }
                 body.extend_from_slice(&chunk);
             }
@@ -97,7 +115,10 @@ impl Fetcher {
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
-            Err(_) => Err(FetchError::Timeout { url: u, secs: timeout.as_secs_f64() }),
+            Err(_) => Err(FetchError::Timeout {
+                url: u,
+                secs: timeout.as_secs_f64(),
+            }),
         }
     }
 }
@@ -122,13 +143,22 @@ pub struct Opened {
 
 async fn load(fetcher: &Fetcher, url: &Url, s: &IngestSettings) -> Result<Playlist, IngestError> {
     let body = fetcher
-        .get(url, None, s.max_playlist_bytes, Duration::from_millis(s.playlist_timeout_ms))
+        .get(
+            url,
+            None,
+            s.max_playlist_bytes,
+            Duration::from_millis(s.playlist_timeout_ms),
+        )
         .await?;
     Ok(playlist::parse(url, &body)?)
 }
 
 /// Load the entry URL; for a multivariant playlist, choose the variant and load it.
-pub async fn open(fetcher: &Fetcher, entry: &Url, s: &IngestSettings) -> Result<Opened, IngestError> {
+pub async fn open(
+    fetcher: &Fetcher,
+    entry: &Url,
+    s: &IngestSettings,
+) -> Result<Opened, IngestError> {
     let started = Instant::now();
     match load(fetcher, entry, s).await? {
         Playlist::MediaPlaylist(playlist) => Ok(Opened {
@@ -242,7 +272,10 @@ pub async fn follow(
             stalled = true;
             stats.stalls.fetch_add(1, ORD);
             stats.error(
-                &format!("playlist {media_url} unchanged for {:.1} s", last_change.elapsed().as_secs_f64()),
+                &format!(
+                    "playlist {media_url} unchanged for {:.1} s",
+                    last_change.elapsed().as_secs_f64()
+                ),
                 ChannelState::Stalled,
             );
             tracing::warn!(url = %media_url, "playlist stalled");
@@ -253,7 +286,17 @@ pub async fn follow(
         let remaining = up.jobs.len();
         for (i, job) in up.jobs.into_iter().enumerate() {
             stats.segments_behind.store((remaining - i) as u64, ORD);
-            let Some(seg) = fetch_segment(&fetcher, job, &settings, &stats, &mut init_cache, seg_timeout, &cancel).await else {
+            let Some(seg) = fetch_segment(
+                &fetcher,
+                job,
+                &settings,
+                &stats,
+                &mut init_cache,
+                seg_timeout,
+                &cancel,
+            )
+            .await
+            else {
                 if cancel.is_cancelled() {
                     return;
                 }
@@ -291,7 +334,10 @@ pub async fn follow(
                 }
                 Ok(Playlist::MasterPlaylist(_)) => {
                     stats.playlist_errors.fetch_add(1, ORD);
-                    stats.error(&format!("{media_url}: became a multivariant playlist"), ChannelState::Degraded);
+                    stats.error(
+                        &format!("{media_url}: became a multivariant playlist"),
+                        ChannelState::Degraded,
+                    );
                 }
                 Err(e) => {
                     stats.playlist_errors.fetch_add(1, ORD);
@@ -326,11 +372,14 @@ async fn fetch_segment(
         let init = match &job.init {
             Some(key) => match init_cache.get(key) {
                 Some(b) => Ok(Some(b.clone())),
-                None => fetcher.get(&key.0, key.1, s.max_segment_bytes, timeout).await.map(|b| {
-                    init_cache.clear();
-                    init_cache.insert(key.clone(), b.clone());
-                    Some(b)
-                }),
+                None => fetcher
+                    .get(&key.0, key.1, s.max_segment_bytes, timeout)
+                    .await
+                    .map(|b| {
+                        init_cache.clear();
+                        init_cache.insert(key.clone(), b.clone());
+                        Some(b)
+                    }),
             },
             None => Ok(None),
         };

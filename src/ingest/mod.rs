@@ -124,7 +124,9 @@ impl ChannelStats {
         let mut g = self.lock();
         g.state = state;
         g.last_error = Some((Utc::now(), message.to_string()));
-        let log = g.last_logged.is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL);
+        let log = g
+            .last_logged
+            .is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL);
         if log {
             g.last_logged = Some(Instant::now());
         }
@@ -133,7 +135,13 @@ impl ChannelStats {
     /// Things work again.
     pub fn ok(&self) {
         let mut g = self.lock();
-        if matches!(g.state, ChannelState::Starting | ChannelState::Degraded | ChannelState::Stalled | ChannelState::Down) {
+        if matches!(
+            g.state,
+            ChannelState::Starting
+                | ChannelState::Degraded
+                | ChannelState::Stalled
+                | ChannelState::Down
+        ) {
             g.state = ChannelState::Up;
         }
     }
@@ -153,7 +161,10 @@ impl ChannelStats {
     }
     /// Processing time / media time of the last segment (below 1: faster than real time).
     pub fn realtime_factor(&self) -> Option<f64> {
-        let (d, m) = (self.last_decode_us.load(ORD), self.last_segment_media_us.load(ORD));
+        let (d, m) = (
+            self.last_decode_us.load(ORD),
+            self.last_segment_media_us.load(ORD),
+        );
         (m > 0).then(|| d as f64 / m as f64)
     }
 }
@@ -190,7 +201,11 @@ impl SourceSpec {
                     if u.host_str().is_none() || u.port().is_none() {
                         return Err(bad("an SRT URL needs host and port"));
                     }
-                    match u.query_pairs().find(|(k, _)| k == "mode").map(|(_, v)| v.into_owned()) {
+                    match u
+                        .query_pairs()
+                        .find(|(k, _)| k == "mode")
+                        .map(|(_, v)| v.into_owned())
+                    {
                         None => Ok(Self::Srt(u)),
                         Some(m) if m == "caller" || m == "listener" => Ok(Self::Srt(u)),
                         Some(m) => Err(bad(&format!("SRT mode `{m}` is not caller or listener"))),
@@ -207,8 +222,8 @@ impl SourceSpec {
         }
     }
 }
-pub mod playlist;
 pub mod hls;
+pub mod playlist;
 
 /// Whether a source that cannot start ends with an error (CLI) or keeps retrying (sidecar).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,16 +286,20 @@ pub async fn start(
             let dstats = stats.clone();
             let realtime = opts.realtime;
             let id_owned = id.to_string();
-            let decode = tokio::task::spawn_blocking(move || decode_segments(&id_owned, decoder, seg_rx, tx, dstats, realtime));
+            let decode = tokio::task::spawn_blocking(move || {
+                decode_segments(&id_owned, decoder, seg_rx, tx, dstats, realtime)
+            });
             let settings = ingest.clone();
             let fstats = stats.clone();
             tokio::spawn(async move {
                 let opened = match opened {
                     Some(o) => o,
-                    None => match open_with_retry(&fetcher, &url, &settings, &fstats, &cancel).await {
-                        Some(o) => o,
-                        None => return Ok(()),
-                    },
+                    None => {
+                        match open_with_retry(&fetcher, &url, &settings, &fstats, &cancel).await {
+                            Some(o) => o,
+                            None => return Ok(()),
+                        }
+                    }
                 };
                 fstats.ok();
                 hls::follow(fetcher, opened, settings, fstats.clone(), seg_tx, cancel).await;
@@ -292,13 +311,18 @@ pub async fn start(
             })
         }
         SourceSpec::File(path) => {
-            let source = media::FrameSource::file(&pipelines, &path, height, media_settings.frame_queue)?;
+            let source =
+                media::FrameSource::file(&pipelines, &path, height, media_settings.frame_queue)?;
             let s = stats.clone();
             let realtime = opts.realtime;
             tokio::task::spawn_blocking(move || {
                 s.ok();
                 let r = pump(source, tx, &s, realtime, &cancel, None);
-                s.set_state(if r.is_ok() { ChannelState::Ended } else { ChannelState::Down });
+                s.set_state(if r.is_ok() {
+                    ChannelState::Ended
+                } else {
+                    ChannelState::Down
+                });
                 r
             })
         }
@@ -312,13 +336,20 @@ pub async fn start(
             tokio::task::spawn_blocking(move || {
                 let mut backoff_ms = 250u64;
                 loop {
-                    let result = media::FrameSource::srt(&pipelines, url.as_str(), height, queue, latency, idle)
-                        .map_err(IngestError::from)
-                        .and_then(|src| {
-                            let base = src.base_unix_ns();
-                            s.ok();
-                            pump(src, tx.clone(), &s, false, &cancel, base)
-                        });
+                    let result = media::FrameSource::srt(
+                        &pipelines,
+                        url.as_str(),
+                        height,
+                        queue,
+                        latency,
+                        idle,
+                    )
+                    .map_err(IngestError::from)
+                    .and_then(|src| {
+                        let base = src.base_unix_ns();
+                        s.ok();
+                        pump(src, tx.clone(), &s, false, &cancel, base)
+                    });
                     if cancel.is_cancelled() || tx.is_closed() {
                         return Ok(());
                     }
@@ -345,7 +376,11 @@ pub async fn start(
             })
         }
     };
-    Ok(Channel { frames: rx, stats, task })
+    Ok(Channel {
+        frames: rx,
+        stats,
+        task,
+    })
 }
 
 async fn open_with_retry(
@@ -410,7 +445,9 @@ fn pump(
         };
         let raw = decoded.pts_ns.unwrap_or(last_pts + 40_000_000);
         let p0 = *first_pts.get_or_insert(raw);
-        let pts_ns = raw.saturating_sub(p0).max(if index == 0 { 0 } else { last_pts + 1 });
+        let pts_ns = raw
+            .saturating_sub(p0)
+            .max(if index == 0 { 0 } else { last_pts + 1 });
         last_pts = pts_ns;
         if realtime {
             pacer.wait(pts_ns);
@@ -451,11 +488,17 @@ fn decode_segments(
     while let Some(seg) = segments.blocking_recv() {
         let what = format!("segment {} ({})", seg.job.msn, seg.job.url);
         let mut frames = Vec::new();
-        let result = decoder.decode(&what, seg.init.as_ref(), seg.data.clone(), |f| frames.push(f));
+        let result = decoder.decode(&what, seg.init.as_ref(), seg.data.clone(), |f| {
+            frames.push(f)
+        });
         match &result {
             Ok(s) => {
-                stats.last_decode_us.store(s.elapsed.as_micros() as u64, ORD);
-                stats.last_segment_media_us.store((seg.job.duration * 1e6) as u64, ORD);
+                stats
+                    .last_decode_us
+                    .store(s.elapsed.as_micros() as u64, ORD);
+                stats
+                    .last_segment_media_us
+                    .store((seg.job.duration * 1e6) as u64, ORD);
             }
             Err(e) => {
                 stats.segments_bad.fetch_add(1, ORD);

@@ -24,20 +24,27 @@ pub enum PlaylistError {
 /// Parse playlist text, with errors that say which URL and why.
 pub fn parse(url: &Url, body: &[u8]) -> Result<Playlist, PlaylistError> {
     let text = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let start = text.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(text.len());
+    let start = text
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(text.len());
     if !text[start..].starts_with(b"#EXTM3U") {
-        return Err(PlaylistError::NotHls { url: url.to_string() });
+        return Err(PlaylistError::NotHls {
+            url: url.to_string(),
+        });
     }
-    let playlist = m3u8_rs::parse_playlist_res(&text[start..]).map_err(|e| PlaylistError::Malformed {
-        url: url.to_string(),
-        why: match e {
-            nom::Err::Error(e) | nom::Err::Failure(e) => {
-                let at = String::from_utf8_lossy(&e.input[..e.input.len().min(60)]).into_owned();
-                format!("cannot parse near `{}`", at.lines().next().unwrap_or(""))
-            }
-            nom::Err::Incomplete(_) => "truncated".into(),
-        },
-    })?;
+    let playlist =
+        m3u8_rs::parse_playlist_res(&text[start..]).map_err(|e| PlaylistError::Malformed {
+            url: url.to_string(),
+            why: match e {
+                nom::Err::Error(e) | nom::Err::Failure(e) => {
+                    let at =
+                        String::from_utf8_lossy(&e.input[..e.input.len().min(60)]).into_owned();
+                    format!("cannot parse near `{}`", at.lines().next().unwrap_or(""))
+                }
+                nom::Err::Incomplete(_) => "truncated".into(),
+            },
+        })?;
     if let Playlist::MediaPlaylist(m) = &playlist {
         if m.target_duration == 0 && !m.segments.is_empty() {
             return Err(PlaylistError::Malformed {
@@ -45,7 +52,11 @@ pub fn parse(url: &Url, body: &[u8]) -> Result<Playlist, PlaylistError> {
                 why: "EXT-X-TARGETDURATION is missing or 0".into(),
             });
         }
-        if let Some(s) = m.segments.iter().find(|s| !(s.duration.is_finite() && s.duration >= 0.0)) {
+        if let Some(s) = m
+            .segments
+            .iter()
+            .find(|s| !(s.duration.is_finite() && s.duration >= 0.0))
+        {
             return Err(PlaylistError::Malformed {
                 url: url.to_string(),
                 why: format!("bad EXTINF duration for `{}`", s.uri),
@@ -56,19 +67,32 @@ pub fn parse(url: &Url, body: &[u8]) -> Result<Playlist, PlaylistError> {
 }
 
 /// Pick the variant to analyse; returns its absolute URL.
-pub fn choose_variant(base: &Url, master: &MasterPlaylist, choice: VariantChoice) -> Result<Url, PlaylistError> {
+pub fn choose_variant(
+    base: &Url,
+    master: &MasterPlaylist,
+    choice: VariantChoice,
+) -> Result<Url, PlaylistError> {
     let candidates: Vec<_> = master.variants.iter().filter(|v| !v.is_i_frame).collect();
     let height = |v: &m3u8_rs::VariantStream| v.resolution.map(|r| r.height);
     let pick = match choice {
         VariantChoice::Highest => candidates.iter().max_by_key(|v| (height(v), v.bandwidth)),
-        VariantChoice::Lowest => candidates.iter().min_by_key(|v| (height(v).unwrap_or(u64::MAX), v.bandwidth)),
+        VariantChoice::Lowest => candidates
+            .iter()
+            .min_by_key(|v| (height(v).unwrap_or(u64::MAX), v.bandwidth)),
         VariantChoice::Bandwidth(b) => candidates.iter().min_by_key(|v| v.bandwidth.abs_diff(b)),
         VariantChoice::ClosestHeight(h) => candidates.iter().min_by_key(|v| {
             // Unknown resolution sorts last; ties go to the higher bandwidth.
-            (height(v).map(|vh| vh.abs_diff(h as u64)).unwrap_or(u64::MAX), u64::MAX - v.bandwidth)
+            (
+                height(v)
+                    .map(|vh| vh.abs_diff(h as u64))
+                    .unwrap_or(u64::MAX),
+                u64::MAX - v.bandwidth,
+            )
         }),
     };
-    let v = pick.ok_or_else(|| PlaylistError::NoVariant { url: base.to_string() })?;
+    let v = pick.ok_or_else(|| PlaylistError::NoVariant {
+        url: base.to_string(),
+    })?;
     base.join(&v.uri).map_err(|e| PlaylistError::Malformed {
         url: base.to_string(),
         why: format!("variant URI `{}`: {e}", v.uri),
@@ -158,7 +182,12 @@ impl PlaylistTracker {
     }
 
     /// Fold in a freshly loaded playlist (from `url`, loaded at `now`).
-    pub fn update(&mut self, url: &Url, pl: &MediaPlaylist, now: DateTime<Utc>) -> Result<Update, PlaylistError> {
+    pub fn update(
+        &mut self,
+        url: &Url,
+        pl: &MediaPlaylist,
+        now: DateTime<Utc>,
+    ) -> Result<Update, PlaylistError> {
         let mut up = Update {
             ended: pl.end_list,
             target_duration: pl.target_duration as f64,
@@ -166,7 +195,14 @@ impl PlaylistTracker {
         };
         let n = pl.segments.len() as u64;
         let first = pl.media_sequence;
-        let signature = (first, pl.segments.len(), pl.segments.last().map(|s| s.uri.clone()).unwrap_or_default());
+        let signature = (
+            first,
+            pl.segments.len(),
+            pl.segments
+                .last()
+                .map(|s| s.uri.clone())
+                .unwrap_or_default(),
+        );
         up.changed = self.last_signature.as_ref() != Some(&signature);
         if n == 0 {
             self.last_signature = Some(signature);
@@ -197,11 +233,21 @@ impl PlaylistTracker {
                 map = Some((mu, range_of(&m.byte_range, &mut o)));
             }
             let range = range_of(&s.byte_range, &mut next_offset);
-            resolved.push((seg_url, range, map.clone(), s.duration as f64, s.discontinuity, s.program_date_time));
+            resolved.push((
+                seg_url,
+                range,
+                map.clone(),
+                s.duration as f64,
+                s.discontinuity,
+                s.program_date_time,
+            ));
         }
 
         // Wall clocks: the origin's PDT carried forward (and backward) through durations.
-        let mut clocks: Vec<Option<DateTime<Utc>>> = resolved.iter().map(|r| r.5.map(|t| t.with_timezone(&Utc))).collect();
+        let mut clocks: Vec<Option<DateTime<Utc>>> = resolved
+            .iter()
+            .map(|r| r.5.map(|t| t.with_timezone(&Utc)))
+            .collect();
         for i in 1..clocks.len() {
             if clocks[i].is_none() {
                 clocks[i] = clocks[i - 1].map(|t| t + secs(resolved[i - 1].3));
@@ -265,10 +311,13 @@ impl PlaylistTracker {
 
         let next = match self.next_msn {
             None => {
-                if pl.end_list || matches!(pl.playlist_type, Some(m3u8_rs::MediaPlaylistType::Vod)) {
+                if pl.end_list || matches!(pl.playlist_type, Some(m3u8_rs::MediaPlaylistType::Vod))
+                {
                     first
                 } else {
-                    (last + 1).saturating_sub(self.start_segments as u64).max(first)
+                    (last + 1)
+                        .saturating_sub(self.start_segments as u64)
+                        .max(first)
                 }
             }
             Some(next) if next < first => {
@@ -302,7 +351,11 @@ impl PlaylistTracker {
                 }
             }
         }
-        self.last_anchor = Some((last, clocks[clocks.len() - 1], pl.segments[pl.segments.len() - 1].duration as f64));
+        self.last_anchor = Some((
+            last,
+            clocks[clocks.len() - 1],
+            pl.segments[pl.segments.len() - 1].duration as f64,
+        ));
         self.next_msn = Some(next.max(last + 1));
         self.highest_msn_seen = Some(self.highest_msn_seen.map_or(last, |h| h.max(last)));
         self.last_signature = Some(signature);
@@ -350,11 +403,16 @@ mod tests {
 
     /// A live playlist of `n` 2-second segments from `first`, with or without PDT.
     fn live(first: u64, n: u64, pdt: Option<&str>) -> String {
-        let mut s = format!("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{first}\n");
+        let mut s = format!(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{first}\n"
+        );
         for msn in first..first + n {
             if let Some(base) = pdt {
                 let at = t(base) + secs(2.0 * msn as f64);
-                s += &format!("#EXT-X-PROGRAM-DATE-TIME:{}\n", crate::frame::rfc3339_ms(&at));
+                s += &format!(
+                    "#EXT-X-PROGRAM-DATE-TIME:{}\n",
+                    crate::frame::rfc3339_ms(&at)
+                );
             }
             s += &format!("#EXTINF:2.000,\nseg{msn}.ts\n");
         }
@@ -376,7 +434,12 @@ mod tests {
 
     #[test]
     fn not_hls_and_malformed_are_named() {
-        assert_eq!(parse(&url(), b"<html>").unwrap_err(), PlaylistError::NotHls { url: url().to_string() });
+        assert_eq!(
+            parse(&url(), b"<html>").unwrap_err(),
+            PlaylistError::NotHls {
+                url: url().to_string()
+            }
+        );
         let e = parse(&url(), b"#EXTM3U\n#EXTINF:abc,\nseg.ts\n").unwrap_err();
         assert!(matches!(e, PlaylistError::Malformed { .. }), "{e:?}");
     }
@@ -385,15 +448,21 @@ mod tests {
     fn starts_at_live_edge_and_fetches_each_segment_once_in_order() {
         let mut tr = PlaylistTracker::new(1);
         let now = t(T0);
-        let up = tr.update(&url(), &media(&live(10, 5, Some(T0))), now).unwrap();
+        let up = tr
+            .update(&url(), &media(&live(10, 5, Some(T0))), now)
+            .unwrap();
         assert_eq!(msns(&up), vec![14]);
         assert!(up.changed);
         // Unchanged reload: nothing new.
-        let up = tr.update(&url(), &media(&live(10, 5, Some(T0))), now).unwrap();
+        let up = tr
+            .update(&url(), &media(&live(10, 5, Some(T0))), now)
+            .unwrap();
         assert!(!up.changed);
         assert!(up.jobs.is_empty());
         // Two new segments.
-        let up = tr.update(&url(), &media(&live(12, 5, Some(T0))), now).unwrap();
+        let up = tr
+            .update(&url(), &media(&live(12, 5, Some(T0))), now)
+            .unwrap();
         assert_eq!(msns(&up), vec![15, 16]);
         assert_eq!(up.jobs[0].wallclock, t(T0) + secs(30.0));
         assert!(up.jobs[0].origin_pdt);
@@ -403,16 +472,21 @@ mod tests {
     #[test]
     fn start_offset_is_configurable() {
         let mut tr = PlaylistTracker::new(3);
-        let up = tr.update(&url(), &media(&live(10, 5, None)), t(T0)).unwrap();
+        let up = tr
+            .update(&url(), &media(&live(10, 5, None)), t(T0))
+            .unwrap();
         assert_eq!(msns(&up), vec![12, 13, 14]);
     }
 
     #[test]
     fn falling_behind_skips_and_counts() {
         let mut tr = PlaylistTracker::new(1);
-        tr.update(&url(), &media(&live(10, 5, Some(T0))), t(T0)).unwrap();
+        tr.update(&url(), &media(&live(10, 5, Some(T0))), t(T0))
+            .unwrap();
         // We expect 15 next; the window moved to 20..24.
-        let up = tr.update(&url(), &media(&live(20, 5, Some(T0))), t(T0)).unwrap();
+        let up = tr
+            .update(&url(), &media(&live(20, 5, Some(T0))), t(T0))
+            .unwrap();
         assert_eq!(up.skipped, 5);
         assert_eq!(msns(&up), vec![20, 21, 22, 23, 24]);
     }
@@ -420,20 +494,27 @@ mod tests {
     #[test]
     fn lagging_origin_server_is_ignored() {
         let mut tr = PlaylistTracker::new(1);
-        tr.update(&url(), &media(&live(10, 5, Some(T0))), t(T0)).unwrap();
-        tr.update(&url(), &media(&live(12, 5, Some(T0))), t(T0)).unwrap();
+        tr.update(&url(), &media(&live(10, 5, Some(T0))), t(T0))
+            .unwrap();
+        tr.update(&url(), &media(&live(12, 5, Some(T0))), t(T0))
+            .unwrap();
         // A load balancer hands us an older copy.
-        let up = tr.update(&url(), &media(&live(10, 5, Some(T0))), t(T0)).unwrap();
+        let up = tr
+            .update(&url(), &media(&live(10, 5, Some(T0))), t(T0))
+            .unwrap();
         assert!(up.stale);
         assert!(up.jobs.is_empty());
-        let up = tr.update(&url(), &media(&live(13, 5, Some(T0))), t(T0)).unwrap();
+        let up = tr
+            .update(&url(), &media(&live(13, 5, Some(T0))), t(T0))
+            .unwrap();
         assert_eq!(msns(&up), vec![17]);
     }
 
     #[test]
     fn origin_restart_resets() {
         let mut tr = PlaylistTracker::new(1);
-        tr.update(&url(), &media(&live(100, 5, Some(T0))), t(T0)).unwrap();
+        tr.update(&url(), &media(&live(100, 5, Some(T0))), t(T0))
+            .unwrap();
         // Restarted: sequence numbers from 0 again and a later clock.
         let text = live(0, 3, Some("2026-11-21T11:00:00Z"));
         let up = tr.update(&url(), &media(&text), t(T0)).unwrap();
@@ -441,8 +522,15 @@ mod tests {
         assert_eq!(msns(&up), vec![2]);
         // Same numbers but the clock moved (restart that kept counting low).
         let mut tr = PlaylistTracker::new(1);
-        tr.update(&url(), &media(&live(0, 3, Some(T0))), t(T0)).unwrap();
-        let up = tr.update(&url(), &media(&live(0, 4, Some("2026-11-21T12:00:00Z"))), t(T0)).unwrap();
+        tr.update(&url(), &media(&live(0, 3, Some(T0))), t(T0))
+            .unwrap();
+        let up = tr
+            .update(
+                &url(),
+                &media(&live(0, 4, Some("2026-11-21T12:00:00Z"))),
+                t(T0),
+            )
+            .unwrap();
         assert!(up.reset, "{up:?}");
         assert_eq!(msns(&up), vec![3]);
     }
@@ -450,8 +538,11 @@ mod tests {
     #[test]
     fn jump_ahead_skips() {
         let mut tr = PlaylistTracker::new(1);
-        tr.update(&url(), &media(&live(10, 3, Some(T0))), t(T0)).unwrap();
-        let up = tr.update(&url(), &media(&live(1000, 3, Some(T0))), t(T0)).unwrap();
+        tr.update(&url(), &media(&live(10, 3, Some(T0))), t(T0))
+            .unwrap();
+        let up = tr
+            .update(&url(), &media(&live(1000, 3, Some(T0))), t(T0))
+            .unwrap();
         assert_eq!(up.skipped, 1000 - 13);
         assert_eq!(msns(&up), vec![1000, 1001, 1002]);
     }
@@ -466,7 +557,9 @@ mod tests {
         assert_eq!(up.jobs[0].wallclock, now - secs(4.0));
         assert!(!up.jobs[0].origin_pdt);
         // Reloaded much later: the timeline continues from our anchor, not from `now`.
-        let up = tr.update(&url(), &media(&live(12, 5, None)), now + secs(30.0)).unwrap();
+        let up = tr
+            .update(&url(), &media(&live(12, 5, None)), now + secs(30.0))
+            .unwrap();
         assert_eq!(msns(&up), vec![15, 16]);
         assert_eq!(up.jobs[0].wallclock, now);
         assert_eq!(up.jobs[1].wallclock, now + secs(2.0));
@@ -478,7 +571,15 @@ mod tests {
         let mut tr = PlaylistTracker::new(4);
         let up = tr.update(&url(), &media(text), t(T0)).unwrap();
         let w: Vec<_> = up.jobs.iter().map(|j| j.wallclock).collect();
-        assert_eq!(w, vec![t(T0), t(T0) + secs(2.0), t(T0) + secs(4.0), t(T0) + secs(5.5)]);
+        assert_eq!(
+            w,
+            vec![
+                t(T0),
+                t(T0) + secs(2.0),
+                t(T0) + secs(4.0),
+                t(T0) + secs(5.5)
+            ]
+        );
     }
 
     #[test]
@@ -497,7 +598,10 @@ mod tests {
         let up = tr.update(&url(), &media(text), t(T0)).unwrap();
         assert_eq!(up.jobs[0].range, Some((0, 100)));
         assert_eq!(up.jobs[1].range, Some((100, 50)));
-        assert_eq!(up.jobs[1].init.as_ref().unwrap().0.as_str(), "http://127.0.0.1:1/live/init.mp4");
+        assert_eq!(
+            up.jobs[1].init.as_ref().unwrap().0.as_str(),
+            "http://127.0.0.1:1/live/init.mp4"
+        );
     }
 
     #[test]
@@ -505,7 +609,10 @@ mod tests {
         let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:2,\na.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:2,\nb.ts\n";
         let mut tr = PlaylistTracker::new(2);
         let up = tr.update(&url(), &media(text), t(T0)).unwrap();
-        assert_eq!(up.jobs.iter().map(|j| j.discontinuity).collect::<Vec<_>>(), vec![false, true]);
+        assert_eq!(
+            up.jobs.iter().map(|j| j.discontinuity).collect::<Vec<_>>(),
+            vec![false, true]
+        );
     }
 
     fn master(text: &str) -> MasterPlaylist {
@@ -521,12 +628,30 @@ mod tests {
             "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360\nlow/index.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=2800000,RESOLUTION=1280x720\nmid/index.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=5000000,RESOLUTION=1920x1080\nhigh/index.m3u8\n",
         );
         let pick = |c| choose_variant(&url(), &m, c).unwrap().to_string();
-        assert_eq!(pick(VariantChoice::ClosestHeight(720)), "http://127.0.0.1:1/live/mid/index.m3u8");
-        assert_eq!(pick(VariantChoice::ClosestHeight(400)), "http://127.0.0.1:1/live/low/index.m3u8");
-        assert_eq!(pick(VariantChoice::Highest), "http://127.0.0.1:1/live/high/index.m3u8");
-        assert_eq!(pick(VariantChoice::Lowest), "http://127.0.0.1:1/live/low/index.m3u8");
-        assert_eq!(pick(VariantChoice::Bandwidth(3_000_000)), "http://127.0.0.1:1/live/mid/index.m3u8");
+        assert_eq!(
+            pick(VariantChoice::ClosestHeight(720)),
+            "http://127.0.0.1:1/live/mid/index.m3u8"
+        );
+        assert_eq!(
+            pick(VariantChoice::ClosestHeight(400)),
+            "http://127.0.0.1:1/live/low/index.m3u8"
+        );
+        assert_eq!(
+            pick(VariantChoice::Highest),
+            "http://127.0.0.1:1/live/high/index.m3u8"
+        );
+        assert_eq!(
+            pick(VariantChoice::Lowest),
+            "http://127.0.0.1:1/live/low/index.m3u8"
+        );
+        assert_eq!(
+            pick(VariantChoice::Bandwidth(3_000_000)),
+            "http://127.0.0.1:1/live/mid/index.m3u8"
+        );
         let empty = master("#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-STREAM-INF:BANDWIDTH=1\n");
-        assert!(choose_variant(&url(), &empty, VariantChoice::Highest).is_err() || empty.variants.len() == 1);
+        assert!(
+            choose_variant(&url(), &empty, VariantChoice::Highest).is_err()
+                || empty.variants.len() == 1
+        );
     }
 }

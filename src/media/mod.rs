@@ -80,10 +80,12 @@ impl Pipelines {
         params: &[(&str, String)],
     ) -> Result<String, MediaError> {
         let mut text = match &self.dir {
-            Some(dir) => std::fs::read_to_string(dir.join(name)).map_err(|e| MediaError::Build {
-                name: name.into(),
-                why: format!("reading {}: {e}", dir.join(name).display()),
-            })?,
+            Some(dir) => {
+                std::fs::read_to_string(dir.join(name)).map_err(|e| MediaError::Build {
+                    name: name.into(),
+                    why: format!("reading {}: {e}", dir.join(name).display()),
+                })?
+            }
             None => builtin.to_string(),
         };
         for (key, value) in params {
@@ -92,17 +94,24 @@ impl Pipelines {
         Ok(text.trim().to_string())
     }
 
-    fn launch(&self, name: &str, builtin: &str, params: &[(&str, String)]) -> Result<gst::Pipeline, MediaError> {
+    fn launch(
+        &self,
+        name: &str,
+        builtin: &str,
+        params: &[(&str, String)],
+    ) -> Result<gst::Pipeline, MediaError> {
         init()?;
         let desc = self.description(name, builtin, params)?;
         let element = gst::parse::launch(&desc).map_err(|e| MediaError::Build {
             name: name.into(),
             why: e.to_string(),
         })?;
-        let pipeline = element.downcast::<gst::Pipeline>().map_err(|_| MediaError::Build {
-            name: name.into(),
-            why: "the description is not a pipeline".into(),
-        })?;
+        let pipeline = element
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| MediaError::Build {
+                name: name.into(),
+                why: "the description is not a pipeline".into(),
+            })?;
         if let Some(dec) = pipeline.by_name("dec") {
             skip_audio(&dec);
         }
@@ -236,10 +245,12 @@ impl SegmentDecoder {
         let sink = appsink(&pipeline, "segment.gst")?;
         let result = (|| {
             src.set_max_bytes(0);
-            pipeline.set_state(gst::State::Playing).map_err(|e| MediaError::Decode {
-                what: what.into(),
-                why: format!("pipeline would not start: {e}"),
-            })?;
+            pipeline
+                .set_state(gst::State::Playing)
+                .map_err(|e| MediaError::Decode {
+                    what: what.into(),
+                    why: format!("pipeline would not start: {e}"),
+                })?;
             if let Some(init) = init {
                 let _ = src.push_buffer(gst::Buffer::from_slice(init.clone()));
             }
@@ -262,9 +273,15 @@ impl SegmentDecoder {
                 }
                 if let Some(why) = bus_error(&pipeline) {
                     return Err(if frames == 0 {
-                        MediaError::NotVideo { what: what.into(), why }
+                        MediaError::NotVideo {
+                            what: what.into(),
+                            why,
+                        }
                     } else {
-                        MediaError::Decode { what: what.into(), why }
+                        MediaError::Decode {
+                            what: what.into(),
+                            why,
+                        }
                     });
                 }
                 if Instant::now() > deadline {
@@ -305,7 +322,12 @@ pub struct FrameSource {
 
 impl FrameSource {
     /// Decode a local file.
-    pub fn file(pipelines: &Pipelines, path: &Path, height: u32, queue: usize) -> Result<Self, MediaError> {
+    pub fn file(
+        pipelines: &Pipelines,
+        path: &Path,
+        height: u32,
+        queue: usize,
+    ) -> Result<Self, MediaError> {
         let what = path.display().to_string();
         if !path.is_file() {
             return Err(MediaError::NotVideo {
@@ -351,7 +373,12 @@ impl FrameSource {
         Self::start(pipeline, uri.to_string(), idle_timeout, true)
     }
 
-    fn start(pipeline: gst::Pipeline, what: String, idle_timeout: Duration, live: bool) -> Result<Self, MediaError> {
+    fn start(
+        pipeline: gst::Pipeline,
+        what: String,
+        idle_timeout: Duration,
+        live: bool,
+    ) -> Result<Self, MediaError> {
         let sink = appsink(&pipeline, &what)?;
         pipeline.set_state(gst::State::Playing).map_err(|e| {
             let why = bus_error(&pipeline).unwrap_or_else(|| e.to_string());
@@ -374,7 +401,9 @@ impl FrameSource {
 
     /// For live sources: the wall-clock time (ns since the Unix epoch) of running time 0.
     pub fn base_unix_ns(&self) -> Option<u64> {
-        self.live.then(|| self.pipeline.base_time().map(|t| t.nseconds())).flatten()
+        self.live
+            .then(|| self.pipeline.base_time().map(|t| t.nseconds()))
+            .flatten()
     }
 
     /// The next frame; `Ok(None)` at the end of the stream. Blocks (decoding runs in
@@ -385,12 +414,17 @@ impl FrameSource {
         }
         let deadline = Instant::now() + self.idle_timeout;
         loop {
-            if let Some(sample) = self.sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
+            if let Some(sample) = self
+                .sink
+                .try_pull_sample(gst::ClockTime::from_mseconds(100))
+            {
                 self.frames += 1;
-                return sample_to_frame(&sample).map(Some).map_err(|why| MediaError::Decode {
-                    what: self.what.clone(),
-                    why,
-                });
+                return sample_to_frame(&sample)
+                    .map(Some)
+                    .map_err(|why| MediaError::Decode {
+                        what: self.what.clone(),
+                        why,
+                    });
             }
             if self.sink.is_eos() {
                 self.done = true;
@@ -443,7 +477,9 @@ pub fn encode_segments_as(
     size: Option<(u32, u32)>,
 ) -> Result<Vec<PathBuf>, MediaError> {
     let caps = match size {
-        Some((w, h)) => format!("video/x-raw,format=I420,width={w},height={h},pixel-aspect-ratio=1/1,framerate={fps_hint}/1"),
+        Some((w, h)) => format!(
+            "video/x-raw,format=I420,width={w},height={h},pixel-aspect-ratio=1/1,framerate={fps_hint}/1"
+        ),
         None => "video/x-raw,format=I420".to_string(),
     };
     let what = input.display().to_string();
@@ -466,10 +502,12 @@ pub fn encode_segments_as(
             ("pattern", quoted(&dir.join("seg%05d.ts").to_string_lossy())),
         ],
     )?;
-    pipeline.set_state(gst::State::Playing).map_err(|e| MediaError::Decode {
-        what: what.clone(),
-        why: e.to_string(),
-    })?;
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| MediaError::Decode {
+            what: what.clone(),
+            why: e.to_string(),
+        })?;
     let bus = pipeline.bus().expect("pipelines have a bus");
     let mut result = Ok(());
     for msg in bus.iter_timed(gst::ClockTime::from_seconds(600)) {
@@ -540,7 +578,10 @@ pub fn probe_size(path: &Path) -> Option<(u32, u32)> {
         if !s.name().starts_with("video/") {
             return None;
         }
-        Some((s.get::<i32>("width").ok()? as u32, s.get::<i32>("height").ok()? as u32))
+        Some((
+            s.get::<i32>("width").ok()? as u32,
+            s.get::<i32>("height").ok()? as u32,
+        ))
     });
     size
 }

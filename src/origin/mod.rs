@@ -100,8 +100,18 @@ impl Timeline {
     pub fn playlist(&self, elapsed: f64, segment_uri: impl Fn(u64) -> String) -> String {
         let complete = self.complete(elapsed);
         let first = complete.saturating_sub(self.window as u64);
-        let target = self.durations.iter().cloned().fold(0.0, f64::max).ceil().max(1.0) as u64;
-        let disc_seq = if first == 0 { 0 } else { (first - 1) / self.count() };
+        let target = self
+            .durations
+            .iter()
+            .cloned()
+            .fold(0.0, f64::max)
+            .ceil()
+            .max(1.0) as u64;
+        let disc_seq = if first == 0 {
+            0
+        } else {
+            (first - 1) / self.count()
+        };
         let mut out = format!(
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}\n",
             first + self.msn_offset
@@ -111,10 +121,18 @@ impl Timeline {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
             if self.with_pdt {
-                let t = self.epoch + chrono::Duration::nanoseconds((self.start_of(n) * 1e9).round() as i64);
-                out.push_str(&format!("#EXT-X-PROGRAM-DATE-TIME:{}\n", crate::frame::rfc3339_ms(&t)));
+                let t = self.epoch
+                    + chrono::Duration::nanoseconds((self.start_of(n) * 1e9).round() as i64);
+                out.push_str(&format!(
+                    "#EXT-X-PROGRAM-DATE-TIME:{}\n",
+                    crate::frame::rfc3339_ms(&t)
+                ));
             }
-            out.push_str(&format!("#EXTINF:{:.3},\n{}\n", self.duration_of(n), segment_uri(n + self.msn_offset)));
+            out.push_str(&format!(
+                "#EXTINF:{:.3},\n{}\n",
+                self.duration_of(n),
+                segment_uri(n + self.msn_offset)
+            ));
         }
         out
     }
@@ -172,22 +190,35 @@ pub struct LiveOrigin {
 impl LiveOrigin {
     /// Encode `input` into segments of about `segment_secs` and start the clock so that the
     /// window is already full.
-    pub fn from_file(input: &Path, segment_secs: f64, window: usize, with_pdt: bool) -> Result<Self, OriginError> {
+    pub fn from_file(
+        input: &Path,
+        segment_secs: f64,
+        window: usize,
+        with_pdt: bool,
+    ) -> Result<Self, OriginError> {
         let err = |source| OriginError::Media {
             path: input.display().to_string(),
             source,
         };
         let fps = media::probe_fps(input).unwrap_or(25.0);
         let dir = tempfile::tempdir().map_err(|e| OriginError::Io(e.to_string()))?;
-        let files = media::encode_segments(input, dir.path(), segment_secs, fps.round() as u32, 1500).map_err(err)?;
-        let mut decoder = SegmentDecoder::new(Pipelines::default(), 16, std::time::Duration::from_secs(30)).map_err(err)?;
+        let files =
+            media::encode_segments(input, dir.path(), segment_secs, fps.round() as u32, 1500)
+                .map_err(err)?;
+        let mut decoder =
+            SegmentDecoder::new(Pipelines::default(), 16, std::time::Duration::from_secs(30))
+                .map_err(err)?;
         let mut segments = Vec::new();
         let (mut width, mut height) = (0, 0);
         for f in files {
-            let data = Bytes::from(std::fs::read(&f).map_err(|e| OriginError::Io(format!("{}: {e}", f.display())))?);
+            let data = Bytes::from(
+                std::fs::read(&f).map_err(|e| OriginError::Io(format!("{}: {e}", f.display())))?,
+            );
             let mut frames = 0usize;
             decoder
-                .decode(&f.display().to_string(), None, data.clone(), |_| frames += 1)
+                .decode(&f.display().to_string(), None, data.clone(), |_| {
+                    frames += 1
+                })
                 .map_err(err)?;
             segments.push(SourceSegment {
                 data,
@@ -197,10 +228,18 @@ impl LiveOrigin {
         if let Some((w, h)) = media::probe_size(input) {
             (width, height) = (w, h);
         }
-        Ok(Self::from_segments(segments, window, with_pdt, width, height))
+        Ok(Self::from_segments(
+            segments, window, with_pdt, width, height,
+        ))
     }
 
-    pub fn from_segments(segments: Vec<SourceSegment>, window: usize, with_pdt: bool, width: u32, height: u32) -> Self {
+    pub fn from_segments(
+        segments: Vec<SourceSegment>,
+        window: usize,
+        with_pdt: bool,
+        width: u32,
+        height: u32,
+    ) -> Self {
         let durations = segments.iter().map(|s| s.duration).collect();
         let mut tl = Timeline::new(durations, window, Utc::now(), with_pdt);
         let fill = tl.initial_fill();
@@ -229,14 +268,22 @@ impl LiveOrigin {
 
     pub fn inject(&self, fault: Fault) {
         match fault {
-            Fault::PlaylistStatus { .. } | Fault::PlaylistMalformed { .. } => self.lock_state().playlist_faults.push_back(fault),
+            Fault::PlaylistStatus { .. } | Fault::PlaylistMalformed { .. } => {
+                self.lock_state().playlist_faults.push_back(fault)
+            }
             Fault::PlaylistStall { seconds } => {
                 let current = self.render_now();
                 self.lock_state().stall = Some((Instant::now(), seconds, current));
             }
-            Fault::SegmentStatus { msn, .. } | Fault::SegmentGarbage { msn } | Fault::SegmentTruncate { msn } | Fault::SegmentDelay { msn, .. } => {
-                self.lock_state().segment_faults.entry(msn).or_default().push(fault)
-            }
+            Fault::SegmentStatus { msn, .. }
+            | Fault::SegmentGarbage { msn }
+            | Fault::SegmentTruncate { msn }
+            | Fault::SegmentDelay { msn, .. } => self
+                .lock_state()
+                .segment_faults
+                .entry(msn)
+                .or_default()
+                .push(fault),
             Fault::Restart => {
                 let mut g = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
                 let fill = g.0.initial_fill();
@@ -245,7 +292,11 @@ impl LiveOrigin {
                 g.1 = Instant::now() - std::time::Duration::from_secs_f64(fill);
             }
             Fault::Jump { segments } => {
-                self.timeline.lock().unwrap_or_else(|p| p.into_inner()).0.msn_offset += segments;
+                self.timeline
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+                    .msn_offset += segments;
             }
         }
     }
@@ -275,7 +326,9 @@ impl LiveOrigin {
                         *count = count.saturating_sub(1);
                         (
                             // No EXT-X-TARGETDURATION: a required tag is missing.
-                            Answer::Body(Bytes::from_static(b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:2.0,\nseg0.ts\n")),
+                            Answer::Body(Bytes::from_static(
+                                b"#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:2.0,\nseg0.ts\n",
+                            )),
                             *count == 0,
                         )
                     }
@@ -292,7 +345,14 @@ impl LiveOrigin {
 
     /// A multivariant playlist naming the one variant.
     pub fn multivariant(&self) -> String {
-        let bw: usize = self.segments.iter().map(|s| s.data.len()).max().unwrap_or(0) * 8 / 2;
+        let bw: usize = self
+            .segments
+            .iter()
+            .map(|s| s.data.len())
+            .max()
+            .unwrap_or(0)
+            * 8
+            / 2;
         format!(
             "#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-STREAM-INF:BANDWIDTH={},RESOLUTION={}x{},CODECS=\"avc1.4d401e\"\nindex.m3u8\n",
             bw.max(100_000),
@@ -312,7 +372,9 @@ impl LiveOrigin {
         let Some(n) = n.filter(|_| known) else {
             return Answer::Status(404);
         };
-        let data = self.segments[(n % self.segments.len() as u64) as usize].data.clone();
+        let data = self.segments[(n % self.segments.len() as u64) as usize]
+            .data
+            .clone();
         let mut st = self.lock_state();
         *st.requests.entry(msn).or_default() += 1;
         if let Some(faults) = st.segment_faults.get_mut(&msn) {
@@ -324,7 +386,9 @@ impl LiveOrigin {
                     *count > 0
                 }
                 Fault::SegmentGarbage { .. } if answer.is_none() => {
-                    let junk: Vec<u8> = (0..data.len()).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1]).collect();
+                    let junk: Vec<u8> = (0..data.len())
+                        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1])
+                        .collect();
                     answer = Some(Answer::Body(Bytes::from(junk)));
                     true
                 }
@@ -350,7 +414,11 @@ impl LiveOrigin {
         let g = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
         let n = msn.checked_sub(g.0.msn_offset)?;
         let t = g.0.epoch + chrono::Duration::nanoseconds((g.0.start_of(n) * 1e9).round() as i64);
-        Some(crate::frame::rfc3339_ms(&t).parse::<DateTime<Utc>>().unwrap_or(t))
+        Some(
+            crate::frame::rfc3339_ms(&t)
+                .parse::<DateTime<Utc>>()
+                .unwrap_or(t),
+        )
     }
 
     /// How often each segment was requested.
@@ -364,7 +432,9 @@ mod tests {
     use super::*;
 
     fn tl() -> Timeline {
-        let epoch = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z").unwrap().with_timezone(&Utc);
+        let epoch = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         Timeline::new(vec![2.0, 2.0, 1.0], 2, epoch, true)
     }
 
@@ -388,9 +458,17 @@ mod tests {
         assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:3\n"), "{p}");
         assert!(p.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"), "{p}");
         assert!(p.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:00:05.000Z\n#EXTINF:2.000,\nseg3.ts\n"), "{p}");
-        assert!(p.contains("#EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:00:07.000Z\n#EXTINF:2.000,\nseg4.ts\n"), "{p}");
+        assert!(
+            p.contains(
+                "#EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:00:07.000Z\n#EXTINF:2.000,\nseg4.ts\n"
+            ),
+            "{p}"
+        );
         let p = t.playlist(12.0, |n| format!("seg{n}.ts"));
-        assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:5\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{p}");
+        assert!(
+            p.contains("#EXT-X-MEDIA-SEQUENCE:5\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"),
+            "{p}"
+        );
         assert!(p.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:00:10.000Z\n#EXTINF:2.000,\nseg6.ts\n"), "{p}");
     }
 }

@@ -21,7 +21,10 @@ pub struct ShotConfig {
 
 impl Default for ShotConfig {
     fn default() -> Self {
-        Self { min_shot_frames: 8, decode_height: 144 }
+        Self {
+            min_shot_frames: 8,
+            decode_height: 144,
+        }
     }
 }
 
@@ -104,6 +107,10 @@ impl ShotDetector {
 
     /// End of stream: closes the open shot.
     pub fn finish(&mut self) -> Vec<ShotEvent> {
-        self.current.take().map(ShotEvent::Ended).into_iter().collect()
+        self.current
+            .take()
+            .map(ShotEvent::Ended)
+            .into_iter()
+            .collect()
     }
 }

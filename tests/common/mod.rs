@@ -29,16 +29,22 @@ pub struct TestOrigin {
 impl TestOrigin {
     pub async fn start(file: &str, segment_secs: f64, window: usize, with_pdt: bool) -> Self {
         let path = footage(file);
-        let origin = tokio::task::spawn_blocking(move || LiveOrigin::from_file(&path, segment_secs, window, with_pdt))
-            .await
-            .unwrap()
-            .expect("origin builds from the footage");
+        let origin = tokio::task::spawn_blocking(move || {
+            LiveOrigin::from_file(&path, segment_secs, window, with_pdt)
+        })
+        .await
+        .unwrap()
+        .expect("origin builds from the footage");
         let origin = Arc::new(origin);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
         let s = stop.clone();
-        tokio::spawn(shopcue::http::origin::serve(listener, origin.clone(), async move { s.cancelled().await }));
+        tokio::spawn(shopcue::http::origin::serve(
+            listener,
+            origin.clone(),
+            async move { s.cancelled().await },
+        ));
         Self { origin, base, stop }
     }
 
