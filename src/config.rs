@@ -275,14 +275,14 @@ impl Settings {
         if i.segment_attempts == 0 {
             return Err(invalid("ingest.segment_attempts", "must be at least 1"));
         }
-        if !(i.stall_target_durations >= 1.0) {
+        if i.stall_target_durations.is_nan() || i.stall_target_durations < 1.0 {
             return Err(invalid(
                 "ingest.stall_target_durations",
                 "must be at least 1",
             ));
         }
         let h = self.media.analysis_height;
-        if !(16..=2160).contains(&h) || h % 2 != 0 {
+        if !(16..=2160).contains(&h) || !h.is_multiple_of(2) {
             return Err(invalid(
                 "media.analysis_height",
                 "must be an even number from 16 to 2160",
@@ -361,12 +361,11 @@ fn parse_scalar(raw: &str) -> toml::Value {
         return toml::Value::Boolean(v);
     }
     // Arrays and tables may be given as TOML: SHOPCUE__CHANNELS='[{id="a",url="…"}]'.
-    if raw.starts_with('[') || raw.starts_with('{') {
-        if let Ok(t) = toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-            if let Some(v) = t.get("v") {
-                return v.clone();
-            }
-        }
+    if (raw.starts_with('[') || raw.starts_with('{'))
+        && let Ok(t) = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        && let Some(v) = t.get("v")
+    {
+        return v.clone();
     }
     toml::Value::String(raw.to_string())
 }

@@ -19,6 +19,9 @@ use super::playlist::{self, PlaylistError, PlaylistTracker, SegmentJob};
 use super::{ChannelState, ChannelStats, IngestError};
 use crate::config::{IngestSettings, VariantChoice};
 
+/// EXT-X-MAP init sections already fetched, by URL and byte range.
+type InitCache = HashMap<(Url, Option<(u64, u64)>), Bytes>;
+
 /// A fetched segment, ready to decode.
 #[derive(Debug, Clone)]
 pub struct FetchedSegment {
@@ -233,7 +236,7 @@ pub async fn follow(
     } = opened;
     let mut tracker = PlaylistTracker::new(settings.live_start_segments);
     let mut backoff = Backoff::new(&settings);
-    let mut init_cache: HashMap<(Url, Option<(u64, u64)>), Bytes> = HashMap::new();
+    let mut init_cache: InitCache = HashMap::new();
     let mut last_change = Instant::now();
     let mut stalled = false;
     let seg_timeout = Duration::from_millis(settings.segment_timeout_ms);
@@ -362,7 +365,7 @@ async fn fetch_segment(
     job: SegmentJob,
     s: &IngestSettings,
     stats: &ChannelStats,
-    init_cache: &mut HashMap<(Url, Option<(u64, u64)>), Bytes>,
+    init_cache: &mut InitCache,
     timeout: Duration,
     cancel: &CancellationToken,
 ) -> Option<FetchedSegment> {

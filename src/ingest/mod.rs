@@ -516,11 +516,11 @@ fn decode_segments(
                 _ => (seg.job.duration * 1e9 * i as f64 / n) as u64,
             };
             let mut wallclock = seg.job.wallclock + chrono::Duration::nanoseconds(offset_ns as i64);
-            if let Some(prev) = last_wallclock {
-                if wallclock <= prev {
-                    // Overlapping or repeated media: keep the channel's clock monotonic.
-                    wallclock = prev + chrono::Duration::microseconds(1);
-                }
+            if let Some(prev) = last_wallclock
+                && wallclock <= prev
+            {
+                // Overlapping or repeated media: keep the channel's clock monotonic.
+                wallclock = prev + chrono::Duration::microseconds(1);
             }
             last_wallclock = Some(wallclock);
             let o = *origin.get_or_insert(wallclock);

@@ -261,19 +261,19 @@ impl PlaylistTracker {
         let origin_pdt = clocks[0].is_some();
 
         // Reset or a lagging origin: the playlist ends before what we already fetched.
-        if let Some(next) = self.next_msn {
-            if last + 1 < next || (origin_pdt && self.pdt_moved(first, &clocks)) {
-                let consistent = self.consistent_with_seen(first, pl);
-                if consistent && !(origin_pdt && self.pdt_moved(first, &clocks)) {
-                    up.stale = true;
-                    up.changed = false;
-                    return Ok(up);
-                }
-                up.reset = true;
-                self.next_msn = None;
-                self.seen.clear();
-                self.last_anchor = None;
+        let clock_moved = origin_pdt && self.pdt_moved(first, &clocks);
+        if let Some(next) = self.next_msn
+            && (last + 1 < next || clock_moved)
+        {
+            if !clock_moved && self.consistent_with_seen(first, pl) {
+                up.stale = true;
+                up.changed = false;
+                return Ok(up);
             }
+            up.reset = true;
+            self.next_msn = None;
+            self.seen.clear();
+            self.last_anchor = None;
         }
 
         if !origin_pdt {

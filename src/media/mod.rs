@@ -572,7 +572,7 @@ pub fn probe_size(path: &Path) -> Option<(u32, u32)> {
     src.next_frame().ok()??;
     // The appsink sees the scaled size; the decoder's source pad has the original.
     let dec = src.pipeline.by_name("dec")?;
-    let size = dec.src_pads().into_iter().find_map(|p| {
+    dec.src_pads().into_iter().find_map(|p| {
         let caps = p.current_caps()?;
         let s = caps.structure(0)?;
         if !s.name().starts_with("video/") {
@@ -582,6 +582,5 @@ pub fn probe_size(path: &Path) -> Option<(u32, u32)> {
             s.get::<i32>("width").ok()? as u32,
             s.get::<i32>("height").ok()? as u32,
         ))
-    });
-    size
+    })
 }
