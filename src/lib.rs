@@ -1,13 +1,18 @@
 //! shopcue makes live video shoppable.
 //!
-//! Data flows `ingest` → `media` → `shots` (and, later, inference → matching → cues):
+//! Data flows `ingest` → `media` → `shots` → `matching` → cues → outputs:
 //! [`ingest`] polls a live HLS playlist (or receives SRT, or reads a file), fetching each
-//! segment once and giving it a wall-clock anchor; [`media`] — the only module that
-//! touches GStreamer — decodes segments into [`frame::Frame`]s at the analysis height;
-//! [`shots`] finds shot changes in every frame (pure logic). [`origin`] serves a looping
-//! live HLS channel from a file for tests and the demo. [`config`] holds the settings tree
-//! (file, then `SHOPCUE__SECTION__KEY` environment), validated at start-up; [`telemetry`]
-//! sets up structured logs. `main.rs` is a thin command line over these.
+//! segment once and giving it a wall-clock anchor; [`media`] (the only module that touches
+//! GStreamer) decodes segments into [`frame::Frame`]s at the analysis height; [`shots`]
+//! finds shot changes in every frame (pure logic); [`matching`] samples frames for
+//! inference, judges detections against catalog candidates and aggregates them per shot
+//! into [`cue::Cue`]s (pure logic); [`manifest`] renders cues into HLS playlists
+//! (EXT-X-DATERANGE with SCTE-35), MPEG-TS timed ID3 and fMP4 emsg (pure logic).
+//! [`origin`] serves a looping live HLS channel from a file for tests and the demo; [`http`]
+//! is the only module that touches axum/hyper. [`config`] holds the settings tree (file,
+//! then `SHOPCUE__SECTION__KEY` environment), validated at start-up; [`telemetry`] sets
+//! up structured logs; [`bench`] holds the benchmarks; [`cli`] the subcommands that
+//! combine modules. `main.rs` is a thin command line over these.
 
 pub mod bench;
 pub mod cli;

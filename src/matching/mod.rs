@@ -268,9 +268,8 @@ mod tests {
     }
 
     #[test]
-    fn snippet_parses_to_the_defaults() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/snippets/matching.toml");
+    fn shipped_config_documents_the_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/shopcue.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         let table: toml::Table = toml::from_str(&text).unwrap();
         let section = table.get("matching").cloned().unwrap();
@@ -281,7 +280,7 @@ mod tests {
         for key in defaults.as_table().unwrap().keys() {
             assert!(
                 text.contains(&format!("\n{key} =")),
-                "snippet lacks `{key}`"
+                "config/shopcue.toml lacks `{key}`"
             );
         }
     }
