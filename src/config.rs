@@ -41,6 +41,9 @@ pub struct Settings {
     pub media: MediaSettings,
     pub shots: ShotConfig,
     pub log: LogSettings,
+    pub bus: crate::cuebus::BusSettings,
+    pub redis: crate::cuebus::RedisSettings,
+    pub feed: crate::http::feed::FeedSettings,
     /// Channels to analyse: `[[channels]] id = "news" url = "https://…/master.m3u8"`.
     pub channels: Vec<ChannelSettings>,
 }
@@ -272,6 +275,9 @@ impl Settings {
             return Err(invalid("log.format", "must be `text` or `json`"));
         }
         self.shots.validate().map_err(|(k, why)| invalid(&format!("shots.{k}"), why))?;
+        self.bus.validate().map_err(|(k, why)| invalid(&format!("bus.{k}"), why))?;
+        self.redis.validate().map_err(|(k, why)| invalid(&format!("redis.{k}"), why))?;
+        self.feed.validate().map_err(|(k, why)| invalid(&format!("feed.{k}"), why))?;
         let mut seen = std::collections::HashSet::new();
         for (n, c) in self.channels.iter().enumerate() {
             let key = format!("channels[{n}]");

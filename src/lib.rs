@@ -9,8 +9,10 @@
 //! (file, then `SHOPCUE__SECTION__KEY` environment), validated at start-up; [`telemetry`]
 //! sets up structured logs. `main.rs` is a thin command line over these.
 
+pub mod bench;
 pub mod config;
 pub mod cue;
+pub mod cuebus;
 pub mod frame;
 pub mod http;
 pub mod ingest;
