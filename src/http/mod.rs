@@ -2,6 +2,9 @@
 //! with `pub fn router(state) -> axum::Router`; `server` (with the sidecar) merges them.
 //! Status mapping lives in one place: [`ApiError`].
 
+pub mod feed;
+pub mod token;
+
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
