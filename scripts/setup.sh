@@ -87,6 +87,8 @@ case "$what" in
     # Peers the benchmarks compare against; the browser driver for the web tests.
     python3 -c "import scenedetect" 2>/dev/null || python3 -m pip install -q "scenedetect-headless==0.7.2"
     if [ -f web/package.json ] && [ ! -d web/node_modules ]; then (cd web && npm ci --silent --no-audit --no-fund); fi
+    # The Node.js `ws` server that `shopcue bench fanout` compares against.
+    if [ -f bench/node-ws/package.json ] && [ ! -d bench/node-ws/node_modules/ws ]; then (cd bench/node-ws && npm ci --silent --no-audit --no-fund); fi
     ;;
 esac
 log "ready ($what)"
