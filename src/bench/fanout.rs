@@ -88,11 +88,22 @@ pub struct Row {
     pub cpu_s: f64,
     pub cpu_pct: f64,
     pub rss_mib: f64,
+    /// CPU seconds of this process (publisher + load client) over the same phase.
+    pub client_cpu_s: f64,
 }
 
 /// Run the benchmark (or, with `--serve`, the shopcue server side of it) and print the
-/// table. Builds its own tokio runtime: call it from plain `main`, not from async code.
+/// table. Builds its own tokio runtimes (on a thread of its own when called from async
+/// code). The shopcue server is this executable re-run with the same arguments plus
+/// `--serve`, so the command line that reaches this function must be the same in both.
 pub fn run_bench(args: &FanoutArgs) -> anyhow::Result<Vec<Row>> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // Called from async code: run on a thread of our own (a runtime cannot nest).
+        let args = args.clone();
+        return std::thread::spawn(move || run_bench(&args))
+            .join()
+            .map_err(|_| anyhow::anyhow!("fan-out bench thread panicked"))?;
+    }
     if args.serve {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(args.server_threads.max(1))
@@ -102,12 +113,12 @@ pub fn run_bench(args: &FanoutArgs) -> anyhow::Result<Vec<Row>> {
         return Ok(Vec::new());
     }
     let need = args.subscribers.iter().copied().max().unwrap_or(0) + 256;
-    if let Some(limit) = open_files_limit() {
-        if limit < need as u64 {
-            bail!(
-                "open files limit is {limit}, the bench needs about {need}: run `ulimit -n {need}` first"
-            );
-        }
+    if let Some(limit) = open_files_limit()
+        && limit < need as u64
+    {
+        bail!(
+            "open files limit is {limit}, the bench needs about {need}: run `ulimit -n {need}` first"
+        );
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -121,16 +132,17 @@ pub fn run_bench(args: &FanoutArgs) -> anyhow::Result<Vec<Row>> {
 /// The markdown table of a run.
 pub fn table(rows: &[Row], args: &FanoutArgs) -> String {
     let mut s = format!(
-        "Fan-out of one channel: {} events, one every {} ms, ~{} bytes each\n\n\
-         | server | subscribers | connected (s) | delivered | p50 ms | p99 ms | max ms | server CPU s | CPU % of a core | RSS MiB |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "Fan-out of one channel: {} events, one every {} ms, ~{} bytes each; shopcue server on {} worker thread(s)\n\n\
+         | server | subscribers | connected (s) | delivered | p50 ms | p99 ms | max ms | server CPU s | CPU % of a core | RSS MiB | load client CPU s |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         args.events,
         args.interval_ms,
-        event_line(0, 0).len()
+        event_line(0, 0).len(),
+        args.server_threads
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} ({:.1}) | {:.2}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} |\n",
+            "| {} | {} | {} ({:.1}) | {:.2}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {:.2} |\n",
             r.server,
             r.subscribers,
             r.connected,
@@ -141,7 +153,8 @@ pub fn table(rows: &[Row], args: &FanoutArgs) -> String {
             r.max_ms,
             r.cpu_s,
             r.cpu_pct,
-            r.rss_mib
+            r.rss_mib,
+            r.client_cpu_s
         ));
     }
     s
@@ -408,6 +421,9 @@ async fn measure(mut server: Server, n: usize, args: &FanoutArgs) -> anyhow::Res
 
     let rss = rss_mib(pid).unwrap_or(f64::NAN);
     let cpu0 = cpu_seconds(pid).unwrap_or(f64::NAN);
+    let me = std::process::id();
+    let client0 = cpu_seconds(me).unwrap_or(f64::NAN);
+    let mut client1 = None;
     let t0 = Instant::now();
     let mut control = TcpStream::connect(("127.0.0.1", server.control_port)).await?;
     control.set_nodelay(true)?;
@@ -434,6 +450,7 @@ async fn measure(mut server: Server, n: usize, args: &FanoutArgs) -> anyhow::Res
             }
             // Time is up: read the CPU now, then stop the stragglers and keep what they got.
             cpu1 = cpu_seconds(pid);
+            client1 = cpu_seconds(me);
             elapsed = t0.elapsed().as_secs_f64();
             stopped = true;
             let _ = stop_tx.send(true);
@@ -442,6 +459,7 @@ async fn measure(mut server: Server, n: usize, args: &FanoutArgs) -> anyhow::Res
     }
     if !stopped {
         cpu1 = cpu_seconds(pid);
+        client1 = cpu_seconds(me);
         elapsed = t0.elapsed().as_secs_f64();
     }
     let _ = stop_tx.send(true);
@@ -468,6 +486,7 @@ async fn measure(mut server: Server, n: usize, args: &FanoutArgs) -> anyhow::Res
         cpu_s,
         cpu_pct: 100.0 * cpu_s / elapsed.max(1e-9),
         rss_mib: rss,
+        client_cpu_s: client1.unwrap_or(f64::NAN) - client0,
     })
 }
 
