@@ -558,3 +558,53 @@ async fn two_feed_servers_over_one_redis_share_cues_and_offsets() {
         ["start:sku-3", "start:sku-4", "end:sku-2", "end:sku-3"]
     );
 }
+
+#[tokio::test]
+async fn keepalive_pings_and_closes_silent_clients() {
+    let bus = Arc::new(MemoryBus::new(10));
+    let settings = FeedSettings {
+        ping_interval_ms: 150,
+        ..FeedSettings::default()
+    };
+    let (addr, state) = serve(bus.clone(), settings).await;
+    let mut silent = connect(addr, "").await;
+    let mut alive = connect(addr, "").await;
+    for ws in [&mut silent, &mut alive] {
+        next_json(ws).await;
+        next_json(ws).await;
+    }
+    // `alive` keeps reading (tokio-tungstenite answers pings by itself); `silent` does not.
+    let reader = tokio::spawn(async move {
+        let mut pings = 0;
+        loop {
+            match tokio::time::timeout(WAIT, alive.next())
+                .await
+                .expect("alive gets traffic")
+            {
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                Some(Ok(Message::Text(t))) if pings >= 3 => return (pings, t.to_string()),
+                Some(Ok(_)) => {}
+                other => panic!("alive client lost its connection: {other:?}"),
+            }
+        }
+    });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while state.stats().keepalive_closed == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "silent client closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Keep publishing until the live client has seen a few pings and then an event.
+    let (pings, text) = loop {
+        bus.publish(start("news", 1));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if reader.is_finished() {
+            break reader.await.unwrap();
+        }
+    };
+    assert!(pings >= 3 && text.contains("\"start\""), "{pings} {text}");
+    assert_eq!(state.stats().keepalive_closed, 1);
+    assert_eq!(closed_with(&mut silent).await, Some(CloseCode::Policy));
+}
