@@ -22,7 +22,9 @@
 //! had no subscriber for one block interval.
 //!
 //! Limits: a cue whose End was never published stays in the active hash (until an End for
-//! it or the key is deleted). Redis restarted without persistence loses the streams and
+//! it or the key is deleted). A reader that falls more than `bus.history` entries behind
+//! (more than that many events between two XREADs) silently misses the trimmed ones: not
+//! detected yet (XINFO's max-deleted-entry-id could tell). Redis restarted without persistence loses the streams and
 //! hashes: clients resuming with an old offset get a fresh snapshot instead.
 
 use std::collections::{HashMap, VecDeque};
@@ -82,10 +84,10 @@ impl RedisSettings {
     /// `Err((key, why))` with the key relative to `[redis]`.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         let url = self.url.trim();
-        if !url.is_empty() {
-            if let Err(e) = redis::Client::open(url) {
-                return Err(("url", format!("not a redis url: {e}")));
-            }
+        if !url.is_empty()
+            && let Err(e) = redis::Client::open(url)
+        {
+            return Err(("url", format!("not a redis url: {e}")));
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
             return Err(("key_prefix", "must be non-empty without spaces".into()));
@@ -729,10 +731,10 @@ fn decode_entry(entry: &Value) -> Option<(Offset, Option<CueEvent>)> {
     };
     let mut event = None;
     for kv in fields.chunks(2) {
-        if let [k, v] = kv {
-            if text(k).as_deref() == Some("e") {
-                event = text(v).and_then(|j| serde_json::from_str::<CueEvent>(&j).ok());
-            }
+        if let [k, v] = kv
+            && text(k).as_deref() == Some("e")
+        {
+            event = text(v).and_then(|j| serde_json::from_str::<CueEvent>(&j).ok());
         }
     }
     Some((offset, event))
