@@ -89,6 +89,8 @@ case "$what" in
     # An independent SCTE-35 decoder, to check the SCTE35-CMD payloads we write.
     python3 -c "import threefive" 2>/dev/null || python3 -m pip install -q "threefive==3.1.5"
     if [ -f web/package.json ] && [ ! -d web/node_modules ]; then (cd web && npm ci --silent --no-audit --no-fund); fi
+    # The Node.js `ws` server that `shopcue bench fanout` compares against.
+    if [ -f bench/node-ws/package.json ] && [ ! -d bench/node-ws/node_modules/ws ]; then (cd bench/node-ws && npm ci --silent --no-audit --no-fund); fi
     ;;
 esac
 log "ready ($what)"

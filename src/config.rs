@@ -43,6 +43,9 @@ pub struct Settings {
     pub matching: crate::matching::MatchingSettings,
     pub log: LogSettings,
     pub manifest: crate::manifest::ManifestSettings,
+    pub bus: crate::cuebus::BusSettings,
+    pub redis: crate::cuebus::RedisSettings,
+    pub feed: crate::http::feed::FeedSettings,
     /// Channels to analyse: `[[channels]] id = "news" url = "https://…/master.m3u8"`.
     pub channels: Vec<ChannelSettings>,
 }
@@ -303,6 +306,9 @@ impl Settings {
         self.manifest
             .validate()
             .map_err(|(k, why)| invalid(&format!("manifest.{k}"), why))?;
+        self.bus.validate().map_err(|(k, why)| invalid(&format!("bus.{k}"), why))?;
+        self.redis.validate().map_err(|(k, why)| invalid(&format!("redis.{k}"), why))?;
+        self.feed.validate().map_err(|(k, why)| invalid(&format!("feed.{k}"), why))?;
         let mut seen = std::collections::HashSet::new();
         for (n, c) in self.channels.iter().enumerate() {
             let key = format!("channels[{n}]");

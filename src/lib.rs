@@ -18,6 +18,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod cue;
+pub mod cuebus;
 pub mod frame;
 pub mod http;
 pub mod ingest;

@@ -3,6 +3,8 @@
 //! Status mapping lives in one place: [`ApiError`].
 
 pub mod origin;
+pub mod feed;
+pub mod token;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests: footage paths and a live origin on loopback.
+//! Helpers shared by the integration tests: footage paths, a live origin on loopback, a
+//! real redis-server on a free loopback port, and cue fixtures.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -61,4 +62,120 @@ impl Drop for TestOrigin {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use shopcue::cue::{BoxSample, Cue, CueEvent, cue_id};
+
+/// A redis-server child on 127.0.0.1:`port`, killed when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/setup.sh)");
+        let server = Self {
+            port,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kill it now (an outage); `start_on(self.port)` brings one back on the same port.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn t(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_795_000_000_000 + ms).expect("valid time")
+}
+
+/// Cue number `n` of `channel` (shot `n`, product `sku-n`).
+pub fn cue(channel: &str, n: u64) -> Cue {
+    let product_id = format!("sku-{n}");
+    Cue {
+        id: cue_id(channel, n, &product_id),
+        channel: channel.into(),
+        product_id,
+        start: t(n as i64 * 1000),
+        end: None,
+        pts: n as f64,
+        score: 0.5,
+        shot: n,
+        boxes: vec![BoxSample {
+            t: t(n as i64 * 1000),
+            x: 0.1,
+            y: 0.2,
+            w: 0.3,
+            h: 0.4,
+        }],
+        product: None,
+    }
+}
+
+pub fn start(channel: &str, n: u64) -> CueEvent {
+    CueEvent::Start(cue(channel, n))
+}
+
+pub fn update(channel: &str, n: u64, score: f32) -> CueEvent {
+    let mut c = cue(channel, n);
+    c.score = score;
+    CueEvent::Update(c)
+}
+
+pub fn end(channel: &str, n: u64) -> CueEvent {
+    let mut c = cue(channel, n);
+    c.end = Some(t(n as i64 * 1000 + 500));
+    CueEvent::End(c)
 }

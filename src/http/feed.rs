@@ -1,0 +1,818 @@
+//! The live cue feed: `GET /v1/channels/{id}/cues` upgraded to a WebSocket. The protocol
+//! (message types, close codes, resuming with `?since=`) is documented in
+//! `docs/websocket-protocol.md`.
+//!
+//! Fan-out: per channel one hub task reads the bus and serialises each event ONCE into a
+//! shared `Utf8Bytes`; clients receive clones of it over a broadcast ring of
+//! `feed.client_queue` messages. Each client is one task that moves messages from the ring
+//! into its own queue (bounded by `feed.client_queue`) and from there into the socket. A
+//! client that falls `client_queue` behind (ring or queue) is closed with 1008 and counted
+//! in `slow_closed`; nobody else waits for it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::Utc;
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_util::sync::CancellationToken;
+
+use super::ApiError;
+use super::token;
+use crate::cue::Cue;
+use crate::cuebus::{BusError, CueBus, CueRecord, Offset, Replay};
+
+/// Close codes the feed uses.
+pub mod close_code {
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Slow client, token expired, too many bad messages, keepalive timeout.
+    pub const POLICY: u16 = 1008;
+    /// A client message over `feed.max_client_message`.
+    pub const TOO_BIG: u16 = 1009;
+    /// The cue bus is unreachable or the channel's feed was interrupted: reconnect with `since`.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// `[feed]`: the WebSocket cue feed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedSettings {
+    /// Messages a client may fall behind the live edge before it is closed (1008).
+    pub client_queue: usize,
+    /// Open feed connections allowed; more are answered 503 before the upgrade.
+    pub max_connections: usize,
+    /// A WebSocket ping every this many ms; a client silent for two intervals is closed.
+    pub ping_interval_ms: u64,
+    /// HMAC-SHA256 secret of `?token=` (see docs/websocket-protocol.md); empty: no token needed.
+    pub token_secret: String,
+    /// Largest message a client may send, in bytes; larger closes the connection (1009).
+    pub max_client_message: usize,
+}
+
+impl Default for FeedSettings {
+    fn default() -> Self {
+        Self {
+            client_queue: 256,
+            max_connections: 20_000,
+            ping_interval_ms: 30_000,
+            token_secret: String::new(),
+            max_client_message: 4096,
+        }
+    }
+}
+
+impl FeedSettings {
+    /// `Err((key, why))` with the key relative to `[feed]`.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=1_000_000).contains(&self.client_queue) {
+            return Err(("client_queue", "must be from 1 to 1000000".into()));
+        }
+        if self.max_connections == 0 {
+            return Err(("max_connections", "must be at least 1".into()));
+        }
+        if self.ping_interval_ms < 100 {
+            return Err(("ping_interval_ms", "must be at least 100".into()));
+        }
+        if !(128..=1 << 20).contains(&self.max_client_message) {
+            return Err(("max_client_message", "must be from 128 to 1048576".into()));
+        }
+        if !self.token_secret.is_empty() && self.token_secret.len() < 16 {
+            return Err((
+                "token_secret",
+                "must be empty or at least 16 characters".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counters of the feed (connections now, and totals since start).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FeedStats {
+    pub connected: u64,
+    pub accepted: u64,
+    pub rejected_full: u64,
+    pub rejected_auth: u64,
+    pub slow_closed: u64,
+    pub keepalive_closed: u64,
+    pub bad_messages: u64,
+    pub events_sent: u64,
+    pub hub_lags: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    connected: AtomicU64,
+    accepted: AtomicU64,
+    rejected_full: AtomicU64,
+    rejected_auth: AtomicU64,
+    slow_closed: AtomicU64,
+    keepalive_closed: AtomicU64,
+    bad_messages: AtomicU64,
+    events_sent: AtomicU64,
+    hub_lags: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What a channel's hub sends its clients.
+#[derive(Debug, Clone)]
+enum HubMsg {
+    Event {
+        offset: Offset,
+        text: Utf8Bytes,
+    },
+    /// The hub lost events it could not recover: clients must reconnect with `since`.
+    Reset,
+}
+
+/// Shared state of the feed; cheap to clone.
+#[derive(Clone)]
+pub struct FeedState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    bus: Arc<dyn CueBus>,
+    settings: FeedSettings,
+    permits: Arc<Semaphore>,
+    hubs: tokio::sync::Mutex<HashMap<String, broadcast::Sender<HubMsg>>>,
+    counters: Counters,
+    shutdown: CancellationToken,
+    channels: Option<HashSet<String>>,
+}
+
+impl FeedState {
+    pub fn new(bus: Arc<dyn CueBus>, settings: FeedSettings) -> Self {
+        let permits = Arc::new(Semaphore::new(
+            settings.max_connections.min(Semaphore::MAX_PERMITS),
+        ));
+        Self::build(bus, settings, permits, None)
+    }
+
+    /// Only these channels are served (others: 404). Without it any valid id is.
+    pub fn with_channels(self, channels: impl IntoIterator<Item = String>) -> Self {
+        let i = &self.inner;
+        Self::build(
+            i.bus.clone(),
+            i.settings.clone(),
+            i.permits.clone(),
+            Some(channels.into_iter().collect()),
+        )
+    }
+
+    fn build(
+        bus: Arc<dyn CueBus>,
+        settings: FeedSettings,
+        permits: Arc<Semaphore>,
+        channels: Option<HashSet<String>>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                bus,
+                settings,
+                permits,
+                hubs: tokio::sync::Mutex::new(HashMap::new()),
+                counters: Counters::default(),
+                shutdown: CancellationToken::new(),
+                channels,
+            }),
+        }
+    }
+
+    pub fn stats(&self) -> FeedStats {
+        let c = &self.inner.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        FeedStats {
+            connected: l(&c.connected),
+            accepted: l(&c.accepted),
+            rejected_full: l(&c.rejected_full),
+            rejected_auth: l(&c.rejected_auth),
+            slow_closed: l(&c.slow_closed),
+            keepalive_closed: l(&c.keepalive_closed),
+            bad_messages: l(&c.bad_messages),
+            events_sent: l(&c.events_sent),
+            hub_lags: l(&c.hub_lags),
+        }
+    }
+
+    /// Close every client with 1001 and stop the hubs (and [`serve`]).
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// A live receiver of the channel's hub, starting the hub if needed.
+    async fn hub(&self, channel: &str) -> Result<broadcast::Receiver<HubMsg>, BusError> {
+        let mut hubs = self.inner.hubs.lock().await;
+        if let Some(tx) = hubs.get(channel) {
+            return Ok(tx.subscribe());
+        }
+        let bus_rx = self.inner.bus.subscribe(channel).await?;
+        let (tx, rx) = broadcast::channel(self.inner.settings.client_queue);
+        hubs.insert(channel.to_string(), tx.clone());
+        tokio::spawn(hub_task(
+            self.inner.clone(),
+            channel.to_string(),
+            bus_rx,
+            tx,
+        ));
+        Ok(rx)
+    }
+}
+
+/// The feed's routes: `GET /v1/channels/{id}/cues`.
+pub fn router(state: FeedState) -> Router {
+    Router::new()
+        .route("/v1/channels/{id}/cues", get(cues))
+        .with_state(state)
+}
+
+/// Serve the feed alone on `listener` (TCP_NODELAY on every connection) until
+/// [`FeedState::shutdown`].
+pub async fn serve(listener: tokio::net::TcpListener, state: FeedState) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let shutdown = state.inner.shutdown.clone();
+    // Small event frames must not wait for the peer's delayed ACK (Nagle).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// The wire form of a cue event: `{"type":"start","offset":"…","cue":{…}}`.
+pub fn encode_event(record: &CueRecord) -> String {
+    #[derive(Serialize)]
+    struct Event<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        offset: String,
+        cue: &'a Cue,
+    }
+    serde_json::to_string(&Event {
+        kind: record.event.kind(),
+        offset: record.offset.to_string(),
+        cue: record.event.cue(),
+    })
+    .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ServerMsg<'a> {
+    Hello {
+        channel: &'a str,
+        server_time: String,
+        offset: String,
+        resumed: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resume_error: Option<String>,
+        ping_interval_ms: u64,
+    },
+    Snapshot {
+        offset: String,
+        cues: &'a [Cue],
+    },
+    Pong {
+        server_time: String,
+    },
+    Error {
+        code: &'static str,
+        message: String,
+    },
+}
+
+impl ServerMsg<'_> {
+    fn message(&self) -> Message {
+        Message::Text(serde_json::to_string(self).unwrap_or_default().into())
+    }
+}
+
+#[derive(Deserialize)]
+struct ClientMsg {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct FeedQuery {
+    since: Option<String>,
+    token: Option<String>,
+}
+
+fn unauthorized(why: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(serde_json::json!({ "error": why.to_string() })),
+    )
+        .into_response()
+}
+
+async fn cues(
+    State(state): State<FeedState>,
+    Path(channel): Path<String>,
+    Query(query): Query<FeedQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let inner = &state.inner;
+    if let Err(why) = crate::config::validate_channel_id(&channel) {
+        return ApiError::BadRequest(format!("channel id: {why}")).into_response();
+    }
+    if inner
+        .channels
+        .as_ref()
+        .is_some_and(|set| !set.contains(&channel))
+    {
+        return ApiError::NotFound(format!("no channel `{channel}`")).into_response();
+    }
+    let since = match query.since.as_deref().map(str::parse::<Offset>).transpose() {
+        Ok(s) => s,
+        Err(why) => return ApiError::BadRequest(format!("since: {why}")).into_response(),
+    };
+    let mut expires = None;
+    if !inner.settings.token_secret.is_empty() {
+        let given = query.token.as_deref().or_else(|| {
+            headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        });
+        let Some(given) = given else {
+            bump(&inner.counters.rejected_auth);
+            return unauthorized("token required");
+        };
+        match token::verify(
+            &inner.settings.token_secret,
+            given,
+            &channel,
+            Utc::now().timestamp(),
+        ) {
+            Ok(grant) => expires = Some(grant.expires_unix),
+            Err(e @ token::TokenError::WrongChannel(_)) => {
+                bump(&inner.counters.rejected_auth);
+                return ApiError::Forbidden(e.to_string()).into_response();
+            }
+            Err(e) => {
+                bump(&inner.counters.rejected_auth);
+                return unauthorized(e);
+            }
+        }
+    }
+    let Ok(permit) = inner.permits.clone().try_acquire_owned() else {
+        bump(&inner.counters.rejected_full);
+        return ApiError::Unavailable("too many feed connections".into()).into_response();
+    };
+    let max = inner.settings.max_client_message;
+    upgrade
+        .read_buffer_size(4096)
+        .write_buffer_size(16 * 1024)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| session(state, channel, since, expires, permit, socket))
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+/// Decrements the connected gauge however the session ends.
+struct Connected<'a>(&'a AtomicU64);
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn session(
+    state: FeedState,
+    channel: String,
+    since: Option<Offset>,
+    expires_unix: Option<i64>,
+    _permit: OwnedSemaphorePermit,
+    socket: WebSocket,
+) {
+    let inner = &state.inner;
+    let counters = &inner.counters;
+    bump(&counters.accepted);
+    counters.connected.fetch_add(1, Ordering::Relaxed);
+    let _connected = Connected(&counters.connected);
+    let (mut sink, stream) = socket.split();
+    let mut queue: VecDeque<Message> = VecDeque::new();
+
+    // Live receiver first, then the starting point: no event falls between the two.
+    let rx = match state.hub(&channel).await {
+        Ok(rx) => rx,
+        Err(e) => {
+            tracing::warn!(channel = %channel, error = %e, "feed: cannot subscribe to the cue bus");
+            close(
+                &mut sink,
+                &mut queue,
+                close_code::TRY_AGAIN_LATER,
+                "cue bus unavailable",
+            )
+            .await;
+            return;
+        }
+    };
+    let last = match start(
+        inner.bus.as_ref(),
+        &channel,
+        since,
+        inner.settings.ping_interval_ms,
+    )
+    .await
+    {
+        Ok((messages, last)) => {
+            queue.extend(messages);
+            last
+        }
+        Err(e) => {
+            tracing::warn!(channel = %channel, error = %e, "feed: cannot read the cue bus");
+            close(
+                &mut sink,
+                &mut queue,
+                close_code::TRY_AGAIN_LATER,
+                "cue bus unavailable",
+            )
+            .await;
+            return;
+        }
+    };
+    let backlog = queue.len();
+    let ending = run(
+        inner,
+        &mut sink,
+        stream,
+        &mut queue,
+        BroadcastStream::new(rx),
+        last,
+        backlog,
+        expires_unix,
+    )
+    .await;
+    if let Some((code, reason)) = ending {
+        close(&mut sink, &mut queue, code, &reason).await;
+    } else {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+    }
+}
+
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bad messages a client may send before it is closed.
+const MAX_BAD_MESSAGES: u32 = 100;
+
+/// hello + snapshot, or hello + the replayed events; and the offset they reach.
+async fn start(
+    bus: &dyn CueBus,
+    channel: &str,
+    since: Option<Offset>,
+    ping_interval_ms: u64,
+) -> Result<(Vec<Message>, Offset), BusError> {
+    let server_time = || crate::frame::rfc3339_ms(&Utc::now());
+    let mut resume_error = None;
+    if let Some(since) = since {
+        match bus.replay(channel, since).await? {
+            Replay::Records(records) => {
+                let mut out = Vec::with_capacity(records.len() + 1);
+                out.push(
+                    ServerMsg::Hello {
+                        channel,
+                        server_time: server_time(),
+                        offset: since.to_string(),
+                        resumed: true,
+                        resume_error: None,
+                        ping_interval_ms,
+                    }
+                    .message(),
+                );
+                let last = records.last().map(|r| r.offset).unwrap_or(since).max(since);
+                out.extend(
+                    records
+                        .iter()
+                        .map(|r| Message::Text(encode_event(r).into())),
+                );
+                return Ok((out, last));
+            }
+            Replay::NotInHistory => {
+                resume_error = Some(format!(
+                    "offset {since} is not in the retained history; starting from a snapshot"
+                ));
+            }
+        }
+    }
+    let snap = bus.snapshot(channel).await?;
+    let offset = snap.offset.to_string();
+    let out = vec![
+        ServerMsg::Hello {
+            channel,
+            server_time: server_time(),
+            offset: offset.clone(),
+            resumed: false,
+            resume_error,
+            ping_interval_ms,
+        }
+        .message(),
+        ServerMsg::Snapshot {
+            offset,
+            cues: &snap.cues,
+        }
+        .message(),
+    ];
+    Ok((out, snap.offset))
+}
+
+/// The session's loop; returns the close code and reason to send, or None when the client
+/// went away (or closed) by itself.
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    inner: &Inner,
+    sink: &mut Sink,
+    mut stream: SplitStream<WebSocket>,
+    queue: &mut VecDeque<Message>,
+    mut live: BroadcastStream<HubMsg>,
+    mut last: Offset,
+    backlog: usize,
+    expires_unix: Option<i64>,
+) -> Option<(u16, String)> {
+    let counters = &inner.counters;
+    let limit = inner.settings.client_queue + backlog;
+    let ping_every = Duration::from_millis(inner.settings.ping_interval_ms);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = tokio::time::Instant::now();
+    let expiry = expires_unix.map(|e| {
+        let left = (e - Utc::now().timestamp()).max(0) as u64;
+        tokio::time::Instant::now() + Duration::from_secs(left)
+    });
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let expired = tokio::time::sleep_until(expiry.unwrap_or(far));
+    tokio::pin!(expired);
+    let shutdown = inner.shutdown.cancelled();
+    tokio::pin!(shutdown);
+    let mut sent = 0u64;
+    let mut bad = 0u32;
+    let mut flush_pending = false;
+
+    let ending = loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break Some((close_code::GOING_AWAY, "server shutting down".to_string())),
+            item = live.next() => match item {
+                Some(Ok(HubMsg::Event { offset, text })) => {
+                    if offset <= last {
+                        continue;
+                    }
+                    last = offset;
+                    if queue.len() >= limit {
+                        bump(&counters.slow_closed);
+                        break Some((close_code::POLICY, format!("client too slow: more than {} messages behind", inner.settings.client_queue)));
+                    }
+                    queue.push_back(Message::Text(text));
+                    sent += 1;
+                }
+                Some(Ok(HubMsg::Reset)) | None => {
+                    break Some((close_code::TRY_AGAIN_LATER, "feed interrupted: reconnect with since".to_string()));
+                }
+                Some(Err(BroadcastStreamRecvError::Lagged(n))) => {
+                    bump(&counters.slow_closed);
+                    break Some((close_code::POLICY, format!("client too slow: {n} messages behind")));
+                }
+            },
+            res = drain(sink, queue), if !queue.is_empty() || flush_pending => {
+                flush_pending = false;
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "feed: write failed");
+                    break None;
+                }
+            }
+            msg = stream.next() => {
+                let Some(msg) = msg else { break None };
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let text = e.to_string();
+                        if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big") {
+                            break Some((close_code::TOO_BIG, "message too big".to_string()));
+                        }
+                        tracing::debug!(error = %text, "feed: client stream error");
+                        break None;
+                    }
+                };
+                last_heard = tokio::time::Instant::now();
+                match msg {
+                    Message::Text(t) => match serde_json::from_str::<ClientMsg>(t.as_str()) {
+                        Ok(m) if m.kind == "ping" => queue.push_back(ServerMsg::Pong { server_time: crate::frame::rfc3339_ms(&Utc::now()) }.message()),
+                        Ok(m) => {
+                            bad += 1;
+                            bump(&counters.bad_messages);
+                            let kind: String = m.kind.chars().take(32).collect();
+                            queue.push_back(ServerMsg::Error { code: "unknown_type", message: format!("unknown message type `{kind}`") }.message());
+                        }
+                        Err(_) => {
+                            bad += 1;
+                            bump(&counters.bad_messages);
+                            queue.push_back(ServerMsg::Error { code: "bad_message", message: "expected a JSON object with a `type`".into() }.message());
+                        }
+                    },
+                    Message::Binary(_) => {
+                        bad += 1;
+                        bump(&counters.bad_messages);
+                        queue.push_back(ServerMsg::Error { code: "bad_message", message: "binary messages are not accepted".into() }.message());
+                    }
+                    // The WebSocket layer queues the pong (or the close reply): flush it.
+                    Message::Ping(_) => flush_pending = true,
+                    Message::Pong(_) => {}
+                    Message::Close(_) => {
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
+                        break None;
+                    }
+                }
+                if bad > MAX_BAD_MESSAGES {
+                    break Some((close_code::POLICY, "too many bad messages".to_string()));
+                }
+                if queue.len() > limit {
+                    bump(&counters.slow_closed);
+                    break Some((close_code::POLICY, "client too slow: queue full".to_string()));
+                }
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > ping_every * 2 {
+                    bump(&counters.keepalive_closed);
+                    break Some((close_code::POLICY, "keepalive timeout".to_string()));
+                }
+                queue.push_back(Message::Ping(Default::default()));
+            }
+            _ = &mut expired, if expiry.is_some() => break Some((close_code::POLICY, "token expired".to_string())),
+        }
+    };
+    counters.events_sent.fetch_add(sent, Ordering::Relaxed);
+    ending
+}
+
+/// Hand queued messages to the socket and flush; cancel-safe (a message leaves the queue
+/// only when the socket layer has taken it).
+async fn drain(sink: &mut Sink, queue: &mut VecDeque<Message>) -> Result<(), axum::Error> {
+    std::future::poll_fn(|cx| {
+        loop {
+            if queue.is_empty() {
+                return sink.poll_flush_unpin(cx);
+            }
+            futures::ready!(sink.poll_ready_unpin(cx))?;
+            if let Some(m) = queue.pop_front() {
+                sink.start_send_unpin(m)?;
+            }
+        }
+    })
+    .await
+}
+
+async fn close(sink: &mut Sink, queue: &mut VecDeque<Message>, code: u16, reason: &str) {
+    queue.clear();
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    }));
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        sink.send(frame).await?;
+        sink.close().await
+    })
+    .await;
+}
+
+/// One per channel: bus records → one serialisation → every client of the channel.
+async fn hub_task(
+    inner: Arc<Inner>,
+    channel: String,
+    mut bus_rx: broadcast::Receiver<Arc<CueRecord>>,
+    tx: broadcast::Sender<HubMsg>,
+) {
+    let mut last: Option<Offset> = None;
+    let forward = |record: &CueRecord, last: &mut Option<Offset>| {
+        if last.is_some_and(|l| record.offset <= l) {
+            return;
+        }
+        *last = Some(record.offset);
+        let text = Utf8Bytes::from(encode_event(record));
+        let _ = tx.send(HubMsg::Event {
+            offset: record.offset,
+            text,
+        });
+    };
+    let mut idle = tokio::time::interval(Duration::from_secs(5));
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let shutdown = inner.shutdown.cancelled();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            r = bus_rx.recv() => match r {
+                Ok(record) => forward(&record, &mut last),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    bump(&inner.counters.hub_lags);
+                    tracing::warn!(channel = %channel, missed = n, "feed: hub fell behind the bus; recovering from history");
+                    let recovered = match last {
+                        Some(l) => inner.bus.replay(&channel, l).await.ok(),
+                        None => None,
+                    };
+                    match recovered {
+                        Some(Replay::Records(records)) => records.iter().for_each(|r| forward(r, &mut last)),
+                        _ => {
+                            tracing::warn!(channel = %channel, "feed: events lost; asking clients to reconnect");
+                            let _ = tx.send(HubMsg::Reset);
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    let _ = tx.send(HubMsg::Reset);
+                    break;
+                }
+            },
+            _ = idle.tick() => {
+                if tx.receiver_count() == 0 {
+                    let mut hubs = inner.hubs.lock().await;
+                    if tx.receiver_count() == 0 {
+                        if hubs.get(&channel).is_some_and(|t| t.same_channel(&tx)) {
+                            hubs.remove(&channel);
+                        }
+                        return;
+                    }
+                }
+            }
+            _ = &mut shutdown => return,
+        }
+    }
+    let mut hubs = inner.hubs.lock().await;
+    if hubs.get(&channel).is_some_and(|t| t.same_channel(&tx)) {
+        hubs.remove(&channel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cue::{CueEvent, cue_id};
+
+    #[test]
+    fn events_encode_with_type_offset_and_cue() {
+        let t = chrono::DateTime::from_timestamp_millis(1_795_000_000_040).unwrap();
+        let cue = Cue {
+            id: cue_id("news", 1, "sku"),
+            channel: "news".into(),
+            product_id: "sku".into(),
+            start: t,
+            end: None,
+            pts: 1.5,
+            score: 0.5,
+            shot: 1,
+            boxes: vec![],
+            product: None,
+        };
+        let record = CueRecord {
+            offset: Offset {
+                ms: 1_795_000_000_040,
+                seq: 2,
+            },
+            event: CueEvent::Update(cue),
+        };
+        let v: serde_json::Value = serde_json::from_str(&encode_event(&record)).unwrap();
+        assert_eq!(v["type"], "update");
+        assert_eq!(v["offset"], "1795000000040-2");
+        assert_eq!(v["cue"]["start"], "2026-11-18T11:06:40.040Z");
+        assert!(v["cue"]["end"].is_null());
+        let hello = ServerMsg::Hello {
+            channel: "news",
+            server_time: "x".into(),
+            offset: "0-0".into(),
+            resumed: false,
+            resume_error: None,
+            ping_interval_ms: 5,
+        };
+        let v = serde_json::to_value(&hello).unwrap();
+        assert_eq!(v["type"], "hello");
+        assert!(v.get("resume_error").is_none());
+    }
+
+    #[test]
+    fn default_settings_validate() {
+        assert!(FeedSettings::default().validate().is_ok());
+        let short = FeedSettings {
+            token_secret: "short".into(),
+            ..FeedSettings::default()
+        };
+        assert_eq!(short.validate().unwrap_err().0, "token_secret");
+    }
+}
