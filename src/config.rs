@@ -306,9 +306,15 @@ impl Settings {
         self.manifest
             .validate()
             .map_err(|(k, why)| invalid(&format!("manifest.{k}"), why))?;
-        self.bus.validate().map_err(|(k, why)| invalid(&format!("bus.{k}"), why))?;
-        self.redis.validate().map_err(|(k, why)| invalid(&format!("redis.{k}"), why))?;
-        self.feed.validate().map_err(|(k, why)| invalid(&format!("feed.{k}"), why))?;
+        self.bus
+            .validate()
+            .map_err(|(k, why)| invalid(&format!("bus.{k}"), why))?;
+        self.redis
+            .validate()
+            .map_err(|(k, why)| invalid(&format!("redis.{k}"), why))?;
+        self.feed
+            .validate()
+            .map_err(|(k, why)| invalid(&format!("feed.{k}"), why))?;
         let mut seen = std::collections::HashSet::new();
         for (n, c) in self.channels.iter().enumerate() {
             let key = format!("channels[{n}]");

@@ -2,8 +2,8 @@
 //! with `pub fn router(state) -> axum::Router`; `server` (with the sidecar) merges them.
 //! Status mapping lives in one place: [`ApiError`].
 
-pub mod origin;
 pub mod feed;
+pub mod origin;
 pub mod token;
 
 use axum::http::{HeaderMap, StatusCode};
