@@ -46,6 +46,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 8)]
         max_channels: usize,
     },
+    /// One channel's cues fanned out to many WebSocket subscribers, shopcue vs Node `ws`.
+    Fanout(shopcue::bench::fanout::FanoutArgs),
+    /// Playlist rewriting cost (µs per rewrite).
+    Manifest {
+        #[arg(long, default_value_t = 1.0)]
+        seconds_per_case: f64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -94,6 +101,12 @@ fn run(args: Cli) -> anyhow::Result<()> {
                 } => {
                     shopcue::bench::ingest::run_bench(&input, &settings, seconds, max_channels)
                         .await
+                }
+                BenchCommand::Fanout(a) => shopcue::bench::fanout::run_bench(&a).map(|_| ()),
+                BenchCommand::Manifest { seconds_per_case } => {
+                    shopcue::bench::manifest::run_bench(seconds_per_case)
+                        .map(|_| ())
+                        .map_err(Into::into)
                 }
             },
         }
