@@ -9,6 +9,7 @@
 //! (file, then `SHOPCUE__SECTION__KEY` environment), validated at start-up; [`telemetry`]
 //! sets up structured logs. `main.rs` is a thin command line over these.
 
+pub mod bench;
 pub mod config;
 pub mod cue;
 pub mod frame;
