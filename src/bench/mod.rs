@@ -1,6 +1,8 @@
 //! Benchmarks behind `shopcue bench <name>`: each prints markdown tables (and returns its
-//! rows where callers need them); numbers are recorded in docs/BENCHMARKS.md.
+//! rows where callers need them); peers named by an issue run in the same invocation and
+//! share the table. Numbers are recorded in docs/BENCHMARKS.md.
 
 pub mod fanout;
 pub mod ingest;
 pub mod manifest;
+pub mod shots;
