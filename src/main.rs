@@ -48,6 +48,12 @@ enum BenchCommand {
     },
     /// One channel's cues fanned out to many WebSocket subscribers, shopcue vs Node `ws`.
     Fanout(shopcue::bench::fanout::FanoutArgs),
+    /// Shot detection F1 and speed, side by side with PySceneDetect.
+    Shots {
+        /// Where the generated transition clips are kept (default: a temp folder).
+        #[arg(long)]
+        clips_dir: Option<PathBuf>,
+    },
     /// Playlist rewriting cost (µs per rewrite).
     Manifest {
         #[arg(long, default_value_t = 1.0)]
@@ -101,6 +107,9 @@ fn run(args: Cli) -> anyhow::Result<()> {
                 } => {
                     shopcue::bench::ingest::run_bench(&input, &settings, seconds, max_channels)
                         .await
+                }
+                BenchCommand::Shots { clips_dir } => {
+                    shopcue::bench::shots::run_bench(clips_dir.as_deref()).map(|_| ())
                 }
                 BenchCommand::Fanout(a) => shopcue::bench::fanout::run_bench(&a).map(|_| ()),
                 BenchCommand::Manifest { seconds_per_case } => {
