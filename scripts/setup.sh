@@ -25,7 +25,8 @@ apt_packages=(
   redis-server ffmpeg
 )
 case "$what" in
-  test|bench|demo) apt_packages+=(chromium nginx-light wrk) ;;
+  # The HTTP load generator and the static-file peer of `shopcue bench hls`.
+  bench) apt_packages+=(nginx-light wrk) ;;
 esac
 
 missing=()
@@ -84,11 +85,14 @@ fi
 
 case "$what" in
   test|bench)
-    # Peers the benchmarks compare against; the browser driver for the web tests.
-    python3 -c "import scenedetect" 2>/dev/null || python3 -m pip install -q "scenedetect-headless==0.7.2"
     # An independent SCTE-35 decoder, to check the SCTE35-CMD payloads we write.
     python3 -c "import threefive" 2>/dev/null || python3 -m pip install -q "threefive==3.1.5"
-    if [ -f web/package.json ] && [ ! -d web/node_modules ]; then (cd web && npm ci --silent --no-audit --no-fund); fi
+    ;;
+esac
+case "$what" in
+  bench)
+    # PySceneDetect, the peer of `shopcue bench shots`.
+    python3 -c "import scenedetect" 2>/dev/null || python3 -m pip install -q "scenedetect-headless==0.7.2"
     # The Node.js `ws` server that `shopcue bench fanout` compares against.
     if [ -f bench/node-ws/package.json ] && [ ! -d bench/node-ws/node_modules/ws ]; then (cd bench/node-ws && npm ci --silent --no-audit --no-fund); fi
     ;;
