@@ -59,6 +59,11 @@ fn shot(index: u64, start: u64, end: Option<u64>) -> Shot {
         end_frame: end,
         end_pts_ns: end.map(|f| f * 40_000_000),
         end_wallclock: end.map(at),
+        boundary: if index == 0 {
+            crate::shots::Boundary::Start
+        } else {
+            crate::shots::Boundary::Cut
+        },
     }
 }
 

@@ -179,6 +179,11 @@ mod tests {
             end_frame,
             end_pts_ns: end_frame.map(|f| f * FRAME_NS),
             end_wallclock: end_frame.map(at),
+            boundary: if index == 0 {
+                crate::shots::Boundary::Start
+            } else {
+                crate::shots::Boundary::Cut
+            },
         }
     }
 
