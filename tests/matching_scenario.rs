@@ -141,6 +141,11 @@ fn shot(index: u64, start: u64, end: Option<u64>) -> Shot {
         end_frame: end,
         end_pts_ns: end.map(|f| f * 40_000_000),
         end_wallclock: end.map(wallclock),
+        boundary: if index == 0 {
+            shopcue::shots::Boundary::Start
+        } else {
+            shopcue::shots::Boundary::Cut
+        },
     }
 }
 
