@@ -103,7 +103,7 @@ impl ShotConfig {
         if !(4..=25).contains(&self.transition_half_window) {
             return err("transition_half_window", "must be from 4 to 25");
         }
-        if !(36..=2160).contains(&self.decode_height) || self.decode_height % 2 != 0 {
+        if !(36..=2160).contains(&self.decode_height) || !self.decode_height.is_multiple_of(2) {
             return err("decode_height", "must be an even number from 36 to 2160");
         }
         Ok(())
@@ -624,8 +624,21 @@ impl ShotDetector {
         let segment =
             |i: usize, j: usize| features::betweenness(frames[i], frames[j], &frames[i + 1..j]);
         let mut best = segment(0, n - 1);
-        if n >= 4 {
-            for m in 2..n - 2 {
+        if n >= 5 {
+            // Pivots worth trying (a full search costs n² thumbnails): the flattest frame
+            // (the bottom of a fade to black or white) and the one that strays most from
+            // the straight path (a fade through another picture or colour).
+            let inner = 2..n - 2;
+            let flattest = inner
+                .clone()
+                .min_by(|&a, &b| frames[a].contrast.total_cmp(&frames[b].contrast));
+            let stray =
+                |m: usize| features::betweenness(frames[0], frames[n - 1], &frames[m..m + 1]);
+            let straying = inner
+                .map(|m| (stray(m), m))
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, m)| m);
+            for m in [flattest, straying].into_iter().flatten() {
                 let v = (segment(0, m) * (m - 1) as f32 + segment(m, n - 1) * (n - m - 2) as f32)
                     / (n - 3) as f32;
                 best = best.min(v);
