@@ -346,6 +346,34 @@ pub fn betweenness(a: &Signature, b: &Signature, between: &[&Signature]) -> f32 
     total / between.len() as f32
 }
 
+/// How abruptly the cells that change from the first to the last of `frames` do so: the
+/// largest single step of each such cell (changing by more than `tau` levels) over its
+/// whole change, averaged. About 1/n for a dissolve over n frames, near 1 where an edge
+/// sweeps over the cell (a wipe, or an object passing by). 0 when no cell changes.
+pub fn abruptness(frames: &[&Signature], tau: f32) -> f32 {
+    let (Some(first), Some(last)) = (frames.first(), frames.last()) else {
+        return 0.0;
+    };
+    let (mut total, mut cells) = (0.0, 0usize);
+    for i in 0..CELLS {
+        let change = (last.thumb[i] - first.thumb[i]).abs();
+        if change <= tau {
+            continue;
+        }
+        let step = frames
+            .windows(2)
+            .map(|w| (w[1].thumb[i] - w[0].thumb[i]).abs())
+            .fold(0.0f32, f32::max);
+        total += (step / change).min(1.0);
+        cells += 1;
+    }
+    if cells == 0 {
+        0.0
+    } else {
+        total / cells as f32
+    }
+}
+
 /// Fraction of thumbnail cells that differ by more than `tau` levels once a global gain
 /// (exposure) is taken out.
 pub fn changed_fraction(a: &Signature, b: &Signature, tau: f32) -> f32 {
@@ -457,6 +485,35 @@ mod tests {
         // A picture outside the segment strays.
         let dark = sig(&I420Image::filled(128, 72, 0, 128, 128));
         assert!(betweenness(&a, &b, &[&dark]) > 0.3);
+    }
+
+    #[test]
+    fn a_dissolve_changes_gradually_a_wipe_abruptly() {
+        let a = gradient(128, 72, 0);
+        let b = I420Image::filled(128, 72, 220, 128, 128);
+        let blend = |t: f32| {
+            let mut m = a.clone();
+            for (p, q) in m.data.iter_mut().zip(&b.data) {
+                *p = (*p as f32 * (1.0 - t) + *q as f32 * t) as u8;
+            }
+            sig(&m)
+        };
+        let dissolve: Vec<Signature> = (0..=10).map(|i| blend(i as f32 / 10.0)).collect();
+        let refs: Vec<&Signature> = dissolve.iter().collect();
+        assert!(abruptness(&refs, 10.0) < 0.2, "{}", abruptness(&refs, 10.0));
+        let wipe: Vec<Signature> = (0..=10)
+            .map(|i| {
+                let mut m = a.clone();
+                for y in 0..72 {
+                    let edge = 128 * i / 10;
+                    m.data[y * 128..y * 128 + edge].fill(220);
+                }
+                sig(&m)
+            })
+            .collect();
+        let refs: Vec<&Signature> = wipe.iter().collect();
+        assert!(abruptness(&refs, 10.0) > 0.6, "{}", abruptness(&refs, 10.0));
+        assert_eq!(abruptness(&[], 10.0), 0.0);
     }
 
     #[test]

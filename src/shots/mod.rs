@@ -164,8 +164,9 @@ const DIP_CONTRAST: f32 = 0.35;
 const DIP_REACH: u64 = 14;
 /// Largest betweenness (see `features::betweenness`) of a gradual transition.
 const MAX_BETWEENNESS: f32 = 0.3;
-/// Smallest share of thumbnail cells a gradual transition changes (gain removed).
-const MIN_CHANGED: f32 = 0.3;
+/// Smallest share of thumbnail cells a gradual transition changes (gain removed): less
+/// is an object moving in a shot.
+const MIN_CHANGED: f32 = 0.5;
 const CHANGED_LEVELS: f32 = 10.0;
 /// Between two steady shots (each end differs from the frames beyond it this many times
 /// less than the ends differ from each other) a transition needs only this share of
@@ -176,6 +177,9 @@ const STEADY_RATIO: f32 = 5.0;
 const STEADY_SHARE: f32 = 0.4;
 const STEADY_BETWEENNESS: f32 = 0.1;
 const STEADY_UNEXPLAINED: f32 = 0.95;
+/// ... and a dissolve, not an edge sweeping over the picture (a wipe, or an object
+/// entering a still shot): see `features::abruptness`.
+const STEADY_ABRUPTNESS: f32 = 0.4;
 /// Smallest share of the frame-to-frame change that a global shift leaves unexplained.
 const MIN_UNEXPLAINED: f32 = 0.5;
 
@@ -609,6 +613,15 @@ impl ShotDetector {
         }
         if moved < min_unexplained * (plain + 1e-6) {
             return false;
+        }
+        if strict {
+            let frames: Vec<&Signature> = (l..=r)
+                .filter(|&k| k == l || k == r || !self.slot(k).skip)
+                .map(|k| &self.slot(k).sig)
+                .collect();
+            if features::abruptness(&frames, CHANGED_LEVELS) > STEADY_ABRUPTNESS {
+                return false;
+            }
         }
         self.betweenness(l, r) <= max_betweenness
     }
