@@ -141,7 +141,14 @@ fn cuts_do_not_depend_on_the_decode_height() {
 #[test]
 fn single_shot_footage_has_no_boundaries() {
     let config = ShotConfig::default();
-    for name in ["cup.mp4", "box.mp4"] {
+    // Hands, bottles and cars moving through still shots; a 10 fps and a 12.5 fps source.
+    for name in [
+        "cup.mp4",
+        "box.mp4",
+        "bottle-detection.mp4",
+        "car-detection.mp4",
+        "one-by-one-person-detection.mp4",
+    ] {
         let path = data_dir().join("footage").join(name);
         let shots = shots_of(&path, config.decode_height, &config);
         assert_eq!(starts(&shots), Vec::<u64>::new(), "{name}");

@@ -19,12 +19,16 @@ const Y_BINS: usize = 32;
 const C_BINS: usize = 16;
 pub const HIST_BINS: usize = Y_BINS + 2 * C_BINS;
 /// At most this many luma samples per row and rows per frame (chroma: half of each).
-const MAX_SAMPLES_X: usize = 128;
-const MAX_SAMPLES_Y: usize = 72;
+const MAX_SAMPLES_X: usize = 96;
+const MAX_SAMPLES_Y: usize = 54;
+const MAX_CHROMA_X: usize = 32;
+const MAX_CHROMA_Y: usize = 18;
 /// Motion search range on the fine thumbnail, in cells (one cell = 1/32 of the width,
 /// 1/18 of the height): about ±16 % of the width and ±22 % of the height per frame.
 const SHIFT_X: isize = 5;
 const SHIFT_Y: isize = 4;
+/// Fixed-point scale of the integer thumbnails.
+const FIXED: f32 = 16.0;
 
 /// The signature of one frame. Plain arrays: a detector keeps a ring of these and
 /// overwrites them, so nothing is allocated per frame.
@@ -35,7 +39,10 @@ pub struct Signature {
     pub hist: [f32; HIST_BINS],
     /// Luma cell means, 0..=255, row-major GRID_W × GRID_H.
     pub thumb: [f32; CELLS],
-    coarse: [f32; COARSE],
+    /// The same in fixed point (×16), and the coarse thumbnail: integer sums of absolute
+    /// differences vectorise where float ones do not.
+    fixed: [i32; CELLS],
+    coarse: [i32; COARSE],
     /// Standard deviation of the thumbnail: near 0 for a black, white or uniform frame.
     pub contrast: f32,
     /// False when the picture could not be read (size and data disagree): a grey frame.
@@ -47,50 +54,94 @@ impl Default for Signature {
         Self {
             hist: [0.0; HIST_BINS],
             thumb: [0.0; CELLS],
-            coarse: [0.0; COARSE],
+            fixed: [0; CELLS],
+            coarse: [0; COARSE],
             contrast: 0.0,
             valid: false,
         }
     }
 }
 
-/// Reusable scratch space for [`Signature::compute`]: column → cell tables for the last
-/// picture width.
-#[derive(Default)]
+/// Reusable sampling tables for [`Signature::compute`], rebuilt when the picture size
+/// changes.
 pub struct Sampler {
     width: usize,
     height: usize,
+    /// Luma samples: columns `x0 + k * step_x`, rows `ys`.
+    x0: usize,
     step_x: usize,
-    step_y: usize,
-    /// For each sampled luma column: its cell column.
-    cell_x: Vec<u8>,
-    /// For each sampled luma row: its cell row.
+    /// For each cell column: the first sample column index `k` and how many.
+    col_runs: [(usize, usize); GRID_W],
+    ys: Vec<usize>,
     cell_y: Vec<u8>,
-    sums: Vec<u32>,
-    counts: Vec<u32>,
+    /// 1 / samples in each cell (0 for a cell without samples).
+    inv_count: [f32; CELLS],
+    /// Sampled chroma columns and rows.
+    cxs: Vec<usize>,
+    cys: Vec<usize>,
+}
+
+/// About `max` positions spread evenly over `0..len`, in the middle of their steps (so a
+/// step of 2 does not see only the even columns of an upscaled picture): (first, step).
+fn spacing(len: usize, max: usize) -> (usize, usize) {
+    let step = len.div_ceil(max).max(1);
+    (step / 2, step)
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Self {
+            width: 0,
+            height: 0,
+            x0: 0,
+            step_x: 1,
+            col_runs: [(0, 0); GRID_W],
+            ys: Vec::new(),
+            cell_y: Vec::new(),
+            inv_count: [0.0; CELLS],
+            cxs: Vec::new(),
+            cys: Vec::new(),
+        }
+    }
+}
+
+fn positions(len: usize, max: usize) -> Vec<usize> {
+    let (first, step) = spacing(len, max);
+    (first..len).step_by(step).collect()
 }
 
 impl Sampler {
     fn prepare(&mut self, width: usize, height: usize) {
-        if self.width == width && self.height == height && !self.cell_x.is_empty() {
+        if self.width == width && self.height == height && !self.ys.is_empty() {
             return;
         }
         self.width = width;
         self.height = height;
-        self.step_x = width.div_ceil(MAX_SAMPLES_X).max(1);
-        self.step_y = height.div_ceil(MAX_SAMPLES_Y).max(1);
-        // Sample the middle of each step so that a step of 2 does not see only even
-        // columns of a 2×-upscaled picture.
-        self.cell_x = (self.step_x / 2..width)
-            .step_by(self.step_x)
-            .map(|x| (x * GRID_W / width) as u8)
-            .collect();
-        self.cell_y = (self.step_y / 2..height)
-            .step_by(self.step_y)
+        (self.x0, self.step_x) = spacing(width, MAX_SAMPLES_X);
+        self.col_runs = [(0, 0); GRID_W];
+        for (k, x) in (self.x0..width).step_by(self.step_x).enumerate() {
+            let run = &mut self.col_runs[x * GRID_W / width];
+            if run.1 == 0 {
+                run.0 = k;
+            }
+            run.1 += 1;
+        }
+        self.ys = positions(height, MAX_SAMPLES_Y);
+        self.cell_y = self
+            .ys
+            .iter()
             .map(|y| (y * GRID_H / height) as u8)
             .collect();
-        self.sums = vec![0; CELLS];
-        self.counts = vec![0; CELLS];
+        let mut per_row = [0usize; GRID_H];
+        for &c in &self.cell_y {
+            per_row[c as usize] += 1;
+        }
+        for (c, inv) in self.inv_count.iter_mut().enumerate() {
+            let n = self.col_runs[c % GRID_W].1 * per_row[c / GRID_W];
+            *inv = if n > 0 { 1.0 / n as f32 } else { 0.0 };
+        }
+        self.cxs = positions(width.div_ceil(2), MAX_CHROMA_X);
+        self.cys = positions(height.div_ceil(2), MAX_CHROMA_Y);
     }
 }
 
@@ -104,49 +155,33 @@ impl Signature {
             return;
         }
         sampler.prepare(w, h);
-        let Sampler {
-            step_x,
-            step_y,
-            cell_x,
-            cell_y,
-            sums,
-            counts,
-            ..
-        } = sampler;
-        let (step_x, step_y) = (*step_x, *step_y);
-        sums.fill(0);
-        counts.fill(0);
-        let mut y_hist = [0u32; Y_BINS];
+        let s = &*sampler;
         let luma = image.y();
-        for (row_i, y) in (step_y / 2..h).step_by(step_y).enumerate() {
+        let mut sums = [0u32; CELLS];
+        let mut y_hist = [0u32; Y_BINS];
+        for (&y, &cy) in s.ys.iter().zip(&s.cell_y) {
             let row = &luma[y * w..(y + 1) * w];
-            let base = cell_y[row_i] as usize * GRID_W;
-            for (col_i, x) in (step_x / 2..w).step_by(step_x).enumerate() {
-                let v = row[x];
-                y_hist[(v >> 3) as usize] += 1;
-                let c = base + cell_x[col_i] as usize;
-                sums[c] += v as u32;
-                counts[c] += 1;
+            let cells = &mut sums[cy as usize * GRID_W..][..GRID_W];
+            for (cell, &(first, count)) in cells.iter_mut().zip(&s.col_runs) {
+                let mut x = s.x0 + first * s.step_x;
+                let mut acc = 0u32;
+                for _ in 0..count {
+                    let v = row[x];
+                    y_hist[(v >> 3) as usize] += 1;
+                    acc += v as u32;
+                    x += s.step_x;
+                }
+                *cell += acc;
             }
         }
-        let mut total = 0u64;
-        let mut filled = 0u64;
-        for c in 0..CELLS {
-            if counts[c] > 0 {
-                total += sums[c] as u64;
-                filled += counts[c] as u64;
-            }
-        }
-        let mean = if filled > 0 {
-            total as f32 / filled as f32
-        } else {
-            128.0
-        };
-        for c in 0..CELLS {
+        let filled = (s.col_runs.iter().map(|r| r.1).sum::<usize>() * s.ys.len()).max(1) as f32;
+        let mean = sums.iter().map(|&v| v as u64).sum::<u64>() as f32 / filled;
+        for (c, (&sum, &inv)) in sums.iter().zip(&s.inv_count).enumerate() {
             // A picture narrower than the grid leaves cells without samples: take the
-            // neighbour to the left (or the mean) so they carry no false contrast.
-            self.thumb[c] = if counts[c] > 0 {
-                sums[c] as f32 / counts[c] as f32
+            // neighbour to the left (or above, or the mean) so they carry no false
+            // contrast.
+            self.thumb[c] = if inv > 0.0 {
+                sum as f32 * inv
             } else if c % GRID_W > 0 {
                 self.thumb[c - 1]
             } else if c >= GRID_W {
@@ -155,16 +190,14 @@ impl Signature {
                 mean
             };
         }
-        // Chroma histograms on the half-size planes, with the same sample budget.
-        let (cw, ch) = (image.chroma_width(), image.chroma_height());
-        let csx = cw.div_ceil(MAX_SAMPLES_X / 2).max(1);
-        let csy = ch.div_ceil(MAX_SAMPLES_Y / 2).max(1);
+        // Chroma histograms on the half-size planes, with a smaller budget.
+        let cw = image.chroma_width();
         let mut u_hist = [0u32; C_BINS];
         let mut v_hist = [0u32; C_BINS];
         let (u, v) = (image.u(), image.v());
-        for y in (csy / 2..ch).step_by(csy) {
+        for &y in &s.cys {
             let (ur, vr) = (&u[y * cw..(y + 1) * cw], &v[y * cw..(y + 1) * cw]);
-            for x in (csx / 2..cw).step_by(csx) {
+            for &x in &s.cxs {
                 u_hist[(ur[x] >> 4) as usize] += 1;
                 v_hist[(vr[x] >> 4) as usize] += 1;
             }
@@ -188,15 +221,19 @@ impl Signature {
     }
 
     fn finish_thumb(&mut self) {
+        for (q, t) in self.fixed.iter_mut().zip(&self.thumb) {
+            *q = (t * FIXED + 0.5) as i32;
+        }
         for cy in 0..COARSE_H {
             for cx in 0..COARSE_W {
                 let (x, y) = (cx * 2, cy * 2);
-                let t = &self.thumb;
-                self.coarse[cy * COARSE_W + cx] = 0.25
-                    * (t[y * GRID_W + x]
-                        + t[y * GRID_W + x + 1]
-                        + t[(y + 1) * GRID_W + x]
-                        + t[(y + 1) * GRID_W + x + 1]);
+                let t = &self.fixed;
+                self.coarse[cy * COARSE_W + cx] = (t[y * GRID_W + x]
+                    + t[y * GRID_W + x + 1]
+                    + t[(y + 1) * GRID_W + x]
+                    + t[(y + 1) * GRID_W + x + 1]
+                    + 2)
+                    / 4;
             }
         }
         let mean = self.thumb.iter().sum::<f32>() / CELLS as f32;
@@ -230,17 +267,18 @@ pub fn hist_distance(a: &Signature, b: &Signature) -> f32 {
 
 /// Mean absolute difference of the thumbnails, in [0, 1].
 pub fn thumb_distance(a: &Signature, b: &Signature) -> f32 {
-    let s: f32 = a
-        .thumb
+    let s: u32 = a
+        .fixed
         .iter()
-        .zip(&b.thumb)
-        .map(|(x, y)| (x - y).abs())
+        .zip(&b.fixed)
+        .map(|(x, y)| x.abs_diff(*y))
         .sum();
-    s / (CELLS as f32 * 255.0)
+    s as f32 / (CELLS as f32 * 255.0 * FIXED)
 }
 
-/// Mean absolute difference over the overlap of `a` and `b` shifted by (dx, dy) cells.
-fn shifted_sad(a: &[f32], b: &[f32], w: usize, h: usize, dx: isize, dy: isize) -> f32 {
+/// Mean absolute difference (fixed point) over the overlap of `a` and `b` shifted by
+/// (dx, dy) cells.
+fn shifted_sad(a: &[i32], b: &[i32], w: usize, h: usize, dx: isize, dy: isize) -> f32 {
     let (w_i, h_i) = (w as isize, h as isize);
     let x0 = dx.max(0);
     let x1 = (w_i + dx).min(w_i);
@@ -250,13 +288,13 @@ fn shifted_sad(a: &[f32], b: &[f32], w: usize, h: usize, dx: isize, dy: isize) -
         return f32::INFINITY;
     }
     let len = (x1 - x0) as usize;
-    let mut sum = 0.0f32;
+    let mut sum = 0u32;
     for y in y0..y1 {
         let ra = &a[(y * w_i + x0) as usize..][..len];
         let rb = &b[((y - dy) * w_i + x0 - dx) as usize..][..len];
-        sum += ra.iter().zip(rb).map(|(p, q)| (p - q).abs()).sum::<f32>();
+        sum += ra.iter().zip(rb).map(|(p, q)| p.abs_diff(*q)).sum::<u32>();
     }
-    sum / (len as f32 * (y1 - y0) as f32)
+    sum as f32 / (len as f32 * (y1 - y0) as f32)
 }
 
 /// Thumbnail distance after the best global shift (camera pan or shake), in [0, 1]: a
@@ -275,11 +313,11 @@ pub fn motion_distance(a: &Signature, b: &Signature) -> f32 {
     let mut fine = f32::INFINITY;
     for dy in (best.2 * 2 - 1).max(-SHIFT_Y)..=(best.2 * 2 + 1).min(SHIFT_Y) {
         for dx in (best.1 * 2 - 1).max(-SHIFT_X)..=(best.1 * 2 + 1).min(SHIFT_X) {
-            fine = fine.min(shifted_sad(&a.thumb, &b.thumb, GRID_W, GRID_H, dx, dy));
+            fine = fine.min(shifted_sad(&a.fixed, &b.fixed, GRID_W, GRID_H, dx, dy));
         }
     }
     // Never above the unshifted distance (the search includes it when it is best).
-    fine.min(shifted_sad(&a.thumb, &b.thumb, GRID_W, GRID_H, 0, 0)) / 255.0
+    fine.min(shifted_sad(&a.fixed, &b.fixed, GRID_W, GRID_H, 0, 0)) / (255.0 * FIXED)
 }
 
 /// How far intermediate thumbnails stray from lying between two endpoints, relative to
@@ -306,6 +344,34 @@ pub fn betweenness(a: &Signature, b: &Signature, between: &[&Signature]) -> f32 
         total += excess / ab;
     }
     total / between.len() as f32
+}
+
+/// How abruptly the cells that change from the first to the last of `frames` do so: the
+/// largest single step of each such cell (changing by more than `tau` levels) over its
+/// whole change, averaged. About 1/n for a dissolve over n frames, near 1 where an edge
+/// sweeps over the cell (a wipe, or an object passing by). 0 when no cell changes.
+pub fn abruptness(frames: &[&Signature], tau: f32) -> f32 {
+    let (Some(first), Some(last)) = (frames.first(), frames.last()) else {
+        return 0.0;
+    };
+    let (mut total, mut cells) = (0.0, 0usize);
+    for i in 0..CELLS {
+        let change = (last.thumb[i] - first.thumb[i]).abs();
+        if change <= tau {
+            continue;
+        }
+        let step = frames
+            .windows(2)
+            .map(|w| (w[1].thumb[i] - w[0].thumb[i]).abs())
+            .fold(0.0f32, f32::max);
+        total += (step / change).min(1.0);
+        cells += 1;
+    }
+    if cells == 0 {
+        0.0
+    } else {
+        total / cells as f32
+    }
 }
 
 /// Fraction of thumbnail cells that differ by more than `tau` levels once a global gain
@@ -419,6 +485,35 @@ mod tests {
         // A picture outside the segment strays.
         let dark = sig(&I420Image::filled(128, 72, 0, 128, 128));
         assert!(betweenness(&a, &b, &[&dark]) > 0.3);
+    }
+
+    #[test]
+    fn a_dissolve_changes_gradually_a_wipe_abruptly() {
+        let a = gradient(128, 72, 0);
+        let b = I420Image::filled(128, 72, 220, 128, 128);
+        let blend = |t: f32| {
+            let mut m = a.clone();
+            for (p, q) in m.data.iter_mut().zip(&b.data) {
+                *p = (*p as f32 * (1.0 - t) + *q as f32 * t) as u8;
+            }
+            sig(&m)
+        };
+        let dissolve: Vec<Signature> = (0..=10).map(|i| blend(i as f32 / 10.0)).collect();
+        let refs: Vec<&Signature> = dissolve.iter().collect();
+        assert!(abruptness(&refs, 10.0) < 0.2, "{}", abruptness(&refs, 10.0));
+        let wipe: Vec<Signature> = (0..=10)
+            .map(|i| {
+                let mut m = a.clone();
+                for y in 0..72 {
+                    let edge = 128 * i / 10;
+                    m.data[y * 128..y * 128 + edge].fill(220);
+                }
+                sig(&m)
+            })
+            .collect();
+        let refs: Vec<&Signature> = wipe.iter().collect();
+        assert!(abruptness(&refs, 10.0) > 0.6, "{}", abruptness(&refs, 10.0));
+        assert_eq!(abruptness(&[], 10.0), 0.0);
     }
 
     #[test]

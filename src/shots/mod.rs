@@ -103,7 +103,7 @@ impl ShotConfig {
         if !(4..=25).contains(&self.transition_half_window) {
             return err("transition_half_window", "must be from 4 to 25");
         }
-        if !(36..=2160).contains(&self.decode_height) || self.decode_height % 2 != 0 {
+        if !(36..=2160).contains(&self.decode_height) || !self.decode_height.is_multiple_of(2) {
             return err("decode_height", "must be an even number from 36 to 2160");
         }
         Ok(())
@@ -164,8 +164,9 @@ const DIP_CONTRAST: f32 = 0.35;
 const DIP_REACH: u64 = 14;
 /// Largest betweenness (see `features::betweenness`) of a gradual transition.
 const MAX_BETWEENNESS: f32 = 0.3;
-/// Smallest share of thumbnail cells a gradual transition changes (gain removed).
-const MIN_CHANGED: f32 = 0.3;
+/// Smallest share of thumbnail cells a gradual transition changes (gain removed): less
+/// is an object moving in a shot.
+const MIN_CHANGED: f32 = 0.5;
 const CHANGED_LEVELS: f32 = 10.0;
 /// Between two steady shots (each end differs from the frames beyond it this many times
 /// less than the ends differ from each other) a transition needs only this share of
@@ -176,6 +177,9 @@ const STEADY_RATIO: f32 = 5.0;
 const STEADY_SHARE: f32 = 0.4;
 const STEADY_BETWEENNESS: f32 = 0.1;
 const STEADY_UNEXPLAINED: f32 = 0.95;
+/// ... and a dissolve, not an edge sweeping over the picture (a wipe, or an object
+/// entering a still shot): see `features::abruptness`.
+const STEADY_ABRUPTNESS: f32 = 0.4;
 /// Smallest share of the frame-to-frame change that a global shift leaves unexplained.
 const MIN_UNEXPLAINED: f32 = 0.5;
 
@@ -610,6 +614,15 @@ impl ShotDetector {
         if moved < min_unexplained * (plain + 1e-6) {
             return false;
         }
+        if strict {
+            let frames: Vec<&Signature> = (l..=r)
+                .filter(|&k| k == l || k == r || !self.slot(k).skip)
+                .map(|k| &self.slot(k).sig)
+                .collect();
+            if features::abruptness(&frames, CHANGED_LEVELS) > STEADY_ABRUPTNESS {
+                return false;
+            }
+        }
         self.betweenness(l, r) <= max_betweenness
     }
 
@@ -624,8 +637,21 @@ impl ShotDetector {
         let segment =
             |i: usize, j: usize| features::betweenness(frames[i], frames[j], &frames[i + 1..j]);
         let mut best = segment(0, n - 1);
-        if n >= 4 {
-            for m in 2..n - 2 {
+        if n >= 5 {
+            // Pivots worth trying (a full search costs n² thumbnails): the flattest frame
+            // (the bottom of a fade to black or white) and the one that strays most from
+            // the straight path (a fade through another picture or colour).
+            let inner = 2..n - 2;
+            let flattest = inner
+                .clone()
+                .min_by(|&a, &b| frames[a].contrast.total_cmp(&frames[b].contrast));
+            let stray =
+                |m: usize| features::betweenness(frames[0], frames[n - 1], &frames[m..m + 1]);
+            let straying = inner
+                .map(|m| (stray(m), m))
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, m)| m);
+            for m in [flattest, straying].into_iter().flatten() {
                 let v = (segment(0, m) * (m - 1) as f32 + segment(m, n - 1) * (n - m - 2) as f32)
                     / (n - 3) as f32;
                 best = best.min(v);

@@ -297,8 +297,8 @@ fn fade_through_black_gives_one_boundary_inside() {
         images.push(blend(&pa[40 + i], &dark, (i + 1) as f32 / 10.0));
     }
     images.extend(std::iter::repeat_n(dark.clone(), 4));
-    for i in 0..10 {
-        images.push(blend(&dark, &pb[i], (i + 1) as f32 / 11.0));
+    for (i, b) in pb[..10].iter().enumerate() {
+        images.push(blend(&dark, b, (i + 1) as f32 / 11.0));
     }
     images.extend(pb[10..50].iter().cloned());
     assert_one_inside(&boundaries(images), 39, 65);
@@ -360,11 +360,11 @@ fn flashes_are_not_cuts() {
     let mut images = shot(&a, 120, W, H);
     // One white frame, two bright frames, a four-frame flash that fades out.
     images[20] = I420Image::filled(W, H, 235, 128, 128);
-    for k in 45..47 {
-        images[k] = brighten(&images[k], 90);
+    for image in &mut images[45..47] {
+        *image = brighten(image, 90);
     }
-    for (i, k) in (80..84).enumerate() {
-        images[k] = brighten(&images[k], 110 - 25 * i as i32);
+    for (i, image) in images[80..84].iter_mut().enumerate() {
+        *image = brighten(image, 110 - 25 * i as i32);
     }
     assert_eq!(boundaries(images), Vec::<u64>::new());
 }
@@ -374,8 +374,8 @@ fn flash_right_after_a_cut_keeps_the_cut() {
     let (a, b) = (Scene::new(13), Scene::new(14));
     let mut images = shot(&a, 40, W, H);
     images.extend(shot(&b, 50, W, H));
-    for k in 60..62 {
-        images[k] = brighten(&images[k], 100);
+    for image in &mut images[60..62] {
+        *image = brighten(image, 100);
     }
     assert_eq!(boundaries(images), vec![40]);
 }
