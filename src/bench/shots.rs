@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::media::{FrameSource, Pipelines};
 use crate::shots::ShotConfig;
-use crate::shots::cli::detect_file;
+use crate::shots::file::detect_file;
 
 /// Frames an analysis queue holds ahead (as `media.frame_queue` defaults).
 const QUEUE: usize = 64;

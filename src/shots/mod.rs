@@ -33,8 +33,8 @@
 //!
 //! [`cli`] is the one impure corner: `shopcue shots FILE` decodes a file through `media`.
 
-pub mod cli;
 pub mod features;
+pub mod file;
 
 use std::collections::VecDeque;
 

@@ -1,29 +1,16 @@
-//! `shopcue shots FILE`: decode a file at `shots.decode_height` and list its shots.
+//! Shots of a whole file, decoded at `shots.decode_height`, with timings (the benchmark's
+//! path; `shopcue shots` itself goes through `ingest` like every source).
 //! The decoding goes through `media` (the only module touching GStreamer); detection is the
 //! pure [`ShotDetector`](super::ShotDetector).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 
 use super::{Shot, ShotConfig, ShotDetector, ShotEvent};
-use crate::config::Settings;
-use crate::frame::{Frame, rfc3339_ms};
+use crate::frame::Frame;
 use crate::media::{FrameSource, MediaError, Pipelines};
-
-#[derive(clap::Args, Debug, Clone)]
-pub struct ShotsArgs {
-    /// Video file to analyse.
-    pub input: PathBuf,
-    /// Decode height in lines (default: `shots.decode_height`).
-    #[arg(long)]
-    pub height: Option<u32>,
-    /// Print the shots as JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
 
 /// What decoding and analysing one file gave.
 #[derive(Debug, Clone)]
@@ -102,58 +89,4 @@ pub fn detect_file(
         detecting,
         malformed: detector.malformed_frames(),
     })
-}
-
-/// Entry point of `shopcue shots`.
-pub fn run(args: &ShotsArgs, settings: &Settings) -> anyhow::Result<()> {
-    let mut config = settings.shots.clone();
-    if let Some(h) = args.height {
-        config.decode_height = h;
-        config
-            .validate()
-            .map_err(|(key, why)| anyhow::anyhow!("--height: shots.{key} {why}"))?;
-    }
-    let pipelines = Pipelines::new(&settings.media.pipelines_dir);
-    let result = detect_file(
-        &pipelines,
-        &args.input,
-        config.decode_height,
-        settings.media.frame_queue,
-        &config,
-        Utc::now(),
-    )
-    .with_context(|| format!("finding shots in {}", args.input.display()))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&result.shots)?);
-        return Ok(());
-    }
-    println!("| shot | first frame | last frame | start | end | began with |");
-    println!("|---:|---:|---:|---|---|---|");
-    for s in &result.shots {
-        println!(
-            "| {} | {} | {} | {} | {} | {:?} |",
-            s.index,
-            s.start_frame,
-            s.end_frame.unwrap_or(s.start_frame),
-            rfc3339_ms(&s.start_wallclock),
-            s.end_wallclock.as_ref().map(rfc3339_ms).unwrap_or_default(),
-            s.boundary,
-        );
-    }
-    let secs = result.elapsed.as_secs_f64().max(1e-9);
-    eprintln!(
-        "{} frames at {}x{} in {:.2} s ({:.0} frames/s, detection {:.3} ms/frame){}",
-        result.frames,
-        result.width,
-        result.height,
-        secs,
-        result.frames as f64 / secs,
-        result.detecting.as_secs_f64() * 1e3 / result.frames.max(1) as f64,
-        if result.malformed > 0 {
-            format!(", {} unreadable frames taken as grey", result.malformed)
-        } else {
-            String::new()
-        }
-    );
-    Ok(())
 }
