@@ -1,6 +1,6 @@
 //! `shopcue shots FILE`: decode a file at `shots.decode_height` and list its shots.
 //! The decoding goes through `media` (the only module touching GStreamer); detection is the
-//! pure [`ShotDetector`](super::ShotDetector).
+//! pure [`ShotDetector`].
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
