@@ -188,8 +188,12 @@ fn generated_transition_clips() {
         assert!(clips.contains_key(name), "truth.json has no {name}");
     }
     let config = ShotConfig::default();
-    for (name, clip) in clips {
-        let shots = shots_of(&dir.path().join(name), config.decode_height, &config);
+    // At the `shots` command's decode height and at the live pipeline's analysis height.
+    for (height, (name, clip)) in [config.decode_height, 360]
+        .into_iter()
+        .flat_map(|h| clips.iter().map(move |c| (h, c)))
+    {
+        let shots = shots_of(&dir.path().join(name), height, &config);
         assert_eq!(
             shots.last().unwrap().end_frame,
             Some(clip["frames"].as_u64().unwrap() - 1)
@@ -211,12 +215,12 @@ fn generated_transition_clips() {
         assert_eq!(
             found.len(),
             windows.len(),
-            "{name}: found {found:?}, truth {windows:?}"
+            "{name} at {height} lines: found {found:?}, truth {windows:?}"
         );
         for (b, (lo, hi)) in found.iter().zip(&windows) {
             assert!(
                 (lo..=hi).contains(&b),
-                "{name}: boundary {b} not in {lo}..={hi} (found {found:?})"
+                "{name} at {height} lines: boundary {b} not in {lo}..={hi} (found {found:?})"
             );
         }
     }

@@ -1,7 +1,7 @@
 //! Shots of a whole file, decoded at `shots.decode_height`, with timings (the benchmark's
 //! path; `shopcue shots` itself goes through `ingest` like every source).
 //! The decoding goes through `media` (the only module touching GStreamer); detection is the
-//! pure [`ShotDetector`](super::ShotDetector).
+//! pure [`ShotDetector`].
 
 use std::path::Path;
 use std::time::{Duration, Instant};

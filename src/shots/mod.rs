@@ -19,9 +19,18 @@
 //!   `transition_threshold` more than each end differs from the frames just beyond it,
 //!   and the change is a transition, not motion: every thumbnail cell of the frames in
 //!   between lies between its values at the two ends (or at a dip to black/white in the
-//!   middle), most cells change beyond an exposure change, and a global shift does not
-//!   explain the frame-to-frame change. Exactly one boundary is placed inside it, where
-//!   half of the window's excess change has happened.
+//!   middle), at least half the cells change beyond an exposure change (less is an object
+//!   moving through the shot), and a global shift does not explain the frame-to-frame
+//!   change. Between two steady shots a smaller change (from 0.4 × the threshold) counts
+//!   when it is a clean, gradual blend: a dissolve between similar-looking shots. Exactly
+//!   one boundary is placed inside it, where half of the window's excess change has
+//!   happened; the window grows over black or white frames so a fade through black is
+//!   one transition, not two.
+//! * At most one boundary per `min_shot_frames`.
+//!
+//! Known limits: two hard cuts less than 6 frames apart hide each other (each is then no
+//! stand-out jump); slides and pushes (the new picture moving in) look like camera motion
+//! and are not found; a large object sweeping over a still shot can pass for a wipe.
 //!
 //! Look-ahead: a hard cut is reported when the frame `max(5, flash_max_frames)` after it
 //! arrives; a gradual transition is decided `max(h/2 + h + ⌈3h/5⌉ + 2, h + ⌈3h/5⌉ +

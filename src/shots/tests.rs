@@ -252,6 +252,22 @@ fn config_keys_deserialise_with_defaults() {
 }
 
 #[test]
+fn config_snippet_documents_the_defaults() {
+    let text = include_str!("../../config/snippets/shots.toml");
+    let table: toml::Table = toml::from_str(text).unwrap();
+    let shots: ShotConfig = table["shots"].clone().try_into().unwrap();
+    assert_eq!(
+        toml::Value::try_from(&shots).unwrap(),
+        toml::Value::try_from(ShotConfig::default()).unwrap()
+    );
+    // Every key is in the snippet.
+    let keys = toml::Value::try_from(ShotConfig::default()).unwrap();
+    for key in keys.as_table().unwrap().keys() {
+        assert!(table["shots"].get(key).is_some(), "{key} is not documented");
+    }
+}
+
+#[test]
 fn hard_cut_is_found_on_its_frame() {
     let (a, b) = (Scene::new(1), Scene::new(2));
     let mut images = shot(&a, 40, W, H);
