@@ -408,6 +408,34 @@ async fn open_with_retry(
     }
 }
 
+/// Numbers frames, counts them and hands them to the channel.
+struct Emitter<'a> {
+    tx: mpsc::Sender<Frame>,
+    stats: &'a ChannelStats,
+    index: u64,
+}
+
+impl Emitter<'_> {
+    /// False when the receiver is gone.
+    fn emit(
+        &mut self,
+        pts_ns: u64,
+        wallclock: DateTime<Utc>,
+        image: crate::frame::I420Image,
+    ) -> bool {
+        self.stats.frames.fetch_add(1, ORD);
+        self.stats.set_newest_frame(wallclock);
+        let frame = Frame {
+            index: self.index,
+            pts_ns,
+            wallclock,
+            image,
+        };
+        self.index += 1;
+        self.tx.blocking_send(frame).is_ok()
+    }
+}
+
 /// Sleeps so that frames come out no faster than their media time.
 struct Pacer {
     start: Option<(Instant, u64)>,
@@ -437,7 +465,11 @@ fn pump(
     let started = Utc::now();
     let mut pacer = Pacer { start: None };
     let mut first_pts: Option<u64> = None;
-    let mut index = 0u64;
+    let mut out = Emitter {
+        tx,
+        stats,
+        index: 0,
+    };
     let mut last_pts = 0u64;
     while !cancel.is_cancelled() {
         let Some(decoded) = source.next_frame()? else {
@@ -447,7 +479,7 @@ fn pump(
         let p0 = *first_pts.get_or_insert(raw);
         let pts_ns = raw
             .saturating_sub(p0)
-            .max(if index == 0 { 0 } else { last_pts + 1 });
+            .max(if out.index == 0 { 0 } else { last_pts + 1 });
         last_pts = pts_ns;
         if realtime {
             pacer.wait(pts_ns);
@@ -456,16 +488,7 @@ fn pump(
             Some(base) => DateTime::from_timestamp_nanos((base + raw) as i64),
             None => started + chrono::Duration::nanoseconds(pts_ns as i64),
         };
-        stats.frames.fetch_add(1, ORD);
-        stats.set_newest_frame(wallclock);
-        let frame = Frame {
-            index,
-            pts_ns,
-            wallclock,
-            image: decoded.image,
-        };
-        index += 1;
-        if tx.blocking_send(frame).is_err() {
+        if !out.emit(pts_ns, wallclock, decoded.image) {
             break;
         }
     }
@@ -481,7 +504,11 @@ fn decode_segments(
     stats: Arc<ChannelStats>,
     realtime: bool,
 ) {
-    let mut index = 0u64;
+    let mut out = Emitter {
+        tx,
+        stats: &stats,
+        index: 0,
+    };
     let mut origin: Option<DateTime<Utc>> = None;
     let mut last_wallclock: Option<DateTime<Utc>> = None;
     let mut pacer = Pacer { start: None };
@@ -528,16 +555,7 @@ fn decode_segments(
             if realtime {
                 pacer.wait(pts_ns);
             }
-            stats.frames.fetch_add(1, ORD);
-            stats.set_newest_frame(wallclock);
-            let frame = Frame {
-                index,
-                pts_ns,
-                wallclock,
-                image: f.image,
-            };
-            index += 1;
-            if tx.blocking_send(frame).is_err() {
+            if !out.emit(pts_ns, wallclock, f.image) {
                 return;
             }
         }
