@@ -252,8 +252,8 @@ fn config_keys_deserialise_with_defaults() {
 }
 
 #[test]
-fn config_snippet_documents_the_defaults() {
-    let text = include_str!("../../config/snippets/shots.toml");
+fn shipped_config_documents_the_defaults() {
+    let text = include_str!("../../config/shopcue.toml");
     let table: toml::Table = toml::from_str(text).unwrap();
     let shots: ShotConfig = table["shots"].clone().try_into().unwrap();
     assert_eq!(
