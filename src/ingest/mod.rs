@@ -471,6 +471,7 @@ fn pump(
         index: 0,
     };
     let mut last_pts = 0u64;
+    let mut last_wallclock: Option<DateTime<Utc>> = None;
     while !cancel.is_cancelled() {
         let Some(decoded) = source.next_frame()? else {
             break;
@@ -484,10 +485,18 @@ fn pump(
         if realtime {
             pacer.wait(pts_ns);
         }
-        let wallclock = match base_unix_ns {
+        let mut wallclock = match base_unix_ns {
             Some(base) => DateTime::from_timestamp_nanos((base + raw) as i64),
             None => started + chrono::Duration::nanoseconds(pts_ns as i64),
         };
+        // A live source's timestamps can step back (a re-synchronised demuxer): keep the
+        // channel's clock monotonic.
+        if let Some(prev) = last_wallclock
+            && wallclock <= prev
+        {
+            wallclock = prev + chrono::Duration::microseconds(1);
+        }
+        last_wallclock = Some(wallclock);
         if !out.emit(pts_ns, wallclock, decoded.image) {
             break;
         }
