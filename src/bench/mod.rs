@@ -3,6 +3,7 @@
 //! share the table. Numbers are recorded in docs/BENCHMARKS.md.
 
 pub mod fanout;
+pub mod hls;
 pub mod ingest;
 pub mod manifest;
 pub mod shots;

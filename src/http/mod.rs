@@ -3,6 +3,7 @@
 //! Status mapping lives in one place: [`ApiError`].
 
 pub mod feed;
+pub mod hls;
 pub mod origin;
 pub mod token;
 

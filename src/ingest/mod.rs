@@ -64,6 +64,8 @@ pub struct ChannelStats {
     /// Wall clock (ms since the epoch) of the live edge and of the newest decoded frame.
     live_edge_ms: AtomicI64,
     newest_frame_ms: AtomicI64,
+    /// Highest analysed media sequence number and wall-clock anchors (HLS proxy).
+    pub analysis: std::sync::Arc<progress::AnalysisProgress>,
     inner: Mutex<StatsInner>,
 }
 
@@ -93,6 +95,7 @@ impl Default for ChannelStats {
             last_segment_media_us: AtomicU64::new(0),
             live_edge_ms: AtomicI64::new(0),
             newest_frame_ms: AtomicI64::new(0),
+            analysis: Default::default(),
             inner: Mutex::new(StatsInner {
                 state: ChannelState::Starting,
                 last_error: None,
@@ -224,6 +227,7 @@ impl SourceSpec {
 }
 pub mod hls;
 pub mod playlist;
+pub mod progress;
 
 /// Whether a source that cannot start ends with an error (CLI) or keeps retrying (sidecar).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -568,6 +572,8 @@ fn decode_segments(
                 return;
             }
         }
+        // Bad segments count as analysed too: waiting for them would stall the proxy.
+        stats.analysis.record(seg.job.msn, seg.job.wallclock);
         if result.is_ok() && stats.state() == ChannelState::Degraded {
             stats.ok();
         }

@@ -1,0 +1,723 @@
+//! The sidecar's HLS proxy: `GET /hls/{channel}/{rel}` serves the channel's origin
+//! playlists (and, with `manifest.segment_uris = "proxy"`, its segments) with the cues
+//! written in (docs/manifest.md). `rel` is taken raw from the request (not decoded) and
+//! resolved by [`ChannelOrigin::origin_url`], so only URLs under a configured channel's
+//! base are ever fetched. Rewritten playlists are cached per (channel, rel) for half a
+//! target duration, and concurrent misses of one key wait for a single origin fetch.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::config::Settings;
+use crate::cue::{Cue, CueEvent};
+use crate::cuebus::{CueBus, Offset};
+use crate::ingest::hls::{FetchError, Fetcher};
+use crate::ingest::progress::AnalysisProgress;
+use crate::manifest::playlist::{PlaylistKind, RewriteContext, UriMode};
+use crate::manifest::{
+    ChannelOrigin, CueLedger, ManifestSettings, SegmentTiming, hold_back, id3, playlist_kind,
+    rewrite_media_playlist, rewrite_multivariant, ts,
+};
+
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+/// Cached playlists (and recent error answers) kept; beyond, stale ones are dropped.
+const MAX_CACHE_ENTRIES: usize = 4096;
+/// Segment timings remembered per channel for ID3 (a few live windows).
+const MAX_SEGMENT_TIMES: usize = 4096;
+/// How long an origin error answer is reused (so a dead origin is not hammered).
+const ERROR_TTL: Duration = Duration::from_millis(500);
+/// Multivariant playlists (no target duration) are reused this long.
+const MULTIVARIANT_TTL: Duration = Duration::from_secs(1);
+/// Ended cues are dropped from the ledger this long after their end.
+const LEDGER_KEEP: chrono::TimeDelta = chrono::TimeDelta::hours(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HlsError {
+    #[error("channels[{index}] ({id}): {why}")]
+    Channel {
+        index: usize,
+        id: String,
+        why: String,
+    },
+}
+
+/// Counters of the proxy (all channels).
+#[derive(Debug, Default)]
+pub struct HlsStats {
+    pub playlist_requests: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub origin_fetches: AtomicU64,
+    pub origin_errors: AtomicU64,
+    pub segments_proxied: AtomicU64,
+    pub id3_segments: AtomicU64,
+    pub id3_errors: AtomicU64,
+    pub refused_paths: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SegTime {
+    start: DateTime<Utc>,
+    duration: f64,
+    in_ad_break: bool,
+}
+
+/// One served channel: its origin, cue ledger, analysis progress and hold-back gauges.
+pub struct HlsChannel {
+    pub id: String,
+    pub origin: ChannelOrigin,
+    ledger: RwLock<CueLedger>,
+    /// Latest state of each cue of the ledger (ID3 carries the latest state).
+    cues: Mutex<HashMap<String, Cue>>,
+    pub analysis: Arc<AnalysisProgress>,
+    /// rel path of a segment → its wall-clock range (from the last media rewrites).
+    segments: Mutex<HashMap<String, SegTime>>,
+    /// Gauge: latency hold-back added to the last media playlist served, ms.
+    pub holdback_delay_ms: AtomicU64,
+    /// Segments published by the deadline rather than by analysis.
+    pub holdback_forced: AtomicU64,
+    /// Cue events applied; events the ledger refused.
+    pub cue_events: AtomicU64,
+    pub cue_errors: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl HlsChannel {
+    /// Feed one cue event (what the bus task does; public for tests and other feeders).
+    pub fn apply(&self, event: &CueEvent) {
+        self.cue_events.fetch_add(1, Ordering::Relaxed);
+        let applied = {
+            let mut l = self.ledger.write().unwrap_or_else(|p| p.into_inner());
+            l.apply(event)
+        };
+        if let Err(e) = applied {
+            self.cue_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(channel = %self.id, error = %e, "cue refused by the playlist ledger");
+            return;
+        }
+        let cue = event.cue();
+        let mut cues = lock(&self.cues);
+        cues.insert(cue.id.clone(), cue.clone());
+        if cues.len() > MAX_SEGMENT_TIMES {
+            let l = self.ledger.read().unwrap_or_else(|p| p.into_inner());
+            cues.retain(|id, _| l.get(id).is_some());
+        }
+    }
+
+    fn observe_active(&self, cue: &Cue) {
+        self.apply(&CueEvent::Start(cue.clone()));
+    }
+
+    fn prune(&self, now: DateTime<Utc>) {
+        let mut l = self.ledger.write().unwrap_or_else(|p| p.into_inner());
+        if l.prune_ended_before(now - LEDGER_KEEP) > 0 {
+            lock(&self.cues).retain(|id, _| l.get(id).is_some());
+        }
+    }
+
+    /// Cues overlapping `[from, to)`, latest state.
+    fn cues_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Cue> {
+        let mut v: Vec<Cue> = lock(&self.cues)
+            .values()
+            .filter(|c| c.start < to && c.end.is_none_or(|e| e >= from))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.id.cmp(&b.id)));
+        v
+    }
+}
+
+#[derive(Clone)]
+struct Cached {
+    at: Instant,
+    ttl: Duration,
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+}
+
+#[derive(Default)]
+struct Slot {
+    value: Mutex<Option<Cached>>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn fresh(&self) -> Option<Cached> {
+        lock(&self.value)
+            .as_ref()
+            .filter(|c| c.at.elapsed() < c.ttl)
+            .cloned()
+    }
+}
+
+struct Inner {
+    channels: HashMap<String, Arc<HlsChannel>>,
+    fetcher: Fetcher,
+    manifest: ManifestSettings,
+    uri_mode: UriMode,
+    max_playlist_bytes: usize,
+    max_segment_bytes: usize,
+    playlist_timeout: Duration,
+    segment_timeout: Duration,
+    cache: Mutex<HashMap<(String, String), Arc<Slot>>>,
+    stats: HlsStats,
+}
+
+/// Shared state of the router; cheap to clone.
+#[derive(Clone)]
+pub struct HlsState {
+    inner: Arc<Inner>,
+}
+
+impl HlsState {
+    /// One served channel per HLS channel of `settings.channels` (http/https URLs; others
+    /// are skipped). `progress`: each channel's ingest analysis progress
+    /// (`ingest::Channel.stats.analysis`); a channel without one gets an empty progress
+    /// (no anchors: PDTs only from the origin; hold-back only by deadline).
+    pub fn new(
+        settings: &Settings,
+        fetcher: Fetcher,
+        progress: &HashMap<String, Arc<AnalysisProgress>>,
+    ) -> Result<Self, HlsError> {
+        let mut channels = HashMap::new();
+        for (index, c) in settings.channels.iter().enumerate() {
+            if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+                continue;
+            }
+            let origin = ChannelOrigin::new(&c.url, &ChannelOrigin::default_prefix(&c.id))
+                .map_err(|e| HlsError::Channel {
+                    index,
+                    id: c.id.clone(),
+                    why: e.to_string(),
+                })?;
+            let ch = HlsChannel {
+                id: c.id.clone(),
+                origin,
+                ledger: RwLock::new(CueLedger::from_settings(&settings.manifest)),
+                cues: Mutex::new(HashMap::new()),
+                analysis: progress.get(&c.id).cloned().unwrap_or_default(),
+                segments: Mutex::new(HashMap::new()),
+                holdback_delay_ms: AtomicU64::new(0),
+                holdback_forced: AtomicU64::new(0),
+                cue_events: AtomicU64::new(0),
+                cue_errors: AtomicU64::new(0),
+            };
+            channels.insert(c.id.clone(), Arc::new(ch));
+        }
+        let i = &settings.ingest;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                channels,
+                fetcher,
+                uri_mode: settings.manifest.uri_mode(),
+                manifest: settings.manifest.clone(),
+                max_playlist_bytes: i.max_playlist_bytes,
+                max_segment_bytes: i.max_segment_bytes,
+                playlist_timeout: Duration::from_millis(i.playlist_timeout_ms),
+                segment_timeout: Duration::from_millis(i.segment_timeout_ms),
+                cache: Mutex::new(HashMap::new()),
+                stats: HlsStats::default(),
+            }),
+        })
+    }
+
+    pub fn channel(&self, id: &str) -> Option<Arc<HlsChannel>> {
+        self.inner.channels.get(id).cloned()
+    }
+
+    pub fn stats(&self) -> &HlsStats {
+        &self.inner.stats
+    }
+
+    /// One task per channel keeping its ledger in step with the bus: snapshot, then every
+    /// live event (re-snapshot after a lag). Call from within a tokio runtime.
+    pub fn spawn_cue_feeds(
+        &self,
+        bus: Arc<dyn CueBus>,
+        stop: CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        self.inner
+            .channels
+            .values()
+            .map(|ch| tokio::spawn(feed_ledger(ch.clone(), bus.clone(), stop.clone())))
+            .collect()
+    }
+}
+
+async fn feed_ledger(ch: Arc<HlsChannel>, bus: Arc<dyn CueBus>, stop: CancellationToken) {
+    let retry = Duration::from_secs(1);
+    loop {
+        let mut rx = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = bus.subscribe(&ch.id) => match r {
+                Ok(rx) => rx,
+                Err(e) => {
+                    tracing::warn!(channel = %ch.id, error = %e, "HLS cue feed: subscribe failed; retrying");
+                    tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(retry) => continue }
+                }
+            },
+        };
+        let mut seen = Offset::ZERO;
+        match bus.snapshot(&ch.id).await {
+            Ok(s) => {
+                seen = s.offset;
+                for c in &s.cues {
+                    ch.observe_active(c);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(channel = %ch.id, error = %e, "HLS cue feed: snapshot failed; live events only")
+            }
+        }
+        let mut prune = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = prune.tick() => ch.prune(Utc::now()),
+                r = rx.recv() => match r {
+                    Ok(rec) => {
+                        if rec.offset > seen {
+                            ch.apply(&rec.event);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(channel = %ch.id, missed = n, "HLS cue feed lagged; re-reading the snapshot");
+                        break;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(retry) => break }
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// `GET /hls/{channel}/{*path}`.
+pub fn router(state: HlsState) -> Router {
+    Router::new()
+        .route("/hls/{channel}/{*path}", get(handle))
+        .with_state(state)
+}
+
+/// Serve [`router`] alone on `listener` until `shutdown` (tests, benchmarks; the sidecar
+/// merges the router into its own server).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: HlsState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn error_answer(status: StatusCode, msg: &str) -> Cached {
+    let body = serde_json::json!({ "error": msg }).to_string() + "\n";
+    Cached {
+        at: Instant::now(),
+        ttl: ERROR_TTL,
+        status,
+        content_type: "application/json",
+        body: Bytes::from(body),
+    }
+}
+
+fn respond(c: Cached) -> Response {
+    let mut r = (c.status, c.body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(c.content_type),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn fetch_error(st: &Inner, e: &FetchError, what: &str) -> Cached {
+    st.stats.origin_errors.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(error = %e, "HLS proxy: origin fetch failed");
+    match e {
+        FetchError::Status { status: 404, .. } => {
+            error_answer(StatusCode::NOT_FOUND, &format!("origin has no such {what}"))
+        }
+        FetchError::TooLarge { limit, .. } => error_answer(
+            StatusCode::BAD_GATEWAY,
+            &format!("origin {what} larger than the {limit}-byte limit"),
+        ),
+        FetchError::Timeout { secs, .. } => error_answer(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!("origin did not answer within {secs:.1} s"),
+        ),
+        FetchError::Status { status, .. } => error_answer(
+            StatusCode::BAD_GATEWAY,
+            &format!("origin answered HTTP {status}"),
+        ),
+        FetchError::Transport { .. } => error_answer(StatusCode::BAD_GATEWAY, "origin unreachable"),
+    }
+}
+
+fn is_playlist(rel: &str) -> bool {
+    let path = rel.split('?').next().unwrap_or(rel).to_ascii_lowercase();
+    path.ends_with(".m3u8") || path.ends_with(".m3u")
+}
+
+async fn handle(State(st): State<HlsState>, uri: Uri, headers: HeaderMap) -> Response {
+    let st = &st.inner;
+    // Raw (still percent-encoded) path: the resolver judges encodings itself.
+    let Some(rest) = uri.path().strip_prefix("/hls/") else {
+        return respond(error_answer(StatusCode::NOT_FOUND, "not found"));
+    };
+    let (chan, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some(ch) = st.channels.get(chan) else {
+        return respond(error_answer(StatusCode::NOT_FOUND, "unknown channel"));
+    };
+    let rel = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let url = match ch.origin.origin_url(&rel) {
+        Ok(u) => u,
+        Err(e) => {
+            st.stats.refused_paths.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(channel = %ch.id, error = %e, "HLS proxy: path refused");
+            return respond(error_answer(StatusCode::BAD_REQUEST, "path refused"));
+        }
+    };
+    if is_playlist(&rel) {
+        respond(playlist(st, ch, rel, url).await)
+    } else if st.uri_mode == UriMode::Proxy {
+        segment(st, ch, &rel, &url, &headers).await
+    } else {
+        respond(error_answer(
+            StatusCode::NOT_FOUND,
+            "segments are served by the origin (manifest.segment_uris = \"absolute\")",
+        ))
+    }
+}
+
+async fn playlist(st: &Inner, ch: &Arc<HlsChannel>, rel: String, url: Url) -> Cached {
+    st.stats.playlist_requests.fetch_add(1, Ordering::Relaxed);
+    let key = (ch.id.clone(), rel);
+    let slot = {
+        let mut cache = lock(&st.cache);
+        if let Some(s) = cache.get(&key) {
+            s.clone()
+        } else {
+            if cache.len() >= MAX_CACHE_ENTRIES {
+                cache.retain(|_, s| s.fresh().is_some());
+                if cache.len() >= MAX_CACHE_ENTRIES {
+                    cache.clear();
+                }
+            }
+            cache.entry(key).or_default().clone()
+        }
+    };
+    if let Some(c) = slot.fresh() {
+        st.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+        return c;
+    }
+    let _one_fetch = slot.refresh.lock().await;
+    if let Some(c) = slot.fresh() {
+        st.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+        return c;
+    }
+    let c = build_playlist(st, ch, &url).await;
+    *lock(&slot.value) = Some(c.clone());
+    c
+}
+
+fn target_duration(text: &str) -> Option<f64> {
+    let i = text.find("#EXT-X-TARGETDURATION:")?;
+    let v = &text[i + "#EXT-X-TARGETDURATION:".len()..];
+    let end = v.find(['\r', '\n']).unwrap_or(v.len());
+    v[..end]
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|t| t.is_finite() && *t > 0.0)
+}
+
+async fn build_playlist(st: &Inner, ch: &HlsChannel, url: &Url) -> Cached {
+    st.stats.origin_fetches.fetch_add(1, Ordering::Relaxed);
+    let body = match st
+        .fetcher
+        .get(url, None, st.max_playlist_bytes, st.playlist_timeout)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => return fetch_error(st, &e, "playlist"),
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        st.stats.origin_errors.fetch_add(1, Ordering::Relaxed);
+        return error_answer(StatusCode::BAD_GATEWAY, "origin playlist is not UTF-8");
+    };
+    match rewrite(st, ch, url, text, Utc::now()) {
+        Ok((text, ttl)) => Cached {
+            at: Instant::now(),
+            ttl,
+            status: StatusCode::OK,
+            content_type: PLAYLIST_TYPE,
+            body: Bytes::from(text),
+        },
+        Err(e) => {
+            st.stats.origin_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(channel = %ch.id, url = %url, error = %e, "HLS proxy: origin playlist refused");
+            error_answer(
+                StatusCode::BAD_GATEWAY,
+                "origin playlist could not be rewritten",
+            )
+        }
+    }
+}
+
+/// The rewritten text and how long it may be reused.
+fn rewrite(
+    st: &Inner,
+    ch: &HlsChannel,
+    url: &Url,
+    text: &str,
+    now: DateTime<Utc>,
+) -> Result<(String, Duration), crate::manifest::ManifestError> {
+    let anchor = |msn: u64| ch.analysis.anchor(msn);
+    let mut ctx = RewriteContext::new(&ch.origin, url);
+    ctx.uri_mode = st.uri_mode;
+    ctx.max_bytes = st.max_playlist_bytes;
+    ctx.pdt_anchor = &anchor;
+    if playlist_kind(text)? == PlaylistKind::Multivariant {
+        let r = rewrite_multivariant(text, &ctx)?;
+        if r.unproxied_uris > 0 {
+            tracing::debug!(channel = %ch.id, n = r.unproxied_uris, "variants outside the channel's base bypass the sidecar");
+        }
+        return Ok((r.text, MULTIVARIANT_TTL));
+    }
+    let ttl = target_duration(text)
+        .map(|t| Duration::from_secs_f64((t / 2.0).clamp(0.1, 5.0)))
+        .unwrap_or(MULTIVARIANT_TTL);
+    let cues = ch.ledger.read().unwrap_or_else(|p| p.into_inner()).ranges();
+    ctx.cues = &cues;
+    if st.manifest.hold_back {
+        // A first pass (no cues) for the segments' timeline, then the held-back rewrite.
+        let mut probe = ctx;
+        probe.cues = &[];
+        let first = rewrite_media_playlist(text, &probe)?;
+        let timed: Option<Vec<SegmentTiming>> = first
+            .segments
+            .iter()
+            .map(|s| {
+                s.start.map(|start| SegmentTiming {
+                    msn: s.msn,
+                    start,
+                    duration: s.duration,
+                })
+            })
+            .collect();
+        // Without a timeline there is no deadline: everything is published.
+        if let Some(timed) = timed {
+            let deadline = chrono::TimeDelta::milliseconds(
+                st.manifest.hold_back_deadline_ms.min(i64::MAX as u64) as i64,
+            );
+            let h = hold_back(&timed, |m| ch.analysis.is_analysed(m), now, deadline);
+            ch.holdback_delay_ms
+                .store((h.added_delay_s * 1000.0) as u64, Ordering::Relaxed);
+            ch.holdback_forced
+                .fetch_add(h.forced.len() as u64, Ordering::Relaxed);
+            ctx.publish_through = match h.publish_through {
+                Some(m) => Some(m),
+                // Nothing publishable: below the first media sequence number.
+                None => Some(timed.first().map(|s| s.msn).unwrap_or(0).wrapping_sub(1)),
+            };
+            if h.publish_through.is_none() && timed.first().is_some_and(|s| s.msn == 0) {
+                ctx.publish_through = None;
+                let r = rewrite_media_playlist(text, &ctx)?;
+                return Ok((playlist_header_only(&r.text), ttl));
+            }
+        }
+    }
+    let r = rewrite_media_playlist(text, &ctx)?;
+    if st.manifest.id3 {
+        let mut segs = lock(&ch.segments);
+        if segs.len() > MAX_SEGMENT_TIMES {
+            segs.clear();
+        }
+        for s in r.segments.iter().filter(|s| s.published) {
+            if let (Some(start), Some(u)) = (s.start, s.origin_url(url))
+                && let Some(rel) = ch.origin.rel_of(&u)
+            {
+                segs.insert(
+                    rel,
+                    SegTime {
+                        start,
+                        duration: s.duration,
+                        in_ad_break: s.in_ad_break,
+                    },
+                );
+            }
+        }
+    }
+    Ok((r.text, ttl))
+}
+
+/// The playlist-level lines of a media playlist (everything before the first segment's
+/// tags): what is served while nothing is publishable and msn 0 cannot be excluded.
+fn playlist_header_only(text: &str) -> String {
+    const SEGMENT_TAGS: [&str; 8] = [
+        "#EXTINF",
+        "#EXT-X-PROGRAM-DATE-TIME",
+        "#EXT-X-DATERANGE",
+        "#EXT-X-DISCONTINUITY:",
+        "#EXT-X-BYTERANGE",
+        "#EXT-X-KEY",
+        "#EXT-X-MAP",
+        "#EXT-X-CUE",
+    ];
+    let mut out = String::new();
+    for l in text.lines() {
+        if SEGMENT_TAGS.iter().any(|t| l.starts_with(t)) || l == "#EXT-X-DISCONTINUITY" {
+            break;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+/// A `Range: bytes=a-b` header as (offset, length); other forms are not forwarded.
+fn parse_range(headers: &HeaderMap) -> Option<(u64, u64)> {
+    let v = headers.get(header::RANGE)?.to_str().ok()?;
+    let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
+    let (a, b) = (a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?);
+    (b >= a).then(|| (a, b - a + 1))
+}
+
+fn segment_type(rel: &str) -> &'static str {
+    let path = rel.split('?').next().unwrap_or(rel).to_ascii_lowercase();
+    if path.ends_with(".ts") {
+        "video/mp2t"
+    } else if path.ends_with(".m4s") || path.ends_with(".mp4") || path.ends_with(".m4v") {
+        "video/mp4"
+    } else if path.ends_with(".aac") {
+        "audio/aac"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+async fn segment(
+    st: &Inner,
+    ch: &HlsChannel,
+    rel: &str,
+    url: &Url,
+    headers: &HeaderMap,
+) -> Response {
+    let range = parse_range(headers);
+    let data = match st
+        .fetcher
+        .get(url, range, st.max_segment_bytes, st.segment_timeout)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => return respond(fetch_error(st, &e, "segment")),
+    };
+    st.stats.segments_proxied.fetch_add(1, Ordering::Relaxed);
+    let content_type = segment_type(rel);
+    if let Some((off, len)) = range {
+        let mut r = (StatusCode::PARTIAL_CONTENT, data).into_response();
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {off}-{}/*", off + len - 1)) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+        return r;
+    }
+    let data = if st.manifest.id3 && content_type == "video/mp2t" {
+        with_id3(st, ch, rel, data)
+    } else {
+        // fMP4 emsg insertion needs the init section: not done yet (passed through).
+        data
+    };
+    ([(header::CONTENT_TYPE, content_type)], data).into_response()
+}
+
+/// The segment with a timed-ID3 stream carrying the cues that overlap it; unchanged when
+/// there are none, it is unknown or in an ad break, or the insertion fails (counted).
+fn with_id3(st: &Inner, ch: &HlsChannel, rel: &str, data: Bytes) -> Bytes {
+    let Some(t) = lock(&ch.segments).get(rel).copied() else {
+        return data;
+    };
+    if t.in_ad_break {
+        return data;
+    }
+    let end = t.start + chrono::TimeDelta::microseconds((t.duration * 1e6) as i64);
+    let mut samples = Vec::new();
+    for cue in ch.cues_between(t.start, end) {
+        let offset_s = ((cue.start - t.start).num_microseconds().unwrap_or(0) as f64 / 1e6)
+            .clamp(0.0, t.duration.max(0.0));
+        match id3::cue_tag(&cue) {
+            Ok(tag) => samples.push(ts::MetadataSample {
+                offset_s,
+                id3_tag: tag,
+            }),
+            Err(e) => tracing::warn!(cue = %cue.id, error = %e, "cue not encodable as ID3"),
+        }
+    }
+    if samples.is_empty() {
+        return data;
+    }
+    match ts::insert_timed_metadata(&data, &samples) {
+        Ok((out, _)) => {
+            st.stats.id3_segments.fetch_add(1, Ordering::Relaxed);
+            Bytes::from(out)
+        }
+        Err(e) => {
+            st.stats.id3_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(channel = %ch.id, segment = %rel, error = %e, "ID3 insertion failed; segment passed through");
+            data
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers() {
+        assert_eq!(
+            target_duration("#EXTM3U\n#EXT-X-TARGETDURATION:4\n"),
+            Some(4.0)
+        );
+        assert_eq!(target_duration("#EXTM3U\n"), None);
+        assert!(is_playlist("a/b.m3u8?x=1") && !is_playlist("seg1.ts?x=.m3u8"));
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_static("bytes=10-19"));
+        assert_eq!(parse_range(&h), Some((10, 10)));
+        h.insert(header::RANGE, HeaderValue::from_static("bytes=10-"));
+        assert_eq!(parse_range(&h), None);
+        let p = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:2,\na.ts\n";
+        assert_eq!(
+            playlist_header_only(p),
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! What ingest has analysed, shared with the HLS proxy: the highest media sequence number
+//! decoded and each recent segment's wall-clock anchor (`msn -> first frame's wall clock`),
+//! so the sidecar's playlists carry the analysis timeline and hold back what is not
+//! analysed yet. Bounded: the oldest anchors are dropped beyond [`MAX_ANCHORS`].
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::{DateTime, Utc};
+
+/// Anchors kept (a live window is far smaller).
+pub const MAX_ANCHORS: usize = 4096;
+
+#[derive(Debug)]
+pub struct AnalysisProgress {
+    /// Highest analysed media sequence number, -1 for none.
+    highest: AtomicI64,
+    anchors: Mutex<BTreeMap<u64, DateTime<Utc>>>,
+}
+
+impl Default for AnalysisProgress {
+    fn default() -> Self {
+        Self {
+            highest: AtomicI64::new(-1),
+            anchors: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl AnalysisProgress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, DateTime<Utc>>> {
+        self.anchors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Segment `msn` starting at `wallclock` has been decoded (analysed).
+    pub fn record(&self, msn: u64, wallclock: DateTime<Utc>) {
+        self.set_anchor(msn, wallclock);
+        self.mark_analysed(msn);
+    }
+
+    /// The wall clock of `msn`'s first frame, without marking it analysed.
+    pub fn set_anchor(&self, msn: u64, wallclock: DateTime<Utc>) {
+        let mut g = self.lock();
+        g.insert(msn, wallclock);
+        while g.len() > MAX_ANCHORS {
+            g.pop_first();
+        }
+    }
+
+    /// Everything up to `msn` has been analysed (segments are analysed in order).
+    pub fn mark_analysed(&self, msn: u64) {
+        let v = i64::try_from(msn).unwrap_or(i64::MAX);
+        self.highest.fetch_max(v, Ordering::Relaxed);
+    }
+
+    pub fn highest_analysed(&self) -> Option<u64> {
+        let v = self.highest.load(Ordering::Relaxed);
+        (v >= 0).then_some(v as u64)
+    }
+
+    pub fn is_analysed(&self, msn: u64) -> bool {
+        self.highest_analysed().is_some_and(|h| msn <= h)
+    }
+
+    pub fn anchor(&self, msn: u64) -> Option<DateTime<Utc>> {
+        self.lock().get(&msn).copied()
+    }
+
+    /// The anchors in `[from, to]`, for a rewrite without holding the lock.
+    pub fn anchors_between(&self, from: u64, to: u64) -> BTreeMap<u64, DateTime<Utc>> {
+        if from > to {
+            return BTreeMap::new();
+        }
+        self.lock()
+            .range(from..=to)
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_monotonic_and_bounded() {
+        let p = AnalysisProgress::default();
+        assert_eq!(p.highest_analysed(), None);
+        assert!(!p.is_analysed(0));
+        let t = DateTime::from_timestamp_millis(1_795_000_000_000).unwrap();
+        p.record(5, t);
+        p.mark_analysed(3);
+        assert_eq!(p.highest_analysed(), Some(5));
+        assert!(p.is_analysed(4) && !p.is_analysed(6));
+        assert_eq!(p.anchor(5), Some(t));
+        for i in 0..(MAX_ANCHORS as u64 + 10) {
+            p.set_anchor(i, t);
+        }
+        assert_eq!(p.anchor(0), None);
+        assert_eq!(p.anchors_between(10, 12).len(), 3);
+        assert!(p.anchors_between(12, 10).is_empty());
+    }
+}

@@ -1,0 +1,429 @@
+//! The sidecar's HLS proxy (`src/http/hls.rs`) on loopback with real parts: the looping
+//! test origin (real encoded segments), an in-memory cue bus, a tiny static origin for
+//! hand-written playlists, raw TCP for requests a normal client would normalise, and
+//! ffprobe for the ID3 stream of a proxied segment.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::TestOrigin;
+use shopcue::config::{ChannelSettings, Settings};
+use shopcue::cue::CueEvent;
+use shopcue::cuebus::CueBus;
+use shopcue::cuebus::memory::MemoryBus;
+use shopcue::http::hls::{self, HlsState};
+use shopcue::ingest::hls::Fetcher;
+use shopcue::ingest::progress::AnalysisProgress;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+struct Sidecar {
+    addr: SocketAddr,
+    state: HlsState,
+    bus: Arc<MemoryBus>,
+    progress: Arc<AnalysisProgress>,
+    stop: CancellationToken,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn sidecar(channel_url: &str, tweak: impl FnOnce(&mut Settings)) -> Sidecar {
+    let mut s = Settings::default();
+    s.channels = vec![ChannelSettings {
+        id: "ch".into(),
+        url: channel_url.into(),
+    }];
+    tweak(&mut s);
+    s.manifest.validate().expect("valid manifest settings");
+    let progress = Arc::new(AnalysisProgress::default());
+    let mut map = HashMap::new();
+    map.insert("ch".to_string(), progress.clone());
+    let state = HlsState::new(&s, Fetcher::new().unwrap(), &map).unwrap();
+    let bus = Arc::new(MemoryBus::new(1000));
+    let stop = CancellationToken::new();
+    state.spawn_cue_feeds(bus.clone() as Arc<dyn CueBus>, stop.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let st = stop.clone();
+    tokio::spawn(hls::serve(listener, state.clone(), async move {
+        st.cancelled().await
+    }));
+    Sidecar {
+        addr,
+        state,
+        bus,
+        progress,
+        stop,
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap())
+}
+
+/// A request sent byte for byte (no client-side normalisation of `..`); the status.
+async fn raw_status(addr: SocketAddr, path: &str) -> u16 {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A static origin on loopback: path → body (HTTP/1.1, one request per connection).
+async fn static_origin(files: Vec<(&'static str, String)>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let files: Arc<HashMap<&'static str, String>> = Arc::new(files.into_iter().collect());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let files = files.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut n = 0;
+                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
+                    match sock.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => n += k,
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let resp = match files.get(path.as_str()) {
+                    Some(body) => format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    ),
+                    None => {
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_string()
+                    }
+                };
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+fn media_sequence(p: &str) -> u64 {
+    p.lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("media sequence")
+}
+
+fn daterange_line<'a>(p: &'a str, id: &str) -> Option<&'a str> {
+    let needle = format!("ID=\"{id}\"");
+    p.lines()
+        .find(|l| l.starts_with("#EXT-X-DATERANGE:") && l.contains(&needle))
+}
+
+/// Poll the sidecar until `pred` holds for the playlist at `path` (bounded).
+async fn wait_for(addr: SocketAddr, path: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = get(addr, path).await;
+        if status == 200 && pred(&body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// Anchors for msn 0..1000 at `t0 + msn s` (what ingest records for 1 s segments).
+fn anchor_all(p: &AnalysisProgress, t0: DateTime<Utc>) {
+    for msn in 0..1000u64 {
+        p.set_anchor(msn, t0 + chrono::TimeDelta::seconds(msn as i64));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playlists_carry_stable_cues_and_point_at_the_sidecar() {
+    let origin = TestOrigin::start("intel_concat.mp4", 1.0, 6, false).await;
+    let sc = sidecar(&origin.master_url(), |_| {}).await;
+    let t0 = Utc::now() - chrono::TimeDelta::seconds(30);
+    anchor_all(&sc.progress, t0);
+
+    let (status, mv) = get(sc.addr, "/hls/ch/master.m3u8").await;
+    assert_eq!(status, 200, "{mv}");
+    assert!(mv.contains("#EXT-X-STREAM-INF"), "{mv}");
+    let variant = mv
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .unwrap();
+    assert!(
+        !variant.contains("://"),
+        "variant must resolve to the sidecar: {mv}"
+    );
+    let variant_path = format!("/hls/ch/{variant}");
+
+    let (status, media) = get(sc.addr, &variant_path).await;
+    assert_eq!(status, 200, "{media}");
+    assert!(
+        media.contains("#EXT-X-PROGRAM-DATE-TIME:"),
+        "PDT added: {media}"
+    );
+    for uri in media
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        assert!(
+            uri.starts_with(&format!("{}/live/", origin.base)),
+            "absolute origin segment URI: {uri}"
+        );
+    }
+
+    // A cue starting 300 ms into the second listed segment.
+    let msn = media_sequence(&media) + 1;
+    let mut cue = common::cue("ch", 1);
+    cue.start = t0 + chrono::TimeDelta::milliseconds(msn as i64 * 1000 + 300);
+    for b in &mut cue.boxes {
+        b.t = cue.start;
+    }
+    sc.bus.publish(CueEvent::Start(cue.clone()));
+    let p1 = wait_for(sc.addr, &variant_path, "the date range", |p| {
+        daterange_line(p, &cue.id).is_some()
+    })
+    .await;
+    let open = daterange_line(&p1, &cue.id).unwrap().to_string();
+    assert!(open.contains("CLASS=\"com.shopcue.product\""), "{open}");
+    assert!(open.contains("SCTE35-CMD=0x"), "{open}");
+    assert!(!open.contains(",DURATION="), "{open}");
+    // Updates do not change the published attributes; a second reload is identical.
+    let mut upd = cue.clone();
+    upd.score = 0.99;
+    sc.bus.publish(CueEvent::Update(upd));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (_, p2) = get(sc.addr, &variant_path).await;
+    assert_eq!(daterange_line(&p2, &cue.id), Some(open.as_str()), "{p2}");
+
+    let mut end = cue.clone();
+    end.end = Some(cue.start + chrono::TimeDelta::milliseconds(1500));
+    sc.bus.publish(CueEvent::End(end));
+    let p3 = wait_for(sc.addr, &variant_path, "DURATION", |p| {
+        daterange_line(p, &cue.id).is_some_and(|l| l.contains(",DURATION="))
+    })
+    .await;
+    let closed = daterange_line(&p3, &cue.id).unwrap();
+    assert!(
+        closed.starts_with(&open),
+        "closed form extends the open one: {closed}"
+    );
+    assert!(closed.contains(",DURATION=1.5"), "{closed}");
+    let st = sc.state.stats();
+    assert!(
+        st.cache_hits.load(std::sync::atomic::Ordering::Relaxed)
+            + st.origin_fetches.load(std::sync::atomic::Ordering::Relaxed)
+            >= 4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_ad_markers_pass_through_unchanged() {
+    let playlist = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:10\n\
+#EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:00:00.000Z\n#EXTINF:2.000,\ns10.ts\n\
+#EXT-X-CUE-OUT:DURATION=4\n#EXTINF:2.000,\ns11.ts\n#EXT-X-CUE-OUT-CONT:ElapsedTime=2,Duration=4\n#EXTINF:2.000,\ns12.ts\n\
+#EXT-X-CUE-IN\n#EXTINF:2.000,\ns13.ts\n"
+        .to_string();
+    let addr = static_origin(vec![("/a/live.m3u8", playlist.clone())]).await;
+    let sc = sidecar(&format!("http://{addr}/a/live.m3u8"), |_| {}).await;
+    let (status, out) = get(sc.addr, "/hls/ch/live.m3u8").await;
+    assert_eq!(status, 200, "{out}");
+    for marker in [
+        "#EXT-X-CUE-OUT:DURATION=4",
+        "#EXT-X-CUE-OUT-CONT:ElapsedTime=2,Duration=4",
+        "#EXT-X-CUE-IN",
+        "#EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:00:00.000Z",
+    ] {
+        assert!(out.lines().any(|l| l == marker), "{marker} kept: {out}");
+    }
+    assert!(out.contains(&format!("http://{addr}/a/s12.ts")), "{out}");
+    // Segments are not served in absolute mode.
+    assert_eq!(get(sc.addr, "/hls/ch/s10.ts").await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_paths_unknown_channels_and_origin_failures_are_refused() {
+    let big = format!(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n{}",
+        "#EXTINF:2.000,\nsegment-with-a-long-name.ts\n".repeat(400)
+    );
+    let addr = static_origin(vec![
+        (
+            "/a/live.m3u8",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\ns.ts\n".into(),
+        ),
+        ("/a/big.m3u8", big),
+        ("/etc/passwd", "root:x:0:0".into()),
+    ])
+    .await;
+    let sc = sidecar(&format!("http://{addr}/a/live.m3u8"), |s| {
+        s.ingest.max_playlist_bytes = 4096;
+    })
+    .await;
+    for path in [
+        "/hls/ch/../../etc/passwd",
+        "/hls/ch/%2e%2e/%2e%2e/etc/passwd",
+        "/hls/ch/%2E%2E/etc/passwd",
+        "/hls/ch/..%2fetc/passwd.m3u8",
+        "/hls/ch//etc/passwd.m3u8",
+        "/hls/ch/http:%2f%2fexample.com/x.m3u8",
+    ] {
+        let status = raw_status(sc.addr, path).await;
+        assert!(status == 400 || status == 404, "{path}: {status}");
+    }
+    assert_eq!(raw_status(sc.addr, "/hls/nope/live.m3u8").await, 404);
+    assert_eq!(raw_status(sc.addr, "/hls/ch/live.m3u8").await, 200);
+    let (status, body) = get(sc.addr, "/hls/ch/big.m3u8").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("limit") && body.lines().count() == 1,
+        "{body}"
+    );
+    assert_eq!(get(sc.addr, "/hls/ch/missing.m3u8").await.0, 404);
+
+    // Origin down: 502 with one line.
+    let port = common::free_port();
+    let down = sidecar(&format!("http://127.0.0.1:{port}/x/live.m3u8"), |_| {}).await;
+    let (status, body) = get(down.addr, "/hls/ch/live.m3u8").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body.lines().count(), 1, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxied_ts_segment_carries_timed_id3() {
+    let origin = TestOrigin::start("intel_concat.mp4", 1.0, 6, true).await;
+    let sc = sidecar(&origin.media_url(), |s| {
+        s.manifest.segment_uris = "proxy".into();
+        s.manifest.id3 = true;
+    })
+    .await;
+    // A cue covering the whole window (origin PDTs are around now).
+    let mut cue = common::cue("ch", 7);
+    cue.start = Utc::now() - chrono::TimeDelta::seconds(60);
+    for b in &mut cue.boxes {
+        b.t = cue.start;
+    }
+    sc.bus.publish(CueEvent::Start(cue.clone()));
+    let media = wait_for(sc.addr, "/hls/ch/index.m3u8", "the cue", |p| {
+        daterange_line(p, &cue.id).is_some()
+    })
+    .await;
+    let seg = media
+        .lines()
+        .rfind(|l| !l.starts_with('#') && !l.is_empty())
+        .unwrap();
+    assert!(
+        !seg.contains("://"),
+        "proxied segment URI is relative: {seg}"
+    );
+    let r = reqwest::get(format!("http://{}/hls/ch/{seg}", sc.addr))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let bytes = r.bytes().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("seg.ts");
+    std::fs::write(&file, &bytes).unwrap();
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_streams", "-of", "compact"])
+        .arg(&file)
+        .output()
+        .expect("ffprobe runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("timed_id3"), "ffprobe streams: {text}");
+    assert!(
+        sc.state
+            .stats()
+            .id3_segments
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+}
+
+fn segment_count(p: &str) -> usize {
+    p.lines().filter(|l| l.starts_with("#EXTINF")).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_back_publishes_only_analysed_segments() {
+    let origin = TestOrigin::start("intel_concat.mp4", 1.0, 6, true).await;
+    let sc = sidecar(&origin.media_url(), |s| {
+        s.manifest.hold_back = true;
+        s.manifest.hold_back_deadline_ms = 120_000;
+    })
+    .await;
+    let (status, p) = get(sc.addr, "/hls/ch/index.m3u8").await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(
+        segment_count(&p),
+        0,
+        "nothing analysed, nothing published: {p}"
+    );
+    assert!(p.contains("#EXT-X-TARGETDURATION"), "{p}");
+    let ch = sc.state.channel("ch").unwrap();
+    assert!(
+        ch.holdback_delay_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+
+    // The origin's current first segment analysed: it (alone, or with the ones before it
+    // while the window slid) appears.
+    let first = {
+        let text = reqwest::get(origin.media_url())
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        media_sequence(&text)
+    };
+    sc.progress.mark_analysed(first + 2);
+    let p = wait_for(sc.addr, "/hls/ch/index.m3u8", "analysed segments", |p| {
+        segment_count(p) > 0
+    })
+    .await;
+    let last = media_sequence(&p) + segment_count(&p) as u64 - 1;
+    assert_eq!(last, first + 2, "published through the analysed msn: {p}");
+    assert!(!p.contains("#EXT-X-ENDLIST"));
+
+    // With a 1 ms deadline every finished segment is published, analysed or not.
+    let sc2 = sidecar(&origin.media_url(), |s| {
+        s.manifest.hold_back = true;
+        s.manifest.hold_back_deadline_ms = 1;
+    })
+    .await;
+    let p = wait_for(
+        sc2.addr,
+        "/hls/ch/index.m3u8",
+        "deadline publication",
+        |p| segment_count(p) >= 5,
+    )
+    .await;
+    assert!(segment_count(&p) >= 5, "{p}");
+}
