@@ -37,11 +37,13 @@ impl Drop for Sidecar {
 }
 
 async fn sidecar(channel_url: &str, tweak: impl FnOnce(&mut Settings)) -> Sidecar {
-    let mut s = Settings::default();
-    s.channels = vec![ChannelSettings {
-        id: "ch".into(),
-        url: channel_url.into(),
-    }];
+    let mut s = Settings {
+        channels: vec![ChannelSettings {
+            id: "ch".into(),
+            url: channel_url.into(),
+        }],
+        ..Default::default()
+    };
     tweak(&mut s);
     s.manifest.validate().expect("valid manifest settings");
     let progress = Arc::new(AnalysisProgress::default());

@@ -218,11 +218,13 @@ pub fn run_bench(args: &HlsBenchArgs) -> anyhow::Result<Vec<Row>> {
         .worker_threads(args.server_workers.max(1))
         .enable_all()
         .build()?;
-    let mut settings = Settings::default();
-    settings.channels = vec![ChannelSettings {
-        id: "bench".into(),
-        url: origin_url.clone(),
-    }];
+    let settings = Settings {
+        channels: vec![ChannelSettings {
+            id: "bench".into(),
+            url: origin_url.clone(),
+        }],
+        ..Default::default()
+    };
     let progress = Arc::new(AnalysisProgress::default());
     for i in 0..args.segments as u64 {
         progress.record(
