@@ -41,6 +41,8 @@ pub struct Settings {
     pub media: MediaSettings,
     pub shots: ShotConfig,
     pub log: LogSettings,
+    pub inference: crate::inference::InferenceSettings,
+    pub catalog: crate::catalog::CatalogSettings,
     /// Channels to analyse: `[[channels]] id = "news" url = "https://…/master.m3u8"`.
     pub channels: Vec<ChannelSettings>,
 }
@@ -272,6 +274,8 @@ impl Settings {
             return Err(invalid("log.format", "must be `text` or `json`"));
         }
         self.shots.validate().map_err(|(k, why)| invalid(&format!("shots.{k}"), why))?;
+        self.inference.validate().map_err(|(k, why)| invalid(&format!("inference.{k}"), why))?;
+        self.catalog.validate().map_err(|(k, why)| invalid(&format!("catalog.{k}"), why))?;
         let mut seen = std::collections::HashSet::new();
         for (n, c) in self.channels.iter().enumerate() {
             let key = format!("channels[{n}]");

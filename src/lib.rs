@@ -9,10 +9,13 @@
 //! (file, then `SHOPCUE__SECTION__KEY` environment), validated at start-up; [`telemetry`]
 //! sets up structured logs. `main.rs` is a thin command line over these.
 
+pub mod bench;
+pub mod catalog;
 pub mod config;
 pub mod cue;
 pub mod frame;
 pub mod http;
+pub mod inference;
 pub mod ingest;
 pub mod media;
 pub mod shots;

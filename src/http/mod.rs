@@ -2,6 +2,8 @@
 //! with `pub fn router(state) -> axum::Router`; `server` (with the sidecar) merges them.
 //! Status mapping lives in one place: [`ApiError`].
 
+pub mod catalog;
+
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
