@@ -17,7 +17,9 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::catalog::analyzer::{detection_rect, embed_regions, main_region};
+use crate::catalog::analyzer::{
+    average_views, detection_rect, embed_region_views, embed_regions, main_region,
+};
 use crate::catalog::build::{BuildOptions, build};
 use crate::catalog::{
     Analyzer, Catalog, FORMAT_VERSION, ImageVector, IndexParams, Manifest, Product, Projection,
@@ -274,31 +276,35 @@ fn embed_picture(
     let mut rects: Vec<Rect> = vec![img.full_rect()];
     let mut e = PictureEmb::default();
     let mut main_box = None;
-    let mut n_dets = 0;
+    let mut dets = Vec::new();
     if detect {
-        let mut dets = models.detector.detect(&img)?;
+        dets = models.detector.detect(&img)?;
         if let Some(m) = main_region(&dets) {
             main_box = Some(m.bbox);
             rects.push(detection_rect(m, &img, margin));
         }
         dets.sort_by(|a, b| b.score.total_cmp(&a.score));
         dets.truncate(query_dets);
-        n_dets = dets.len();
-        rects.extend(dets.iter().map(|d| detection_rect(d, &img, margin)));
     }
-    let single = embed_regions(&models.embedder, &img, &rects, &[1.0])?;
-    let multi = embed_regions(
-        &models.embedder,
-        &img,
-        &rects[..rects.len() - n_dets],
-        views,
-    )?;
-    e.whole_1 = single[0].clone();
-    e.whole_m = multi[0].clone();
+    // The full-region embedding is one of the views when they include 1.0; else one more.
+    let (all_views, single_at) = match views.iter().position(|v| *v == 1.0) {
+        Some(i) => (views.to_vec(), i),
+        None => ([views, &[1.0]].concat(), views.len()),
+    };
+    let per_view = embed_region_views(&models.embedder, &img, &rects, &all_views)?;
+    let split = |pv: &Vec<Vec<f32>>| (pv[single_at].clone(), average_views(&pv[..views.len()]));
+    let (w1, wm) = split(&per_view[0]);
+    e.whole_1 = w1;
+    e.whole_m = wm;
     if let Some(b) = main_box {
-        e.main = Some((b, single[1].clone(), multi[1].clone()));
+        let (m1, mm) = split(&per_view[1]);
+        e.main = Some((b, m1, mm));
     }
-    e.dets = single[single.len() - n_dets..].to_vec();
+    let det_rects: Vec<Rect> = dets
+        .iter()
+        .map(|d| detection_rect(d, &img, margin))
+        .collect();
+    e.dets = embed_regions(&models.embedder, &img, &det_rects, &[1.0])?;
     Ok(e)
 }
 
@@ -355,13 +361,16 @@ fn manifest(dim: usize) -> Manifest {
     }
 }
 
+/// A query's class and its ranked `(product, score)` list.
+type Ranked = (usize, Vec<(String, f32)>);
+
 /// Top-1 and top-5 of `queries` against a snapshot; a query with several vectors takes each
 /// product's best score over them.
 fn score(
     snap: &Snapshot,
     queries: &[(usize, Vec<Vec<f32>>)],
     classes: &[String],
-) -> anyhow::Result<(f64, f64, Vec<(usize, Vec<(String, f32)>)>)> {
+) -> anyhow::Result<(f64, f64, Vec<Ranked>)> {
     let mut t1 = 0usize;
     let mut t5 = 0usize;
     let mut ranked = Vec::with_capacity(queries.len());
@@ -413,7 +422,12 @@ pub fn run_bench(
     }
     let cs = settings.catalog.clone();
     let views = cs.catalog_views.clone();
-    let models = Models::load(&settings.inference)?;
+    // Accuracy does not depend on threads: use every core to finish sooner.
+    let mut inference = settings.inference.clone();
+    inference.intra_threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let models = Models::load(&inference)?;
     let dim = models.embedder.dim();
     let embed_all =
         |list: &[Labelled], detect: bool, what: &str| -> anyhow::Result<Vec<PictureEmb>> {
@@ -654,6 +668,73 @@ pub fn run_bench(
         false,
     )?;
 
+    // Products without labelled photos: the projection learned as `catalog build` would
+    // with photos of every other product only; val photos of each half scored apart.
+    {
+        let seen = |c: usize| c % 2 == 0;
+        let mut groups: HashMap<String, Vec<&[f32]>> = HashMap::new();
+        for (l, e) in g.iconic.iter().zip(&iconic) {
+            groups
+                .entry(g.classes[l.class].clone())
+                .or_default()
+                .push(&e.whole_m);
+        }
+        for (l, e) in g.train.iter().zip(&train) {
+            if seen(l.class) {
+                groups
+                    .entry(g.classes[l.class].clone())
+                    .or_default()
+                    .push(&e.whole_m);
+            }
+        }
+        let groups: Vec<Vec<&[f32]>> = groups.into_values().collect();
+        let half = Projection::learn(&groups, cs.projection_dims, cs.projection_shrinkage);
+        let (with_photos, without): (Vec<_>, Vec<_>) = queries(&g.val, &val, Side::WholeMulti)
+            .into_iter()
+            .partition(|(c, _)| seen(*c));
+        let n_seen = (0..g.classes.len()).filter(|c| seen(*c)).count();
+        let catalog = cat_vectors(Side::WholeMulti, false);
+        let raw = Snapshot::assemble(
+            manifest(dim),
+            products.clone(),
+            catalog.clone(),
+            None,
+            &params,
+        )?;
+        let learned = Snapshot::assemble(manifest(dim), products.clone(), catalog, half, &params)?;
+        for (name, snap, q) in [
+            ("no projection", &raw, &with_photos),
+            ("LDA learned from them", &learned, &with_photos),
+        ] {
+            let (v1, v5, _) = score(snap, q, &g.classes)?;
+            rows.push(AccuracyRow {
+                option: format!(
+                    "{n_seen} products with labelled photos, their val photos: multi-crop, {name}"
+                ),
+                val_top1: v1,
+                val_top5: v5,
+                train_top1: None,
+                train_top5: None,
+            });
+        }
+        for (name, snap, q) in [
+            ("no projection", &raw, &without),
+            ("LDA learned from the others", &learned, &without),
+        ] {
+            let (v1, v5, _) = score(snap, q, &g.classes)?;
+            rows.push(AccuracyRow {
+                option: format!(
+                    "{} products WITHOUT labelled photos, their val photos: multi-crop, {name}",
+                    g.classes.len() - n_seen
+                ),
+                val_top1: v1,
+                val_top5: v5,
+                train_top1: None,
+                train_top5: None,
+            });
+        }
+    }
+
     // "No product" threshold: 20 classes left out of the catalog (and of the learning);
     // their photos must be rejected, the others matched.
     let held_out: std::collections::HashSet<usize> =
@@ -690,7 +771,7 @@ pub fn run_bench(
         let positives = ranked.iter().filter(|(c, _)| keep(*c)).count().max(1) as f64;
         let negatives = ranked.iter().filter(|(c, _)| !keep(*c)).count().max(1) as f64;
         let mut out = Vec::new();
-        for t in [0.0f32, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7] {
+        for t in [0.0f32, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9] {
             let (mut accepted, mut correct, mut rejected_neg) = (0usize, 0usize, 0usize);
             for (c, list) in &ranked {
                 let top = list.first().filter(|(_, s)| *s >= t);

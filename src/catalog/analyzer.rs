@@ -70,13 +70,13 @@ fn view_rect(rect: Rect, view: f32) -> Rect {
     rect.scaled(view)
 }
 
-/// One embedding per region: the average of its views (centre crops), L2-normalised.
-pub fn embed_regions(
+/// The embeddings of each view (centre crop) of each region: `[region][view]`.
+pub fn embed_region_views(
     embedder: &Embedder,
     img: &RgbImage,
     regions: &[Rect],
     views: &[f32],
-) -> Result<Vec<Vec<f32>>, CatalogError> {
+) -> Result<Vec<Vec<Vec<f32>>>, CatalogError> {
     let views: &[f32] = if views.is_empty() { &[1.0] } else { views };
     let crops: Vec<Crop<'_>> = regions
         .iter()
@@ -88,18 +88,31 @@ pub fn embed_regions(
         })
         .collect();
     let embs = embedder.embed_batch(&crops)?;
-    Ok(embs
-        .chunks(views.len())
-        .map(|group| {
-            let mut mean = vec![0f32; group[0].len()];
-            for e in group {
-                for (m, x) in mean.iter_mut().zip(e) {
-                    *m += x;
-                }
-            }
-            crate::inference::postprocess::l2_normalize(&mut mean);
-            mean
-        })
+    Ok(embs.chunks(views.len()).map(|g| g.to_vec()).collect())
+}
+
+/// The views of one region averaged into one embedding, L2-normalised.
+pub fn average_views(views: &[Vec<f32>]) -> Vec<f32> {
+    let mut mean = vec![0f32; views.first().map(Vec::len).unwrap_or(0)];
+    for e in views {
+        for (m, x) in mean.iter_mut().zip(e) {
+            *m += x;
+        }
+    }
+    crate::inference::postprocess::l2_normalize(&mut mean);
+    mean
+}
+
+/// One embedding per region: the average of its views (centre crops), L2-normalised.
+pub fn embed_regions(
+    embedder: &Embedder,
+    img: &RgbImage,
+    regions: &[Rect],
+    views: &[f32],
+) -> Result<Vec<Vec<f32>>, CatalogError> {
+    Ok(embed_region_views(embedder, img, regions, views)?
+        .iter()
+        .map(|v| average_views(v))
         .collect())
 }
 

@@ -335,6 +335,9 @@ pub fn build(
     })
 }
 
+/// Raw vectors with their product id.
+type Labelled = Vec<(String, ImageVector)>;
+
 /// Embed the labelled photos of `path` whose product is in the catalog.
 fn train_vectors(
     models: &Models,
@@ -342,7 +345,7 @@ fn train_vectors(
     path: &Path,
     products: &[Product],
     opts: &BuildOptions,
-) -> Result<(Vec<(String, ImageVector)>, Vec<Skipped>), CatalogError> {
+) -> Result<(Labelled, Vec<Skipped>), CatalogError> {
     let file = path.display().to_string();
     let (photos, mut skipped) = product::parse_train_photos(&read_text(path)?, &file);
     strict_check(opts.strict, &skipped)?;

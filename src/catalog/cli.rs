@@ -137,7 +137,12 @@ fn run_query(a: QueryArgs, settings: &Settings) -> anyhow::Result<()> {
     let img = RgbImage::open(&a.image)?;
     let results = analyzer.query(&img, a.k)?;
     if a.json {
-        println!("{}", serde_json::json!({ "results": results }));
+        #[derive(serde::Serialize)]
+        struct Output<'a> {
+            results: &'a [super::Match],
+        }
+        // Serialised straight from f32 so scores print short (0.87, not 0.8700000047…).
+        println!("{}", serde_json::to_string(&Output { results: &results })?);
     } else {
         for (i, m) in results.iter().enumerate() {
             println!(

@@ -230,7 +230,7 @@ impl VectorIndex {
 
     /// The `k` best `(label, score)` of each query (`queries.len() / dim` of them), best first.
     pub fn search(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<(i64, f32)>>, IndexError> {
-        if queries.is_empty() || queries.len() % self.dim != 0 {
+        if queries.is_empty() || !queries.len().is_multiple_of(self.dim) {
             return Err(IndexError(format!(
                 "{} floats are not queries of {}",
                 queries.len(),

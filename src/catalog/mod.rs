@@ -338,33 +338,26 @@ impl Snapshot {
     }
 
     fn from_parts(
-        mut manifest: Manifest,
+        manifest: Manifest,
         products: BTreeMap<String, Arc<Product>>,
         entries: Vec<Arc<(Entry, Vec<f32>)>>,
         projection: Option<Arc<Projection>>,
         params: &IndexParams,
     ) -> Result<Self, CatalogError> {
-        let dim = manifest.dim;
-        let mut flat = Vec::with_capacity(entries.len() * dim);
-        let mut labels = Vec::with_capacity(entries.len());
-        for e in &entries {
-            flat.extend_from_slice(&e.1);
-            labels.push(e.0.label);
-        }
-        let index = VectorIndex::build(params, dim, &flat, &labels)?;
-        Self::with_index(&mut manifest, products, entries, projection, index).map(|mut s| {
-            s.manifest = manifest;
-            s
-        })
+        let (flat, labels) = flatten(&entries, manifest.dim);
+        let index = VectorIndex::build(params, manifest.dim, &flat, &labels)?;
+        Ok(Self::with_index(
+            manifest, products, entries, projection, index,
+        ))
     }
 
     fn with_index(
-        manifest: &mut Manifest,
+        mut manifest: Manifest,
         products: BTreeMap<String, Arc<Product>>,
         entries: Vec<Arc<(Entry, Vec<f32>)>>,
         projection: Option<Arc<Projection>>,
         index: VectorIndex,
-    ) -> Result<Self, CatalogError> {
+    ) -> Self {
         let by_label: HashMap<i64, usize> = entries
             .iter()
             .enumerate()
@@ -374,15 +367,15 @@ impl Snapshot {
         manifest.products = products.len();
         manifest.vectors = entries.len();
         manifest.index = index.kind();
-        Ok(Self {
-            manifest: manifest.clone(),
+        Self {
+            manifest,
             products,
             entries,
             by_label,
             index,
             projection,
             next_label,
-        })
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -501,7 +494,7 @@ impl Snapshot {
             Ok((p, t))
         };
         let (mp, mtext) = read("manifest.json")?;
-        let mut manifest: Manifest =
+        let manifest: Manifest =
             serde_json::from_str(&mtext).map_err(|e| corrupt(&mp, e.to_string()))?;
         if manifest.format != FORMAT_VERSION {
             return Err(corrupt(
@@ -555,22 +548,21 @@ impl Snapshot {
         };
         let ip = gen_dir.join("index.faiss");
         let index = match VectorIndex::read(&ip, params) {
-            Ok(i) if i.len() == entries.len() && i.dim() == dim && i.kind() == params.kind => i,
+            Ok(i)
+                if i.len() == entries.len() && i.dim() == dim && manifest.index == params.kind =>
+            {
+                i
+            }
             Ok(_) | Err(_) => {
                 // Missing, damaged, or another kind than configured: rebuild from the vectors.
                 tracing::info!(path = %ip.display(), "rebuilding the index from the stored vectors");
-                let mut flat = Vec::with_capacity(entries.len() * dim);
-                let mut labels = Vec::with_capacity(entries.len());
-                for e in &entries {
-                    flat.extend_from_slice(&e.1);
-                    labels.push(e.0.label);
-                }
+                let (flat, labels) = flatten(&entries, dim);
                 VectorIndex::build(params, dim, &flat, &labels)?
             }
         };
-        let mut s = Self::with_index(&mut manifest, products, entries, projection, index)?;
-        s.manifest = manifest;
-        Ok(s)
+        Ok(Self::with_index(
+            manifest, products, entries, projection, index,
+        ))
     }
 
     /// A copy with `product` added or replaced, its vectors replaced by `vectors` (raw).
@@ -581,7 +573,7 @@ impl Snapshot {
         params: &IndexParams,
     ) -> Result<Self, CatalogError> {
         let id = product.id.clone();
-        let mut manifest = self.manifest.clone();
+        let manifest = self.manifest.clone();
         let mut products = self.products.clone();
         products.insert(id.clone(), Arc::new(product));
         let old: Vec<i64> = self
@@ -622,15 +614,8 @@ impl Snapshot {
             label += 1;
         }
         let index = self.changed_index(&old, &new_flat, &new_labels, &entries, params)?;
-        let mut s = Self::with_index(
-            &mut manifest,
-            products,
-            entries,
-            self.projection.clone(),
-            index,
-        )?;
+        let mut s = Self::with_index(manifest, products, entries, self.projection.clone(), index);
         s.next_label = s.next_label.max(label);
-        s.manifest = manifest;
         Ok(s)
     }
 
@@ -638,7 +623,7 @@ impl Snapshot {
         if !self.products.contains_key(id) {
             return Err(CatalogError::UnknownProduct(id.to_string()));
         }
-        let mut manifest = self.manifest.clone();
+        let manifest = self.manifest.clone();
         let mut products = self.products.clone();
         products.remove(id);
         let old: Vec<i64> = self
@@ -654,16 +639,9 @@ impl Snapshot {
             .cloned()
             .collect();
         let index = self.changed_index(&old, &[], &[], &entries, params)?;
-        let next = self.next_label;
-        let mut s = Self::with_index(
-            &mut manifest,
-            products,
-            entries,
-            self.projection.clone(),
-            index,
-        )?;
-        s.next_label = next;
-        s.manifest = manifest;
+        let mut s = Self::with_index(manifest, products, entries, self.projection.clone(), index);
+        // Labels are never reused, so an old search result can never name a new vector.
+        s.next_label = s.next_label.max(self.next_label);
         Ok(s)
     }
 
@@ -686,17 +664,27 @@ impl Snapshot {
         match incremental() {
             Ok(i) if i.len() == entries.len() => Ok(i),
             _ => {
-                let dim = self.manifest.dim;
-                let mut flat = Vec::with_capacity(entries.len() * dim);
-                let mut labels = Vec::with_capacity(entries.len());
-                for e in entries {
-                    flat.extend_from_slice(&e.1);
-                    labels.push(e.0.label);
-                }
-                Ok(VectorIndex::build(params, dim, &flat, &labels)?)
+                let (flat, labels) = flatten(entries, self.manifest.dim);
+                Ok(VectorIndex::build(
+                    params,
+                    self.manifest.dim,
+                    &flat,
+                    &labels,
+                )?)
             }
         }
     }
+}
+
+/// The vectors and labels of `entries`, packed for FAISS.
+fn flatten(entries: &[Arc<(Entry, Vec<f32>)>], dim: usize) -> (Vec<f32>, Vec<i64>) {
+    let mut flat = Vec::with_capacity(entries.len() * dim);
+    let mut labels = Vec::with_capacity(entries.len());
+    for e in entries {
+        flat.extend_from_slice(&e.1);
+        labels.push(e.0.label);
+    }
+    (flat, labels)
 }
 
 fn project(p: Option<&Projection>, v: &[f32]) -> Vec<f32> {
@@ -934,9 +922,9 @@ mod tests {
             assert_eq!(cat.search(&[0.0, 0.1, 1.0], 1).unwrap()[0].0, "c");
             // The old snapshot is untouched.
             assert_eq!(before.len(), 2);
-            assert_eq!(
-                before.search_batch(&[vec![0.0, 0.0, 1.0]], 1, 8).unwrap()[0][0].0 != "c",
-                true
+            assert_ne!(
+                before.search_batch(&[vec![0.0, 0.0, 1.0]], 1, 8).unwrap()[0][0].0,
+                "c"
             );
             // Replace a's vectors: now it sits on the z axis too, above c.
             cat.upsert(prod("a"), vec![iv(vec![0.0, 0.05, 1.0])])

@@ -43,10 +43,10 @@ impl Product {
 
     pub fn check(&self) -> Result<(), String> {
         validate_id(&self.id)?;
-        if let Some(p) = self.price {
-            if !p.is_finite() || p < 0.0 {
-                return Err(format!("price {p} is not a non-negative number"));
-            }
+        if let Some(p) = self.price
+            && (!p.is_finite() || p < 0.0)
+        {
+            return Err(format!("price {p} is not a non-negative number"));
         }
         Ok(())
     }

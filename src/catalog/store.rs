@@ -152,10 +152,10 @@ fn prune(dir: &Path, live: &str) {
     };
     for entry in rd.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        if let Some(n) = generation_number(&name) {
-            if n + 1 < live_n {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
+        if let Some(n) = generation_number(&name)
+            && n + 1 < live_n
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
@@ -171,7 +171,7 @@ pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
 
 pub fn read_f32s(path: &Path) -> Result<Vec<f32>, CatalogError> {
     let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(CatalogError::Corrupt {
             path: path.to_path_buf(),
             why: format!("{} bytes is not a whole number of floats", bytes.len()),

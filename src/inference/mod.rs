@@ -1123,11 +1123,15 @@ mod tests {
 
     #[test]
     fn validation_names_keys() {
-        let mut s = InferenceSettings::default();
-        s.providers = vec!["gpu".into()];
+        let s = InferenceSettings {
+            providers: vec!["gpu".into()],
+            ..Default::default()
+        };
         assert_eq!(s.validate().unwrap_err().0, "providers");
-        let mut s = InferenceSettings::default();
-        s.embedder = "yolox_nano".into();
+        let s = InferenceSettings {
+            embedder: "yolox_nano".into(),
+            ..Default::default()
+        };
         assert_eq!(s.validate().unwrap_err().0, "embedder");
         let mut s = InferenceSettings::default();
         s.models.get_mut("yolox_nano").unwrap().std = [1.0, 0.0, 1.0];

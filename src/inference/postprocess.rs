@@ -47,7 +47,7 @@ pub fn decode_rows(
     strides: &[u32],
     threshold: f32,
 ) -> Result<Vec<Candidate>, String> {
-    if attrs < 6 || output.len() % attrs != 0 {
+    if attrs < 6 || !output.len().is_multiple_of(attrs) {
         return Err(format!(
             "output of {} floats is not rows of {attrs} (x, y, w, h, objectness, classes…)",
             output.len()
@@ -93,7 +93,7 @@ pub fn decode_rows(
                     |best, (c, v)| if v > best.1 { (c, v) } else { best },
                 );
         let score = obj * cls;
-        if !(score >= threshold) {
+        if score.is_nan() || score < threshold {
             continue;
         }
         let (cx, cy, w, h) = match encoding {
