@@ -8,6 +8,11 @@
 //! live HLS channel from a file for tests and the demo. [`config`] holds the settings tree
 //! (file, then `SHOPCUE__SECTION__KEY` environment), validated at start-up; [`telemetry`]
 //! sets up structured logs. `main.rs` is a thin command line over these.
+//!
+//! [`inference`] — the only module that touches ONNX Runtime — runs the detector and
+//! embedder described in the config; [`catalog`] — the only module that touches FAISS —
+//! holds the products, builds and updates their index, and finds them in pictures
+//! (detect → crop → embed → search); [`bench`] holds the benchmarks.
 
 pub mod bench;
 pub mod catalog;
