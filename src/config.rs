@@ -46,6 +46,8 @@ pub struct Settings {
     pub bus: crate::cuebus::BusSettings,
     pub redis: crate::cuebus::RedisSettings,
     pub feed: crate::http::feed::FeedSettings,
+    pub inference: crate::inference::InferenceSettings,
+    pub catalog: crate::catalog::CatalogSettings,
     /// Channels to analyse: `[[channels]] id = "news" url = "https://…/master.m3u8"`.
     pub channels: Vec<ChannelSettings>,
 }
@@ -315,6 +317,12 @@ impl Settings {
         self.feed
             .validate()
             .map_err(|(k, why)| invalid(&format!("feed.{k}"), why))?;
+        self.inference
+            .validate()
+            .map_err(|(k, why)| invalid(&format!("inference.{k}"), why))?;
+        self.catalog
+            .validate()
+            .map_err(|(k, why)| invalid(&format!("catalog.{k}"), why))?;
         let mut seen = std::collections::HashSet::new();
         for (n, c) in self.channels.iter().enumerate() {
             let key = format!("channels[{n}]");

@@ -15,12 +15,14 @@
 //! combine modules. `main.rs` is a thin command line over these.
 
 pub mod bench;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod cue;
 pub mod cuebus;
 pub mod frame;
 pub mod http;
+pub mod inference;
 pub mod ingest;
 pub mod manifest;
 pub mod matching;

@@ -28,6 +28,8 @@ enum Command {
     Origin(cli::OriginArgs),
     /// The main job: a test origin on real footage and the live shot detector following it.
     Demo(cli::DemoArgs),
+    /// Build or query a product catalog (FAISS index of product image embeddings).
+    Catalog(shopcue::catalog::cli::CatalogArgs),
     /// Benchmarks (print markdown tables).
     Bench {
         #[command(subcommand)]
@@ -99,6 +101,10 @@ fn run(args: Cli) -> anyhow::Result<()> {
             }
             Command::Origin(a) => cli::run_origin(&a, cancel).await,
             Command::Demo(a) => cli::run_demo(&settings, &a, cancel).await,
+            Command::Catalog(a) => {
+                let s = settings.clone();
+                tokio::task::spawn_blocking(move || shopcue::catalog::cli::run(a, &s)).await?
+            }
             Command::Bench { which } => match which {
                 BenchCommand::Ingest {
                     input,

@@ -2,6 +2,7 @@
 //! with `pub fn router(state) -> axum::Router`; `server` (with the sidecar) merges them.
 //! Status mapping lives in one place: [`ApiError`].
 
+pub mod catalog;
 pub mod feed;
 pub mod hls;
 pub mod origin;

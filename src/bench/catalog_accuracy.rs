@@ -1,0 +1,921 @@
+//! `shopcue bench catalog-accuracy`: product recognition accuracy on the Grocery Store
+//! dataset. The catalog is the 81 iconic images of `classes.csv` (product id = class name);
+//! queries are the in-store photos of `val/` (and `train/` for options that learn nothing
+//! from it). Each option is one row: top-1 and top-5 of the right product.
+//!
+//! Embeddings are computed once per picture, region and view set with the same code the
+//! catalog build and the analyzer use (`embed_regions`, `main_region`, `Projection::learn`,
+//! `Snapshot` search over FAISS); the last row runs the real path end to end:
+//! `catalog build --train-photos` then `Analyzer` queries.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use crate::catalog::analyzer::{
+    average_views, detection_rect, embed_region_views, embed_regions, main_region,
+};
+use crate::catalog::build::{BuildOptions, build};
+use crate::catalog::{
+    Analyzer, Catalog, FORMAT_VERSION, ImageVector, IndexParams, Manifest, Product, Projection,
+    Snapshot,
+};
+use crate::config::Settings;
+use crate::inference::{BBox, Models, Rect, RgbImage};
+
+/// Options of the accuracy benchmark.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AccuracyArgs {
+    /// The Grocery Store dataset folder (classes.csv, train.txt, val.txt).
+    #[arg(long, default_value = "../shared/data/grocery")]
+    pub grocery: PathBuf,
+    /// Where to write products.jsonl / train_photos.jsonl (default: a temporary folder).
+    #[arg(long)]
+    pub jsonl_out: Option<PathBuf>,
+    /// Only write the JSONL files and stop.
+    #[arg(long)]
+    pub jsonl_only: bool,
+    /// Skip the slow rows (train photos as queries, the end-to-end CLI-path row).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccuracyRow {
+    pub option: String,
+    pub val_top1: f64,
+    pub val_top5: f64,
+    pub train_top1: Option<f64>,
+    pub train_top5: Option<f64>,
+}
+
+/// A row of the "no product" threshold curve.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThresholdRow {
+    pub threshold: f32,
+    pub precision: f64,
+    pub recall: f64,
+    pub rejected_unknown: f64,
+}
+
+/// A temporary folder removed on drop.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> std::io::Result<Self> {
+        let p = std::env::temp_dir().join(format!(
+            "shopcue-bench-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_millis()
+        ));
+        std::fs::create_dir_all(&p)?;
+        Ok(Self(p))
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One labelled picture of the dataset.
+#[derive(Debug, Clone)]
+pub struct Labelled {
+    pub class: usize,
+    pub path: PathBuf,
+}
+
+/// The dataset: class names (= product ids), iconic images, train and val photos.
+#[derive(Debug, Clone)]
+pub struct Grocery {
+    pub classes: Vec<String>,
+    pub coarse: Vec<String>,
+    pub iconic: Vec<Labelled>,
+    pub train: Vec<Labelled>,
+    pub val: Vec<Labelled>,
+    pub descriptions: Vec<Option<PathBuf>>,
+}
+
+/// Split a CSV line (the dataset's has no quoted commas, but be careful anyway).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.into_iter().map(|s| s.trim().to_string()).collect()
+}
+
+/// Paths in the dataset's files start with `/` but are relative to its folder.
+fn data_path(root: &Path, p: &str) -> PathBuf {
+    root.join(p.trim().trim_start_matches('/'))
+}
+
+impl Grocery {
+    pub fn load(root: &Path) -> anyhow::Result<Self> {
+        let csv = root.join("classes.csv");
+        let text =
+            std::fs::read_to_string(&csv).with_context(|| format!("reading {}", csv.display()))?;
+        let mut lines = text.lines();
+        let header = csv_fields(lines.next().unwrap_or_default());
+        let col = |name: &str| {
+            header
+                .iter()
+                .position(|h| h.starts_with(name))
+                .with_context(|| format!("{}: no column `{name}`", csv.display()))
+        };
+        let (c_name, c_id, c_coarse, c_icon, c_desc) = (
+            col("Class Name")?,
+            col("Class ID")?,
+            col("Coarse Class Name")?,
+            col("Iconic Image Path")?,
+            col("Product Description Path")?,
+        );
+        let mut rows: Vec<(usize, String, String, PathBuf, Option<PathBuf>)> = Vec::new();
+        for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let f = csv_fields(line);
+            let get = |c: usize| f.get(c).cloned().unwrap_or_default();
+            let id: usize = get(c_id)
+                .parse()
+                .with_context(|| format!("{}:{}: bad class id", csv.display(), i + 2))?;
+            let desc = get(c_desc);
+            rows.push((
+                id,
+                get(c_name),
+                get(c_coarse),
+                data_path(root, &get(c_icon)),
+                (!desc.is_empty()).then(|| data_path(root, &desc)),
+            ));
+        }
+        rows.sort_by_key(|r| r.0);
+        if rows.iter().enumerate().any(|(i, r)| r.0 != i) {
+            bail!("{}: class ids are not 0..{}", csv.display(), rows.len());
+        }
+        let split = |name: &str| -> anyhow::Result<Vec<Labelled>> {
+            let p = root.join(name);
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            let mut out = Vec::new();
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let f = csv_fields(line);
+                let class: usize = f
+                    .get(1)
+                    .and_then(|c| c.parse().ok())
+                    .with_context(|| format!("{}:{}: bad class", p.display(), i + 1))?;
+                if class >= rows.len() {
+                    bail!(
+                        "{}:{}: class {class} not in classes.csv",
+                        p.display(),
+                        i + 1
+                    );
+                }
+                out.push(Labelled {
+                    class,
+                    path: data_path(root, &f[0]),
+                });
+            }
+            Ok(out)
+        };
+        Ok(Self {
+            classes: rows.iter().map(|r| r.1.clone()).collect(),
+            coarse: rows.iter().map(|r| r.2.clone()).collect(),
+            iconic: rows
+                .iter()
+                .map(|r| Labelled {
+                    class: r.0,
+                    path: r.3.clone(),
+                })
+                .collect(),
+            descriptions: rows.iter().map(|r| r.4.clone()).collect(),
+            train: split("train.txt")?,
+            val: split("val.txt")?,
+        })
+    }
+
+    /// `products.jsonl` (one product per class, its iconic image) and `train_photos.jsonl`
+    /// (the train split), with absolute image paths.
+    pub fn write_jsonl(&self, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+        std::fs::create_dir_all(dir)?;
+        let products = dir.join("products.jsonl");
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&products)?);
+        for (i, name) in self.classes.iter().enumerate() {
+            let abs = std::path::absolute(&self.iconic[i].path)?;
+            let description = self.descriptions[i]
+                .as_ref()
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .map(|t| t.trim().to_string());
+            let mut p = serde_json::json!({
+                "id": name,
+                "title": name.replace('-', " "),
+                "category": self.coarse[i],
+                "images": [abs],
+                "class_id": i,
+            });
+            if let Some(d) = description {
+                p["description"] = serde_json::Value::String(d);
+            }
+            writeln!(f, "{p}")?;
+        }
+        f.flush()?;
+        let train = dir.join("train_photos.jsonl");
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&train)?);
+        for t in &self.train {
+            let abs = std::path::absolute(&t.path)?;
+            writeln!(
+                f,
+                "{}",
+                serde_json::json!({ "product_id": self.classes[t.class], "image": abs })
+            )?;
+        }
+        f.flush()?;
+        Ok((products, train))
+    }
+}
+
+/// Embeddings of one picture.
+#[derive(Debug, Clone, Default)]
+struct PictureEmb {
+    /// Whole picture, single view and the multi-view average.
+    whole_1: Vec<f32>,
+    whole_m: Vec<f32>,
+    /// The main detection (catalog side): its box and embeddings.
+    main: Option<(BBox, Vec<f32>, Vec<f32>)>,
+    /// Query side: the top detections, single view.
+    dets: Vec<Vec<f32>>,
+}
+
+fn embed_picture(
+    models: &Models,
+    path: &Path,
+    views: &[f32],
+    detect: bool,
+    margin: f32,
+    query_dets: usize,
+) -> anyhow::Result<PictureEmb> {
+    let img = RgbImage::open(path)?;
+    let mut rects: Vec<Rect> = vec![img.full_rect()];
+    let mut e = PictureEmb::default();
+    let mut main_box = None;
+    let mut dets = Vec::new();
+    if detect {
+        dets = models.detector.detect(&img)?;
+        if let Some(m) = main_region(&dets) {
+            main_box = Some(m.bbox);
+            rects.push(detection_rect(m, &img, margin));
+        }
+        dets.sort_by(|a, b| b.score.total_cmp(&a.score));
+        dets.truncate(query_dets);
+    }
+    // The full-region embedding is one of the views when they include 1.0; else one more.
+    let (all_views, single_at) = match views.iter().position(|v| *v == 1.0) {
+        Some(i) => (views.to_vec(), i),
+        None => ([views, &[1.0]].concat(), views.len()),
+    };
+    let per_view = embed_region_views(&models.embedder, &img, &rects, &all_views)?;
+    let split = |pv: &Vec<Vec<f32>>| (pv[single_at].clone(), average_views(&pv[..views.len()]));
+    let (w1, wm) = split(&per_view[0]);
+    e.whole_1 = w1;
+    e.whole_m = wm;
+    if let Some(b) = main_box {
+        let (m1, mm) = split(&per_view[1]);
+        e.main = Some((b, m1, mm));
+    }
+    let det_rects: Vec<Rect> = dets
+        .iter()
+        .map(|d| detection_rect(d, &img, margin))
+        .collect();
+    e.dets = embed_regions(&models.embedder, &img, &det_rects, &[1.0])?;
+    Ok(e)
+}
+
+/// How catalog or query vectors are made from a picture.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Side {
+    Whole,
+    WholeMulti,
+    /// Main detection (or whole), single / multi view.
+    Main,
+    MainMulti,
+    /// Query: each top detection and the whole picture, best match over regions.
+    AllDets,
+}
+
+fn vectors_of(e: &PictureEmb, side: Side) -> Vec<Vec<f32>> {
+    match side {
+        Side::Whole => vec![e.whole_1.clone()],
+        Side::WholeMulti => vec![e.whole_m.clone()],
+        Side::Main => vec![
+            e.main
+                .as_ref()
+                .map(|m| m.1.clone())
+                .unwrap_or_else(|| e.whole_1.clone()),
+        ],
+        Side::MainMulti => vec![
+            e.main
+                .as_ref()
+                .map(|m| m.2.clone())
+                .unwrap_or_else(|| e.whole_m.clone()),
+        ],
+        Side::AllDets => {
+            let mut v = e.dets.clone();
+            v.push(e.whole_1.clone());
+            v
+        }
+    }
+}
+
+fn manifest(dim: usize) -> Manifest {
+    Manifest {
+        format: FORMAT_VERSION,
+        embedder: "bench".into(),
+        embedder_sha256: String::new(),
+        raw_dim: dim,
+        dim,
+        index: crate::catalog::IndexKind::Flat,
+        products: 0,
+        vectors: 0,
+        projection: false,
+        catalog_views: vec![],
+        detect_catalog_images: false,
+        created: String::new(),
+    }
+}
+
+/// A query's class and its ranked `(product, score)` list.
+type Ranked = (usize, Vec<(String, f32)>);
+
+/// Top-1 and top-5 of `queries` against a snapshot; a query with several vectors takes each
+/// product's best score over them.
+fn score(
+    snap: &Snapshot,
+    queries: &[(usize, Vec<Vec<f32>>)],
+    classes: &[String],
+) -> anyhow::Result<(f64, f64, Vec<Ranked>)> {
+    let mut t1 = 0usize;
+    let mut t5 = 0usize;
+    let mut ranked = Vec::with_capacity(queries.len());
+    for (class, vecs) in queries {
+        let hits = snap.search_batch(vecs, 5, 8)?;
+        let mut best: HashMap<String, f32> = HashMap::new();
+        for row in hits {
+            for (pid, s) in row {
+                let e = best.entry(pid).or_insert(f32::MIN);
+                *e = e.max(s);
+            }
+        }
+        let mut list: Vec<(String, f32)> = best.into_iter().collect();
+        list.sort_by(|a, b| b.1.total_cmp(&a.1));
+        list.truncate(5);
+        let want = &classes[*class];
+        if list.first().is_some_and(|(p, _)| p == want) {
+            t1 += 1;
+        }
+        if list.iter().any(|(p, _)| p == want) {
+            t5 += 1;
+        }
+        ranked.push((*class, list));
+    }
+    let n = queries.len().max(1) as f64;
+    Ok((t1 as f64 / n, t5 as f64 / n, ranked))
+}
+
+/// Run the benchmark; prints the markdown tables and returns the accuracy rows.
+pub fn run_bench(
+    settings: &Settings,
+    args: &AccuracyArgs,
+) -> anyhow::Result<(Vec<AccuracyRow>, Vec<ThresholdRow>)> {
+    let started = Instant::now();
+    let g = Grocery::load(&args.grocery)?;
+    let tmp = ScratchDir::new()?;
+    let jsonl_dir = args
+        .jsonl_out
+        .clone()
+        .unwrap_or_else(|| tmp.path().join("jsonl"));
+    let (products_path, train_path) = g.write_jsonl(&jsonl_dir)?;
+    eprintln!(
+        "wrote {} and {}",
+        products_path.display(),
+        train_path.display()
+    );
+    if args.jsonl_only {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let cs = settings.catalog.clone();
+    let views = cs.catalog_views.clone();
+    // Accuracy does not depend on threads: use every core to finish sooner.
+    let mut inference = settings.inference.clone();
+    inference.intra_threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let models = Models::load(&inference)?;
+    let dim = models.embedder.dim();
+    let embed_all =
+        |list: &[Labelled], detect: bool, what: &str| -> anyhow::Result<Vec<PictureEmb>> {
+            let t = Instant::now();
+            let out: anyhow::Result<Vec<_>> = list
+                .iter()
+                .map(|l| {
+                    embed_picture(
+                        &models,
+                        &l.path,
+                        &views,
+                        detect,
+                        cs.box_margin,
+                        cs.query_detections,
+                    )
+                    .with_context(|| format!("{}", l.path.display()))
+                })
+                .collect();
+            eprintln!(
+                "embedded {} {what} pictures in {:.1} s",
+                list.len(),
+                t.elapsed().as_secs_f64()
+            );
+            out
+        };
+    let iconic = embed_all(&g.iconic, true, "iconic")?;
+    let val = embed_all(&g.val, true, "val")?;
+    let train = embed_all(&g.train, false, "train")?;
+    let params = IndexParams::default();
+    let products: Vec<Product> = g
+        .classes
+        .iter()
+        .map(|c| Product::from_json(&serde_json::json!({ "id": c }).to_string()))
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let iv = |v: Vec<f32>, origin: &str| ImageVector {
+        image: String::new(),
+        bbox: None,
+        origin: origin.into(),
+        embedding: v,
+    };
+    // Catalog vectors (product id, raw vector) for a side, iconic and optionally train.
+    let cat_vectors = |side: Side, with_train: bool| -> Vec<(String, ImageVector)> {
+        let mut out = Vec::new();
+        for (l, e) in g.iconic.iter().zip(&iconic) {
+            for v in vectors_of(e, side) {
+                out.push((g.classes[l.class].clone(), iv(v, "catalog")));
+            }
+        }
+        if with_train {
+            let tside = if matches!(side, Side::WholeMulti | Side::MainMulti) {
+                Side::WholeMulti
+            } else {
+                Side::Whole
+            };
+            for (l, e) in g.train.iter().zip(&train) {
+                for v in vectors_of(e, tside) {
+                    out.push((g.classes[l.class].clone(), iv(v, "train")));
+                }
+            }
+        }
+        out
+    };
+    let queries =
+        |list: &[Labelled], embs: &[PictureEmb], side: Side| -> Vec<(usize, Vec<Vec<f32>>)> {
+            list.iter()
+                .zip(embs)
+                .map(|(l, e)| (l.class, vectors_of(e, side)))
+                .collect()
+        };
+    let learned = |multi: bool| -> Option<Projection> {
+        let side = if multi { Side::WholeMulti } else { Side::Whole };
+        // The same vectors as the catalog's, plus the labelled train photos.
+        let all = cat_vectors(side, true);
+        let mut groups: HashMap<String, Vec<&[f32]>> = HashMap::new();
+        for (pid, v) in &all {
+            groups.entry(pid.clone()).or_default().push(&v.embedding);
+        }
+        let groups: Vec<Vec<&[f32]>> = groups.into_values().collect();
+        Projection::learn(&groups, cs.projection_dims, cs.projection_shrinkage)
+    };
+    let mut rows = Vec::new();
+    let mut run = |name: &str,
+                   cat_side: Side,
+                   q_side: Side,
+                   with_train: bool,
+                   projection: Option<Projection>,
+                   on_train: bool|
+     -> anyhow::Result<()> {
+        let snap = Snapshot::assemble(
+            manifest(dim),
+            products.clone(),
+            cat_vectors(cat_side, with_train),
+            projection,
+            &params,
+        )?;
+        let (v1, v5, _) = score(&snap, &queries(&g.val, &val, q_side), &g.classes)?;
+        let (t1, t5) = if on_train && !args.quick {
+            let tq = match q_side {
+                Side::WholeMulti | Side::MainMulti => Side::WholeMulti,
+                _ => Side::Whole,
+            };
+            let (a, b, _) = score(&snap, &queries(&g.train, &train, tq), &g.classes)?;
+            (Some(a), Some(b))
+        } else {
+            (None, None)
+        };
+        eprintln!("{name}: val top-1 {v1:.3} top-5 {v5:.3}");
+        rows.push(AccuracyRow {
+            option: name.to_string(),
+            val_top1: v1,
+            val_top5: v5,
+            train_top1: t1,
+            train_top5: t5,
+        });
+        Ok(())
+    };
+    let vname = format!("{views:?}");
+    run(
+        "whole image / whole image (baseline)",
+        Side::Whole,
+        Side::Whole,
+        false,
+        None,
+        true,
+    )?;
+    run(
+        &format!("query multi-crop {vname}"),
+        Side::Whole,
+        Side::WholeMulti,
+        false,
+        None,
+        true,
+    )?;
+    run(
+        &format!("multi-crop {vname} both sides"),
+        Side::WholeMulti,
+        Side::WholeMulti,
+        false,
+        None,
+        true,
+    )?;
+    run(
+        "detector crops, query side (top detections + whole, best region)",
+        Side::Whole,
+        Side::AllDets,
+        false,
+        None,
+        false,
+    )?;
+    run(
+        "detector crop, catalog side (main product)",
+        Side::Main,
+        Side::Whole,
+        false,
+        None,
+        false,
+    )?;
+    run(
+        "detector crops both sides",
+        Side::Main,
+        Side::AllDets,
+        false,
+        None,
+        false,
+    )?;
+    let icon_whole: Vec<&[f32]> = iconic.iter().map(|e| e.whole_1.as_slice()).collect();
+    let mut mean = vec![0f32; dim];
+    for v in &icon_whole {
+        for (m, x) in mean.iter_mut().zip(v.iter()) {
+            *m += x / icon_whole.len() as f32;
+        }
+    }
+    run(
+        "centred on the catalog mean",
+        Side::Whole,
+        Side::Whole,
+        false,
+        Some(Projection::centering(&mean)),
+        true,
+    )?;
+    run(
+        "PCA-whitened on the catalog (shrinkage 0.5)",
+        Side::Whole,
+        Side::Whole,
+        false,
+        Projection::whitening(&icon_whole, 0.5),
+        true,
+    )?;
+    run(
+        "+ train photos as catalog images (1-NN)",
+        Side::Whole,
+        Side::Whole,
+        true,
+        None,
+        false,
+    )?;
+    let p1 = learned(false);
+    run(
+        "LDA projection learned from train photos",
+        Side::Whole,
+        Side::Whole,
+        false,
+        p1.clone(),
+        false,
+    )?;
+    run(
+        "LDA projection + train photos as images",
+        Side::Whole,
+        Side::Whole,
+        true,
+        p1,
+        false,
+    )?;
+    let pm = learned(true);
+    run(
+        &format!("LDA projection + multi-crop {vname} both sides"),
+        Side::WholeMulti,
+        Side::WholeMulti,
+        false,
+        pm.clone(),
+        false,
+    )?;
+    run(
+        &format!("LDA projection + multi-crop {vname} + train photos as images"),
+        Side::WholeMulti,
+        Side::WholeMulti,
+        true,
+        pm.clone(),
+        false,
+    )?;
+    run(
+        &format!("LDA projection + multi-crop {vname} + detector crops both sides"),
+        Side::MainMulti,
+        Side::WholeMulti,
+        false,
+        pm.clone(),
+        false,
+    )?;
+
+    // Products without labelled photos: the projection learned as `catalog build` would
+    // with photos of every other product only; val photos of each half scored apart.
+    {
+        let seen = |c: usize| c.is_multiple_of(2);
+        let mut groups: HashMap<String, Vec<&[f32]>> = HashMap::new();
+        for (l, e) in g.iconic.iter().zip(&iconic) {
+            groups
+                .entry(g.classes[l.class].clone())
+                .or_default()
+                .push(&e.whole_m);
+        }
+        for (l, e) in g.train.iter().zip(&train) {
+            if seen(l.class) {
+                groups
+                    .entry(g.classes[l.class].clone())
+                    .or_default()
+                    .push(&e.whole_m);
+            }
+        }
+        let groups: Vec<Vec<&[f32]>> = groups.into_values().collect();
+        let half = Projection::learn(&groups, cs.projection_dims, cs.projection_shrinkage);
+        let (with_photos, without): (Vec<_>, Vec<_>) = queries(&g.val, &val, Side::WholeMulti)
+            .into_iter()
+            .partition(|(c, _)| seen(*c));
+        let n_seen = (0..g.classes.len()).filter(|c| seen(*c)).count();
+        let catalog = cat_vectors(Side::WholeMulti, false);
+        let raw = Snapshot::assemble(
+            manifest(dim),
+            products.clone(),
+            catalog.clone(),
+            None,
+            &params,
+        )?;
+        let learned = Snapshot::assemble(manifest(dim), products.clone(), catalog, half, &params)?;
+        for (name, snap, q) in [
+            ("no projection", &raw, &with_photos),
+            ("LDA learned from them", &learned, &with_photos),
+        ] {
+            let (v1, v5, _) = score(snap, q, &g.classes)?;
+            rows.push(AccuracyRow {
+                option: format!(
+                    "{n_seen} products with labelled photos, their val photos: multi-crop, {name}"
+                ),
+                val_top1: v1,
+                val_top5: v5,
+                train_top1: None,
+                train_top5: None,
+            });
+        }
+        for (name, snap, q) in [
+            ("no projection", &raw, &without),
+            ("LDA learned from the others", &learned, &without),
+        ] {
+            let (v1, v5, _) = score(snap, q, &g.classes)?;
+            rows.push(AccuracyRow {
+                option: format!(
+                    "{} products WITHOUT labelled photos, their val photos: multi-crop, {name}",
+                    g.classes.len() - n_seen
+                ),
+                val_top1: v1,
+                val_top5: v5,
+                train_top1: None,
+                train_top5: None,
+            });
+        }
+    }
+
+    // "No product" threshold: 20 classes left out of the catalog (and of the learning);
+    // their photos must be rejected, the others matched.
+    let held_out: std::collections::HashSet<usize> =
+        (0..g.classes.len()).filter(|c| c % 4 == 1).collect();
+    let thresholds = {
+        let keep = |c: usize| !held_out.contains(&c);
+        let mut cat = Vec::new();
+        for (l, e) in g.iconic.iter().zip(&iconic) {
+            if keep(l.class) {
+                cat.push((g.classes[l.class].clone(), iv(e.whole_m.clone(), "catalog")));
+            }
+        }
+        let mut groups: HashMap<String, Vec<&[f32]>> = HashMap::new();
+        for (pid, v) in &cat {
+            groups.entry(pid.clone()).or_default().push(&v.embedding);
+        }
+        for (l, e) in g.train.iter().zip(&train) {
+            if keep(l.class) {
+                groups
+                    .entry(g.classes[l.class].clone())
+                    .or_default()
+                    .push(&e.whole_m);
+            }
+        }
+        let groups: Vec<Vec<&[f32]>> = groups.into_values().collect();
+        let proj = Projection::learn(&groups, cs.projection_dims, cs.projection_shrinkage);
+        let prods: Vec<Product> = products
+            .iter()
+            .filter(|p| cat.iter().any(|(id, _)| id == &p.id))
+            .cloned()
+            .collect();
+        let snap = Snapshot::assemble(manifest(dim), prods, cat, proj, &params)?;
+        let (_, _, ranked) = score(&snap, &queries(&g.val, &val, Side::WholeMulti), &g.classes)?;
+        let positives = ranked.iter().filter(|(c, _)| keep(*c)).count().max(1) as f64;
+        let negatives = ranked.iter().filter(|(c, _)| !keep(*c)).count().max(1) as f64;
+        let mut out = Vec::new();
+        for t in [0.0f32, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9] {
+            let (mut accepted, mut correct, mut rejected_neg) = (0usize, 0usize, 0usize);
+            for (c, list) in &ranked {
+                let top = list.first().filter(|(_, s)| *s >= t);
+                match top {
+                    Some((pid, _)) => {
+                        accepted += 1;
+                        if pid == &g.classes[*c] {
+                            correct += 1;
+                        }
+                    }
+                    None if !keep(*c) => rejected_neg += 1,
+                    None => {}
+                }
+            }
+            out.push(ThresholdRow {
+                threshold: t,
+                precision: if accepted == 0 {
+                    1.0
+                } else {
+                    correct as f64 / accepted as f64
+                },
+                recall: correct as f64 / positives,
+                rejected_unknown: rejected_neg as f64 / negatives,
+            });
+        }
+        out
+    };
+
+    if !args.quick {
+        // End to end through the real path: `catalog build --train-photos`, then the
+        // analyzer on each val photo (whole picture, the configured views).
+        let t = Instant::now();
+        let out = tmp.path().join("catalog");
+        let report = build(
+            &models,
+            &cs,
+            &BuildOptions {
+                products: products_path.clone(),
+                out: out.clone(),
+                train_photos: Some(train_path.clone()),
+                strict: true,
+                progress: false,
+            },
+        )?;
+        let catalog = Arc::new(Catalog::open(&out, &cs)?);
+        let analyzer = Analyzer::new(&models, catalog, &cs)?;
+        let (mut t1, mut t5) = (0usize, 0usize);
+        for l in &g.val {
+            let img = RgbImage::open(&l.path)?;
+            let m = analyzer.query(&img, 5)?;
+            let want = &g.classes[l.class];
+            t1 += usize::from(m.first().is_some_and(|m| &m.product_id == want));
+            t5 += usize::from(m.iter().any(|m| &m.product_id == want));
+        }
+        let n = g.val.len().max(1) as f64;
+        eprintln!(
+            "end to end: built {} products / {} vectors (projection {}) and queried in {:.1} s",
+            report.products,
+            report.vectors,
+            report.projection,
+            t.elapsed().as_secs_f64()
+        );
+        rows.push(AccuracyRow {
+            option: format!(
+                "end to end: `catalog build --train-photos` + `Analyzer` (configured: views {:?}, detect catalog {}, query detections {})",
+                cs.query_views, cs.detect_catalog_images, cs.query_detections
+            ),
+            val_top1: t1 as f64 / n,
+            val_top5: t5 as f64 / n,
+            train_top1: None,
+            train_top5: None,
+        });
+    }
+
+    println!(
+        "\n| option | val top-1 | val top-5 | train top-1 | train top-5 |\n|---|---|---|---|---|"
+    );
+    let f = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".into());
+    for r in &rows {
+        println!(
+            "| {} | {:.3} | {:.3} | {} | {} |",
+            r.option,
+            r.val_top1,
+            r.val_top5,
+            f(r.train_top1),
+            f(r.train_top5)
+        );
+    }
+    println!(
+        "\n\"No product\" threshold on the top-1 score (LDA + multi-crop; {} of {} classes left out of the catalog, their {} val photos must be rejected):\n",
+        held_out.len(),
+        g.classes.len(),
+        g.val.iter().filter(|l| held_out.contains(&l.class)).count()
+    );
+    println!("| threshold | precision | recall | unknown products rejected |\n|---|---|---|---|");
+    for t in &thresholds {
+        println!(
+            "| {:.2} | {:.3} | {:.3} | {:.3} |",
+            t.threshold, t.precision, t.recall, t.rejected_unknown
+        );
+    }
+    println!(
+        "\n{} val / {} train / {} iconic pictures, {} s in all.",
+        g.val.len(),
+        g.train.len(),
+        g.iconic.len(),
+        started.elapsed().as_secs()
+    );
+    Ok((rows, thresholds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_and_paths() {
+        assert_eq!(csv_fields("a, b,\"c,d\""), vec!["a", "b", "c,d"]);
+        assert_eq!(
+            data_path(Path::new("/g"), "/iconic/x.jpg"),
+            PathBuf::from("/g/iconic/x.jpg")
+        );
+    }
+
+    #[test]
+    fn loads_the_dataset_when_present() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/grocery");
+        if !root.exists() {
+            eprintln!("skipped: no {}", root.display());
+            return;
+        }
+        let g = Grocery::load(&root).unwrap();
+        assert_eq!(g.classes.len(), 81);
+        assert_eq!(g.classes[0], "Golden-Delicious");
+        assert!(g.iconic.iter().all(|l| l.path.exists()));
+        assert!(g.val.len() > 250 && g.train.len() > 2000);
+        let dir = tempfile::tempdir().unwrap();
+        let (p, t) = g.write_jsonl(dir.path()).unwrap();
+        let text = std::fs::read_to_string(p).unwrap();
+        let (products, skipped) = crate::catalog::product::parse_products(&text, "p");
+        assert_eq!((products.len(), skipped.len()), (81, 0));
+        assert!(products[0].product.extra.contains_key("description"));
+        let (photos, skipped) =
+            crate::catalog::product::parse_train_photos(&std::fs::read_to_string(t).unwrap(), "t");
+        assert_eq!((photos.len(), skipped.len()), (g.train.len(), 0));
+    }
+}

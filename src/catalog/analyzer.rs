@@ -1,0 +1,282 @@
+//! detect → crop → embed → search for one picture: what `catalog query` prints and what
+//! the live pipeline runs on sampled frames. Catalog building uses the same crop and
+//! embedding code ([`embed_regions`], [`main_region`]) so both sides agree.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{Catalog, CatalogError, CatalogSettings};
+use crate::frame::I420Image;
+use crate::inference::{BBox, Crop, Detection, Detector, Embedder, Models, Rect, RgbImage};
+
+/// The candidates of one region of a picture.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegionMatch {
+    /// Normalised `x, y, w, h` of the region searched (the detection's box, or the whole
+    /// picture).
+    pub bbox: BBox,
+    /// The detection the region came from (`None`: the whole picture).
+    pub detection: Option<Detection>,
+    /// Best products first, `(product id, cosine score)`, at or above `min_score`.
+    pub candidates: Vec<(String, f32)>,
+}
+
+/// Everything found in one picture.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FrameAnalysis {
+    pub width: u32,
+    pub height: u32,
+    pub regions: Vec<RegionMatch>,
+}
+
+/// One product found in a picture, with the region where it scored best.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Match {
+    pub product_id: String,
+    pub score: f32,
+    /// Normalised `[x, y, w, h]`.
+    pub bbox: [f32; 4],
+}
+
+impl FrameAnalysis {
+    /// Products over all regions, each once with its best score, best first.
+    pub fn best_matches(&self, k: usize) -> Vec<Match> {
+        let mut out: Vec<Match> = Vec::new();
+        for r in &self.regions {
+            for (pid, score) in &r.candidates {
+                match out.iter_mut().find(|m| &m.product_id == pid) {
+                    Some(m) if m.score >= *score => {}
+                    Some(m) => {
+                        m.score = *score;
+                        m.bbox = r.bbox.as_array();
+                    }
+                    None => out.push(Match {
+                        product_id: pid.clone(),
+                        score: *score,
+                        bbox: r.bbox.as_array(),
+                    }),
+                }
+            }
+        }
+        out.sort_by(|a, b| b.score.total_cmp(&a.score));
+        out.truncate(k);
+        out
+    }
+}
+
+/// The region of `view` (a centre fraction) of `rect`.
+fn view_rect(rect: Rect, view: f32) -> Rect {
+    rect.scaled(view)
+}
+
+/// The embeddings of each view (centre crop) of each region: `[region][view]`.
+pub fn embed_region_views(
+    embedder: &Embedder,
+    img: &RgbImage,
+    regions: &[Rect],
+    views: &[f32],
+) -> Result<Vec<Vec<Vec<f32>>>, CatalogError> {
+    let views: &[f32] = if views.is_empty() { &[1.0] } else { views };
+    let crops: Vec<Crop<'_>> = regions
+        .iter()
+        .flat_map(|r| {
+            views.iter().map(move |&v| Crop {
+                image: img,
+                rect: view_rect(*r, v),
+            })
+        })
+        .collect();
+    let embs = embedder.embed_batch(&crops)?;
+    Ok(embs.chunks(views.len()).map(|g| g.to_vec()).collect())
+}
+
+/// The views of one region averaged into one embedding, L2-normalised.
+pub fn average_views(views: &[Vec<f32>]) -> Vec<f32> {
+    let mut mean = vec![0f32; views.first().map(Vec::len).unwrap_or(0)];
+    for e in views {
+        for (m, x) in mean.iter_mut().zip(e) {
+            *m += x;
+        }
+    }
+    crate::inference::postprocess::l2_normalize(&mut mean);
+    mean
+}
+
+/// One embedding per region: the average of its views (centre crops), L2-normalised.
+pub fn embed_regions(
+    embedder: &Embedder,
+    img: &RgbImage,
+    regions: &[Rect],
+    views: &[f32],
+) -> Result<Vec<Vec<f32>>, CatalogError> {
+    Ok(embed_region_views(embedder, img, regions, views)?
+        .iter()
+        .map(|v| average_views(v))
+        .collect())
+}
+
+/// The detection most likely to be "the product" of a product photo: the best
+/// score × area, or `None` when nothing was detected.
+pub fn main_region(detections: &[Detection]) -> Option<&Detection> {
+    detections
+        .iter()
+        .max_by(|a, b| (a.score * a.bbox.area()).total_cmp(&(b.score * b.bbox.area())))
+}
+
+/// A detection's box grown by `margin` (clamping happens when the crop is taken).
+pub fn detection_rect(d: &Detection, img: &RgbImage, margin: f32) -> Rect {
+    d.bbox.to_rect(img.width, img.height).scaled(margin)
+}
+
+/// Runs the whole matching path for single pictures; cheap to clone, shared by channels.
+#[derive(Clone)]
+pub struct Analyzer {
+    detector: Arc<Detector>,
+    embedder: Arc<Embedder>,
+    catalog: Arc<Catalog>,
+    settings: CatalogSettings,
+}
+
+impl std::fmt::Debug for Analyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Analyzer({:?}, {:?})", self.detector, self.embedder)
+    }
+}
+
+impl Analyzer {
+    /// Fails if the catalog was built with another embedder.
+    pub fn new(
+        models: &Models,
+        catalog: Arc<Catalog>,
+        settings: &CatalogSettings,
+    ) -> Result<Self, CatalogError> {
+        catalog.check_embedder(
+            models.embedder.name(),
+            models.embedder.sha256(),
+            models.embedder.dim(),
+        )?;
+        Ok(Self {
+            detector: models.detector.clone(),
+            embedder: models.embedder.clone(),
+            catalog,
+            settings: settings.clone(),
+        })
+    }
+
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// Detect, crop, embed, search one picture; `k` candidates per region.
+    pub fn analyze(&self, img: &RgbImage, k: usize) -> Result<FrameAnalysis, CatalogError> {
+        let s = &self.settings;
+        let mut dets = if s.query_detections > 0 {
+            self.detector.detect(img)?
+        } else {
+            Vec::new()
+        };
+        dets.sort_by(|a, b| b.score.total_cmp(&a.score));
+        dets.truncate(s.query_detections);
+        let mut rects: Vec<Rect> = dets
+            .iter()
+            .map(|d| detection_rect(d, img, s.box_margin))
+            .collect();
+        let mut sources: Vec<Option<Detection>> = dets.into_iter().map(Some).collect();
+        if s.query_whole_image || rects.is_empty() {
+            rects.push(img.full_rect());
+            sources.push(None);
+        }
+        let embs = embed_regions(&self.embedder, img, &rects, &s.query_views)?;
+        let hits = self.catalog.search_batch(&embs, k)?;
+        let regions = rects
+            .iter()
+            .zip(sources)
+            .zip(hits)
+            .map(|((r, det), cands)| RegionMatch {
+                bbox: det
+                    .as_ref()
+                    .map(|d| d.bbox)
+                    .unwrap_or_else(|| r.to_bbox(img.width, img.height)),
+                detection: det,
+                candidates: cands
+                    .into_iter()
+                    .filter(|(_, sc)| *sc >= s.min_score)
+                    .collect(),
+            })
+            .collect();
+        Ok(FrameAnalysis {
+            width: img.width,
+            height: img.height,
+            regions,
+        })
+    }
+
+    /// A decoded video frame.
+    pub fn analyze_i420(&self, img: &I420Image, k: usize) -> Result<FrameAnalysis, CatalogError> {
+        self.analyze(&RgbImage::from_i420(img), k)
+    }
+
+    /// `catalog query`: the best `k` products of a picture file, one line of JSON.
+    pub fn query(&self, img: &RgbImage, k: usize) -> Result<Vec<Match>, CatalogError> {
+        Ok(self.analyze(img, k)?.best_matches(k))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(x: f32, w: f32, score: f32) -> Detection {
+        Detection {
+            bbox: BBox { x, y: 0.0, w, h: w },
+            class_id: 0,
+            class_name: "c".into(),
+            score,
+        }
+    }
+
+    #[test]
+    fn main_region_prefers_big_confident() {
+        let d = vec![det(0.0, 0.1, 0.9), det(0.2, 0.6, 0.5), det(0.5, 0.3, 0.6)];
+        assert_eq!(main_region(&d).unwrap().bbox.x, 0.2);
+        assert!(main_region(&[]).is_none());
+    }
+
+    #[test]
+    fn best_matches_dedupes_per_product() {
+        let a = FrameAnalysis {
+            width: 10,
+            height: 10,
+            regions: vec![
+                RegionMatch {
+                    bbox: BBox {
+                        x: 0.0,
+                        y: 0.0,
+                        w: 0.5,
+                        h: 0.5,
+                    },
+                    detection: None,
+                    candidates: vec![("p1".into(), 0.8), ("p2".into(), 0.5)],
+                },
+                RegionMatch {
+                    bbox: BBox {
+                        x: 0.5,
+                        y: 0.5,
+                        w: 0.5,
+                        h: 0.5,
+                    },
+                    detection: None,
+                    candidates: vec![("p2".into(), 0.9), ("p3".into(), 0.1)],
+                },
+            ],
+        };
+        let m = a.best_matches(5);
+        assert_eq!(
+            m.iter().map(|m| m.product_id.as_str()).collect::<Vec<_>>(),
+            vec!["p2", "p1", "p3"]
+        );
+        assert_eq!(m[0].bbox, [0.5, 0.5, 0.5, 0.5]);
+        assert_eq!(a.best_matches(1).len(), 1);
+    }
+}

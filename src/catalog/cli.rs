@@ -1,0 +1,161 @@
+//! `shopcue catalog build|query`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::build::{BuildOptions, build};
+use super::{Analyzer, Catalog, IndexKind};
+use crate::config::Settings;
+use crate::inference::{Models, RgbImage};
+
+#[derive(Debug, clap::Args)]
+pub struct CatalogArgs {
+    #[command(subcommand)]
+    pub command: CatalogCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CatalogCommand {
+    /// Build a catalog folder from a products JSONL file (one product per line).
+    Build(BuildArgs),
+    /// Find the products in a picture: detect → crop → embed → search.
+    Query(QueryArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Products, one JSON object per line: id, title, brand, price, currency, url,
+    /// images (paths relative to this file's folder, absolute paths or URLs), category,
+    /// availability, rating, and any other fields (kept).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub products: PathBuf,
+    /// Catalog folder to write (created; an existing catalog there is replaced atomically).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Labelled photos of the products in real conditions, one `{"product_id": "…",
+    /// "image": "…"}` per line: a projection that separates the products is learned from
+    /// them, and they join their products' images (catalog.train_photos_as_images).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub train_photos: Option<PathBuf>,
+    /// Index kind, overriding catalog.index.
+    #[arg(long, value_enum)]
+    pub index: Option<IndexArg>,
+    /// Fail on the first bad line or image instead of skipping and reporting it.
+    #[arg(long)]
+    pub strict: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Print the build report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum IndexArg {
+    Flat,
+    Hnsw,
+    Ivf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct QueryArgs {
+    /// Catalog folder (from `catalog build`).
+    #[arg(long, value_name = "DIR")]
+    pub catalog: PathBuf,
+    /// Picture to look into (JPEG or PNG).
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+    /// How many products to return.
+    #[arg(long, default_value_t = 5)]
+    pub k: usize,
+    /// Print `{"results": [{"product_id", "score", "bbox": [x, y, w, h]}, …]}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Entry point of `shopcue catalog …`.
+pub fn run(args: CatalogArgs, settings: &Settings) -> anyhow::Result<()> {
+    match args.command {
+        CatalogCommand::Build(a) => run_build(a, settings),
+        CatalogCommand::Query(a) => run_query(a, settings),
+    }
+}
+
+fn run_build(a: BuildArgs, settings: &Settings) -> anyhow::Result<()> {
+    let mut cs = settings.catalog.clone();
+    if let Some(i) = a.index {
+        cs.index = match i {
+            IndexArg::Flat => IndexKind::Flat,
+            IndexArg::Hnsw => IndexKind::Hnsw,
+            IndexArg::Ivf => IndexKind::Ivf,
+        };
+    }
+    let models = Models::load(&settings.inference).context("loading the models")?;
+    let opts = BuildOptions {
+        products: a.products,
+        out: a.out,
+        train_photos: a.train_photos,
+        strict: a.strict,
+        progress: !a.quiet && !a.json,
+    };
+    let report = build(&models, &cs, &opts)?;
+    for s in &report.skipped {
+        eprintln!("skipped {s}");
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        eprintln!(
+            "catalog {}: {} products, {} vectors{}; {} skipped",
+            opts.out.display(),
+            report.products,
+            report.vectors,
+            if report.projection {
+                format!(
+                    ", projection learned from {} labelled photos",
+                    report.train_photos
+                )
+            } else {
+                String::new()
+            },
+            report.skipped.len()
+        );
+    }
+    Ok(())
+}
+
+fn run_query(a: QueryArgs, settings: &Settings) -> anyhow::Result<()> {
+    let models = Models::load(&settings.inference).context("loading the models")?;
+    let catalog = Arc::new(Catalog::open(&a.catalog, &settings.catalog)?);
+    let analyzer = Analyzer::new(&models, catalog, &settings.catalog)?;
+    let img = RgbImage::open(&a.image)?;
+    let results = analyzer.query(&img, a.k)?;
+    if a.json {
+        #[derive(serde::Serialize)]
+        struct Output<'a> {
+            results: &'a [super::Match],
+        }
+        // Serialised straight from f32 so scores print short (0.87, not 0.8700000047…).
+        println!("{}", serde_json::to_string(&Output { results: &results })?);
+    } else {
+        for (i, m) in results.iter().enumerate() {
+            println!(
+                "{:>2}. {:<40} {:.3}  bbox [{:.3}, {:.3}, {:.3}, {:.3}]",
+                i + 1,
+                m.product_id,
+                m.score,
+                m.bbox[0],
+                m.bbox[1],
+                m.bbox[2],
+                m.bbox[3]
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,997 @@
+//! The product catalog: products, their image embeddings in a FAISS index (the only module
+//! that touches FAISS, through [`index`]), the search the live pipeline and `catalog query`
+//! use, and updates while serving.
+//!
+//! A [`Catalog`] holds an immutable [`Snapshot`] behind a lock that is only held to swap
+//! an `Arc`: searches clone the `Arc` and run without locks, concurrently; an update builds
+//! a complete new snapshot (index copied, changed, persisted as a new on-disk generation)
+//! and swaps it in, so a search never sees a half-updated index.
+//!
+//! Vectors in the index are the embedder's outputs passed through the catalog's learned
+//! [`projection::Projection`] (when it has one) and L2-normalised; [`Catalog::search`] takes
+//! raw embedder outputs and applies the same projection.
+
+pub mod analyzer;
+pub mod build;
+pub mod cli;
+pub mod index;
+pub mod linalg;
+pub mod product;
+pub mod projection;
+pub mod store;
+pub mod upstream;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+pub use self::analyzer::{Analyzer, FrameAnalysis, Match, RegionMatch};
+pub use self::index::{IndexKind, IndexParams, VectorIndex};
+pub use self::product::{ImageSource, Product, Skipped};
+pub use self::projection::Projection;
+use crate::inference::{BBox, InferenceError};
+
+/// Format of the files in a generation; bumped on incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{path}: {why}")]
+    Io { path: PathBuf, why: String },
+    #[error("{path} is not a catalog: {why}")]
+    NotACatalog { path: PathBuf, why: String },
+    #[error("catalog file {path} is damaged: {why}")]
+    Corrupt { path: PathBuf, why: String },
+    /// A bad input line (`file:line`).
+    #[error("{at}: {why}")]
+    Input { at: String, why: String },
+    #[error("image {source_name}: {why}")]
+    Image { source_name: String, why: String },
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+    #[error(transparent)]
+    Index(#[from] index::IndexError),
+    #[error("unknown product id `{0}`")]
+    UnknownProduct(String),
+    #[error("product id `{0}` already exists")]
+    DuplicateProduct(String),
+    #[error("invalid product: {0}")]
+    InvalidProduct(String),
+    #[error(
+        "the catalog was built with embedder `{catalog}` ({catalog_dim}-d); the configured embedder is `{configured}` ({configured_dim}-d): rebuild the catalog or configure that embedder"
+    )]
+    EmbedderMismatch {
+        catalog: String,
+        catalog_dim: usize,
+        configured: String,
+        configured_dim: usize,
+    },
+    #[error("embedding has {got} values; the catalog expects {expected}")]
+    Dimension { expected: usize, got: usize },
+    #[error("{0}")]
+    Empty(String),
+}
+
+/// `[catalog]` settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogSettings {
+    /// Catalog folder the server loads and the admin API updates (empty: none).
+    pub dir: String,
+    /// `flat` (exact), `hnsw` or `ivf` (approximate, for large catalogs).
+    pub index: IndexKind,
+    pub hnsw_m: u32,
+    pub hnsw_ef_construction: u32,
+    pub hnsw_ef_search: u32,
+    /// IVF lists (0: about 4·√n).
+    pub ivf_nlist: u32,
+    pub ivf_nprobe: u32,
+    /// OpenMP threads per FAISS search: 1 suits single queries (NATIVE-DEPS.md).
+    pub omp_threads: u32,
+    /// Index vectors searched per product asked for (products have several images).
+    pub search_oversample: usize,
+    /// Look for the main product in catalog images with the detector (else the whole image).
+    pub detect_catalog_images: bool,
+    /// Also embed the whole catalog image next to the detected product.
+    pub catalog_whole_image: bool,
+    /// Centre crops (fractions of the region) averaged into one embedding, catalog side
+    /// and query side; `[1.0]` is the region alone.
+    pub catalog_views: Vec<f32>,
+    pub query_views: Vec<f32>,
+    /// Detector boxes are grown by this factor before embedding (context helps).
+    pub box_margin: f32,
+    /// Queries: detections searched per picture (best scores first).
+    pub query_detections: usize,
+    /// Queries: also search the whole picture.
+    pub query_whole_image: bool,
+    /// Matches scoring below this are dropped ("no product").
+    pub min_score: f32,
+    /// Learned projection: dimensions kept (0: all) and shrinkage of the within-product
+    /// covariance towards its mean eigenvalue (0..1).
+    pub projection_dims: usize,
+    pub projection_shrinkage: f32,
+    /// The projection is learned only when at least this share of the products has
+    /// labelled photos: products without any match worse in the learned space.
+    pub projection_min_coverage: f32,
+    /// Add the training photos of `--train-photos` to the catalog as product images too.
+    pub train_photos_as_images: bool,
+    /// Relative image paths in admin API requests are taken relative to this folder
+    /// (empty: the catalog folder).
+    pub images_root: String,
+    /// Image downloads (URLs in products).
+    pub fetch_timeout_ms: u64,
+    pub max_image_bytes: usize,
+    /// Live price/availability from the shop's own API.
+    pub upstream: upstream::UpstreamSettings,
+}
+
+impl Default for CatalogSettings {
+    fn default() -> Self {
+        let p = IndexParams::default();
+        Self {
+            dir: String::new(),
+            index: p.kind,
+            hnsw_m: p.hnsw_m,
+            hnsw_ef_construction: p.hnsw_ef_construction,
+            hnsw_ef_search: p.hnsw_ef_search,
+            ivf_nlist: p.ivf_nlist,
+            ivf_nprobe: p.ivf_nprobe,
+            omp_threads: p.omp_threads,
+            search_oversample: 8,
+            detect_catalog_images: false,
+            catalog_whole_image: true,
+            catalog_views: vec![1.0, 0.8, 0.6],
+            query_views: vec![1.0, 0.8, 0.6],
+            box_margin: 1.1,
+            query_detections: 5,
+            query_whole_image: true,
+            min_score: 0.0,
+            projection_dims: 0,
+            projection_shrinkage: 0.1,
+            projection_min_coverage: 0.9,
+            train_photos_as_images: false,
+            images_root: String::new(),
+            fetch_timeout_ms: 10_000,
+            max_image_bytes: 20 << 20,
+            upstream: upstream::UpstreamSettings::default(),
+        }
+    }
+}
+
+impl CatalogSettings {
+    pub fn index_params(&self) -> IndexParams {
+        IndexParams {
+            kind: self.index,
+            hnsw_m: self.hnsw_m,
+            hnsw_ef_construction: self.hnsw_ef_construction,
+            hnsw_ef_search: self.hnsw_ef_search,
+            ivf_nlist: self.ivf_nlist,
+            ivf_nprobe: self.ivf_nprobe,
+            omp_threads: self.omp_threads,
+        }
+    }
+
+    /// `Err((key inside [catalog], why))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |k: &str, why: &str| Err((k.to_string(), why.to_string()));
+        if !(4..=256).contains(&self.hnsw_m) {
+            return bad("hnsw_m", "must be from 4 to 256");
+        }
+        if self.hnsw_ef_search == 0 || self.hnsw_ef_construction == 0 {
+            return bad(
+                "hnsw_ef_search",
+                "hnsw_ef_search and hnsw_ef_construction must be at least 1",
+            );
+        }
+        if self.ivf_nprobe == 0 {
+            return bad("ivf_nprobe", "must be at least 1");
+        }
+        if self.search_oversample == 0 {
+            return bad("search_oversample", "must be at least 1");
+        }
+        for (key, views) in [
+            ("catalog_views", &self.catalog_views),
+            ("query_views", &self.query_views),
+        ] {
+            if views.is_empty() || views.iter().any(|v| !(0.1..=1.0).contains(v)) {
+                return bad(key, "must list fractions from 0.1 to 1");
+            }
+        }
+        if !(1.0..=3.0).contains(&self.box_margin) {
+            return bad("box_margin", "must be from 1 to 3");
+        }
+        if self.query_detections == 0 && !self.query_whole_image {
+            return bad(
+                "query_detections",
+                "is 0 and query_whole_image is false: nothing would be searched",
+            );
+        }
+        if !(-1.0..=1.0).contains(&self.min_score) {
+            return bad("min_score", "must be from -1 to 1");
+        }
+        if !(0.0..1.0).contains(&self.projection_shrinkage) {
+            return bad("projection_shrinkage", "must be from 0 to below 1");
+        }
+        if !(0.0..=1.0).contains(&self.projection_min_coverage) {
+            return bad("projection_min_coverage", "must be from 0 to 1");
+        }
+        if self.fetch_timeout_ms == 0 {
+            return bad("fetch_timeout_ms", "must be greater than 0");
+        }
+        if self.max_image_bytes < 1024 {
+            return bad("max_image_bytes", "must be at least 1024");
+        }
+        self.upstream
+            .validate()
+            .map_err(|(k, why)| (format!("upstream.{k}"), why))
+    }
+}
+
+/// What a catalog was built with; stored as `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    /// Embedder model name and SHA-256: queries must use the same one.
+    pub embedder: String,
+    pub embedder_sha256: String,
+    /// Length of the embedder's output and of the indexed vectors.
+    pub raw_dim: usize,
+    pub dim: usize,
+    pub index: IndexKind,
+    pub products: usize,
+    pub vectors: usize,
+    pub projection: bool,
+    /// Views and detector use at build time (queries should match).
+    pub catalog_views: Vec<f32>,
+    pub detect_catalog_images: bool,
+    pub created: String,
+}
+
+/// One indexed vector: which product and which picture it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub label: i64,
+    pub product_id: String,
+    /// Image source (path or URL) it was computed from.
+    pub image: String,
+    /// Region of the image (normalised), when the detector found the product.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<BBox>,
+    /// `catalog` (a product image) or `train` (a labelled photo from `--train-photos`).
+    pub origin: String,
+}
+
+/// A raw embedding with where it came from, before projection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageVector {
+    pub image: String,
+    pub bbox: Option<BBox>,
+    pub origin: String,
+    pub embedding: Vec<f32>,
+}
+
+/// One immutable state of the catalog.
+pub struct Snapshot {
+    pub manifest: Manifest,
+    products: BTreeMap<String, Arc<Product>>,
+    entries: Vec<Arc<(Entry, Vec<f32>)>>,
+    by_label: HashMap<i64, usize>,
+    index: VectorIndex,
+    projection: Option<Arc<Projection>>,
+    next_label: i64,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Snapshot({} products, {} vectors)",
+            self.products.len(),
+            self.entries.len()
+        )
+    }
+}
+
+impl Snapshot {
+    /// Assemble from products and their raw vectors.
+    pub fn assemble(
+        mut manifest: Manifest,
+        products: Vec<Product>,
+        vectors: Vec<(String, ImageVector)>,
+        projection: Option<Projection>,
+        params: &IndexParams,
+    ) -> Result<Self, CatalogError> {
+        let projection = projection.map(Arc::new);
+        let dim = projection
+            .as_ref()
+            .map(|p| p.out_dim())
+            .unwrap_or(manifest.raw_dim);
+        let mut entries = Vec::with_capacity(vectors.len());
+        for (label, (pid, iv)) in vectors.into_iter().enumerate() {
+            if iv.embedding.len() != manifest.raw_dim {
+                return Err(CatalogError::Dimension {
+                    expected: manifest.raw_dim,
+                    got: iv.embedding.len(),
+                });
+            }
+            let v = project(projection.as_deref(), &iv.embedding);
+            entries.push(Arc::new((
+                Entry {
+                    label: label as i64,
+                    product_id: pid,
+                    image: iv.image,
+                    bbox: iv.bbox,
+                    origin: iv.origin,
+                },
+                v,
+            )));
+        }
+        manifest.dim = dim;
+        manifest.projection = projection.is_some();
+        let products = products
+            .into_iter()
+            .map(|p| (p.id.clone(), Arc::new(p)))
+            .collect();
+        Self::from_parts(manifest, products, entries, projection, params)
+    }
+
+    fn from_parts(
+        manifest: Manifest,
+        products: BTreeMap<String, Arc<Product>>,
+        entries: Vec<Arc<(Entry, Vec<f32>)>>,
+        projection: Option<Arc<Projection>>,
+        params: &IndexParams,
+    ) -> Result<Self, CatalogError> {
+        let (flat, labels) = flatten(&entries, manifest.dim);
+        let index = VectorIndex::build(params, manifest.dim, &flat, &labels)?;
+        Ok(Self::with_index(
+            manifest, products, entries, projection, index,
+        ))
+    }
+
+    fn with_index(
+        mut manifest: Manifest,
+        products: BTreeMap<String, Arc<Product>>,
+        entries: Vec<Arc<(Entry, Vec<f32>)>>,
+        projection: Option<Arc<Projection>>,
+        index: VectorIndex,
+    ) -> Self {
+        let by_label: HashMap<i64, usize> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.0.label, i))
+            .collect();
+        let next_label = entries.iter().map(|e| e.0.label + 1).max().unwrap_or(0);
+        manifest.products = products.len();
+        manifest.vectors = entries.len();
+        manifest.index = index.kind();
+        Self {
+            manifest,
+            products,
+            entries,
+            by_label,
+            index,
+            projection,
+            next_label,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.products.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.products.is_empty()
+    }
+    pub fn vectors(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn product(&self, id: &str) -> Option<&Arc<Product>> {
+        self.products.get(id)
+    }
+    pub fn products(&self) -> impl Iterator<Item = &Arc<Product>> {
+        self.products.values()
+    }
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().map(|e| &e.0)
+    }
+    pub fn projection(&self) -> Option<&Projection> {
+        self.projection.as_deref()
+    }
+
+    /// Project and normalise a raw embedding into the index space.
+    pub fn to_index_space(&self, embedding: &[f32]) -> Result<Vec<f32>, CatalogError> {
+        if embedding.len() != self.manifest.raw_dim {
+            return Err(CatalogError::Dimension {
+                expected: self.manifest.raw_dim,
+                got: embedding.len(),
+            });
+        }
+        Ok(project(self.projection.as_deref(), embedding))
+    }
+
+    /// Best `k` products for each raw embedding, best first; a product's score is its best
+    /// vector's cosine.
+    pub fn search_batch(
+        &self,
+        embeddings: &[Vec<f32>],
+        k: usize,
+        oversample: usize,
+    ) -> Result<Vec<Vec<(String, f32)>>, CatalogError> {
+        if embeddings.is_empty() || k == 0 || self.entries.is_empty() {
+            return Ok(vec![Vec::new(); embeddings.len()]);
+        }
+        let mut q = Vec::with_capacity(embeddings.len() * self.manifest.dim);
+        for e in embeddings {
+            q.extend(self.to_index_space(e)?);
+        }
+        let hits = self
+            .index
+            .search(&q, k.saturating_mul(oversample.max(1)).max(k))?;
+        Ok(hits
+            .into_iter()
+            .map(|row| {
+                let mut best: Vec<(String, f32)> = Vec::new();
+                for (label, score) in row {
+                    let Some(&i) = self.by_label.get(&label) else {
+                        continue;
+                    };
+                    let pid = &self.entries[i].0.product_id;
+                    // Rows come best first: the first hit of a product is its score.
+                    if !best.iter().any(|(p, _)| p == pid) {
+                        best.push((pid.clone(), score));
+                        if best.len() == k {
+                            break;
+                        }
+                    }
+                }
+                best
+            })
+            .collect())
+    }
+
+    /// Persist as a new generation of `dir`.
+    pub fn save(&self, dir: &Path) -> Result<PathBuf, CatalogError> {
+        let w = store::GenerationWriter::begin(dir)?;
+        let json = |v: &dyn erased::Json| v.to_json();
+        w.write("manifest.json", json(&self.manifest).as_bytes())?;
+        let mut products = String::new();
+        for p in self.products.values() {
+            products.push_str(&json(p.as_ref()));
+            products.push('\n');
+        }
+        w.write("products.jsonl", products.as_bytes())?;
+        let mut entries = String::new();
+        let mut vectors = Vec::with_capacity(self.entries.len() * self.manifest.dim);
+        for e in &self.entries {
+            entries.push_str(&json(&e.0));
+            entries.push('\n');
+            vectors.extend_from_slice(&e.1);
+        }
+        w.write("entries.jsonl", entries.as_bytes())?;
+        w.write("vectors.f32", &store::f32_bytes(&vectors))?;
+        if let Some(p) = &self.projection {
+            w.write("projection.f32", &store::f32_bytes(&p.to_floats()))?;
+        }
+        self.index.write(&w.path("index.faiss"))?;
+        w.commit()
+    }
+
+    /// Load the live generation of `dir`.
+    pub fn load(dir: &Path, params: &IndexParams) -> Result<Self, CatalogError> {
+        let gen_dir = store::current_generation(dir)?;
+        let corrupt = |path: &Path, why: String| CatalogError::Corrupt {
+            path: path.to_path_buf(),
+            why,
+        };
+        let read = |name: &str| -> Result<(PathBuf, String), CatalogError> {
+            let p = gen_dir.join(name);
+            let t = std::fs::read_to_string(&p).map_err(|e| CatalogError::Io {
+                path: p.clone(),
+                why: e.to_string(),
+            })?;
+            Ok((p, t))
+        };
+        let (mp, mtext) = read("manifest.json")?;
+        let manifest: Manifest =
+            serde_json::from_str(&mtext).map_err(|e| corrupt(&mp, e.to_string()))?;
+        if manifest.format != FORMAT_VERSION {
+            return Err(corrupt(
+                &mp,
+                format!("format {} is not {FORMAT_VERSION}", manifest.format),
+            ));
+        }
+        let (pp, ptext) = read("products.jsonl")?;
+        let mut products = BTreeMap::new();
+        for (i, line) in ptext
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let p: Product = serde_json::from_str(line)
+                .map_err(|e| corrupt(&pp, format!("line {}: {e}", i + 1)))?;
+            products.insert(p.id.clone(), Arc::new(p));
+        }
+        let (ep, etext) = read("entries.jsonl")?;
+        let vp = gen_dir.join("vectors.f32");
+        let flat = store::read_f32s(&vp)?;
+        let dim = manifest.dim;
+        let lines: Vec<&str> = etext.lines().filter(|l| !l.trim().is_empty()).collect();
+        if dim == 0 || flat.len() != lines.len() * dim {
+            return Err(corrupt(
+                &vp,
+                format!("{} floats for {} entries of {dim}", flat.len(), lines.len()),
+            ));
+        }
+        let mut entries = Vec::with_capacity(lines.len());
+        for (i, (line, v)) in lines.iter().zip(flat.chunks_exact(dim)).enumerate() {
+            let e: Entry = serde_json::from_str(line)
+                .map_err(|e| corrupt(&ep, format!("line {}: {e}", i + 1)))?;
+            if !products.contains_key(&e.product_id) {
+                return Err(corrupt(
+                    &ep,
+                    format!("line {}: unknown product `{}`", i + 1, e.product_id),
+                ));
+            }
+            entries.push(Arc::new((e, v.to_vec())));
+        }
+        let projection = if manifest.projection {
+            let p = gen_dir.join("projection.f32");
+            let floats = store::read_f32s(&p)?;
+            Some(Arc::new(
+                Projection::from_floats(manifest.raw_dim, manifest.dim, &floats)
+                    .map_err(|why| corrupt(&p, why))?,
+            ))
+        } else {
+            None
+        };
+        let ip = gen_dir.join("index.faiss");
+        let index = match VectorIndex::read(&ip, params) {
+            Ok(i)
+                if i.len() == entries.len() && i.dim() == dim && manifest.index == params.kind =>
+            {
+                i
+            }
+            Ok(_) | Err(_) => {
+                // Missing, damaged, or another kind than configured: rebuild from the vectors.
+                tracing::info!(path = %ip.display(), "rebuilding the index from the stored vectors");
+                let (flat, labels) = flatten(&entries, dim);
+                VectorIndex::build(params, dim, &flat, &labels)?
+            }
+        };
+        Ok(Self::with_index(
+            manifest, products, entries, projection, index,
+        ))
+    }
+
+    /// A copy with `product` added or replaced, its vectors replaced by `vectors` (raw).
+    fn with_product(
+        &self,
+        product: Product,
+        vectors: Vec<ImageVector>,
+        params: &IndexParams,
+    ) -> Result<Self, CatalogError> {
+        let id = product.id.clone();
+        let manifest = self.manifest.clone();
+        let mut products = self.products.clone();
+        products.insert(id.clone(), Arc::new(product));
+        let old: Vec<i64> = self
+            .entries
+            .iter()
+            .filter(|e| e.0.product_id == id)
+            .map(|e| e.0.label)
+            .collect();
+        let mut entries: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|e| e.0.product_id != id)
+            .cloned()
+            .collect();
+        let mut label = self.next_label;
+        let mut new_flat = Vec::new();
+        let mut new_labels = Vec::new();
+        for iv in vectors {
+            if iv.embedding.len() != manifest.raw_dim {
+                return Err(CatalogError::Dimension {
+                    expected: manifest.raw_dim,
+                    got: iv.embedding.len(),
+                });
+            }
+            let v = project(self.projection.as_deref(), &iv.embedding);
+            new_flat.extend_from_slice(&v);
+            new_labels.push(label);
+            entries.push(Arc::new((
+                Entry {
+                    label,
+                    product_id: id.clone(),
+                    image: iv.image,
+                    bbox: iv.bbox,
+                    origin: iv.origin,
+                },
+                v,
+            )));
+            label += 1;
+        }
+        let index = self.changed_index(&old, &new_flat, &new_labels, &entries, params)?;
+        let mut s = Self::with_index(manifest, products, entries, self.projection.clone(), index);
+        s.next_label = s.next_label.max(label);
+        Ok(s)
+    }
+
+    fn without_product(&self, id: &str, params: &IndexParams) -> Result<Self, CatalogError> {
+        if !self.products.contains_key(id) {
+            return Err(CatalogError::UnknownProduct(id.to_string()));
+        }
+        let manifest = self.manifest.clone();
+        let mut products = self.products.clone();
+        products.remove(id);
+        let old: Vec<i64> = self
+            .entries
+            .iter()
+            .filter(|e| e.0.product_id == id)
+            .map(|e| e.0.label)
+            .collect();
+        let entries: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|e| e.0.product_id != id)
+            .cloned()
+            .collect();
+        let index = self.changed_index(&old, &[], &[], &entries, params)?;
+        let mut s = Self::with_index(manifest, products, entries, self.projection.clone(), index);
+        // Labels are never reused, so an old search result can never name a new vector.
+        s.next_label = s.next_label.max(self.next_label);
+        Ok(s)
+    }
+
+    /// A copy of the index with `remove` taken out and the new vectors added; rebuilt from
+    /// `entries` where the index kind cannot remove.
+    fn changed_index(
+        &self,
+        remove: &[i64],
+        add: &[f32],
+        add_labels: &[i64],
+        entries: &[Arc<(Entry, Vec<f32>)>],
+        params: &IndexParams,
+    ) -> Result<VectorIndex, CatalogError> {
+        let incremental = || -> Result<VectorIndex, index::IndexError> {
+            let mut idx = self.index.try_clone()?;
+            idx.remove(remove)?;
+            idx.add(add, add_labels)?;
+            Ok(idx)
+        };
+        match incremental() {
+            Ok(i) if i.len() == entries.len() => Ok(i),
+            _ => {
+                let (flat, labels) = flatten(entries, self.manifest.dim);
+                Ok(VectorIndex::build(
+                    params,
+                    self.manifest.dim,
+                    &flat,
+                    &labels,
+                )?)
+            }
+        }
+    }
+}
+
+/// The vectors and labels of `entries`, packed for FAISS.
+fn flatten(entries: &[Arc<(Entry, Vec<f32>)>], dim: usize) -> (Vec<f32>, Vec<i64>) {
+    let mut flat = Vec::with_capacity(entries.len() * dim);
+    let mut labels = Vec::with_capacity(entries.len());
+    for e in entries {
+        flat.extend_from_slice(&e.1);
+        labels.push(e.0.label);
+    }
+    (flat, labels)
+}
+
+fn project(p: Option<&Projection>, v: &[f32]) -> Vec<f32> {
+    let mut out = match p {
+        Some(p) => p.apply(v),
+        None => v.to_vec(),
+    };
+    crate::inference::postprocess::l2_normalize(&mut out);
+    out
+}
+
+mod erased {
+    /// Serialise without failing: our types always serialise.
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).unwrap_or_else(|_| "null".into())
+        }
+    }
+}
+
+/// A live catalog: searched concurrently, updated by whole-snapshot swaps, persisted to its
+/// folder on every change.
+pub struct Catalog {
+    dir: Option<PathBuf>,
+    params: IndexParams,
+    oversample: usize,
+    current: RwLock<Arc<Snapshot>>,
+    /// One writer at a time; searches never wait for it.
+    writer: Mutex<()>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Catalog({:?}, {:?})", self.dir, self.snapshot())
+    }
+}
+
+impl Catalog {
+    /// Open the catalog in `dir`.
+    pub fn open(dir: &Path, settings: &CatalogSettings) -> Result<Self, CatalogError> {
+        let params = settings.index_params();
+        let snap = Snapshot::load(dir, &params)?;
+        tracing::info!(dir = %dir.display(), products = snap.len(), vectors = snap.vectors(),
+            index = ?params.kind, "catalog loaded");
+        Ok(Self {
+            dir: Some(dir.to_path_buf()),
+            params,
+            oversample: settings.search_oversample,
+            current: RwLock::new(Arc::new(snap)),
+            writer: Mutex::new(()),
+        })
+    }
+
+    /// A catalog held in memory only (tests, benchmarks).
+    pub fn in_memory(snapshot: Snapshot, settings: &CatalogSettings) -> Self {
+        Self {
+            dir: None,
+            params: settings.index_params(),
+            oversample: settings.search_oversample,
+            current: RwLock::new(Arc::new(snapshot)),
+            writer: Mutex::new(()),
+        }
+    }
+
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// The current state; stays valid (and unchanged) however long it is held.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn manifest(&self) -> Manifest {
+        self.snapshot().manifest.clone()
+    }
+
+    /// Check that the catalog's vectors come from this embedder.
+    pub fn check_embedder(&self, name: &str, sha256: &str, dim: usize) -> Result<(), CatalogError> {
+        let m = self.manifest();
+        if m.raw_dim != dim || (m.embedder_sha256 != sha256 && !m.embedder_sha256.is_empty()) {
+            return Err(CatalogError::EmbedderMismatch {
+                catalog: m.embedder,
+                catalog_dim: m.raw_dim,
+                configured: name.to_string(),
+                configured_dim: dim,
+            });
+        }
+        Ok(())
+    }
+
+    /// The `k` best products for one raw (embedder-space) embedding, best first.
+    pub fn search(&self, embedding: &[f32], k: usize) -> Result<Vec<(String, f32)>, CatalogError> {
+        Ok(self
+            .search_batch(&[embedding.to_vec()], k)?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    pub fn search_batch(
+        &self,
+        embeddings: &[Vec<f32>],
+        k: usize,
+    ) -> Result<Vec<Vec<(String, f32)>>, CatalogError> {
+        self.snapshot().search_batch(embeddings, k, self.oversample)
+    }
+
+    pub fn product(&self, id: &str) -> Option<Arc<Product>> {
+        self.snapshot().product(id).cloned()
+    }
+
+    /// Add a new product (`DuplicateProduct` if the id exists).
+    pub fn add(&self, product: Product, vectors: Vec<ImageVector>) -> Result<(), CatalogError> {
+        self.change(|s| {
+            if s.product(&product.id).is_some() {
+                return Err(CatalogError::DuplicateProduct(product.id.clone()));
+            }
+            s.with_product(product.clone(), vectors.clone(), &self.params)
+        })
+    }
+
+    /// Add or replace a product and its vectors.
+    pub fn upsert(&self, product: Product, vectors: Vec<ImageVector>) -> Result<(), CatalogError> {
+        self.change(|s| s.with_product(product.clone(), vectors.clone(), &self.params))
+    }
+
+    /// Remove a product (`UnknownProduct` if absent).
+    pub fn remove(&self, id: &str) -> Result<(), CatalogError> {
+        self.change(|s| s.without_product(id, &self.params))
+    }
+
+    fn change(
+        &self,
+        f: impl Fn(&Snapshot) -> Result<Snapshot, CatalogError>,
+    ) -> Result<(), CatalogError> {
+        let _one_writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let next = f(&self.snapshot())?;
+        if let Some(dir) = &self.dir {
+            // On disk first: if that fails the live catalog is unchanged.
+            next.save(dir)?;
+        }
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(raw_dim: usize) -> Manifest {
+        Manifest {
+            format: FORMAT_VERSION,
+            embedder: "test".into(),
+            embedder_sha256: String::new(),
+            raw_dim,
+            dim: raw_dim,
+            index: IndexKind::Flat,
+            products: 0,
+            vectors: 0,
+            projection: false,
+            catalog_views: vec![1.0],
+            detect_catalog_images: false,
+            created: String::new(),
+        }
+    }
+
+    fn prod(id: &str) -> Product {
+        Product::from_json(&format!(
+            r#"{{"id":"{id}","title":"T {id}","extra_field":[1,2]}}"#
+        ))
+        .unwrap()
+    }
+
+    fn iv(v: Vec<f32>) -> ImageVector {
+        ImageVector {
+            image: "img".into(),
+            bbox: None,
+            origin: "catalog".into(),
+            embedding: v,
+        }
+    }
+
+    fn small() -> Snapshot {
+        Snapshot::assemble(
+            manifest(3),
+            vec![prod("a"), prod("b")],
+            vec![
+                ("a".into(), iv(vec![1.0, 0.0, 0.0])),
+                ("a".into(), iv(vec![0.9, 0.1, 0.0])),
+                ("b".into(), iv(vec![0.0, 1.0, 0.0])),
+            ],
+            None,
+            &IndexParams::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn search_aggregates_per_product() {
+        let s = small();
+        let r = s.search_batch(&[vec![1.0, 0.2, 0.0]], 5, 8).unwrap();
+        assert_eq!(r[0].len(), 2, "one hit per product: {r:?}");
+        assert_eq!(r[0][0].0, "a");
+        assert!(r[0][0].1 > r[0][1].1);
+        assert!(matches!(
+            s.search_batch(&[vec![1.0]], 1, 8),
+            Err(CatalogError::Dimension { .. })
+        ));
+    }
+
+    #[test]
+    fn updates_swap_whole_snapshots_and_persist() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cat");
+        small().save(&dir).unwrap();
+        for kind in [IndexKind::Flat, IndexKind::Hnsw] {
+            let settings = CatalogSettings {
+                index: kind,
+                ..Default::default()
+            };
+            let cat = Catalog::open(&dir, &settings).unwrap();
+            let before = cat.snapshot();
+            cat.add(prod("c"), vec![iv(vec![0.0, 0.0, 1.0])]).unwrap();
+            assert!(matches!(
+                cat.add(prod("c"), vec![]),
+                Err(CatalogError::DuplicateProduct(_))
+            ));
+            assert_eq!(cat.search(&[0.0, 0.1, 1.0], 1).unwrap()[0].0, "c");
+            // The old snapshot is untouched.
+            assert_eq!(before.len(), 2);
+            assert_ne!(
+                before.search_batch(&[vec![0.0, 0.0, 1.0]], 1, 8).unwrap()[0][0].0,
+                "c"
+            );
+            // Replace a's vectors: now it sits on the z axis too, above c.
+            cat.upsert(prod("a"), vec![iv(vec![0.0, 0.05, 1.0])])
+                .unwrap();
+            assert_eq!(cat.search(&[0.0, 0.05, 1.0], 1).unwrap()[0].0, "a");
+            cat.remove("c").unwrap();
+            assert!(matches!(
+                cat.remove("c"),
+                Err(CatalogError::UnknownProduct(_))
+            ));
+            assert!(cat.product("c").is_none());
+            // Persisted: a fresh open sees the same.
+            let again = Catalog::open(&dir, &settings).unwrap();
+            assert_eq!(again.snapshot().len(), 2);
+            assert_eq!(again.snapshot().vectors(), 2);
+            assert_eq!(again.search(&[0.0, 0.05, 1.0], 1).unwrap()[0].0, "a");
+            assert_eq!(
+                again.product("a").unwrap().extra["extra_field"],
+                serde_json::json!([1, 2])
+            );
+            // Back to the start for the next kind.
+            cat.upsert(
+                prod("a"),
+                vec![iv(vec![1.0, 0.0, 0.0]), iv(vec![0.9, 0.1, 0.0])],
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn damaged_files_are_reported() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cat");
+        let g = small().save(&dir).unwrap();
+        std::fs::write(g.join("vectors.f32"), [0u8; 8]).unwrap();
+        let e = Snapshot::load(&dir, &IndexParams::default()).unwrap_err();
+        assert!(matches!(e, CatalogError::Corrupt { .. }), "{e}");
+        assert!(e.to_string().contains("vectors.f32"));
+        // A missing index file is rebuilt from the vectors.
+        let g = small().save(&dir).unwrap();
+        std::fs::remove_file(g.join("index.faiss")).unwrap();
+        assert_eq!(
+            Snapshot::load(&dir, &IndexParams::default())
+                .unwrap()
+                .vectors(),
+            3
+        );
+    }
+
+    #[test]
+    fn snippet_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/snippets/catalog.toml");
+        let s = crate::config::Settings::load(Some(&path), Vec::new()).unwrap();
+        let d = CatalogSettings::default();
+        assert_eq!(
+            toml::to_string(&s.catalog).unwrap(),
+            toml::to_string(&d).unwrap()
+        );
+    }
+
+    #[test]
+    fn defaults_validate() {
+        CatalogSettings::default().validate().unwrap();
+        let s = CatalogSettings {
+            query_views: vec![],
+            ..Default::default()
+        };
+        assert_eq!(s.validate().unwrap_err().0, "query_views");
+    }
+}

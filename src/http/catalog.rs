@@ -1,0 +1,214 @@
+//! Catalog HTTP routes: the product API (`GET /v1/products/{id}`, enriched from the shop's
+//! API when configured) and the admin API that changes the catalog while it serves
+//! (`POST /v1/catalog/products`, `PUT|DELETE /v1/catalog/products/{id}`, key required).
+//! Embedding work runs on the blocking pool; a change becomes visible to searches in one
+//! swap, after it is on disk.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use serde::Serialize;
+
+use super::{ApiError, require_admin};
+use crate::catalog::build::{ImageLoader, product_vectors};
+use crate::catalog::upstream::ProductService;
+use crate::catalog::{CatalogError, CatalogSettings, Product, Skipped};
+use crate::inference::Models;
+
+/// What the catalog routes need.
+#[derive(Clone)]
+pub struct CatalogApiState {
+    pub products: Arc<ProductService>,
+    /// Detector and embedder for new product images (admin routes answer 503 without).
+    pub models: Option<Models>,
+    pub settings: CatalogSettings,
+    /// `server.admin_key`.
+    pub admin_key: String,
+}
+
+impl CatalogApiState {
+    pub fn new(
+        products: Arc<ProductService>,
+        models: Option<Models>,
+        settings: &CatalogSettings,
+        admin_key: &str,
+    ) -> Self {
+        Self {
+            products,
+            models,
+            settings: settings.clone(),
+            admin_key: admin_key.to_string(),
+        }
+    }
+}
+
+pub fn router(state: CatalogApiState) -> Router {
+    Router::new()
+        .route("/v1/products/{id}", get(get_product))
+        .route("/v1/catalog", get(catalog_info))
+        .route("/v1/catalog/products", post(add_product))
+        .route(
+            "/v1/catalog/products/{id}",
+            put(put_product).delete(delete_product),
+        )
+        .with_state(state)
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::UnknownProduct(_) => ApiError::NotFound(e.to_string()),
+            CatalogError::DuplicateProduct(_) => ApiError::Conflict(e.to_string()),
+            CatalogError::InvalidProduct(_)
+            | CatalogError::Input { .. }
+            | CatalogError::Image { .. }
+            | CatalogError::Empty(_) => ApiError::BadRequest(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+async fn get_product(
+    State(st): State<CatalogApiState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(st.products.get(&id).await?))
+}
+
+async fn catalog_info(State(st): State<CatalogApiState>) -> impl IntoResponse {
+    Json(st.products.catalog().manifest())
+}
+
+#[derive(Debug, Serialize)]
+struct ChangeAnswer {
+    id: String,
+    vectors: usize,
+    skipped: Vec<Skipped>,
+}
+
+fn parse_product(body: &[u8]) -> Result<Product, ApiError> {
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::BadRequest("body is not UTF-8".into()))?;
+    Product::from_json(text).map_err(|why| ApiError::BadRequest(format!("invalid product: {why}")))
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Add,
+    Upsert,
+}
+
+/// Embed the product's images and apply the change, off the async workers.
+async fn change(
+    st: CatalogApiState,
+    product: Product,
+    mode: Mode,
+) -> Result<ChangeAnswer, ApiError> {
+    let models = st.models.clone().ok_or_else(|| {
+        ApiError::Unavailable("no models loaded: the catalog cannot take new images".into())
+    })?;
+    if product.images.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "product `{}` has no images",
+            product.id
+        )));
+    }
+    let catalog = st.products.catalog().clone();
+    let settings = st.settings.clone();
+    tokio::task::spawn_blocking(move || -> Result<ChangeAnswer, ApiError> {
+        if matches!(mode, Mode::Add) && catalog.product(&product.id).is_some() {
+            return Err(CatalogError::DuplicateProduct(product.id.clone()).into());
+        }
+        let root = if settings.images_root.is_empty() {
+            catalog.dir().map(|d| d.to_path_buf()).unwrap_or_default()
+        } else {
+            PathBuf::from(&settings.images_root)
+        };
+        let loader = ImageLoader::new(&root, &settings);
+        let (vectors, skipped) = product_vectors(
+            &models,
+            &settings,
+            &loader,
+            &product,
+            &format!("product {}", product.id),
+        );
+        if vectors.is_empty() {
+            let why = skipped
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(ApiError::BadRequest(format!("no usable image: {why}")));
+        }
+        let answer = ChangeAnswer {
+            id: product.id.clone(),
+            vectors: vectors.len(),
+            skipped,
+        };
+        match mode {
+            Mode::Add => catalog.add(product, vectors)?,
+            Mode::Upsert => catalog.upsert(product, vectors)?,
+        }
+        Ok(answer)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("catalog update task: {e}")))?
+}
+
+async fn add_product(
+    State(st): State<CatalogApiState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&headers, &st.admin_key)?;
+    let product = parse_product(&body)?;
+    let answer = change(st, product, Mode::Add).await?;
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+async fn put_product(
+    State(st): State<CatalogApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&headers, &st.admin_key)?;
+    // The id may be left out of the body; if present it must be the path's.
+    let mut value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid product: {e}")))?;
+    let obj = value
+        .as_object_mut()
+        .ok_or_else(|| ApiError::BadRequest("invalid product: not a JSON object".into()))?;
+    match obj.get("id") {
+        None => {
+            obj.insert("id".into(), serde_json::Value::String(id.clone()));
+        }
+        Some(v) if v.as_str() == Some(id.as_str()) => {}
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "the body's id differs from the path's".into(),
+            ));
+        }
+    }
+    let product = parse_product(value.to_string().as_bytes())?;
+    Ok(Json(change(st, product, Mode::Upsert).await?))
+}
+
+async fn delete_product(
+    State(st): State<CatalogApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    require_admin(&headers, &st.admin_key)?;
+    let catalog = st.products.catalog().clone();
+    tokio::task::spawn_blocking(move || catalog.remove(&id))
+        .await
+        .map_err(|e| ApiError::Internal(format!("catalog update task: {e}")))??;
+    Ok(StatusCode::NO_CONTENT)
+}
