@@ -56,6 +56,10 @@ enum BenchCommand {
         #[arg(long)]
         clips_dir: Option<PathBuf>,
     },
+    /// Catalog matching accuracy on the Grocery Store dataset (top-1/top-5, options compared).
+    CatalogAccuracy(shopcue::bench::catalog_accuracy::AccuracyArgs),
+    /// Detector/embedder latency and FAISS query latency (flat vs HNSW) at scale.
+    CatalogSpeed(shopcue::bench::catalog_speed::SpeedArgs),
     /// Playlist rewriting cost (µs per rewrite).
     Manifest {
         #[arg(long, default_value_t = 1.0)]
@@ -116,6 +120,12 @@ fn run(args: Cli) -> anyhow::Result<()> {
                 }
                 BenchCommand::Shots { clips_dir } => {
                     shopcue::bench::shots::run_bench(clips_dir.as_deref()).map(|_| ())
+                }
+                BenchCommand::CatalogAccuracy(a) => {
+                    shopcue::bench::catalog_accuracy::run_bench(&settings, &a).map(|_| ())
+                }
+                BenchCommand::CatalogSpeed(a) => {
+                    shopcue::bench::catalog_speed::run_bench(&settings, &a).map(|_| ())
                 }
                 BenchCommand::Fanout(a) => shopcue::bench::fanout::run_bench(&a).map(|_| ()),
                 BenchCommand::Manifest { seconds_per_case } => {
