@@ -4,9 +4,12 @@
 //! [`ingest`] polls a live HLS playlist (or receives SRT, or reads a file), fetching each
 //! segment once and giving it a wall-clock anchor; [`media`] (the only module that touches
 //! GStreamer) decodes segments into [`frame::Frame`]s at the analysis height; [`shots`]
-//! finds shot changes in every frame (pure logic); [`matching`] samples frames for
-//! inference, judges detections against catalog candidates and aggregates them per shot
-//! into [`cue::Cue`]s (pure logic); [`manifest`] renders cues into HLS playlists
+//! finds shot changes in every frame (pure logic); [`inference`] (the only ort user) runs
+//! the detector and embedder described in config; [`catalog`] (the only FAISS user) holds
+//! the product index and the detect → crop → embed → search path; [`matching`] samples
+//! frames for inference, judges detections against catalog candidates and aggregates them per shot
+//! into [`cue::Cue`]s (pure logic); [`cuebus`] carries cues between machines (in memory,
+//! or Redis Streams, the only Redis user); [`manifest`] renders cues into HLS playlists
 //! (EXT-X-DATERANGE with SCTE-35), MPEG-TS timed ID3 and fMP4 emsg (pure logic).
 //! [`origin`] serves a looping live HLS channel from a file for tests and the demo; [`http`]
 //! is the only module that touches axum/hyper. [`config`] holds the settings tree (file,
