@@ -18,6 +18,7 @@ use crate::origin::{LiveOrigin, SourceSegment};
 use crate::shots::ShotDetector;
 
 /// One encoded test rendition.
+#[derive(Clone)]
 pub struct Rendition {
     pub label: String,
     pub fps: u32,
@@ -217,13 +218,7 @@ pub async fn run_bench(
     for r in &renditions {
         let row = {
             let settings = settings.clone();
-            let r2 = Rendition {
-                label: r.label.clone(),
-                fps: r.fps,
-                segments: r.segments.clone(),
-                width: r.width,
-                height: r.height,
-            };
+            let r2 = r.clone();
             tokio::task::spawn_blocking(move || realtime_factor(&r2, &settings)).await??
         };
         println!(
