@@ -76,6 +76,7 @@ pub async fn detect_shots(
         realtime: args.realtime,
         on_error: OnError::Fail,
         height,
+        ..IngestOptions::default()
     };
     let source_cancel = cancel.child_token();
     let mut channel = ingest::start(

@@ -22,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The sidecar: channels in, product cues out (WebSocket feed, HLS proxy), until Ctrl-C.
+    Run(shopcue::sidecar::RunArgs),
     /// Find the shot changes of a file, or of a live HLS/SRT stream for --duration seconds.
     Shots(cli::ShotsArgs),
     /// Serve a looping live HLS channel made from a video file (tests, demos).
@@ -99,6 +101,12 @@ fn run(args: Cli) -> anyhow::Result<()> {
             signal.cancel();
         });
         match args.command {
+            Command::Run(a) => {
+                let settings = a.apply(&settings)?;
+                let sidecar = shopcue::sidecar::Sidecar::start(settings, cancel).await?;
+                println!("shopcue listening on http://{}", sidecar.addr);
+                sidecar.run_until_cancelled().await
+            }
             Command::Shots(a) => {
                 let report = cli::detect_shots(&settings, &a, cancel).await?;
                 cli::print_shots(&report, a.json)

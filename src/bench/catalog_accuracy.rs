@@ -9,18 +9,19 @@
 //! `catalog build --train-photos` then `Analyzer` queries.
 
 use std::collections::HashMap;
-use std::io::Write;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::catalog::analyzer::{
     average_views, detection_rect, embed_region_views, embed_regions, main_region,
 };
 use crate::catalog::build::{BuildOptions, build};
+use crate::catalog::grocery::{Grocery, Labelled};
 use crate::catalog::{
     Analyzer, Catalog, FORMAT_VERSION, ImageVector, IndexParams, Manifest, Product, Projection,
     Snapshot,
@@ -85,170 +86,6 @@ impl ScratchDir {
 impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// One labelled picture of the dataset.
-#[derive(Debug, Clone)]
-pub struct Labelled {
-    pub class: usize,
-    pub path: PathBuf,
-}
-
-/// The dataset: class names (= product ids), iconic images, train and val photos.
-#[derive(Debug, Clone)]
-pub struct Grocery {
-    pub classes: Vec<String>,
-    pub coarse: Vec<String>,
-    pub iconic: Vec<Labelled>,
-    pub train: Vec<Labelled>,
-    pub val: Vec<Labelled>,
-    pub descriptions: Vec<Option<PathBuf>>,
-}
-
-/// Split a CSV line (the dataset's has no quoted commas, but be careful anyway).
-fn csv_fields(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    for c in line.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            ',' if !quoted => out.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out.into_iter().map(|s| s.trim().to_string()).collect()
-}
-
-/// Paths in the dataset's files start with `/` but are relative to its folder.
-fn data_path(root: &Path, p: &str) -> PathBuf {
-    root.join(p.trim().trim_start_matches('/'))
-}
-
-impl Grocery {
-    pub fn load(root: &Path) -> anyhow::Result<Self> {
-        let csv = root.join("classes.csv");
-        let text =
-            std::fs::read_to_string(&csv).with_context(|| format!("reading {}", csv.display()))?;
-        let mut lines = text.lines();
-        let header = csv_fields(lines.next().unwrap_or_default());
-        let col = |name: &str| {
-            header
-                .iter()
-                .position(|h| h.starts_with(name))
-                .with_context(|| format!("{}: no column `{name}`", csv.display()))
-        };
-        let (c_name, c_id, c_coarse, c_icon, c_desc) = (
-            col("Class Name")?,
-            col("Class ID")?,
-            col("Coarse Class Name")?,
-            col("Iconic Image Path")?,
-            col("Product Description Path")?,
-        );
-        let mut rows: Vec<(usize, String, String, PathBuf, Option<PathBuf>)> = Vec::new();
-        for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let f = csv_fields(line);
-            let get = |c: usize| f.get(c).cloned().unwrap_or_default();
-            let id: usize = get(c_id)
-                .parse()
-                .with_context(|| format!("{}:{}: bad class id", csv.display(), i + 2))?;
-            let desc = get(c_desc);
-            rows.push((
-                id,
-                get(c_name),
-                get(c_coarse),
-                data_path(root, &get(c_icon)),
-                (!desc.is_empty()).then(|| data_path(root, &desc)),
-            ));
-        }
-        rows.sort_by_key(|r| r.0);
-        if rows.iter().enumerate().any(|(i, r)| r.0 != i) {
-            bail!("{}: class ids are not 0..{}", csv.display(), rows.len());
-        }
-        let split = |name: &str| -> anyhow::Result<Vec<Labelled>> {
-            let p = root.join(name);
-            let text =
-                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-            let mut out = Vec::new();
-            for (i, line) in text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-            {
-                let f = csv_fields(line);
-                let class: usize = f
-                    .get(1)
-                    .and_then(|c| c.parse().ok())
-                    .with_context(|| format!("{}:{}: bad class", p.display(), i + 1))?;
-                if class >= rows.len() {
-                    bail!(
-                        "{}:{}: class {class} not in classes.csv",
-                        p.display(),
-                        i + 1
-                    );
-                }
-                out.push(Labelled {
-                    class,
-                    path: data_path(root, &f[0]),
-                });
-            }
-            Ok(out)
-        };
-        Ok(Self {
-            classes: rows.iter().map(|r| r.1.clone()).collect(),
-            coarse: rows.iter().map(|r| r.2.clone()).collect(),
-            iconic: rows
-                .iter()
-                .map(|r| Labelled {
-                    class: r.0,
-                    path: r.3.clone(),
-                })
-                .collect(),
-            descriptions: rows.iter().map(|r| r.4.clone()).collect(),
-            train: split("train.txt")?,
-            val: split("val.txt")?,
-        })
-    }
-
-    /// `products.jsonl` (one product per class, its iconic image) and `train_photos.jsonl`
-    /// (the train split), with absolute image paths.
-    pub fn write_jsonl(&self, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
-        std::fs::create_dir_all(dir)?;
-        let products = dir.join("products.jsonl");
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&products)?);
-        for (i, name) in self.classes.iter().enumerate() {
-            let abs = std::path::absolute(&self.iconic[i].path)?;
-            let description = self.descriptions[i]
-                .as_ref()
-                .and_then(|p| std::fs::read_to_string(p).ok())
-                .map(|t| t.trim().to_string());
-            let mut p = serde_json::json!({
-                "id": name,
-                "title": name.replace('-', " "),
-                "category": self.coarse[i],
-                "images": [abs],
-                "class_id": i,
-            });
-            if let Some(d) = description {
-                p["description"] = serde_json::Value::String(d);
-            }
-            writeln!(f, "{p}")?;
-        }
-        f.flush()?;
-        let train = dir.join("train_photos.jsonl");
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&train)?);
-        for t in &self.train {
-            let abs = std::path::absolute(&t.path)?;
-            writeln!(
-                f,
-                "{}",
-                serde_json::json!({ "product_id": self.classes[t.class], "image": abs })
-            )?;
-        }
-        f.flush()?;
-        Ok((products, train))
     }
 }
 
@@ -886,36 +723,4 @@ pub fn run_bench(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_and_paths() {
-        assert_eq!(csv_fields("a, b,\"c,d\""), vec!["a", "b", "c,d"]);
-        assert_eq!(
-            data_path(Path::new("/g"), "/iconic/x.jpg"),
-            PathBuf::from("/g/iconic/x.jpg")
-        );
-    }
-
-    #[test]
-    fn loads_the_dataset_when_present() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/grocery");
-        if !root.exists() {
-            eprintln!("skipped: no {}", root.display());
-            return;
-        }
-        let g = Grocery::load(&root).unwrap();
-        assert_eq!(g.classes.len(), 81);
-        assert_eq!(g.classes[0], "Golden-Delicious");
-        assert!(g.iconic.iter().all(|l| l.path.exists()));
-        assert!(g.val.len() > 250 && g.train.len() > 2000);
-        let dir = tempfile::tempdir().unwrap();
-        let (p, t) = g.write_jsonl(dir.path()).unwrap();
-        let text = std::fs::read_to_string(p).unwrap();
-        let (products, skipped) = crate::catalog::product::parse_products(&text, "p");
-        assert_eq!((products.len(), skipped.len()), (81, 0));
-        assert!(products[0].product.extra.contains_key("description"));
-        let (photos, skipped) =
-            crate::catalog::product::parse_train_photos(&std::fs::read_to_string(t).unwrap(), "t");
-        assert_eq!((photos.len(), skipped.len()), (g.train.len(), 0));
-    }
 }

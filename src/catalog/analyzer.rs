@@ -28,6 +28,17 @@ pub struct FrameAnalysis {
     pub width: u32,
     pub height: u32,
     pub regions: Vec<RegionMatch>,
+    /// Where the time went.
+    #[serde(skip)]
+    pub timings: AnalysisTimings,
+}
+
+/// Time spent in each step of [`Analyzer::analyze`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AnalysisTimings {
+    pub detect: std::time::Duration,
+    pub embed: std::time::Duration,
+    pub search: std::time::Duration,
 }
 
 /// One product found in a picture, with the region where it scored best.
@@ -171,11 +182,13 @@ impl Analyzer {
     /// Detect, crop, embed, search one picture; `k` candidates per region.
     pub fn analyze(&self, img: &RgbImage, k: usize) -> Result<FrameAnalysis, CatalogError> {
         let s = &self.settings;
+        let t0 = std::time::Instant::now();
         let mut dets = if s.query_detections > 0 {
             self.detector.detect(img)?
         } else {
             Vec::new()
         };
+        let detect = t0.elapsed();
         dets.sort_by(|a, b| b.score.total_cmp(&a.score));
         dets.truncate(s.query_detections);
         let mut rects: Vec<Rect> = dets
@@ -187,8 +200,15 @@ impl Analyzer {
             rects.push(img.full_rect());
             sources.push(None);
         }
+        let t1 = std::time::Instant::now();
         let embs = embed_regions(&self.embedder, img, &rects, &s.query_views)?;
+        let t2 = std::time::Instant::now();
         let hits = self.catalog.search_batch(&embs, k)?;
+        let timings = AnalysisTimings {
+            detect,
+            embed: t2 - t1,
+            search: t2.elapsed(),
+        };
         let regions = rects
             .iter()
             .zip(sources)
@@ -209,6 +229,7 @@ impl Analyzer {
             width: img.width,
             height: img.height,
             regions,
+            timings,
         })
     }
 
@@ -270,6 +291,7 @@ mod tests {
                     candidates: vec![("p2".into(), 0.9), ("p3".into(), 0.1)],
                 },
             ],
+            timings: AnalysisTimings::default(),
         };
         let m = a.best_matches(5);
         assert_eq!(

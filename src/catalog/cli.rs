@@ -22,6 +22,22 @@ pub enum CatalogCommand {
     Build(BuildArgs),
     /// Find the products in a picture: detect → crop → embed → search.
     Query(QueryArgs),
+    /// Build the demo catalog from the Grocery Store dataset: its 81 products with their
+    /// iconic images, and a projection learned from the labelled in-store photos.
+    Grocery(GroceryArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GroceryArgs {
+    /// The dataset folder (classes.csv, train.txt, iconic-images-and-descriptions/).
+    #[arg(long, value_name = "DIR", default_value = "data/grocery")]
+    pub dataset: PathBuf,
+    /// Catalog folder to write.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Use at most this many labelled photos per product (all by default).
+    #[arg(long)]
+    pub photos_per_product: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +97,26 @@ pub fn run(args: CatalogArgs, settings: &Settings) -> anyhow::Result<()> {
     match args.command {
         CatalogCommand::Build(a) => run_build(a, settings),
         CatalogCommand::Query(a) => run_query(a, settings),
+        CatalogCommand::Grocery(a) => {
+            let models = Models::load(&settings.inference).context("loading the models")?;
+            let r = super::grocery::build_catalog(
+                &models,
+                &settings.catalog,
+                &a.dataset,
+                &a.out,
+                a.photos_per_product,
+                true,
+            )?;
+            eprintln!(
+                "catalog {}: {} products, {} vectors, projection from {} photos; {} skipped",
+                a.out.display(),
+                r.products,
+                r.vectors,
+                r.train_photos,
+                r.skipped.len()
+            );
+            Ok(())
+        }
     }
 }
 

@@ -14,6 +14,7 @@
 pub mod analyzer;
 pub mod build;
 pub mod cli;
+pub mod grocery;
 pub mod index;
 pub mod linalg;
 pub mod product;
@@ -27,7 +28,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-pub use self::analyzer::{Analyzer, FrameAnalysis, Match, RegionMatch};
+pub use self::analyzer::{AnalysisTimings, Analyzer, FrameAnalysis, Match, RegionMatch};
 pub use self::index::{IndexKind, IndexParams, VectorIndex};
 pub use self::product::{ImageSource, Product, Skipped};
 pub use self::projection::Projection;

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod feed;
 pub mod hls;
 pub mod origin;
+pub mod server;
 pub mod token;
 
 use axum::http::{HeaderMap, StatusCode};

@@ -66,6 +66,8 @@ pub struct ChannelStats {
     newest_frame_ms: AtomicI64,
     /// Highest analysed media sequence number and wall-clock anchors (HLS proxy).
     pub analysis: std::sync::Arc<progress::AnalysisProgress>,
+    /// Fetch and decode latency histograms (the sidecar's metrics), when given.
+    pub metrics: Option<crate::metrics::ChannelMetrics>,
     inner: Mutex<StatsInner>,
 }
 
@@ -96,6 +98,7 @@ impl Default for ChannelStats {
             live_edge_ms: AtomicI64::new(0),
             newest_frame_ms: AtomicI64::new(0),
             analysis: Default::default(),
+            metrics: None,
             inner: Mutex::new(StatsInner {
                 state: ChannelState::Starting,
                 last_error: None,
@@ -150,6 +153,9 @@ impl ChannelStats {
     }
     pub fn record_fetch(&self, d: Duration) {
         self.last_fetch_us.store(d.as_micros() as u64, ORD);
+        if let Some(m) = &self.metrics {
+            m.segment_fetch_seconds.observe(d.as_secs_f64());
+        }
     }
     pub fn set_live_edge(&self, t: DateTime<Utc>) {
         self.live_edge_ms.store(t.timestamp_millis(), ORD);
@@ -243,6 +249,11 @@ pub struct IngestOptions {
     pub on_error: OnError,
     /// Height of delivered frames (defaults to `media.analysis_height`).
     pub height: Option<u32>,
+    /// Where fetch and decode latencies go (the sidecar's metrics).
+    pub metrics: Option<crate::metrics::ChannelMetrics>,
+    /// Analysis progress to share (the sidecar creates it first, so the HLS proxy and
+    /// the pipeline see the same one); a new one otherwise.
+    pub progress: Option<Arc<progress::AnalysisProgress>>,
 }
 
 impl Default for IngestOptions {
@@ -251,6 +262,8 @@ impl Default for IngestOptions {
             realtime: false,
             on_error: OnError::Retry,
             height: None,
+            metrics: None,
+            progress: None,
         }
     }
 }
@@ -273,7 +286,11 @@ pub async fn start(
     opts: IngestOptions,
     cancel: CancellationToken,
 ) -> Result<Channel, IngestError> {
-    let stats = Arc::new(ChannelStats::default());
+    let stats = Arc::new(ChannelStats {
+        metrics: opts.metrics.clone(),
+        analysis: opts.progress.clone().unwrap_or_default(),
+        ..ChannelStats::default()
+    });
     let (tx, rx) = mpsc::channel(media_settings.frame_queue);
     let height = opts.height.unwrap_or(media_settings.analysis_height);
     let pipelines = Pipelines::new(&media_settings.pipelines_dir);
@@ -536,6 +553,9 @@ fn decode_segments(
                 stats
                     .last_decode_us
                     .store(s.elapsed.as_micros() as u64, ORD);
+                if let Some(m) = &stats.metrics {
+                    m.segment_decode_seconds.observe(s.elapsed.as_secs_f64());
+                }
                 stats
                     .last_segment_media_us
                     .store((seg.job.duration * 1e6) as u64, ORD);
@@ -573,7 +593,11 @@ fn decode_segments(
             }
         }
         // Bad segments count as analysed too: waiting for them would stall the proxy.
-        stats.analysis.record(seg.job.msn, seg.job.wallclock);
+        let end = seg.job.wallclock
+            + chrono::Duration::nanoseconds((seg.job.duration.max(0.0) * 1e9) as i64);
+        stats
+            .analysis
+            .record_segment(seg.job.msn, seg.job.wallclock, end);
         if result.is_ok() && stats.state() == ChannelState::Degraded {
             stats.ok();
         }

@@ -1,7 +1,10 @@
 //! What ingest has analysed, shared with the HLS proxy: the highest media sequence number
 //! decoded and each recent segment's wall-clock anchor (`msn -> first frame's wall clock`),
 //! so the sidecar's playlists carry the analysis timeline and hold back what is not
-//! analysed yet. Bounded: the oldest anchors are dropped beyond [`MAX_ANCHORS`].
+//! analysed yet. Without an analysis pipeline a decoded segment counts as analysed; once a
+//! pipeline is attached ([`AnalysisProgress::gate`]) a segment counts only when the
+//! pipeline reports every frame up to the segment's end analysed
+//! ([`AnalysisProgress::analysed_until`]). Bounded: the oldest anchors are dropped beyond [`MAX_ANCHORS`].
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -17,6 +20,11 @@ pub struct AnalysisProgress {
     /// Highest analysed media sequence number, -1 for none.
     highest: AtomicI64,
     anchors: Mutex<BTreeMap<u64, DateTime<Utc>>>,
+    /// Segment ends (`msn -> wall clock after its last frame`), while gated.
+    ends: Mutex<BTreeMap<u64, DateTime<Utc>>>,
+    gated: std::sync::atomic::AtomicBool,
+    /// Milliseconds since the epoch up to which the pipeline has analysed every frame.
+    until_ms: AtomicI64,
 }
 
 impl Default for AnalysisProgress {
@@ -24,6 +32,9 @@ impl Default for AnalysisProgress {
         Self {
             highest: AtomicI64::new(-1),
             anchors: Mutex::new(BTreeMap::new()),
+            ends: Mutex::new(BTreeMap::new()),
+            gated: std::sync::atomic::AtomicBool::new(false),
+            until_ms: AtomicI64::new(i64::MIN),
         }
     }
 }
@@ -37,6 +48,54 @@ impl AnalysisProgress {
     pub fn record(&self, msn: u64, wallclock: DateTime<Utc>) {
         self.set_anchor(msn, wallclock);
         self.mark_analysed(msn);
+    }
+
+    /// From now on a segment is analysed only when [`Self::analysed_until`] passes its end.
+    pub fn gate(&self) {
+        self.gated.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_gated(&self) -> bool {
+        self.gated.load(Ordering::Relaxed)
+    }
+
+    /// Ingest decoded segment `msn`, `start..end` in wall clock: an anchor, and analysed
+    /// now (ungated) or once the pipeline gets past `end` (gated).
+    pub fn record_segment(&self, msn: u64, start: DateTime<Utc>, end: DateTime<Utc>) {
+        if !self.is_gated() {
+            self.record(msn, start);
+            return;
+        }
+        self.set_anchor(msn, start);
+        {
+            let mut g = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+            g.insert(msn, end);
+            while g.len() > MAX_ANCHORS {
+                g.pop_first();
+            }
+        }
+        self.advance();
+    }
+
+    /// The pipeline has analysed every frame before `wallclock`.
+    pub fn analysed_until(&self, wallclock: DateTime<Utc>) {
+        self.until_ms
+            .fetch_max(wallclock.timestamp_millis(), Ordering::Relaxed);
+        self.advance();
+    }
+
+    /// Marks the consecutive segments whose end the pipeline has passed (1 ms slack for
+    /// rounding).
+    fn advance(&self) {
+        let until = self.until_ms.load(Ordering::Relaxed);
+        let from = self.highest_analysed().map_or(0, |h| h + 1);
+        let g = self.ends.lock().unwrap_or_else(|p| p.into_inner());
+        for (msn, end) in g.range(from..) {
+            if end.timestamp_millis() > until.saturating_add(1) {
+                break;
+            }
+            self.mark_analysed(*msn);
+        }
     }
 
     /// The wall clock of `msn`'s first frame, without marking it analysed.
@@ -82,6 +141,27 @@ impl AnalysisProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gated_progress_follows_the_pipeline() {
+        let t = |s: i64| DateTime::from_timestamp(1_763_719_200 + s, 0).unwrap();
+        let p = AnalysisProgress::default();
+        p.gate();
+        p.record_segment(10, t(0), t(2));
+        p.record_segment(11, t(2), t(4));
+        assert_eq!(p.anchor(11), Some(t(2)));
+        assert_eq!(p.highest_analysed(), None);
+        p.analysed_until(t(3));
+        assert_eq!(p.highest_analysed(), Some(10));
+        p.analysed_until(t(1)); // never back
+        p.record_segment(12, t(4), t(6));
+        p.analysed_until(t(6));
+        assert_eq!(p.highest_analysed(), Some(12));
+        // Ungated: decoded is analysed.
+        let q = AnalysisProgress::default();
+        q.record_segment(3, t(0), t(2));
+        assert!(q.is_analysed(3));
+    }
 
     #[test]
     fn progress_is_monotonic_and_bounded() {

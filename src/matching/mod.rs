@@ -81,7 +81,8 @@ pub struct MatchingSettings {
     /// Then sample one frame every this many ms within the shot.
     pub interval_ms: u64,
     /// Sampled frames that may wait for inference per channel; when full the oldest is
-    /// dropped and counted.
+    /// dropped and counted. Live HLS hands over a whole segment's frames at once, so this
+    /// should hold one segment's samples (segment duration / `interval_ms`).
     pub queue_capacity: usize,
     // --- judging one detection ---
     /// Catalog neighbours the caller asks for per crop (the margin test looks among them
@@ -126,7 +127,7 @@ impl Default for MatchingSettings {
         Self {
             settle_ms: 120,
             interval_ms: 250,
-            queue_capacity: 2,
+            queue_capacity: 8,
             top_k: 5,
             min_det_score: 0.25,
             min_similarity: 0.55,

@@ -295,6 +295,13 @@ impl ShotDetector {
         self.gradual_delay + self.h + END_SLACK
     }
 
+    /// Frames between pushing the first frame after a hard cut and its `Started` event
+    /// (a frame held back this long is labelled with the right shot unless the boundary
+    /// is gradual).
+    pub fn cut_lookahead_frames(&self) -> u64 {
+        self.cut_delay + 1
+    }
+
     /// Frames whose picture could not be read (data shorter than the size says); they
     /// were taken as grey.
     pub fn malformed_frames(&self) -> u64 {

@@ -179,3 +179,91 @@ pub fn end(channel: &str, n: u64) -> CueEvent {
     c.end = Some(t(n as i64 * 1000 + 500));
     CueEvent::End(c)
 }
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Grocery Store dataset (copied to data/ by the set-up, else ../shared).
+pub fn grocery_dataset() -> PathBuf {
+    for dir in ["data/grocery", "../shared/data/grocery"] {
+        let p = root().join(dir);
+        if p.join("classes.csv").is_file() {
+            return p;
+        }
+    }
+    panic!("Grocery dataset not found: run scripts/setup.sh (needs ../shared/data/grocery)");
+}
+
+/// Settings for tests: models from models/, CPU only, listen on a free loopback port.
+pub fn test_settings() -> shopcue::config::Settings {
+    let mut s = shopcue::config::Settings::default();
+    s.inference.models_dir = root().join("models").display().to_string();
+    s.inference.providers = vec!["cpu".into()];
+    s.server.listen = "127.0.0.1:0".into();
+    s
+}
+
+/// Photos per product the test catalog learns its projection from (fewer: quicker build).
+pub const TEST_CATALOG_PHOTOS: usize = 10;
+
+/// The demo catalog (81 grocery products, iconic images, projection learned from
+/// [`TEST_CATALOG_PHOTOS`] labelled photos each, never the footage's own photos), built
+/// once per checkout under target/ and reused: building takes about a minute.
+pub fn grocery_catalog() -> PathBuf {
+    static BUILT: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut g = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = g.as_ref() {
+        return p.clone();
+    }
+    let dir = root().join(format!(
+        "target/test-data/grocery-catalog-v1-{TEST_CATALOG_PHOTOS}"
+    ));
+    if !dir.join("CURRENT").is_file() {
+        // Built aside and renamed, so concurrent test binaries never see half a catalog.
+        let tmp = root().join(format!(
+            "target/test-data/grocery-catalog-tmp-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_dir_all(tmp.with_file_name(format!(
+            "grocery-catalog-tmp-{}.sources",
+            std::process::id()
+        )));
+        std::fs::create_dir_all(tmp.parent().unwrap()).unwrap();
+        let s = test_settings();
+        let models = shopcue::inference::Models::load(&s.inference)
+            .expect("models load (run scripts/setup.sh)");
+        shopcue::catalog::grocery::build_catalog(
+            &models,
+            &s.catalog,
+            &grocery_dataset(),
+            &tmp,
+            Some(TEST_CATALOG_PHOTOS),
+            false,
+        )
+        .expect("grocery catalog builds");
+        if std::fs::rename(&tmp, &dir).is_err() {
+            // Another test binary won the race; use its catalog.
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+    }
+    assert!(
+        dir.join("CURRENT").is_file(),
+        "no catalog in {}",
+        dir.display()
+    );
+    *g = Some(dir.clone());
+    dir
+}
+
+/// grocery_shots.mp4: the product of each 2 s shot, in order (ground_truth.json).
+pub const GROCERY_PRODUCTS: [&str; 6] = [
+    "Bravo-Apple-Juice",
+    "Arla-Standard-Milk",
+    "Oatly-Oat-Milk",
+    "Arla-Natural-Yoghurt",
+    "God-Morgon-Orange-Juice",
+    "Alpro-Fresh-Soy-Milk",
+];

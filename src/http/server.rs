@@ -1,0 +1,96 @@
+//! The sidecar's one HTTP server: every route of the process on one listener.
+//!
+//! `GET /healthz` (200 as soon as it listens), `GET /readyz` (200 once every channel is
+//! up and the catalog is loaded, 503 with the reasons otherwise), `GET /metrics`
+//! (Prometheus text), `GET /v1/status` (JSON for the dashboard), plus the WebSocket feed,
+//! the HLS proxy, the catalog and product API and whatever else the caller merges in.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::metrics::Metrics;
+
+/// Readiness: `Ok(())` or the reasons the process is not ready.
+pub type ReadyFn = Arc<dyn Fn() -> Result<(), Vec<String>> + Send + Sync>;
+/// The status document of `GET /v1/status`.
+pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+#[derive(Clone)]
+struct Ops {
+    metrics: Arc<Metrics>,
+    ready: ReadyFn,
+    status: StatusFn,
+}
+
+/// The operational routes; merge the feature routers into the result.
+pub fn ops_router(metrics: Arc<Metrics>, ready: ReadyFn, status: StatusFn) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/status", get(status_json))
+        .with_state(Ops {
+            metrics,
+            ready,
+            status,
+        })
+}
+
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+async fn readyz(State(ops): State<Ops>) -> Response {
+    match (ops.ready)() {
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"ready": true})),
+        )
+            .into_response(),
+        Err(reasons) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"ready": false, "reasons": reasons})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_text(State(ops): State<Ops>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        ops.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn status_json(State(ops): State<Ops>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json((ops.status)()),
+    )
+        .into_response()
+}
+
+/// Serve `router` on `listener` (TCP_NODELAY on every connection: small cue frames must
+/// not wait for delayed ACKs) until `shutdown` completes; in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,486 @@
+//! Prometheus metrics: the process's one registry (the only `prometheus-client` user).
+//!
+//! Every figure an operator needs is here, per channel (label `channel`) and per stage:
+//! segment fetch and decode latency, lag behind the live edge, decode frames/s, frames and
+//! inference samples dropped, shots, inference latency per model, FAISS search latency,
+//! cues emitted, glass-to-cue latency, WebSocket clients and messages, the cue bus (Redis)
+//! health and the execution provider in use. Stages observe into the handles of
+//! [`ChannelMetrics`] directly; figures kept elsewhere as plain counters (feed, bus,
+//! ingest) are copied in by the sidecar's once-a-second sampler ([`Metrics::sync_counter`]).
+//! `GET /metrics` serves [`Metrics::encode`] (OpenMetrics text).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A gauge holding an `f64`.
+pub type FGauge = Gauge<f64, AtomicU64>;
+
+/// Buckets (seconds) of stage latencies: 1 ms … 10 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0,
+];
+/// Buckets (seconds) of glass-to-cue latency: 100 ms … 30 s.
+const GLASS_BUCKETS: [f64; 15] = [
+    0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 30.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+fn glass_histogram() -> Histogram {
+    Histogram::new(GLASS_BUCKETS)
+}
+
+type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabel {
+    pub channel: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabel {
+    pub channel: String,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub channel: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub channel: String,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabel {
+    pub model: String,
+    pub provider: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabel {
+    pub name: String,
+}
+
+/// The registry and every metric family.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    segment_fetch: HistFamily<ChannelLabel>,
+    segment_decode: HistFamily<ChannelLabel>,
+    lag: Family<ChannelLabel, FGauge>,
+    decode_fps: Family<ChannelLabel, FGauge>,
+    realtime_factor: Family<ChannelLabel, FGauge>,
+    channel_state: Family<StateLabel, Gauge>,
+    frames: Family<ChannelLabel, Counter>,
+    dropped: Family<KindLabel, Counter>,
+    segments: Family<KindLabel, Counter>,
+    shots: Family<ChannelLabel, Counter>,
+    samples: Family<ChannelLabel, Counter>,
+    inference: HistFamily<ModelLabel>,
+    search: HistFamily<ChannelLabel>,
+    analysis: HistFamily<ChannelLabel>,
+    inference_errors: Family<ChannelLabel, Counter>,
+    cues: Family<KindLabel, Counter>,
+    glass_to_cue: HistFamily<ChannelLabel>,
+    /// Process-wide gauges and counters by name (feed, bus, HTTP).
+    gauges: Family<NameLabel, FGauge>,
+    counters: Family<NameLabel, Counter>,
+    provider: Family<ProviderLabel, Gauge>,
+}
+
+/// One channel's handles (clones share the registry's values).
+#[derive(Debug, Clone)]
+pub struct ChannelMetrics {
+    pub channel: String,
+    pub segment_fetch_seconds: Histogram,
+    pub segment_decode_seconds: Histogram,
+    pub lag_seconds: FGauge,
+    pub decode_fps: FGauge,
+    pub realtime_factor: FGauge,
+    pub frames: Counter,
+    /// Sampled frames dropped because inference was busy (drop-oldest queue).
+    pub samples_dropped: Counter,
+    /// Frames dropped before analysis (frame queue full, or the pipeline was behind).
+    pub frames_dropped: Counter,
+    pub shots: Counter,
+    pub samples: Counter,
+    pub detect_seconds: Histogram,
+    pub embed_seconds: Histogram,
+    pub search_seconds: Histogram,
+    /// One sampled frame, detect + embed + search.
+    pub analysis_seconds: Histogram,
+    pub inference_errors: Counter,
+    pub cues_started: Counter,
+    pub cues_updated: Counter,
+    pub cues_ended: Counter,
+    /// Wall clock of the frame whose sample produced a cue event → the event published.
+    pub glass_to_cue_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("shopcue");
+        let m = Self {
+            segment_fetch: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            segment_decode: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            lag: Family::default(),
+            decode_fps: Family::default(),
+            realtime_factor: Family::default(),
+            channel_state: Family::default(),
+            frames: Family::default(),
+            dropped: Family::default(),
+            segments: Family::default(),
+            shots: Family::default(),
+            samples: Family::default(),
+            inference: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            search: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            analysis: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            inference_errors: Family::default(),
+            cues: Family::default(),
+            glass_to_cue: Family::new_with_constructor(glass_histogram as fn() -> Histogram),
+            gauges: Family::default(),
+            counters: Family::default(),
+            provider: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "segment_fetch_seconds",
+            "Time to fetch one media segment from the origin",
+            m.segment_fetch.clone(),
+        );
+        r.register(
+            "segment_decode_seconds",
+            "Time to decode one media segment to analysis frames",
+            m.segment_decode.clone(),
+        );
+        r.register(
+            "lag_seconds",
+            "How far the newest decoded frame is behind the origin's live edge",
+            m.lag.clone(),
+        );
+        r.register(
+            "decode_fps",
+            "Frames decoded per second of wall time",
+            m.decode_fps.clone(),
+        );
+        r.register(
+            "realtime_factor",
+            "Decode time per second of media (below 1 keeps up)",
+            m.realtime_factor.clone(),
+        );
+        r.register(
+            "channel_state",
+            "1 for the channel's current state (starting, up, degraded, stalled, down, ended)",
+            m.channel_state.clone(),
+        );
+        r.register("frames", "Frames decoded", m.frames.clone());
+        r.register(
+            "dropped",
+            "Items dropped by bounded queues, by kind (samples: inference busy; frames: analysis behind)",
+            m.dropped.clone(),
+        );
+        r.register(
+            "segments",
+            "Media segments by outcome (fetched, bad, lost, skipped)",
+            m.segments.clone(),
+        );
+        r.register("shots", "Shot changes found", m.shots.clone());
+        r.register("samples", "Frames sent to inference", m.samples.clone());
+        r.register(
+            "inference_seconds",
+            "Inference latency per model and sampled frame",
+            m.inference.clone(),
+        );
+        r.register(
+            "search_seconds",
+            "FAISS catalog search latency per sampled frame",
+            m.search.clone(),
+        );
+        r.register(
+            "analysis_seconds",
+            "Detect, embed and search one sampled frame",
+            m.analysis.clone(),
+        );
+        r.register(
+            "inference_errors",
+            "Sampled frames inference failed on",
+            m.inference_errors.clone(),
+        );
+        r.register("cues", "Cue events emitted, by kind", m.cues.clone());
+        r.register(
+            "glass_to_cue_seconds",
+            "Wall clock of the sampled frame to its cue event published",
+            m.glass_to_cue.clone(),
+        );
+        r.register(
+            "gauge",
+            "Process-wide gauges: websocket_clients, bus_healthy, bus_buffered, ...",
+            m.gauges.clone(),
+        );
+        r.register(
+            "events",
+            "Process-wide counters: websocket_events_sent, websocket_slow_closed, bus_dropped, ...",
+            m.counters.clone(),
+        );
+        r.register(
+            "execution_provider",
+            "1 for the execution provider each model runs on",
+            m.provider.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// The handles of one channel (created on first use).
+    pub fn channel(&self, id: &str) -> ChannelMetrics {
+        let c = ChannelLabel {
+            channel: id.to_string(),
+        };
+        let model = |m: &str| ModelLabel {
+            channel: id.to_string(),
+            model: m.to_string(),
+        };
+        let kind = |k: &str| KindLabel {
+            channel: id.to_string(),
+            kind: k.to_string(),
+        };
+        // One statement per handle: a family's guard lives to the end of its statement.
+        let segment_fetch_seconds = self.segment_fetch.get_or_create(&c).clone();
+        let segment_decode_seconds = self.segment_decode.get_or_create(&c).clone();
+        let lag_seconds = self.lag.get_or_create(&c).clone();
+        let decode_fps = self.decode_fps.get_or_create(&c).clone();
+        let realtime_factor = self.realtime_factor.get_or_create(&c).clone();
+        let frames = self.frames.get_or_create(&c).clone();
+        let samples_dropped = self.dropped.get_or_create(&kind("samples")).clone();
+        let frames_dropped = self.dropped.get_or_create(&kind("frames")).clone();
+        let shots = self.shots.get_or_create(&c).clone();
+        let samples = self.samples.get_or_create(&c).clone();
+        let detect_seconds = self.inference.get_or_create(&model("detector")).clone();
+        let embed_seconds = self.inference.get_or_create(&model("embedder")).clone();
+        let search_seconds = self.search.get_or_create(&c).clone();
+        let analysis_seconds = self.analysis.get_or_create(&c).clone();
+        let inference_errors = self.inference_errors.get_or_create(&c).clone();
+        let cues_started = self.cues.get_or_create(&kind("start")).clone();
+        let cues_updated = self.cues.get_or_create(&kind("update")).clone();
+        let cues_ended = self.cues.get_or_create(&kind("end")).clone();
+        let glass_to_cue_seconds = self.glass_to_cue.get_or_create(&c).clone();
+        ChannelMetrics {
+            channel: id.to_string(),
+            segment_fetch_seconds,
+            segment_decode_seconds,
+            lag_seconds,
+            decode_fps,
+            realtime_factor,
+            frames,
+            samples_dropped,
+            frames_dropped,
+            shots,
+            samples,
+            detect_seconds,
+            embed_seconds,
+            search_seconds,
+            analysis_seconds,
+            inference_errors,
+            cues_started,
+            cues_updated,
+            cues_ended,
+            glass_to_cue_seconds,
+        }
+    }
+
+    /// Marks `state` as the channel's state (1) and every other state 0.
+    pub fn set_channel_state(&self, channel: &str, state: &str) {
+        for s in ["starting", "up", "degraded", "stalled", "down", "ended"] {
+            let l = StateLabel {
+                channel: channel.to_string(),
+                state: s.to_string(),
+            };
+            self.channel_state
+                .get_or_create(&l)
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// Segment outcome counters of a channel, brought up to `total` (they only grow).
+    pub fn sync_segments(&self, channel: &str, kind: &str, total: u64) {
+        let c = self.segments.get_or_create(&KindLabel {
+            channel: channel.to_string(),
+            kind: kind.to_string(),
+        });
+        catch_up(&c, total);
+    }
+
+    pub fn set_gauge(&self, name: &str, value: f64) {
+        self.gauges
+            .get_or_create(&NameLabel {
+                name: name.to_string(),
+            })
+            .set(value);
+    }
+
+    /// A process-wide counter kept elsewhere as a running total, brought up to `total`.
+    pub fn sync_counter(&self, name: &str, total: u64) {
+        let c = self.counters.get_or_create(&NameLabel {
+            name: name.to_string(),
+        });
+        catch_up(&c, total);
+    }
+
+    pub fn set_provider(&self, model: &str, provider: &str) {
+        self.provider
+            .get_or_create(&ProviderLabel {
+                model: model.to_string(),
+                provider: provider.to_string(),
+            })
+            .set(1);
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn catch_up(c: &Counter, total: u64) {
+    let now = c.get();
+    if total > now {
+        c.inc_by(total - now);
+    }
+}
+
+/// Quantile `q` (0..1) of a histogram's observations, interpolated inside the bucket
+/// (`None` without observations). For status pages; Prometheus computes its own.
+pub fn histogram_quantile(h: &Histogram, q: f64) -> Option<f64> {
+    let (_, count, buckets) = histogram_parts(h);
+    if count == 0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * count as f64;
+    let mut below = 0u64;
+    let mut lower = 0.0;
+    for (upper, n) in buckets {
+        if n > 0 && (below + n) as f64 >= rank {
+            if !upper.is_finite() {
+                return Some(lower);
+            }
+            let within = (rank - below as f64) / n as f64;
+            return Some(lower + (upper - lower) * within.clamp(0.0, 1.0));
+        }
+        below += n;
+        lower = upper;
+    }
+    Some(lower)
+}
+
+/// Sum, count and per-bucket counts `(upper bound, count in this bucket)` of a histogram.
+pub fn histogram_parts(h: &Histogram) -> (f64, u64, Vec<(f64, u64)>) {
+    // The histogram's internals are private; read them back from its own text form.
+    let mut r = Registry::default();
+    r.register("h", "", h.clone());
+    let mut text = String::new();
+    let _ = prometheus_client::encoding::text::encode_registry(&mut text, &r);
+    let (mut sum, mut count) = (0.0, 0u64);
+    let mut cumulative: Vec<(f64, u64)> = Vec::new();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("h_sum ") {
+            sum = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = line.strip_prefix("h_count ") {
+            count = v.trim().parse().unwrap_or(0);
+        } else if let Some(rest) = line.strip_prefix("h_bucket{le=\"") {
+            let Some((le, n)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::INFINITY)
+            };
+            cumulative.push((le, n.trim().parse().unwrap_or(0)));
+        }
+    }
+    let mut prev = 0;
+    let buckets = cumulative
+        .into_iter()
+        .map(|(le, c)| {
+            let n = c.saturating_sub(prev);
+            prev = c;
+            (le, n)
+        })
+        .collect();
+    (sum, count, buckets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_family_once() {
+        let m = Metrics::new();
+        let a = m.channel("news");
+        let b = m.channel("sport");
+        a.segment_fetch_seconds.observe(0.02);
+        b.segment_fetch_seconds.observe(0.2);
+        a.cues_started.inc();
+        m.set_channel_state("news", "up");
+        m.set_gauge("websocket_clients", 3.0);
+        m.sync_counter("websocket_events_sent", 10);
+        m.sync_counter("websocket_events_sent", 7); // never goes back
+        m.set_provider("detector", "cpu");
+        let text = m.encode();
+        assert_eq!(
+            text.matches("# TYPE shopcue_segment_fetch_seconds histogram")
+                .count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains("shopcue_segment_fetch_seconds_count{channel=\"news\"} 1"));
+        assert!(text.contains("shopcue_cues_total{channel=\"news\",kind=\"start\"} 1"));
+        assert!(text.contains("shopcue_channel_state{channel=\"news\",state=\"up\"} 1"));
+        assert!(text.contains("shopcue_channel_state{channel=\"news\",state=\"down\"} 0"));
+        assert!(text.contains("shopcue_events_total{name=\"websocket_events_sent\"} 10"));
+        assert!(text.contains("shopcue_execution_provider{model=\"detector\",provider=\"cpu\"} 1"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn quantiles_from_buckets() {
+        let h = latency_histogram();
+        assert_eq!(histogram_quantile(&h, 0.5), None);
+        for _ in 0..90 {
+            h.observe(0.003); // bucket (0.0025, 0.005]
+        }
+        for _ in 0..10 {
+            h.observe(0.7); // bucket (0.5, 1.0]
+        }
+        let p50 = histogram_quantile(&h, 0.5).unwrap();
+        assert!((0.0025..=0.005).contains(&p50), "{p50}");
+        let p99 = histogram_quantile(&h, 0.99).unwrap();
+        assert!((0.5..=1.0).contains(&p99), "{p99}");
+        let (sum, count, _) = histogram_parts(&h);
+        assert_eq!(count, 100);
+        assert!((sum - (90.0 * 0.003 + 7.0)).abs() < 1e-9);
+    }
+}

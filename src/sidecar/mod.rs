@@ -1,0 +1,472 @@
+//! `shopcue run`: the long-running sidecar.
+//!
+//! One process, many channels, each independent: per channel a supervisor task starts the
+//! ingest (live HLS, SRT, or a file paced at real time) and the analysis [`Pipeline`], and
+//! publishes the pipeline's cue events on the cue bus (in memory, or Redis Streams). One
+//! HTTP server carries every route: the WebSocket feed, the HLS proxy, the catalog and
+//! product API, the web SDK and demo page, and the operational routes (`/healthz`,
+//! `/readyz`, `/metrics`, `/v1/status`).
+//!
+//! Cancellation: the caller's token is the root; the server, each channel and the
+//! once-a-second metrics sampler hang off it. [`Sidecar::shutdown`] cancels it, closes
+//! WebSocket clients with 1001, lets each pipeline drain (open cues end), flushes the bus
+//! and waits for the server to finish in-flight requests.
+
+pub mod status;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::upstream::ProductService;
+use crate::catalog::{Analyzer, Catalog};
+use crate::config::{ChannelSettings, Settings};
+use crate::cuebus::{self, CueBus};
+use crate::http;
+use crate::inference::Models;
+use crate::ingest::progress::AnalysisProgress;
+use crate::ingest::{self, ChannelStats, IngestOptions, OnError, SourceSpec};
+use crate::metrics::{ChannelMetrics, Metrics};
+use crate::pipeline::{Output, Pipeline, PipelineConfig, PipelineStats};
+
+/// `shopcue run` flags; each overrides the settings file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// A channel to analyse, `ID=URL` (HLS URL, srt:// URL or file); repeat for more.
+    /// Given at least once, these replace the `[[channels]]` of the settings.
+    #[arg(long = "channel", value_name = "ID=URL")]
+    pub channels: Vec<String>,
+    /// Catalog folder (from `shopcue catalog build`); without one no cues are made.
+    #[arg(long)]
+    pub catalog: Option<PathBuf>,
+    /// Address of the HTTP server (`server.listen`).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Redis URL for the cue bus (`redis.url`); without it the bus is in memory.
+    #[arg(long)]
+    pub redis: Option<String>,
+}
+
+impl RunArgs {
+    /// The settings with these flags applied, validated.
+    pub fn apply(&self, settings: &Settings) -> anyhow::Result<Settings> {
+        let mut s = settings.clone();
+        if !self.channels.is_empty() {
+            s.channels = self
+                .channels
+                .iter()
+                .map(|c| {
+                    let (id, url) = c
+                        .split_once('=')
+                        .with_context(|| format!("--channel `{c}`: expected ID=URL"))?;
+                    Ok(ChannelSettings {
+                        id: id.trim().to_string(),
+                        url: url.trim().to_string(),
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+        }
+        if let Some(c) = &self.catalog {
+            s.catalog.dir = c.display().to_string();
+        }
+        if let Some(l) = &self.listen {
+            s.server.listen = l.clone();
+        }
+        if let Some(r) = &self.redis {
+            s.redis.url = r.clone();
+        }
+        s.validate().context("settings")?;
+        Ok(s)
+    }
+}
+
+/// One channel as the sidecar runs it.
+pub struct ChannelRuntime {
+    pub id: String,
+    pub url: String,
+    pub metrics: ChannelMetrics,
+    pub progress: Arc<AnalysisProgress>,
+    ingest: Mutex<Option<Arc<ChannelStats>>>,
+    pipeline: Mutex<Option<Arc<PipelineStats>>>,
+    /// Why the channel could not start at all (bad URL, pipeline threads).
+    failure: Mutex<Option<String>>,
+}
+
+impl ChannelRuntime {
+    fn new(c: &ChannelSettings, metrics: &Metrics) -> Self {
+        Self {
+            id: c.id.clone(),
+            url: c.url.clone(),
+            metrics: metrics.channel(&c.id),
+            progress: Arc::new(AnalysisProgress::default()),
+            ingest: Mutex::new(None),
+            pipeline: Mutex::new(None),
+            failure: Mutex::new(None),
+        }
+    }
+
+    pub fn ingest_stats(&self) -> Option<Arc<ChannelStats>> {
+        self.ingest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn pipeline_stats(&self) -> Option<Arc<PipelineStats>> {
+        self.pipeline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn fail(&self, why: String) {
+        tracing::error!(channel = %self.id, error = %why, "channel cannot run; the others go on");
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+}
+
+/// What the routes and the status page read; shared.
+pub struct SidecarState {
+    pub settings: Settings,
+    pub started: chrono::DateTime<Utc>,
+    pub metrics: Arc<Metrics>,
+    pub bus: Arc<dyn CueBus>,
+    pub feed: http::feed::FeedState,
+    pub hls: http::hls::HlsState,
+    pub catalog: Option<Arc<Catalog>>,
+    /// Execution provider per model (`detector`, `embedder`).
+    pub providers: Vec<(String, String)>,
+    pub channels: Vec<Arc<ChannelRuntime>>,
+    pub history: status::History,
+}
+
+/// A running sidecar.
+pub struct Sidecar {
+    pub addr: SocketAddr,
+    pub state: Arc<SidecarState>,
+    cancel: CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    channels: Vec<tokio::task::JoinHandle<()>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Sidecar {
+    /// Load the catalog and models, listen, and start every channel. `settings` must be
+    /// validated. Fails only on what the whole process needs (listener, catalog, models,
+    /// bus settings); a channel that cannot run is reported and the others go on.
+    pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Result<Self> {
+        let metrics = Arc::new(Metrics::new());
+        let (analyzer, catalog, models) = if settings.catalog.dir.trim().is_empty() {
+            tracing::warn!("no catalog (catalog.dir / --catalog): shots only, no product cues");
+            (None, None, None)
+        } else {
+            let s = settings.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let models = Models::load(&s.inference).context("loading the models")?;
+                let catalog = Arc::new(
+                    Catalog::open(std::path::Path::new(&s.catalog.dir), &s.catalog)
+                        .with_context(|| format!("opening the catalog {}", s.catalog.dir))?,
+                );
+                let analyzer = Analyzer::new(&models, catalog.clone(), &s.catalog)?;
+                Ok((Some(analyzer), Some(catalog), Some(models)))
+            })
+            .await??
+        };
+        let mut providers = Vec::new();
+        if let Some(m) = &models {
+            for (model, provider) in [
+                ("detector", m.detector.provider()),
+                ("embedder", m.embedder.provider()),
+            ] {
+                metrics.set_provider(model, provider);
+                providers.push((model.to_string(), provider.to_string()));
+            }
+        }
+        let bus = cuebus::connect(&settings.bus, &settings.redis).context("cue bus")?;
+        let channels: Vec<Arc<ChannelRuntime>> = settings
+            .channels
+            .iter()
+            .map(|c| Arc::new(ChannelRuntime::new(c, &metrics)))
+            .collect();
+        let progress: HashMap<String, Arc<AnalysisProgress>> = channels
+            .iter()
+            .map(|c| (c.id.clone(), c.progress.clone()))
+            .collect();
+        let hls = http::hls::HlsState::new(&settings, ingest::hls::Fetcher::new()?, &progress)?;
+        let feed = http::feed::FeedState::new(bus.clone(), settings.feed.clone())
+            .with_channels(channels.iter().map(|c| c.id.clone()));
+        let state = Arc::new(SidecarState {
+            settings: settings.clone(),
+            started: Utc::now(),
+            metrics: metrics.clone(),
+            bus: bus.clone(),
+            feed: feed.clone(),
+            hls: hls.clone(),
+            catalog: catalog.clone(),
+            providers,
+            channels: channels.clone(),
+            history: status::History::default(),
+        });
+
+        let mut router = http::server::ops_router(
+            metrics.clone(),
+            {
+                let st = state.clone();
+                Arc::new(move || status::readiness(&st))
+            },
+            {
+                let st = state.clone();
+                Arc::new(move || status::status(&st))
+            },
+        )
+        .merge(http::feed::router(feed.clone()))
+        .merge(http::hls::router(hls.clone()));
+        if let Some(catalog) = &catalog {
+            let products = Arc::new(ProductService::new(
+                catalog.clone(),
+                &settings.catalog.upstream,
+            ));
+            router = router.merge(http::catalog::router(http::catalog::CatalogApiState::new(
+                products,
+                models.clone(),
+                &settings.catalog,
+                &settings.server.admin_key,
+            )));
+        }
+        let listener = tokio::net::TcpListener::bind(&settings.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        let addr = listener.local_addr()?;
+        let server = {
+            let stop = cancel.clone();
+            tokio::spawn(http::server::serve(listener, router, async move {
+                stop.cancelled().await
+            }))
+        };
+        tracing::info!(%addr, channels = channels.len(), bus = bus.kind(), "sidecar listening");
+
+        let mut background = hls.spawn_cue_feeds(bus.clone(), cancel.child_token());
+        background.push(tokio::spawn(status::sample_every_second(
+            state.clone(),
+            cancel.child_token(),
+        )));
+        let settings = Arc::new(settings);
+        let channel_tasks = channels
+            .iter()
+            .map(|rt| {
+                tokio::spawn(run_channel(
+                    rt.clone(),
+                    settings.clone(),
+                    analyzer.clone(),
+                    bus.clone(),
+                    cancel.child_token(),
+                ))
+            })
+            .collect();
+        Ok(Self {
+            addr,
+            state,
+            cancel,
+            server,
+            channels: channel_tasks,
+            background,
+        })
+    }
+
+    /// Run until the token is cancelled (Ctrl-C), then shut down cleanly.
+    pub async fn run_until_cancelled(self) -> anyhow::Result<()> {
+        self.cancel.cancelled().await;
+        self.shutdown().await
+    }
+
+    /// Stop everything: channels drain (open cues end and are published), WebSocket
+    /// clients are closed with 1001, the bus is flushed, the server finishes.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.cancel.cancel();
+        for c in self.channels {
+            if tokio::time::timeout(Duration::from_secs(15), c)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a channel did not stop within 15 s");
+            }
+        }
+        if !self.state.bus.flush(Duration::from_secs(3)).await {
+            tracing::warn!("cue bus: some events were not stored before shutdown");
+        }
+        self.state.feed.shutdown();
+        for b in self.background {
+            b.abort();
+        }
+        match tokio::time::timeout(Duration::from_secs(10), self.server).await {
+            Ok(Ok(r)) => r.context("HTTP server")?,
+            Ok(Err(e)) => anyhow::bail!("HTTP server task: {e}"),
+            Err(_) => tracing::warn!("HTTP server did not finish within 10 s"),
+        }
+        tracing::info!("sidecar stopped");
+        Ok(())
+    }
+}
+
+/// One channel, from start to shutdown.
+async fn run_channel(
+    rt: Arc<ChannelRuntime>,
+    settings: Arc<Settings>,
+    analyzer: Option<Analyzer>,
+    bus: Arc<dyn CueBus>,
+    cancel: CancellationToken,
+) {
+    let spec = match SourceSpec::parse(&rt.url) {
+        Ok(s) => s,
+        Err(e) => return rt.fail(e.to_string()),
+    };
+    let opts = IngestOptions {
+        // A file stands in for a live channel.
+        realtime: matches!(spec, SourceSpec::File(_)),
+        on_error: OnError::Retry,
+        height: None,
+        metrics: Some(rt.metrics.clone()),
+        progress: Some(rt.progress.clone()),
+    };
+    let ingest_cancel = cancel.child_token();
+    let source = ingest::start(
+        &rt.id,
+        spec,
+        &settings.ingest,
+        &settings.media,
+        opts,
+        ingest_cancel.clone(),
+    )
+    .await;
+    let ingest::Channel {
+        frames,
+        stats,
+        mut task,
+    } = match source {
+        Ok(s) => s,
+        Err(e) => return rt.fail(e.to_string()),
+    };
+    *rt.ingest.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats);
+    let config = PipelineConfig {
+        channel: rt.id.clone(),
+        shots: settings.shots.clone(),
+        matching: settings.matching.clone(),
+    };
+    let sink = {
+        let metrics = rt.metrics.clone();
+        let channel = rt.id.clone();
+        Box::new(move |out: Output| match out {
+            Output::Cue { event, trigger } => {
+                let latency = (Utc::now() - trigger).num_microseconds().unwrap_or(0);
+                metrics
+                    .glass_to_cue_seconds
+                    .observe(latency.max(0) as f64 / 1e6);
+                tracing::debug!(%channel, kind = event.kind(), product = %event.cue().product_id, "cue");
+                bus.publish(event);
+            }
+            Output::Shot(e) => {
+                if let crate::shots::ShotEvent::Started(s) = e {
+                    tracing::debug!(%channel, shot = s.index, frame = s.start_frame, "shot");
+                }
+            }
+            Output::Sample(_) => {}
+        })
+    };
+    let pipeline = match Pipeline::spawn(
+        config,
+        frames,
+        analyzer,
+        Some(rt.metrics.clone()),
+        Some(rt.progress.clone()),
+        sink,
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            ingest_cancel.cancel();
+            return rt.fail(e.to_string());
+        }
+    };
+    *rt.pipeline.lock().unwrap_or_else(|p| p.into_inner()) = Some(pipeline.stats.clone());
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        r = &mut task => match r {
+            Ok(Ok(())) => tracing::info!(channel = %rt.id, "source ended"),
+            Ok(Err(e)) => rt.fail(format!("source failed: {e}")),
+            Err(e) => rt.fail(format!("source task: {e}")),
+        },
+    }
+    ingest_cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), &mut task).await;
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || pipeline.join()),
+    )
+    .await
+    {
+        Ok(Ok(Ok(s))) => {
+            tracing::info!(channel = %rt.id, frames = s.frames, shots = s.shots, cues = s.cue_events, "channel stopped")
+        }
+        Ok(Ok(Err(e))) => tracing::error!(channel = %rt.id, error = %e, "pipeline"),
+        Ok(Err(e)) => tracing::error!(channel = %rt.id, error = %e, "pipeline join"),
+        Err(_) => tracing::warn!(channel = %rt.id, "pipeline did not drain within 10 s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_settings_and_are_validated() {
+        let mut base = Settings::default();
+        base.channels = vec![ChannelSettings {
+            id: "old".into(),
+            url: "http://127.0.0.1:1/a.m3u8".into(),
+        }];
+        let args = RunArgs {
+            channels: vec![
+                "news=http://127.0.0.1:9/live/master.m3u8".into(),
+                "sport = srt://127.0.0.1:9000?mode=caller".into(),
+            ],
+            catalog: Some(PathBuf::from("/var/lib/catalog")),
+            listen: Some("127.0.0.1:0".into()),
+            redis: Some("redis://127.0.0.1:6379".into()),
+        };
+        let s = args.apply(&base).unwrap();
+        assert_eq!(s.channels.len(), 2);
+        assert_eq!(s.channels[1].id, "sport");
+        assert_eq!(s.channels[1].url, "srt://127.0.0.1:9000?mode=caller");
+        assert_eq!(s.catalog.dir, "/var/lib/catalog");
+        assert_eq!(s.server.listen, "127.0.0.1:0");
+        assert_eq!(s.redis.url, "redis://127.0.0.1:6379");
+        // No flags: the file's channels stay.
+        let s = RunArgs::default().apply(&base).unwrap();
+        assert_eq!(s.channels[0].id, "old");
+        // Bad flags: one clear error naming the flag or key.
+        let bad = RunArgs {
+            channels: vec!["no-equals-sign".into()],
+            ..RunArgs::default()
+        };
+        let e = format!("{:#}", bad.apply(&base).unwrap_err());
+        assert!(e.contains("--channel") && e.contains("ID=URL"), "{e}");
+        let dup = RunArgs {
+            channels: vec!["a=http://x/1.m3u8".into(), "a=http://x/2.m3u8".into()],
+            ..RunArgs::default()
+        };
+        let e = format!("{:#}", dup.apply(&base).unwrap_err());
+        assert!(e.contains("channels[1].id"), "{e}");
+    }
+}

@@ -1,0 +1,322 @@
+//! What an operator sees: readiness, the status document (`GET /v1/status`, read by the
+//! dashboard) and its recent history, and the once-a-second sampler that copies figures
+//! kept as plain counters into the Prometheus metrics.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{ChannelRuntime, SidecarState};
+use crate::ingest::ChannelState;
+use crate::metrics::histogram_quantile;
+
+/// Points kept per channel: ten minutes at one a second.
+pub const HISTORY_POINTS: usize = 600;
+
+/// One second of one channel, for the dashboard's charts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    /// Milliseconds since the epoch.
+    pub t: i64,
+    pub state: &'static str,
+    pub lag_s: Option<f64>,
+    pub decode_fps: f64,
+    pub realtime_factor: Option<f64>,
+    pub fetch_ms: f64,
+    pub decode_ms: f64,
+    pub analysis_ms: f64,
+    pub samples_per_s: f64,
+    pub dropped_per_s: f64,
+    pub cues_per_s: f64,
+    /// Mean glass-to-cue latency of the cue events of the last 10 s.
+    pub glass_to_cue_ms: Option<f64>,
+    pub subscribers: u64,
+}
+
+/// Recent points per channel (bounded: [`HISTORY_POINTS`] each, oldest dropped).
+#[derive(Debug, Default)]
+pub struct History {
+    points: Mutex<HashMap<String, VecDeque<Point>>>,
+}
+
+impl History {
+    fn push(&self, channel: &str, p: Point) {
+        let mut g = self.points.lock().unwrap_or_else(|p| p.into_inner());
+        let q = g.entry(channel.to_string()).or_default();
+        q.push_back(p);
+        while q.len() > HISTORY_POINTS {
+            q.pop_front();
+        }
+    }
+
+    /// Points of every channel newer than `since_ms`.
+    pub fn since(&self, since_ms: i64) -> HashMap<String, Vec<Point>> {
+        let g = self.points.lock().unwrap_or_else(|p| p.into_inner());
+        g.iter()
+            .map(|(k, q)| {
+                (
+                    k.clone(),
+                    q.iter().filter(|p| p.t > since_ms).cloned().collect(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn state_name(s: ChannelState) -> &'static str {
+    match s {
+        ChannelState::Starting => "starting",
+        ChannelState::Up => "up",
+        ChannelState::Degraded => "degraded",
+        ChannelState::Stalled => "stalled",
+        ChannelState::Down => "down",
+        ChannelState::Ended => "ended",
+    }
+}
+
+/// A channel's state as operators see it: `down` when it could not start at all.
+pub fn channel_state(rt: &ChannelRuntime) -> &'static str {
+    if rt.failure().is_some() {
+        return "down";
+    }
+    rt.ingest_stats()
+        .map_or("starting", |s| state_name(s.state()))
+}
+
+/// Ready when the bus is healthy and every channel is up (or degraded but running).
+pub fn readiness(st: &SidecarState) -> Result<(), Vec<String>> {
+    let mut reasons = Vec::new();
+    if !st.bus.stats().healthy {
+        reasons.push(format!("cue bus ({}) unreachable", st.bus.kind()));
+    }
+    for rt in &st.channels {
+        match channel_state(rt) {
+            "up" | "degraded" => {}
+            s => reasons.push(format!("channel {} is {s}", rt.id)),
+        }
+    }
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(reasons)
+    }
+}
+
+fn ms(h: &prometheus_client::metrics::histogram::Histogram, q: f64) -> Option<f64> {
+    histogram_quantile(h, q).map(|s| (s * 1e5).round() / 100.0)
+}
+
+/// The status document.
+pub fn status(st: &SidecarState) -> Value {
+    let feed = st.feed.stats();
+    let bus = st.bus.stats();
+    let channels: Vec<Value> = st
+        .channels
+        .iter()
+        .map(|rt| {
+            let m = &rt.metrics;
+            let ingest = rt.ingest_stats();
+            let pipeline = rt.pipeline_stats().map(|p| p.snapshot());
+            let l = |f: fn(&crate::ingest::ChannelStats) -> u64| ingest.as_deref().map_or(0, f);
+            let last_error = rt
+                .failure()
+                .map(|e| json!({"at": Utc::now(), "message": e}))
+                .or_else(|| {
+                    ingest
+                        .as_ref()
+                        .and_then(|s| s.last_error())
+                        .map(|(at, message)| json!({"at": at, "message": message}))
+                });
+            let hls = st.hls.channel(&rt.id);
+            json!({
+                "id": rt.id,
+                "url": rt.url,
+                "state": channel_state(rt),
+                "last_error": last_error,
+                "lag_s": ingest.as_ref().and_then(|s| s.lag_seconds()),
+                "decode_fps": m.decode_fps.get(),
+                "realtime_factor": ingest.as_ref().and_then(|s| s.realtime_factor()),
+                "segments": {
+                    "fetched": l(|s| s.segments_fetched.load(Ordering::Relaxed)),
+                    "bad": l(|s| s.segments_bad.load(Ordering::Relaxed)),
+                    "lost": l(|s| s.segments_lost.load(Ordering::Relaxed)),
+                    "skipped": l(|s| s.segments_skipped.load(Ordering::Relaxed)),
+                    "behind": l(|s| s.segments_behind.load(Ordering::Relaxed)),
+                },
+                "pipeline": pipeline,
+                "latency_ms": {
+                    "fetch_p50": ms(&m.segment_fetch_seconds, 0.5),
+                    "fetch_p95": ms(&m.segment_fetch_seconds, 0.95),
+                    "decode_p50": ms(&m.segment_decode_seconds, 0.5),
+                    "decode_p95": ms(&m.segment_decode_seconds, 0.95),
+                    "detect_p50": ms(&m.detect_seconds, 0.5),
+                    "embed_p50": ms(&m.embed_seconds, 0.5),
+                    "search_p50": ms(&m.search_seconds, 0.5),
+                    "analysis_p50": ms(&m.analysis_seconds, 0.5),
+                    "analysis_p95": ms(&m.analysis_seconds, 0.95),
+                    "glass_to_cue_p50": ms(&m.glass_to_cue_seconds, 0.5),
+                    "glass_to_cue_p95": ms(&m.glass_to_cue_seconds, 0.95),
+                    "glass_to_cue_p99": ms(&m.glass_to_cue_seconds, 0.99),
+                },
+                "holdback_delay_ms": hls.as_ref().map(|h| h.holdback_delay_ms.load(Ordering::Relaxed)),
+                "analysed_msn": rt.progress.highest_analysed(),
+            })
+        })
+        .collect();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "started": st.started,
+        "uptime_s": (Utc::now() - st.started).num_seconds(),
+        "ready": readiness(st).err().unwrap_or_default(),
+        "bus": bus,
+        "feed": {
+            "clients": feed.connected,
+            "accepted": feed.accepted,
+            "events_sent": feed.events_sent,
+            "slow_closed": feed.slow_closed,
+            "rejected_full": feed.rejected_full,
+            "rejected_auth": feed.rejected_auth,
+            "bad_messages": feed.bad_messages,
+        },
+        "catalog": st.catalog.as_ref().map(|c| {
+            let m = c.manifest();
+            json!({"products": c.snapshot().len(), "vectors": c.snapshot().vectors(), "embedder": m.embedder})
+        }),
+        "providers": st.providers.iter().map(|(m, p)| json!({"model": m, "provider": p})).collect::<Vec<_>>(),
+        "channels": channels,
+    })
+}
+
+/// Per channel, what the previous tick saw.
+#[derive(Default, Clone, Copy)]
+struct Prev {
+    frames: u64,
+    samples: u64,
+    dropped: u64,
+    cues: u64,
+}
+
+/// Once a second: copy counters into the metrics and append a history point per channel.
+pub async fn sample_every_second(st: std::sync::Arc<SidecarState>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prev: HashMap<String, Prev> = HashMap::new();
+    let mut last = Instant::now();
+    // (time, sum, count) of each channel's glass-to-cue histogram, for a 10 s window.
+    let mut glass_window: HashMap<String, VecDeque<(Instant, f64, u64)>> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let dt = last.elapsed().as_secs_f64().max(1e-3);
+        last = Instant::now();
+        let m = &st.metrics;
+        let feed = st.feed.stats();
+        m.set_gauge("websocket_clients", feed.connected as f64);
+        m.sync_counter("websocket_connections", feed.accepted);
+        m.sync_counter("websocket_events_sent", feed.events_sent);
+        m.sync_counter("websocket_slow_closed", feed.slow_closed);
+        m.sync_counter(
+            "websocket_rejected",
+            feed.rejected_full + feed.rejected_auth,
+        );
+        m.sync_counter("websocket_bad_messages", feed.bad_messages);
+        let bus = st.bus.stats();
+        m.set_gauge("bus_healthy", f64::from(u8::from(bus.healthy)));
+        m.set_gauge("bus_buffered", bus.buffered as f64);
+        m.sync_counter("bus_published", bus.published);
+        m.sync_counter("bus_stored", bus.stored);
+        m.sync_counter("bus_dropped", bus.dropped);
+        m.sync_counter("bus_reconnects", bus.reconnects);
+        let hs = st.hls.stats();
+        m.sync_counter(
+            "hls_playlist_requests",
+            hs.playlist_requests.load(Ordering::Relaxed),
+        );
+        m.sync_counter(
+            "hls_segments_proxied",
+            hs.segments_proxied.load(Ordering::Relaxed),
+        );
+        m.sync_counter(
+            "hls_origin_errors",
+            hs.origin_errors.load(Ordering::Relaxed),
+        );
+        let now_ms = Utc::now().timestamp_millis();
+        for rt in &st.channels {
+            let cm = &rt.metrics;
+            let state = channel_state(rt);
+            m.set_channel_state(&rt.id, state);
+            let p = prev.entry(rt.id.clone()).or_default();
+            let ingest = rt.ingest_stats();
+            let pipe = rt
+                .pipeline_stats()
+                .map(|s| s.snapshot())
+                .unwrap_or_default();
+            let frames = ingest
+                .as_ref()
+                .map_or(0, |s| s.frames.load(Ordering::Relaxed));
+            let fps = frames.saturating_sub(p.frames) as f64 / dt;
+            cm.decode_fps.set(fps);
+            let lag = ingest.as_ref().and_then(|s| s.lag_seconds());
+            cm.lag_seconds.set(lag.unwrap_or(0.0));
+            let rtf = ingest.as_ref().and_then(|s| s.realtime_factor());
+            cm.realtime_factor.set(rtf.unwrap_or(0.0));
+            if let Some(s) = &ingest {
+                for (kind, v) in [
+                    ("fetched", &s.segments_fetched),
+                    ("bad", &s.segments_bad),
+                    ("lost", &s.segments_lost),
+                    ("skipped", &s.segments_skipped),
+                ] {
+                    m.sync_segments(&rt.id, kind, v.load(Ordering::Relaxed));
+                }
+            }
+            // Mean glass-to-cue over the last 10 s: the histogram's growth in that window.
+            let (g_sum, g_count, _) = crate::metrics::histogram_parts(&cm.glass_to_cue_seconds);
+            let w = glass_window.entry(rt.id.clone()).or_default();
+            w.push_back((Instant::now(), g_sum, g_count));
+            while w
+                .front()
+                .is_some_and(|(t, _, _)| t.elapsed() > Duration::from_secs(10))
+            {
+                w.pop_front();
+            }
+            let glass_to_cue_ms = w.front().and_then(|(_, s0, c0)| {
+                (g_count > *c0).then(|| (g_sum - s0) / (g_count - c0) as f64 * 1000.0)
+            });
+            let point = Point {
+                t: now_ms,
+                state,
+                lag_s: lag,
+                decode_fps: (fps * 10.0).round() / 10.0,
+                realtime_factor: rtf,
+                fetch_ms: ingest.as_ref().map_or(0.0, |s| {
+                    s.last_fetch_us.load(Ordering::Relaxed) as f64 / 1000.0
+                }),
+                decode_ms: ingest.as_ref().map_or(0.0, |s| {
+                    s.last_decode_us.load(Ordering::Relaxed) as f64 / 1000.0
+                }),
+                analysis_ms: pipe.last_analysis_ms,
+                samples_per_s: pipe.samples.saturating_sub(p.samples) as f64 / dt,
+                dropped_per_s: pipe.samples_dropped.saturating_sub(p.dropped) as f64 / dt,
+                cues_per_s: pipe.cue_events.saturating_sub(p.cues) as f64 / dt,
+                glass_to_cue_ms,
+                subscribers: feed.connected,
+            };
+            st.history.push(&rt.id, point);
+            *p = Prev {
+                frames,
+                samples: pipe.samples,
+                dropped: pipe.samples_dropped,
+                cues: pipe.cue_events,
+            };
+        }
+    }
+}
