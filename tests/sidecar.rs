@@ -317,10 +317,15 @@ async fn a_bad_channel_does_not_stop_the_others() {
         url: "http://127.0.0.1:1/live/master.m3u8".into(),
     });
     s.channels.push(ChannelSettings {
-        id: "garbage".into(),
-        url: "gopher://example/feed".into(),
+        id: "missing".into(),
+        url: format!("{}/nothing/master.m3u8", origin.base),
     });
     s.validate().expect("settings are valid");
+    // A scheme nobody understands is refused at start, naming the key.
+    let mut bad = s.clone();
+    bad.channels[2].url = "gopher://example/feed".into();
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("channels[2].url") && e.contains("gopher"), "{e}");
     let cancel = CancellationToken::new();
     let sidecar = Sidecar::start(s, cancel.clone()).await.expect("starts");
     let addr = sidecar.addr;
@@ -346,13 +351,13 @@ async fn a_bad_channel_does_not_stop_the_others() {
     let good = by_id("grocery");
     assert_eq!(good["state"], "up", "{status}");
     assert!(good["pipeline"]["shots"].as_u64().unwrap() >= 3, "{status}");
-    let garbage = by_id("garbage");
-    assert_eq!(garbage["state"], "down", "{status}");
+    let missing = by_id("missing");
+    assert_ne!(missing["state"], "up", "{status}");
     assert!(
-        garbage["last_error"]["message"]
+        missing["last_error"]["message"]
             .as_str()
             .unwrap()
-            .contains("gopher"),
+            .contains("404"),
         "{status}"
     );
     let nothere = by_id("nothere");
@@ -361,7 +366,7 @@ async fn a_bad_channel_does_not_stop_the_others() {
     let (code, body) = get(&format!("http://{addr}/readyz")).await;
     assert_eq!(code, 503, "{body}");
     assert!(
-        body.contains("garbage") && body.contains("nothere"),
+        body.contains("missing") && body.contains("nothere"),
         "{body}"
     );
     tokio::time::timeout(Duration::from_secs(30), sidecar.shutdown())
