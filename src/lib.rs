@@ -17,6 +17,7 @@
 //! up structured logs; [`bench`] holds the benchmarks; [`cli`] the subcommands that
 //! combine modules. `main.rs` is a thin command line over these.
 
+pub mod analyze;
 pub mod bench;
 pub mod catalog;
 pub mod cli;

@@ -24,6 +24,9 @@ struct Cli {
 enum Command {
     /// The sidecar: channels in, product cues out (WebSocket feed, HLS proxy), until Ctrl-C.
     Run(shopcue::sidecar::RunArgs),
+    /// Batch mode: a file or VOD playlist into shoppable metadata JSON (per-frame and
+    /// per-shot items, cues with product details).
+    Analyze(shopcue::analyze::AnalyzeArgs),
     /// Find the shot changes of a file, or of a live HLS/SRT stream for --duration seconds.
     Shots(cli::ShotsArgs),
     /// Serve a looping live HLS channel made from a video file (tests, demos).
@@ -50,6 +53,8 @@ enum BenchCommand {
         #[arg(long, default_value_t = 8)]
         max_channels: usize,
     },
+    /// Glass-to-cue latency through the whole sidecar (HLS test origin and SRT).
+    Glass(shopcue::bench::glass::GlassArgs),
     /// One channel's cues fanned out to many WebSocket subscribers, shopcue vs Node `ws`.
     Fanout(shopcue::bench::fanout::FanoutArgs),
     /// Shot detection F1 and speed, side by side with PySceneDetect.
@@ -107,6 +112,21 @@ fn run(args: Cli) -> anyhow::Result<()> {
                 println!("shopcue listening on http://{}", sidecar.addr);
                 sidecar.run_until_cancelled().await
             }
+            Command::Analyze(a) => {
+                let doc = shopcue::analyze::analyze(&settings, &a, cancel).await?;
+                shopcue::analyze::write(&doc, &a.out)?;
+                eprintln!(
+                    "{}: {} frames, {} shots, {} sampled frames, {} cues in {:.1} s (real-time factor {:.3})",
+                    a.input,
+                    doc.source.frames,
+                    doc.shots.len(),
+                    doc.frames.len(),
+                    doc.cues.len(),
+                    doc.stats.elapsed_s,
+                    doc.stats.realtime_factor
+                );
+                Ok(())
+            }
             Command::Shots(a) => {
                 let report = cli::detect_shots(&settings, &a, cancel).await?;
                 cli::print_shots(&report, a.json)
@@ -135,6 +155,9 @@ fn run(args: Cli) -> anyhow::Result<()> {
                 BenchCommand::CatalogSpeed(a) => {
                     shopcue::bench::catalog_speed::run_bench(&settings, &a).map(|_| ())
                 }
+                BenchCommand::Glass(a) => shopcue::bench::glass::run_bench(&settings, &a)
+                    .await
+                    .map(|_| ()),
                 BenchCommand::Fanout(a) => shopcue::bench::fanout::run_bench(&a).map(|_| ()),
                 BenchCommand::Manifest { seconds_per_case } => {
                     shopcue::bench::manifest::run_bench(seconds_per_case)

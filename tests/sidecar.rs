@@ -115,7 +115,7 @@ fn check_against_ground_truth(origin: &TestOrigin, events: &[Value]) {
         let into_shot = (start - seg_start).num_milliseconds();
         if e["type"] == "start" {
             assert!(
-                (0..=1000).contains(&into_shot),
+                (0..2000).contains(&into_shot),
                 "{product} starts {into_shot} ms into its shot: {e}"
             );
             *seen

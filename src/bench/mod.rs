@@ -5,6 +5,7 @@
 pub mod catalog_accuracy;
 pub mod catalog_speed;
 pub mod fanout;
+pub mod glass;
 pub mod hls;
 pub mod ingest;
 pub mod manifest;

@@ -69,6 +69,9 @@ pub struct PipelineConfig {
     pub channel: String,
     pub shots: ShotConfig,
     pub matching: MatchingSettings,
+    /// Batch mode: every sample is analysed (the frame thread waits for inference)
+    /// instead of the oldest being dropped when inference falls behind.
+    pub lossless: bool,
 }
 
 /// Everything the pipeline produces, in order, from the inference thread.
@@ -164,7 +167,11 @@ impl Pipeline {
         sink: Sink,
     ) -> Result<Self, PipelineError> {
         let stats = Arc::new(PipelineStats::default());
-        let queue = Arc::new(WorkQueue::new(config.matching.queue_capacity));
+        let queue = Arc::new(if config.lossless {
+            WorkQueue::lossless(config.matching.queue_capacity)
+        } else {
+            WorkQueue::new(config.matching.queue_capacity)
+        });
         if let Some(p) = &progress {
             p.gate();
         }

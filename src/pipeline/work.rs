@@ -46,6 +46,8 @@ struct State {
 #[derive(Debug)]
 pub struct WorkQueue {
     capacity: usize,
+    /// Batch mode: a full queue makes the producer wait instead of dropping.
+    lossless: bool,
     state: Mutex<State>,
     ready: Condvar,
     space: Condvar,
@@ -53,8 +55,19 @@ pub struct WorkQueue {
 
 impl WorkQueue {
     pub fn new(capacity: usize) -> Self {
+        Self::build(capacity, false)
+    }
+
+    /// A queue that never drops: a producer facing a full queue waits (batch mode, where
+    /// every sample counts and there is no live edge to keep up with).
+    pub fn lossless(capacity: usize) -> Self {
+        Self::build(capacity, true)
+    }
+
+    fn build(capacity: usize, lossless: bool) -> Self {
         Self {
             capacity: capacity.max(1),
+            lossless,
             state: Mutex::new(State::default()),
             ready: Condvar::new(),
             space: Condvar::new(),
@@ -83,6 +96,13 @@ impl WorkQueue {
     /// Queue a sample; returns true when an older sample was dropped to make room.
     pub fn push_sample(&self, ticket: SampleTicket, image: I420Image) -> bool {
         let mut g = self.lock();
+        while self.lossless && g.samples >= self.capacity && !g.closed {
+            g = self
+                .space
+                .wait_timeout(g, Duration::from_millis(100))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
         let mut dropped = false;
         if g.samples >= self.capacity
             && let Some(at) = g.items.iter().position(|w| matches!(w, Work::Sample(..)))
@@ -127,6 +147,7 @@ impl WorkQueue {
             Work::Sample(t, _) => {
                 g.samples -= 1;
                 g.in_flight = Some(t.wallclock);
+                self.space.notify_one();
             }
         }
         Some(item)
@@ -270,6 +291,20 @@ mod tests {
         assert!(q.pop(Duration::from_secs(5)).is_some());
         assert!(q.pop(Duration::from_secs(5)).is_none());
         assert!(q.is_closed_and_empty());
+    }
+
+    #[test]
+    fn lossless_waits_for_room_instead_of_dropping() {
+        let q = std::sync::Arc::new(WorkQueue::lossless(1));
+        q.push_sample(ticket(1), img());
+        let q2 = q.clone();
+        let producer = std::thread::spawn(move || q2.push_sample(ticket(2), img()));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!producer.is_finished(), "waits while full");
+        assert_eq!(q.pop(Duration::ZERO).and_then(|w| frame_of(&w)), Some(1));
+        assert!(!producer.join().unwrap(), "nothing dropped");
+        assert_eq!(q.pop(Duration::ZERO).and_then(|w| frame_of(&w)), Some(2));
+        assert_eq!(q.dropped(), 0);
     }
 
     #[test]

@@ -364,6 +364,7 @@ async fn run_channel(
         channel: rt.id.clone(),
         shots: settings.shots.clone(),
         matching: settings.matching.clone(),
+        lossless: false,
     };
     let sink = {
         let metrics = rt.metrics.clone();
@@ -382,7 +383,25 @@ async fn run_channel(
                     tracing::debug!(%channel, shot = s.index, frame = s.start_frame, "shot");
                 }
             }
-            Output::Sample(_) => {}
+            Output::Sample(o) => {
+                if tracing::enabled!(tracing::Level::TRACE) {
+                    let best: Vec<String> = o
+                        .detections
+                        .iter()
+                        .filter_map(|d| {
+                            let top: Vec<String> = d
+                                .candidates
+                                .iter()
+                                .take(2)
+                                .map(|(p, s)| format!("{p}:{s:.2}"))
+                                .collect();
+                            (!top.is_empty())
+                                .then(|| format!("{}[{}]", d.class_name, top.join(",")))
+                        })
+                        .collect();
+                    tracing::trace!(%channel, frame = o.ticket.frame_index, shot = o.ticket.shot_index, ms = o.elapsed.as_millis() as u64, found = %best.join(" "), "sample");
+                }
+            }
         })
     };
     let pipeline = match Pipeline::spawn(
