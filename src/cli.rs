@@ -221,21 +221,35 @@ pub async fn run_origin(args: &OriginArgs, cancel: CancellationToken) -> anyhow:
     Ok(())
 }
 
+/// `shopcue demo`: the whole product on one machine with one command.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Footage to loop (default: the shared grocery clip).
+    /// Footage for the test origin (default: grocery_shots.mp4 from data/ or ../shared).
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// Address of the test origin.
+    /// Where the test origin listens.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub origin_listen: SocketAddr,
-    /// Stop after this many seconds (default: until Ctrl-C).
+    /// Where the sidecar listens (dashboard, player, playlists, feed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// The demo catalog folder; built from the Grocery Store dataset when missing.
+    #[arg(long, default_value = "data/demo-catalog")]
+    pub catalog: PathBuf,
+    /// The Grocery Store dataset (default: data/grocery or ../shared/data/grocery).
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     pub duration: Option<f64>,
 }
 
-/// The demo: the test origin on real footage, and the live shot detector following it,
-/// printing each shot as it is found.
+fn first_existing(paths: &[&str]) -> Option<PathBuf> {
+    paths.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// Test origin on real footage, the demo catalog (built on first run), the sidecar with
+/// the in-memory bus; prints the URLs, runs until Ctrl-C (or `--duration`), stops cleanly.
 pub async fn run_demo(
     settings: &Settings,
     args: &DemoArgs,
@@ -243,15 +257,38 @@ pub async fn run_demo(
 ) -> anyhow::Result<()> {
     let input = match &args.input {
         Some(p) => p.clone(),
-        None => [
+        None => first_existing(&[
             "data/footage/grocery_shots.mp4",
             "../shared/data/footage/grocery_shots.mp4",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
+        ])
         .context("no footage: run scripts/setup.sh, or pass --input FILE")?,
     };
+    if !args.catalog.join("CURRENT").is_file() {
+        let dataset = match &args.dataset {
+            Some(d) => d.clone(),
+            None => first_existing(&["data/grocery", "../shared/data/grocery"])
+                .context("no Grocery Store dataset: run scripts/setup.sh, or pass --dataset DIR")?,
+        };
+        println!(
+            "building the demo catalog in {} from {} (81 products; once, about a minute) ...",
+            args.catalog.display(),
+            dataset.display()
+        );
+        let (s, out) = (settings.clone(), args.catalog.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let models =
+                crate::inference::Models::load(&s.inference).context("loading the models")?;
+            let r = crate::catalog::grocery::build_catalog(
+                &models, &s.catalog, &dataset, &out, None, true,
+            )?;
+            println!(
+                "catalog: {} products, projection learned from {} labelled photos",
+                r.products, r.train_photos
+            );
+            Ok(())
+        })
+        .await??;
+    }
     let origin_args = OriginArgs {
         input,
         segment_seconds: 2.0,
@@ -263,47 +300,45 @@ pub async fn run_demo(
     let listener = tokio::net::TcpListener::bind(args.origin_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.origin_listen))?;
-    let addr = listener.local_addr()?;
-    let url = format!("http://{addr}/live/master.m3u8");
-    println!("test origin: {url}");
-    let server_cancel = cancel.clone();
-    tokio::spawn(crate::http::origin::serve(listener, origin, async move {
-        server_cancel.cancelled().await
-    }));
-    let mut channel = ingest::start(
-        "demo",
-        SourceSpec::parse(&url)?,
-        &settings.ingest,
-        &settings.media,
-        IngestOptions::default(),
-        cancel.clone(),
-    )
-    .await?;
-    let mut detector = ShotDetector::new(&settings.shots);
+    let origin_url = format!("http://{}/live/master.m3u8", listener.local_addr()?);
+    let origin_stop = CancellationToken::new();
+    let origin_task = {
+        let stop = origin_stop.clone();
+        tokio::spawn(crate::http::origin::serve(listener, origin, async move {
+            stop.cancelled().await
+        }))
+    };
+    let run = crate::sidecar::RunArgs {
+        channels: vec![format!("grocery={origin_url}")],
+        catalog: Some(args.catalog.clone()),
+        listen: Some(args.listen.clone()),
+        redis: None,
+    };
+    let sidecar_settings = run.apply(settings)?;
+    let sidecar_cancel = CancellationToken::new();
+    let sidecar = crate::sidecar::Sidecar::start(sidecar_settings, sidecar_cancel.clone()).await?;
+    let a = sidecar.addr;
+    println!();
+    println!("shopcue demo is running (Ctrl-C stops it):");
+    println!("  test origin        {origin_url}");
+    println!("  dashboard          http://{a}/dashboard");
+    println!("  demo player        http://{a}/demo/?channel=grocery&src=/hls/grocery/master.m3u8");
+    println!("  rewritten playlist http://{a}/hls/grocery/master.m3u8");
+    println!("  cue feed           ws://{a}/v1/channels/grocery/cues");
+    println!("  metrics            http://{a}/metrics   status http://{a}/v1/status");
+    println!();
     let deadline = args
         .duration
-        .map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d));
-    loop {
-        let frame = tokio::select! {
-            f = channel.frames.recv() => f,
-            _ = cancel.cancelled() => None,
-            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => None,
-        };
-        let Some(frame) = frame else { break };
-        for e in detector.push(&frame) {
-            if let ShotEvent::Started(s) = e {
-                let lag = (chrono::Utc::now() - s.start_wallclock).num_milliseconds();
-                println!(
-                    "shot {:>4} starts at frame {:>6}  {}  (found {} ms after it was live; lag behind live edge {:.1} s)",
-                    s.index,
-                    s.start_frame,
-                    rfc3339_ms(&s.start_wallclock),
-                    lag,
-                    channel.stats.lag_seconds().unwrap_or(0.0)
-                );
-            }
-        }
+        .map(|d| tokio::time::Instant::now() + Duration::from_secs_f64(d.max(0.0)));
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {}
     }
-    cancel.cancel();
+    println!("stopping ...");
+    let result = sidecar.shutdown().await;
+    origin_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), origin_task).await;
+    result?;
+    println!("stopped cleanly");
     Ok(())
 }

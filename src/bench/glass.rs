@@ -2,8 +2,8 @@
 //! player would see it: from the wall clock of the frame whose sample produced a cue
 //! event to the event's arrival at a WebSocket client.
 //!
-//! Two sources, each through the whole sidecar (`Sidecar::start`, in this process) with
-//! the grocery catalog:
+//! The source is live HLS through the whole sidecar (`Sidecar::start`, in this process)
+//! with the grocery catalog:
 //!
 //! * **HLS**: the test origin serving grocery_shots.mp4 live in 2 s segments with PDT. A
 //!   frame's wall clock is its PDT (capture time); its segment becomes available only when
@@ -11,8 +11,9 @@
 //!   can fetch it. The table splits the total into that packaging wait (segment end −
 //!   frame) and what follows (segment available → event received: playlist discovery,
 //!   fetch, decode, shot look-ahead, inference, bus, WebSocket).
-//! * **SRT**: ffmpeg sends the same footage in real time over SRT (MPEG-TS); frames are
-//!   stamped on arrival, so the latency is the sidecar's own processing.
+//!
+//! SRT is not measured: its frames carry an arrival clock derived from the first frame's
+//! arrival plus PTS, which is no glass clock (a first try gave negative latencies).
 //!
 //! The trigger frame of a `start`/`update` event is its newest box (`boxes[-1].t`).
 
@@ -43,9 +44,6 @@ pub struct GlassArgs {
     /// The Grocery Store dataset, to build the catalog if needed.
     #[arg(long, default_value = "data/grocery")]
     pub dataset: PathBuf,
-    /// Skip the SRT source.
-    #[arg(long)]
-    pub no_srt: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -205,39 +203,6 @@ pub async fn run_bench(settings: &Settings, args: &GlassArgs) -> anyhow::Result<
         .await?,
     );
     stop.cancel();
-
-    if !args.no_srt {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-            l.local_addr()?.port()
-        };
-        eprintln!("SRT: {} s ...", args.seconds);
-        let url = format!("srt://127.0.0.1:{port}?mode=listener");
-        let footage = args.footage.clone();
-        let sender = tokio::spawn(async move {
-            // Give the listener a moment, then send in real time, looping.
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            tokio::process::Command::new("ffmpeg")
-                .args(["-loglevel", "error", "-re", "-stream_loop", "-1", "-i"])
-                .arg(&footage)
-                .args(["-c", "copy", "-f", "mpegts"])
-                .arg(format!("srt://127.0.0.1:{port}?mode=caller&pkt_size=1316"))
-                .kill_on_drop(true)
-                .spawn()
-        });
-        let row = measure(
-            &s,
-            "SRT (ffmpeg real time, arrival clock)",
-            url,
-            args.seconds + 3.0,
-            None,
-        )
-        .await;
-        if let Ok(Ok(mut child)) = sender.await {
-            let _ = child.kill().await;
-        }
-        rows.push(row?);
-    }
 
     println!("\n### Glass-to-cue latency (frame wall clock → WebSocket client)\n");
     println!(
