@@ -7,6 +7,7 @@ pub mod feed;
 pub mod hls;
 pub mod origin;
 pub mod token;
+pub mod web;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
