@@ -147,6 +147,18 @@ impl Browser {
         }
     }
 
+    /// [`Self::wait`], and on a timeout the value of `dump` in the panic message.
+    async fn wait_or_dump(&mut self, what: &str, js: &str, timeout: Duration, dump: &str) -> Value {
+        let ms = timeout.as_millis() as u64;
+        match self.command(json!({"op": "wait", "js": js}), ms).await {
+            Ok(v) => v,
+            Err(e) => {
+                let state = self.command(json!({"op": "eval", "js": dump}), 5000).await;
+                panic!("waiting for {what}: {e}\nstate: {state:?}")
+            }
+        }
+    }
+
     /// Close the browser (stdin closed: the driver closes Chromium and exits).
     async fn close(mut self) {
         self.stdin = None;
@@ -652,8 +664,10 @@ async fn demo_shows_cues_when_the_picture_reaches_them() {
                 "card and hotspot",
                 &format!(
                     "(() => {{ const card = {}; const spot = {}; if (!card || !spot || !card.textContent.includes('Test product')) return null; \
-                     const r = spot.getBoundingClientRect(); const v = document.getElementById('video').getBoundingClientRect(); \
-                     return {{card: card.textContent, img: !!card.querySelector('img'), left: (r.left - v.left) / v.width, width: r.width / v.width, \
+                     const r = spot.getBoundingClientRect(); const video = document.getElementById('video'); const v = video.getBoundingClientRect(); \
+                     const k = Math.min(v.width / video.videoWidth, v.height / video.videoHeight); const pw = video.videoWidth * k; const ph = video.videoHeight * k; \
+                     return {{card: card.textContent, img: !!card.querySelector('img'), x: (r.left - v.left - (v.width - pw) / 2) / pw, \
+                       y: (r.top - v.top - (v.height - ph) / 2) / ph, width: r.width / pw, height: r.height / ph, \
                        box: window.shopcueDemo.client.hotspots().find((h) => h.cue.id === '{}')?.box ?? null, \
                        playing: window.shopcueDemo.hls.playingDate.getTime()}}; }})()",
                     sel("card", &a.id),
@@ -666,8 +680,6 @@ async fn demo_shows_cues_when_the_picture_reaches_them() {
         assert!(on_screen["card"].as_str().unwrap().contains("Test product sku-11"), "{on_screen}");
         assert!(on_screen["card"].as_str().unwrap().contains("2.49 EUR"), "{on_screen}");
         assert_eq!(on_screen["img"], true, "{on_screen}");
-        let width = on_screen["width"].as_f64().unwrap();
-        assert!((0.2..0.4).contains(&width), "hotspot 0.3 of the picture wide: {on_screen}");
         // The box follows the track: x = 0.1 + 0.5 * elapsed / 3 s.
         let elapsed = (on_screen["playing"].as_i64().unwrap() - ms(a_start)) as f64 / 3000.0;
         let x = on_screen["box"]["x"].as_f64().unwrap();
@@ -675,6 +687,12 @@ async fn demo_shows_cues_when_the_picture_reaches_them() {
             (x - (0.1 + 0.5 * elapsed)).abs() < 0.05,
             "interpolated box x {x} at {elapsed:.2} of the track: {on_screen}"
         );
+        // The rectangle on the page is that box over the picture (object-fit: contain);
+        // 2 px of border and the CSS transition allowed for.
+        for (key, want) in [("x", x), ("y", 0.2), ("width", 0.3), ("height", 0.4)] {
+            let got = on_screen[key].as_f64().unwrap();
+            assert!((got - want).abs() < 0.04, "hotspot {key} {got} vs box {want}: {on_screen}");
+        }
 
         b.wait(
             "cue a hidden",
@@ -718,6 +736,11 @@ async fn demo_shows_cues_when_the_picture_reaches_them() {
 
 // ---------------------------------------------------------------- c. issue 5.5: hls.js metadata
 
+/// TextTrack cue `type`s hls.js gives ID3 from TS segments: `org.id3` (1.6 without video;
+/// audio-only) or the emsg scheme (with a video track).
+const ID3_TYPES: [&str; 2] = ["org.id3", "https://aomedia.org/emsg/ID3"];
+const ID3_TYPES_JS: &str = "['org.id3', 'https://aomedia.org/emsg/ID3']";
+
 fn daterange_attr<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     let needle = format!("{name}=");
     let at = line.find(&format!(",{needle}")).map(|i| i + 1)?;
@@ -756,15 +779,19 @@ async fn hls_js_surfaces_daterange_and_id3_cues_of_the_proxied_channel() {
         b.eval("new Promise((ok, err) => { const s = document.createElement('script'); s.src = '/vendor/hls.min.js'; s.onload = ok; s.onerror = err; document.head.append(s); }).then(() => Hls.version)").await;
         b.eval("import('/test/metadata-probe.mjs').then((m) => m.start('/hls/ch/index.m3u8'))").await;
         // Entered: the date range cue (one per attribute) and the ID3 cue of our cue.
-        b.wait(
+        b.wait_or_dump(
             "date range and ID3 cues entered",
             &format!(
                 "(() => {{ const e = window.meta.summary().enters; \
                   return e.some((c) => c.type === 'com.apple.quicktime.HLS' && c.id === '{id}') && \
-                         e.some((c) => c.type === 'org.id3' && c.key === 'TXXX' && typeof c.data === 'string' && c.data.includes('{id}')); }})()",
-                id = cue.id
+                         e.some((c) => {ID3_TYPES}.includes(c.type) && c.key === 'TXXX' && typeof c.data === 'string' && c.data.includes('{id}')); }})()",
+                id = cue.id,
+                ID3_TYPES = ID3_TYPES_JS,
             ),
             Duration::from_secs(40),
+            "(() => { const s = window.meta.summary(); const d = window.meta.hls.latestLevelDetails; \
+              return {dateRanges: Object.keys(d?.dateRanges || {}), cues: s.cues.slice(0, 12).map((c) => [c.type, c.id, c.key, c.start, c.end]), \
+                enters: s.enters.slice(0, 12).map((c) => [c.type, c.key, c.start, c.playingDate]), errors: s.errors, t: s.currentTime}; })()",
         )
         .await;
         // End the cue: the date range gains DURATION and its TextTrack cues an end.
@@ -820,7 +847,7 @@ async fn hls_js_surfaces_daterange_and_id3_cues_of_the_proxied_channel() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|c| c["type"] == "org.id3")
+            .filter(|c| ID3_TYPES.contains(&c["type"].as_str().unwrap_or("")))
             .filter(|c| match (&c["key"], &c["data"]) {
                 (k, Value::String(d)) if k == "TXXX" => d.contains(&cue.id),
                 (k, Value::Object(d)) if k == "PRIV" => d["hex"].as_str().is_some_and(|h| h.contains(&hex::encode(cue.id.as_bytes()))),
@@ -843,12 +870,19 @@ async fn hls_js_surfaces_daterange_and_id3_cues_of_the_proxied_channel() {
         assert!(id3_err <= 0.05, "first ID3 cue at {first_id3} s, START-DATE at {expected_start} s: {s}");
 
         // When entered, the picture on screen is the cue's start (to the enter event's granularity).
-        for kind in ["com.apple.quicktime.HLS", "org.id3"] {
+        for kind in ["date range", "ID3"] {
             let e = s["enters"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .find(|e| e["type"] == kind && (e["id"] == cue.id.as_str() || e["data"].to_string().contains(&cue.id)))
+                .find(|e| {
+                    let t = e["type"].as_str().unwrap_or("");
+                    if kind == "ID3" {
+                        ID3_TYPES.contains(&t) && e["data"].to_string().contains(&cue.id)
+                    } else {
+                        t == "com.apple.quicktime.HLS" && e["id"] == cue.id.as_str()
+                    }
+                })
                 .unwrap();
             let lag = e["playingDate"].as_f64().unwrap() - start_ms as f64;
             eprintln!("{kind} cue entered at playingDate - START-DATE = {lag:.0} ms");
