@@ -60,10 +60,14 @@ struct Browser {
 fn missing_browser() -> Option<String> {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !Path::new(&chromium).exists() {
-        return Some(format!("{chromium} is missing (scripts/setup.sh test installs it)"));
+        return Some(format!(
+            "{chromium} is missing (scripts/setup.sh test installs it)"
+        ));
     }
     if !root().join("web/node_modules/playwright-core").is_dir() {
-        return Some("web/node_modules is missing (scripts/setup.sh test: npm ci --prefix web)".into());
+        return Some(
+            "web/node_modules is missing (scripts/setup.sh test: npm ci --prefix web)".into(),
+        );
     }
     None
 }
@@ -125,7 +129,10 @@ impl Browser {
     }
 
     async fn goto(&mut self, url: &str) {
-        if let Err(e) = self.command(json!({"op": "goto", "url": url}), 15_000).await {
+        if let Err(e) = self
+            .command(json!({"op": "goto", "url": url}), 15_000)
+            .await
+        {
             panic!("goto {url}: {e}");
         }
     }
@@ -201,7 +208,11 @@ fn feed_settings() -> FeedSettings {
 /// A stub of the catalog's `GET /v1/products/{id}`: products `sku-*` exist.
 async fn product(axum::extract::Path(id): axum::extract::Path<String>) -> axum::response::Response {
     if !id.starts_with("sku-") {
-        return (StatusCode::NOT_FOUND, axum::Json(json!({"error": "no such product"}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "no such product"})),
+        )
+            .into_response();
     }
     axum::Json(json!({
         "id": id, "title": format!("Test product {id}"), "price": 2.49, "currency": "EUR",
@@ -246,10 +257,11 @@ fn test_pages() -> Router {
 impl Stack {
     async fn start() -> Self {
         let path = common::footage("grocery_shots.mp4");
-        let origin = tokio::task::spawn_blocking(move || LiveOrigin::from_file(&path, 1.0, 6, true))
-            .await
-            .expect("origin task")
-            .expect("origin builds from the footage");
+        let origin =
+            tokio::task::spawn_blocking(move || LiveOrigin::from_file(&path, 1.0, 6, true))
+                .await
+                .expect("origin task")
+                .expect("origin builds from the footage");
         let origin = Arc::new(origin);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -396,12 +408,10 @@ fn ended(mut c: Cue, after: TimeDelta) -> Cue {
     c
 }
 
-fn run_limited<F: std::future::Future<Output = ()>>(f: F) -> impl std::future::Future<Output = ()> {
-    async move {
-        tokio::time::timeout(TEST_LIMIT, f)
-            .await
-            .expect("test finished within its time limit");
-    }
+async fn run_limited<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::time::timeout(TEST_LIMIT, f)
+        .await
+        .expect("test finished within its time limit");
 }
 
 // ---------------------------------------------------------------- a. the SDK and the feed
@@ -541,6 +551,8 @@ async fn sdk_survives_malformed_server_input_and_resumes_with_since() {
                     use tokio_tungstenite::tungstenite::handshake::server::{
                         ErrorResponse, Request as WsRequest, Response as WsResponse,
                     };
+                    // The handshake callback's type is tungstenite's.
+                    #[allow(clippy::result_large_err)]
                     let cb = move |req: &WsRequest, resp: WsResponse| -> Result<WsResponse, ErrorResponse> {
                         uris.lock().unwrap().push(req.uri().to_string());
                         Ok(resp)
@@ -759,7 +771,8 @@ fn media_time(frags: &Value, t: i64) -> Option<f64> {
         let pdt = f["pdt"].as_f64()?;
         let dur = f["duration"].as_f64()?;
         let t = t as f64;
-        (pdt <= t && t < pdt + dur * 1000.0).then(|| f["start"].as_f64().unwrap() + (t - pdt) / 1000.0)
+        (pdt <= t && t < pdt + dur * 1000.0)
+            .then(|| f["start"].as_f64().unwrap() + (t - pdt) / 1000.0)
     })
 }
 

@@ -95,7 +95,10 @@ fn serve(index: usize, headers: &HeaderMap) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     let common = [
-        (header::CACHE_CONTROL, HeaderValue::from_static(asset.cache_control)),
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(asset.cache_control),
+        ),
         (header::ETAG, etag.clone()),
         (
             header::X_CONTENT_TYPE_OPTIONS,
@@ -178,7 +181,10 @@ mod tests {
         let r = get(&base, "/demo", None).await;
         assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
         assert_eq!(r.headers()[header::LOCATION], "/demo/");
-        assert_eq!(get(&base, "/sdk/nope.js", None).await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            get(&base, "/sdk/nope.js", None).await.status(),
+            StatusCode::NOT_FOUND
+        );
     }
 
     #[test]
