@@ -416,6 +416,27 @@ async fn run_limited<F: std::future::Future<Output = ()>>(f: F) {
 
 // ---------------------------------------------------------------- a. the SDK and the feed
 
+/// The SDK's rules (interpolation, visibility boundaries, offsets, snapshots, seeking) in
+/// plain Node against a fake player: `web/tests/sdk-unit.mjs`.
+#[test]
+fn sdk_rules_in_node() {
+    let out = match std::process::Command::new("node")
+        .arg(root().join("web/tests/sdk-unit.mjs"))
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("SKIPPED sdk_rules_in_node: node is missing ({e}; scripts/setup.sh test)");
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let v: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert!(v["passed"].as_u64().unwrap() >= 7, "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_snapshot_live_events_and_resume_after_forced_disconnect() {
     run_limited(async {

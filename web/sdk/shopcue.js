@@ -128,7 +128,9 @@ export class ShopcueClient extends EventTarget {
    * @param {string} options.channel channel id
    * @param {string} [options.baseUrl] server base, `http(s)://host[:port]` or `ws(s)://…`
    *   (default: the page's origin)
-   * @param {string} [options.token] feed token (`?token=`), when the server requires one
+   * @param {string|(() => string)} [options.token] feed token (`?token=`) when the server
+   *   requires one; a function is called at every (re)connection, so it can hand out a fresh
+   *   token after the server closed an expired one (1008)
    * @param {string} [options.since] an offset to resume after (e.g. one kept from a previous page)
    * @param {number} [options.backoffInitialMs=500] first reconnect delay
    * @param {number} [options.backoffMaxMs=15000] longest reconnect delay
@@ -165,7 +167,8 @@ export class ShopcueClient extends EventTarget {
     base = base.replace(/^http(s?):/, 'ws$1:').replace(/\/+$/, '');
     const q = new URLSearchParams();
     if (this.offset) q.set('since', this.offset);
-    if (o.token) q.set('token', o.token);
+    const token = typeof o.token === 'function' ? o.token() : o.token;
+    if (token) q.set('token', token);
     const qs = q.toString();
     return `${base}/v1/channels/${encodeURIComponent(o.channel)}/cues${qs ? `?${qs}` : ''}`;
   }
@@ -267,12 +270,13 @@ export class ShopcueClient extends EventTarget {
       tick();
       player.raf = requestAnimationFrame(loop);
     };
-    if (typeof requestAnimationFrame === 'function') player.raf = requestAnimationFrame(loop);
+    const hasRaf = typeof requestAnimationFrame === 'function';
+    if (hasRaf) player.raf = requestAnimationFrame(loop);
     // Animation frames stop in background tabs; this keeps events flowing there.
     player.timer = setInterval(tick, 250);
     for (const ev of ['timeupdate', 'seeked', 'playing', 'pause']) video.addEventListener(ev, tick);
     player.off = () => {
-      cancelAnimationFrame(player.raf);
+      if (hasRaf) cancelAnimationFrame(player.raf);
       clearInterval(player.timer);
       for (const ev of ['timeupdate', 'seeked', 'playing', 'pause']) video.removeEventListener(ev, tick);
     };
