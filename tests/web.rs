@@ -216,7 +216,7 @@ async fn product(axum::extract::Path(id): axum::extract::Path<String>) -> axum::
     }
     axum::Json(json!({
         "id": id, "title": format!("Test product {id}"), "price": 2.49, "currency": "EUR",
-        "images": ["data:image/gif;base64,R0lGODlhAQABAAAAACw="]
+        "images": ["data:image/gif;base64,R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=="]
     }))
     .into_response()
 }
@@ -710,6 +710,12 @@ async fn demo_shows_cues_when_the_picture_reaches_them() {
                 Duration::from_secs(30),
             )
             .await;
+        // SHOPCUE_DEMO_SCREENSHOT=/tmp/demo.png keeps a picture of the page at this moment.
+        if let Ok(path) = std::env::var("SHOPCUE_DEMO_SCREENSHOT") {
+            let _ = b
+                .command(json!({"op": "screenshot", "path": path}), 10_000)
+                .await;
+        }
         assert!(on_screen["card"].as_str().unwrap().contains("Test product sku-11"), "{on_screen}");
         assert!(on_screen["card"].as_str().unwrap().contains("2.49 EUR"), "{on_screen}");
         assert_eq!(on_screen["img"], true, "{on_screen}");

@@ -23,6 +23,7 @@ window.shopcueDemo = demo;
 // ---- products ----
 
 const products = new Map(); // product id -> Promise<object|null>
+const resolved = new Map(); // product id -> catalog details, once they arrived
 
 /** Display details of a product: the catalog API when it answers, else null. */
 function product(id) {
@@ -31,6 +32,10 @@ function product(id) {
       id,
       fetch(`/v1/products/${encodeURIComponent(id)}`)
         .then((r) => (r.ok ? r.json() : null))
+        .then((p) => {
+          if (p) resolved.set(id, p);
+          return p;
+        })
         .catch(() => null),
     );
   }
@@ -121,9 +126,11 @@ function drawHotspots() {
       el = document.createElement('div');
       el.className = 'hotspot';
       el.dataset.cueId = cue.id;
-      el.append(text('span', '', cue.product?.title || cue.product_id));
+      el.append(text('span', '', ''));
       hotspotLayer.append(el);
     }
+    const label = resolved.get(cue.product_id)?.title || cue.product?.title || cue.product_id;
+    if (el.firstChild.textContent !== label) el.firstChild.textContent = label;
     el.style.left = `${r.left + box.x * r.width}px`;
     el.style.top = `${r.top + box.y * r.height}px`;
     el.style.width = `${box.w * r.width}px`;

@@ -5,6 +5,7 @@
 //   {"op":"eval","js":"1 + 1"}                       -> {"ok":true,"value":2}
 //   {"op":"wait","js":"window.x && window.x.done","timeout_ms":20000}
 //   {"op":"logs"}                                    -> console lines and page errors so far
+//   {"op":"screenshot","path":"/tmp/x.png"}
 //
 // Chromium is Debian's (/usr/bin/chromium, or $CHROMIUM); playwright-core never downloads
 // a browser. The process exits when stdin closes (the browser with it), or after
@@ -48,6 +49,8 @@ for await (const line of rl) {
     } else if (cmd.op === 'wait') {
       const handle = await page.waitForFunction(cmd.js, null, { timeout, polling: 50 });
       value = await handle.jsonValue();
+    } else if (cmd.op === 'screenshot') {
+      await page.screenshot({ path: cmd.path, timeout });
     } else if (cmd.op === 'logs') {
       value = logs.splice(0);
     } else {
