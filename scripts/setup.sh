@@ -4,7 +4,8 @@
 # footage copied from ../shared. Each step checks whether it is already done.
 #
 # Usage: scripts/setup.sh [base|test|bench|demo]   (all install the same core; test and
-# bench add the peers the tests and benchmarks compare against)
+# bench add the peers the tests and benchmarks compare against; test adds Chromium and
+# web/node_modules for the browser tests)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -27,6 +28,8 @@ apt_packages=(
 case "$what" in
   # The HTTP load generator and the static-file peer of `shopcue bench hls`.
   bench) apt_packages+=(nginx-light wrk) ;;
+  # Headless Chromium for the player SDK and demo tests (tests/web.rs).
+  test) apt_packages+=(chromium) ;;
 esac
 
 missing=()
@@ -87,6 +90,20 @@ case "$what" in
   test|bench)
     # An independent SCTE-35 decoder, to check the SCTE35-CMD payloads we write.
     python3 -c "import threefive" 2>/dev/null || python3 -m pip install -q "threefive==3.1.5"
+    ;;
+esac
+case "$what" in
+  test)
+    # hls.js and playwright-core, pinned by web/package-lock.json. playwright-core drives
+    # Debian's /usr/bin/chromium and never downloads a browser.
+    if ! command -v npm >/dev/null; then
+      DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    fi
+    if [ ! -f web/node_modules/.package-lock.json ] || ! cmp -s web/package-lock.json web/node_modules/.shopcue-installed-lock; then
+      log "npm: installing web/ (hls.js, playwright-core)"
+      PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix web --silent --no-audit --no-fund
+      cp web/package-lock.json web/node_modules/.shopcue-installed-lock
+    fi
     ;;
 esac
 case "$what" in

@@ -8,6 +8,7 @@ pub mod hls;
 pub mod origin;
 pub mod server;
 pub mod token;
+pub mod web;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
