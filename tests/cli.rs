@@ -116,3 +116,70 @@ fn bad_settings_name_the_key() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("ingest.variant"));
 }
+
+/// `shopcue demo`: origin, catalog, sidecar; prints its URLs, serves them, stops cleanly
+/// at `--duration` (Ctrl-C takes the same path).
+#[test]
+fn demo_serves_its_urls_and_stops_cleanly() {
+    use std::io::{BufRead, BufReader};
+    let catalog = common::grocery_catalog();
+    let mut child = shopcue()
+        .args(["demo", "--duration", "20", "--listen", "127.0.0.1:0"])
+        .args(["--origin-listen", "127.0.0.1:0", "--catalog"])
+        .arg(&catalog)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(l);
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let addr = loop {
+        let found = lines.lock().unwrap().iter().find_map(|l| {
+            l.trim()
+                .strip_prefix("cue feed")
+                .and_then(|r| r.trim().strip_prefix("ws://"))
+                .and_then(|r| r.split('/').next())
+                .map(str::to_string)
+        });
+        if let Some(a) = found {
+            break a;
+        }
+        assert!(std::time::Instant::now() < deadline, "no URLs printed");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for path in [
+            "/healthz",
+            "/demo/",
+            "/sdk/shopcue.js",
+            "/hls/grocery/master.m3u8",
+            "/v1/status",
+            "/metrics",
+        ] {
+            let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{path}");
+        }
+    });
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let out = lines.lock().unwrap().join("\n");
+    assert!(status.success(), "{out}");
+    for want in [
+        "dashboard",
+        "demo player",
+        "rewritten playlist",
+        "stopped cleanly",
+    ] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+}

@@ -4,8 +4,8 @@
 //! ingest (live HLS, SRT, or a file paced at real time) and the analysis [`Pipeline`], and
 //! publishes the pipeline's cue events on the cue bus (in memory, or Redis Streams). One
 //! HTTP server carries every route: the WebSocket feed, the HLS proxy, the catalog and
-//! product API, the web SDK and demo page, and the operational routes (`/healthz`,
-//! `/readyz`, `/metrics`, `/v1/status`).
+//! product API, the web SDK and demo page (`/sdk/shopcue.js`, `/demo/`), and the
+//! operational routes (`/healthz`, `/readyz`, `/metrics`, `/v1/status`).
 //!
 //! Cancellation: the caller's token is the root; the server, each channel and the
 //! once-a-second metrics sampler hang off it. [`Sidecar::shutdown`] cancels it, closes
@@ -233,7 +233,8 @@ impl Sidecar {
             },
         )
         .merge(http::feed::router(feed.clone()))
-        .merge(http::hls::router(hls.clone()));
+        .merge(http::hls::router(hls.clone()))
+        .merge(http::web::router());
         if let Some(catalog) = &catalog {
             let products = Arc::new(ProductService::new(
                 catalog.clone(),
