@@ -976,8 +976,8 @@ mod tests {
     }
 
     #[test]
-    fn snippet_matches_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/snippets/catalog.toml");
+    fn shipped_file_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/shopcue.toml");
         let s = crate::config::Settings::load(Some(&path), Vec::new()).unwrap();
         let d = CatalogSettings::default();
         assert_eq!(
