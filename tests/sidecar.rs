@@ -265,15 +265,14 @@ async fn grocery_cues_through_redis_reach_another_server_and_resume() {
     let producer = Sidecar::start(s.clone(), cancel.clone())
         .await
         .expect("sidecar starts");
-    // A second server on the same Redis with no channel of its own: a WebSocket-only
-    // machine. It serves the channel's cues from the stream.
+    // A second sidecar on the same Redis with no channel of its own: a WebSocket-only
+    // replica. It serves the channel's cues from the stream.
     let mut feed_only = test_settings();
     feed_only.redis.url = redis.url();
-    let bus = shopcue::cuebus::connect(&feed_only.bus, &feed_only.redis).unwrap();
-    let feed = shopcue::http::feed::FeedState::new(bus, feed_only.feed.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let other = listener.local_addr().unwrap();
-    tokio::spawn(shopcue::http::feed::serve(listener, feed.clone()));
+    let replica = Sidecar::start(feed_only, CancellationToken::new())
+        .await
+        .expect("feed-only sidecar starts");
+    let other = replica.addr;
 
     let mut ws = connect(other, "").await;
     let events = collect_until_all_products(&mut ws, Duration::from_secs(60)).await;
@@ -298,7 +297,10 @@ async fn grocery_cues_through_redis_reach_another_server_and_resume() {
         .collect();
     assert_eq!(replayed, expected, "resume loses or repeats nothing");
 
-    feed.shutdown();
+    tokio::time::timeout(Duration::from_secs(30), replica.shutdown())
+        .await
+        .expect("replica shutdown finishes")
+        .expect("clean shutdown");
     tokio::time::timeout(Duration::from_secs(30), producer.shutdown())
         .await
         .expect("shutdown finishes")

@@ -206,8 +206,14 @@ impl Sidecar {
             .map(|c| (c.id.clone(), c.progress.clone()))
             .collect();
         let hls = http::hls::HlsState::new(&settings, ingest::hls::Fetcher::new()?, &progress)?;
-        let feed = http::feed::FeedState::new(bus.clone(), settings.feed.clone())
-            .with_channels(channels.iter().map(|c| c.id.clone()));
+        // In memory, only this process's channels exist. On Redis, channels analysed by
+        // other machines are served too (a feed-only replica has no channels of its own).
+        let feed = http::feed::FeedState::new(bus.clone(), settings.feed.clone());
+        let feed = if bus.kind() == "redis" {
+            feed
+        } else {
+            feed.with_channels(channels.iter().map(|c| c.id.clone()))
+        };
         let state = Arc::new(SidecarState {
             settings: settings.clone(),
             started: Utc::now(),
