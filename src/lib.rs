@@ -11,6 +11,11 @@
 //! into [`cue::Cue`]s (pure logic); [`cuebus`] carries cues between machines (in memory,
 //! or Redis Streams, the only Redis user); [`manifest`] renders cues into HLS playlists
 //! (EXT-X-DATERANGE with SCTE-35), MPEG-TS timed ID3 and fMP4 emsg (pure logic).
+//! [`pipeline`] runs one channel's analysis on two threads (frames → shots → sampler →
+//! bounded work queue → inference → cue builder), the same for live and batch;
+//! [`sidecar`] is `shopcue run`: every channel, the bus, and one HTTP server, under one
+//! cancellation tree; [`analyze`] is batch mode (a file into shoppable JSON); [`metrics`]
+//! is the Prometheus registry (the only `prometheus-client` user).
 //! [`origin`] serves a looping live HLS channel from a file for tests and the demo; [`http`]
 //! is the only module that touches axum/hyper. [`config`] holds the settings tree (file,
 //! then `SHOPCUE__SECTION__KEY` environment), validated at start-up; [`telemetry`] sets
