@@ -6,7 +6,7 @@
 //! target duration, and concurrent misses of one key wait for a single origin fetch.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use crate::ingest::hls::{FetchError, Fetcher};
 use crate::ingest::progress::AnalysisProgress;
 use crate::manifest::playlist::{PlaylistKind, RewriteContext, UriMode};
 use crate::manifest::{
-    ChannelOrigin, CueLedger, ManifestSettings, SegmentTiming, hold_back, id3, playlist_kind,
+    ChannelOrigin, CueLedger, ManifestSettings, SegmentTiming, emsg, hold_back, id3, playlist_kind,
     rewrite_media_playlist, rewrite_multivariant, ts,
 };
 
@@ -37,6 +37,8 @@ const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 const MAX_CACHE_ENTRIES: usize = 4096;
 /// Segment timings remembered per channel for ID3 (a few live windows).
 const MAX_SEGMENT_TIMES: usize = 4096;
+/// fMP4 init sections kept per channel; when full, all are dropped (counted) and refetched.
+const MAX_INIT_SECTIONS: usize = 32;
 /// How long an origin error answer is reused (so a dead origin is not hammered).
 const ERROR_TTL: Duration = Duration::from_millis(500);
 /// Multivariant playlists (no target duration) are reused this long.
@@ -65,13 +67,26 @@ pub struct HlsStats {
     pub id3_segments: AtomicU64,
     pub id3_errors: AtomicU64,
     pub refused_paths: AtomicU64,
+    /// fMP4 segments given `emsg` boxes (also counted in `id3_segments`).
+    pub emsg_segments: AtomicU64,
+    /// fMP4 init sections fetched from the origin; cache flushes when full.
+    pub init_fetches: AtomicU64,
+    pub init_cache_flushes: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct SegTime {
     start: DateTime<Utc>,
     duration: f64,
     in_ad_break: bool,
+    /// The fMP4 init section in effect (rel path under the channel's base, byte range).
+    init: Option<InitRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct InitRef {
+    rel: String,
+    range: Option<(u64, u64)>,
 }
 
 /// One served channel: its origin, cue ledger, analysis progress and hold-back gauges.
@@ -84,6 +99,9 @@ pub struct HlsChannel {
     pub analysis: Arc<AnalysisProgress>,
     /// rel path of a segment → its wall-clock range (from the last media rewrites).
     segments: Mutex<HashMap<String, SegTime>>,
+    /// fMP4 init sections fetched (bounded by `MAX_INIT_SECTIONS`), and one fetch at a time.
+    inits: Mutex<HashMap<InitRef, Bytes>>,
+    init_fetch: tokio::sync::Mutex<()>,
     /// Gauge: latency hold-back added to the last media playlist served, ms.
     pub holdback_delay_ms: AtomicU64,
     /// Segments published by the deadline rather than by analysis.
@@ -176,6 +194,8 @@ struct Inner {
     playlist_timeout: Duration,
     segment_timeout: Duration,
     cache: Mutex<HashMap<(String, String), Arc<Slot>>>,
+    /// Off: every playlist request fetches and rewrites (benchmarks, diagnostics).
+    playlist_cache: AtomicBool,
     stats: HlsStats,
 }
 
@@ -213,6 +233,8 @@ impl HlsState {
                 cues: Mutex::new(HashMap::new()),
                 analysis: progress.get(&c.id).cloned().unwrap_or_default(),
                 segments: Mutex::new(HashMap::new()),
+                inits: Mutex::new(HashMap::new()),
+                init_fetch: tokio::sync::Mutex::new(()),
                 holdback_delay_ms: AtomicU64::new(0),
                 holdback_forced: AtomicU64::new(0),
                 cue_events: AtomicU64::new(0),
@@ -232,6 +254,7 @@ impl HlsState {
                 playlist_timeout: Duration::from_millis(i.playlist_timeout_ms),
                 segment_timeout: Duration::from_millis(i.segment_timeout_ms),
                 cache: Mutex::new(HashMap::new()),
+                playlist_cache: AtomicBool::new(true),
                 stats: HlsStats::default(),
             }),
         })
@@ -243,6 +266,15 @@ impl HlsState {
 
     pub fn stats(&self) -> &HlsStats {
         &self.inner.stats
+    }
+
+    /// Turns the rewritten-playlist cache on (the default) or off: off, every request
+    /// fetches the origin playlist and rewrites it (what `shopcue bench hls` measures).
+    pub fn set_playlist_cache(&self, on: bool) {
+        self.inner.playlist_cache.store(on, Ordering::Relaxed);
+        if !on {
+            lock(&self.inner.cache).clear();
+        }
     }
 
     /// One task per channel keeping its ledger in step with the bus: snapshot, then every
@@ -418,6 +450,9 @@ async fn handle(State(st): State<HlsState>, uri: Uri, headers: HeaderMap) -> Res
 
 async fn playlist(st: &Inner, ch: &Arc<HlsChannel>, rel: String, url: Url) -> Cached {
     st.stats.playlist_requests.fetch_add(1, Ordering::Relaxed);
+    if !st.playlist_cache.load(Ordering::Relaxed) {
+        return build_playlist(st, ch, &url).await;
+    }
     let key = (ch.id.clone(), rel);
     let slot = {
         let mut cache = lock(&st.cache);
@@ -564,12 +599,20 @@ fn rewrite(
             if let (Some(start), Some(u)) = (s.start, s.origin_url(url))
                 && let Some(rel) = ch.origin.rel_of(&u)
             {
+                let init = s.map.as_ref().and_then(|m| {
+                    let u = url.join(&m.uri).ok()?;
+                    Some(InitRef {
+                        rel: ch.origin.rel_of(&u)?,
+                        range: m.byterange,
+                    })
+                });
                 segs.insert(
                     rel,
                     SegTime {
                         start,
                         duration: s.duration,
                         in_ad_break: s.in_ad_break,
+                        init,
                     },
                 );
             }
@@ -650,37 +693,117 @@ async fn segment(
         }
         return r;
     }
-    let data = if st.manifest.id3 && content_type == "video/mp2t" {
-        with_id3(st, ch, rel, data)
+    let timing = if st.manifest.id3 {
+        lock(&ch.segments).get(rel).cloned()
     } else {
-        // fMP4 emsg insertion needs the init section: not done yet (passed through).
-        data
+        None
+    };
+    let data = match timing {
+        Some(t) if t.init.is_some() => with_emsg(st, ch, rel, &t, data).await,
+        Some(t) if content_type == "video/mp2t" => with_id3(st, ch, rel, &t, data),
+        _ => data,
     };
     ([(header::CONTENT_TYPE, content_type)], data).into_response()
 }
 
-/// The segment with a timed-ID3 stream carrying the cues that overlap it; unchanged when
-/// there are none, it is unknown or in an ad break, or the insertion fails (counted).
-fn with_id3(st: &Inner, ch: &HlsChannel, rel: &str, data: Bytes) -> Bytes {
-    let Some(t) = lock(&ch.segments).get(rel).copied() else {
-        return data;
-    };
+/// The cues overlapping segment `t` as ID3 tags: (seconds from the segment's start, seconds
+/// the cue lasts from there, emsg id, tag). None in an ad break.
+fn cue_tags(ch: &HlsChannel, t: &SegTime) -> Vec<(f64, Option<f64>, u32, Vec<u8>)> {
     if t.in_ad_break {
-        return data;
+        return Vec::new();
     }
     let end = t.start + chrono::TimeDelta::microseconds((t.duration * 1e6) as i64);
-    let mut samples = Vec::new();
+    let secs = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(0) as f64 / 1e6;
+    let mut out = Vec::new();
     for cue in ch.cues_between(t.start, end) {
-        let offset_s = ((cue.start - t.start).num_microseconds().unwrap_or(0) as f64 / 1e6)
-            .clamp(0.0, t.duration.max(0.0));
+        let offset_s = secs(cue.start - t.start).clamp(0.0, t.duration.max(0.0));
+        let from = cue.start.max(t.start);
+        let duration_s = cue.end.map(|e| secs(e - from).max(0.0));
+        // The same cue carries the same emsg id in every segment (players drop repeats).
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(cue.id.as_bytes());
+        let id = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
         match id3::cue_tag(&cue) {
-            Ok(tag) => samples.push(ts::MetadataSample {
-                offset_s,
-                id3_tag: tag,
-            }),
+            Ok(tag) => out.push((offset_s, duration_s, id, tag)),
             Err(e) => tracing::warn!(cue = %cue.id, error = %e, "cue not encodable as ID3"),
         }
     }
+    out
+}
+
+/// The init section `init` of `ch`: from the bounded cache, else fetched once.
+async fn init_section(st: &Inner, ch: &HlsChannel, init: &InitRef) -> Option<Bytes> {
+    if let Some(b) = lock(&ch.inits).get(init) {
+        return Some(b.clone());
+    }
+    let _one_fetch = ch.init_fetch.lock().await;
+    if let Some(b) = lock(&ch.inits).get(init) {
+        return Some(b.clone());
+    }
+    let url = ch.origin.origin_url(&init.rel).ok()?;
+    st.stats.init_fetches.fetch_add(1, Ordering::Relaxed);
+    let data = match st
+        .fetcher
+        .get(&url, init.range, st.max_segment_bytes, st.segment_timeout)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            st.stats.origin_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(channel = %ch.id, url = %url, error = %e, "HLS proxy: init section fetch failed");
+            return None;
+        }
+    };
+    let mut inits = lock(&ch.inits);
+    if inits.len() >= MAX_INIT_SECTIONS {
+        inits.clear();
+        st.stats.init_cache_flushes.fetch_add(1, Ordering::Relaxed);
+    }
+    inits.insert(init.clone(), data.clone());
+    Some(data)
+}
+
+/// The fMP4 segment with one ID3 `emsg` per overlapping cue before its first `moof`;
+/// unchanged when there are none, the init section is unavailable, or insertion fails
+/// (counted).
+async fn with_emsg(st: &Inner, ch: &HlsChannel, rel: &str, t: &SegTime, data: Bytes) -> Bytes {
+    let tags = cue_tags(ch, t);
+    let Some(init_ref) = t.init.as_ref().filter(|_| !tags.is_empty()) else {
+        return data;
+    };
+    let Some(init) = init_section(st, ch, init_ref).await else {
+        st.stats.id3_errors.fetch_add(1, Ordering::Relaxed);
+        return data;
+    };
+    let events: Vec<emsg::Id3Event> = tags
+        .into_iter()
+        .map(|(offset_s, duration_s, id, id3_tag)| emsg::Id3Event {
+            offset_s,
+            duration_s,
+            id,
+            id3_tag,
+        })
+        .collect();
+    match emsg::insert_id3_events(&data, &init, &events) {
+        Ok(out) => {
+            st.stats.id3_segments.fetch_add(1, Ordering::Relaxed);
+            st.stats.emsg_segments.fetch_add(1, Ordering::Relaxed);
+            Bytes::from(out)
+        }
+        Err(e) => {
+            st.stats.id3_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(channel = %ch.id, segment = %rel, error = %e, "emsg insertion failed; segment passed through");
+            data
+        }
+    }
+}
+
+/// The segment with a timed-ID3 stream carrying the cues that overlap it; unchanged when
+/// there are none, it is unknown or in an ad break, or the insertion fails (counted).
+fn with_id3(st: &Inner, ch: &HlsChannel, rel: &str, t: &SegTime, data: Bytes) -> Bytes {
+    let samples: Vec<ts::MetadataSample> = cue_tags(ch, t)
+        .into_iter()
+        .map(|(offset_s, _, _, id3_tag)| ts::MetadataSample { offset_s, id3_tag })
+        .collect();
     if samples.is_empty() {
         return data;
     }
