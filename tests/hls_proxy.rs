@@ -592,7 +592,22 @@ async fn proxied_fmp4_segment_carries_id3_emsg_and_still_decodes() {
     assert_eq!(e.event_duration, track.timescale, "1 s in track units");
     assert_eq!(id3::cue_from_tag(&e.message_data).unwrap().id, cue.id);
     assert_eq!(seg.len(), origin_seg.len() + b.size);
-    assert_eq!(&seg[..b.start], &origin_seg[..b.start]);
+    assert_eq!(
+        &seg[b.start + b.size..],
+        &origin_seg[b.start..],
+        "moof and mdat as they were"
+    );
+    // ffmpeg writes a sidx before the moof: its first reference now spans the emsg too.
+    let sidx_ref_size = |data: &[u8]| {
+        let top = emsg::boxes(data, 0..data.len()).unwrap();
+        let sidx = top.iter().find(|b| &b.kind == b"sidx").copied()?;
+        let p = sidx.start + sidx.header;
+        let r = p + 4 + 8 + if data[p] == 1 { 16 } else { 8 } + 4;
+        Some(u32::from_be_bytes(data[r..r + 4].try_into().unwrap()) & 0x7FFF_FFFF)
+    };
+    if let Some(before) = sidx_ref_size(&origin_seg) {
+        assert_eq!(sidx_ref_size(&seg), Some(before + b.size as u32));
+    }
     assert_eq!(
         emsg::first_decode_time(&seg, track.track_id).unwrap(),
         tfdt,

@@ -558,7 +558,7 @@ pub fn table(rows: &[Row], args: &HlsBenchArgs) -> String {
     let mut s = format!(
         "Media playlist requests over loopback: wrk -t{} -c{} -d{}s --latency, rotating over {} \
          variants; {} worker(s) per server; live window of {} segments with PDT and {} cues\n\n\
-         | server | threads/connections | requests/s | p50 ms | p99 ms | errors | bytes | origin fetches | % of nginx |\n\
+         | server | wrk threads/connections | requests/s | p50 ms | p99 ms | errors | bytes | origin fetches | % of nginx |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
         args.wrk_threads,
         args.connections,
@@ -578,7 +578,7 @@ pub fn table(rows: &[Row], args: &HlsBenchArgs) -> String {
         s.push_str(&format!(
             "| {} | {}/{} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {:.0}% |\n",
             r.server,
-            args.server_workers,
+            args.wrk_threads,
             args.connections,
             r.requests_per_s,
             r.p50_ms,

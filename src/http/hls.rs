@@ -33,7 +33,8 @@ use crate::manifest::{
 };
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
-/// Cached playlists (and recent error answers) kept; beyond, stale ones are dropped.
+/// Cached playlists (and recent error answers) kept per channel; beyond, stale ones are
+/// dropped.
 const MAX_CACHE_ENTRIES: usize = 4096;
 /// Segment timings remembered per channel for ID3 (a few live windows).
 const MAX_SEGMENT_TIMES: usize = 4096;
@@ -102,6 +103,8 @@ pub struct HlsChannel {
     /// fMP4 init sections fetched (bounded by `MAX_INIT_SECTIONS`), and one fetch at a time.
     inits: Mutex<HashMap<InitRef, Bytes>>,
     init_fetch: tokio::sync::Mutex<()>,
+    /// Rewritten playlists by raw rel path (query included), and recent error answers.
+    playlists: Mutex<HashMap<String, Arc<Slot>>>,
     /// Gauge: latency hold-back added to the last media playlist served, ms.
     pub holdback_delay_ms: AtomicU64,
     /// Segments published by the deadline rather than by analysis.
@@ -135,6 +138,12 @@ impl HlsChannel {
             let l = self.ledger.read().unwrap_or_else(|p| p.into_inner());
             cues.retain(|id, _| l.get(id).is_some());
         }
+    }
+
+    /// The cached answer for `rel` if still fresh.
+    fn fresh_playlist(&self, rel: &str) -> Option<Cached> {
+        let slot = lock(&self.playlists).get(rel).cloned()?;
+        slot.fresh()
     }
 
     fn observe_active(&self, cue: &Cue) {
@@ -193,7 +202,6 @@ struct Inner {
     max_segment_bytes: usize,
     playlist_timeout: Duration,
     segment_timeout: Duration,
-    cache: Mutex<HashMap<(String, String), Arc<Slot>>>,
     /// Off: every playlist request fetches and rewrites (benchmarks, diagnostics).
     playlist_cache: AtomicBool,
     stats: HlsStats,
@@ -235,6 +243,7 @@ impl HlsState {
                 segments: Mutex::new(HashMap::new()),
                 inits: Mutex::new(HashMap::new()),
                 init_fetch: tokio::sync::Mutex::new(()),
+                playlists: Mutex::new(HashMap::new()),
                 holdback_delay_ms: AtomicU64::new(0),
                 holdback_forced: AtomicU64::new(0),
                 cue_events: AtomicU64::new(0),
@@ -253,7 +262,6 @@ impl HlsState {
                 max_segment_bytes: i.max_segment_bytes,
                 playlist_timeout: Duration::from_millis(i.playlist_timeout_ms),
                 segment_timeout: Duration::from_millis(i.segment_timeout_ms),
-                cache: Mutex::new(HashMap::new()),
                 playlist_cache: AtomicBool::new(true),
                 stats: HlsStats::default(),
             }),
@@ -273,7 +281,9 @@ impl HlsState {
     pub fn set_playlist_cache(&self, on: bool) {
         self.inner.playlist_cache.store(on, Ordering::Relaxed);
         if !on {
-            lock(&self.inner.cache).clear();
+            for ch in self.inner.channels.values() {
+                lock(&ch.playlists).clear();
+            }
         }
     }
 
@@ -409,9 +419,14 @@ fn fetch_error(st: &Inner, e: &FetchError, what: &str) -> Cached {
     }
 }
 
+fn ends_with_ci(s: &str, suffix: &str) -> bool {
+    s.len() >= suffix.len()
+        && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+}
+
 fn is_playlist(rel: &str) -> bool {
-    let path = rel.split('?').next().unwrap_or(rel).to_ascii_lowercase();
-    path.ends_with(".m3u8") || path.ends_with(".m3u")
+    let path = rel.split('?').next().unwrap_or(rel);
+    ends_with_ci(path, ".m3u8") || ends_with_ci(path, ".m3u")
 }
 
 async fn handle(State(st): State<HlsState>, uri: Uri, headers: HeaderMap) -> Response {
@@ -424,6 +439,20 @@ async fn handle(State(st): State<HlsState>, uri: Uri, headers: HeaderMap) -> Res
     let Some(ch) = st.channels.get(chan) else {
         return respond(error_answer(StatusCode::NOT_FOUND, "unknown channel"));
     };
+    // Hot path: a fresh cached playlist, found by the raw rel path with no allocation and
+    // no URL resolution (only paths that resolved and were playlists are ever cached).
+    if st.playlist_cache.load(Ordering::Relaxed)
+        && let Some(rel) = uri
+            .path_and_query()
+            .and_then(|pq| pq.as_str().strip_prefix("/hls/"))
+            .and_then(|r| r.split_once('/'))
+            .map(|(_, rel)| rel)
+        && let Some(c) = ch.fresh_playlist(rel)
+    {
+        st.stats.playlist_requests.fetch_add(1, Ordering::Relaxed);
+        st.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+        return respond(c);
+    }
     let rel = match uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
@@ -453,10 +482,9 @@ async fn playlist(st: &Inner, ch: &Arc<HlsChannel>, rel: String, url: Url) -> Ca
     if !st.playlist_cache.load(Ordering::Relaxed) {
         return build_playlist(st, ch, &url).await;
     }
-    let key = (ch.id.clone(), rel);
     let slot = {
-        let mut cache = lock(&st.cache);
-        if let Some(s) = cache.get(&key) {
+        let mut cache = lock(&ch.playlists);
+        if let Some(s) = cache.get(&rel) {
             s.clone()
         } else {
             if cache.len() >= MAX_CACHE_ENTRIES {
@@ -465,7 +493,7 @@ async fn playlist(st: &Inner, ch: &Arc<HlsChannel>, rel: String, url: Url) -> Ca
                     cache.clear();
                 }
             }
-            cache.entry(key).or_default().clone()
+            cache.entry(rel).or_default().clone()
         }
     };
     if let Some(c) = slot.fresh() {
@@ -719,9 +747,9 @@ fn cue_tags(ch: &HlsChannel, t: &SegTime) -> Vec<(f64, Option<f64>, u32, Vec<u8>
         let offset_s = secs(cue.start - t.start).clamp(0.0, t.duration.max(0.0));
         let from = cue.start.max(t.start);
         let duration_s = cue.end.map(|e| secs(e - from).max(0.0));
-        // The same cue carries the same emsg id in every segment (players drop repeats).
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(cue.id.as_bytes());
-        let id = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+        // The same cue carries the same emsg id in every segment (players drop repeats),
+        // and it is the SCTE-35 segmentation_event_id of its date range.
+        let id = crate::manifest::scte35::event_id(&cue.id);
         match id3::cue_tag(&cue) {
             Ok(tag) => out.push((offset_s, duration_s, id, tag)),
             Err(e) => tracing::warn!(cue = %cue.id, error = %e, "cue not encodable as ID3"),
