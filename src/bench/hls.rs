@@ -628,6 +628,48 @@ mod tests {
         );
     }
 
+    /// The whole bench, briefly: three rows without errors, back within a deadline (the
+    /// first attempt hung). Skipped where nginx or wrk is not installed.
+    #[test]
+    fn short_run_finishes_with_three_clean_rows() {
+        let have = |bin: &str| {
+            Command::new(bin)
+                .arg("-v")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok()
+        };
+        if !have("nginx") || !have("wrk") {
+            eprintln!("skipped: nginx or wrk missing (scripts/setup.sh bench)");
+            return;
+        }
+        let args = HlsBenchArgs {
+            seconds: 1,
+            connections: 4,
+            ..Default::default()
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(run_bench(&args).map_err(|e| format!("{e:#}")));
+        });
+        let rows = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the bench finishes")
+            .unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(
+            rows.iter().all(|r| r.errors == 0 && r.requests_per_s > 0.0),
+            "{rows:?}"
+        );
+        assert!(
+            rows.iter()
+                .all(|r| r.response_bytes == rows[0].response_bytes)
+        );
+        // Cache on: a handful of origin fetches; off: one per request.
+        assert!(rows[1].origin_fetches < rows[2].origin_fetches, "{rows:?}");
+    }
+
     /// A child that would outlive its deadline is killed, with its process group.
     #[test]
     fn guarded_children_are_killed_at_the_deadline() {

@@ -3,7 +3,10 @@
 //! written in (docs/manifest.md). `rel` is taken raw from the request (not decoded) and
 //! resolved by [`ChannelOrigin::origin_url`], so only URLs under a configured channel's
 //! base are ever fetched. Rewritten playlists are cached per (channel, rel) for half a
-//! target duration, and concurrent misses of one key wait for a single origin fetch.
+//! target duration, and concurrent misses of one key wait for a single origin fetch; a
+//! fresh one is served before any URL resolution (the hot path). With `manifest.id3`,
+//! proxied segments overlapping a cue get it as timed ID3: a PES stream in MPEG-TS, `emsg`
+//! boxes in fMP4 (segments under an `EXT-X-MAP`; init sections fetched once, kept bounded).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
