@@ -67,6 +67,8 @@ enum BenchCommand {
     CatalogAccuracy(shopcue::bench::catalog_accuracy::AccuracyArgs),
     /// Detector/embedder latency and FAISS query latency (flat vs HNSW) at scale.
     CatalogSpeed(shopcue::bench::catalog_speed::SpeedArgs),
+    /// HLS proxy playlist requests/s and latency under wrk, side by side with nginx.
+    Hls(shopcue::bench::hls::HlsBenchArgs),
     /// Playlist rewriting cost (µs per rewrite).
     Manifest {
         #[arg(long, default_value_t = 1.0)]
@@ -159,6 +161,7 @@ fn run(args: Cli) -> anyhow::Result<()> {
                     .await
                     .map(|_| ()),
                 BenchCommand::Fanout(a) => shopcue::bench::fanout::run_bench(&a).map(|_| ()),
+                BenchCommand::Hls(a) => shopcue::bench::hls::run_bench(&a).map(|_| ()),
                 BenchCommand::Manifest { seconds_per_case } => {
                     shopcue::bench::manifest::run_bench(seconds_per_case)
                         .map(|_| ())

@@ -429,3 +429,214 @@ async fn hold_back_publishes_only_analysed_segments() {
     .await;
     assert!(segment_count(&p) >= 5, "{p}");
 }
+
+/// An fMP4 HLS VOD (init.mp4 + seg*.m4s, 2-s segments) of the first seconds of the footage.
+fn package_fmp4(dir: &std::path::Path, seconds: u32) {
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-t", &seconds.to_string(), "-i"])
+        .arg(common::footage("intel_concat.mp4"))
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "50"])
+        .args(["-keyint_min", "50", "-sc_threshold", "0", "-an"])
+        .args(["-f", "hls", "-hls_time", "2", "-hls_playlist_type", "vod"])
+        .args([
+            "-hls_segment_type",
+            "fmp4",
+            "-hls_fmp4_init_filename",
+            "init.mp4",
+        ])
+        .arg("-hls_segment_filename")
+        .arg(dir.join("seg%d.m4s"))
+        .arg(dir.join("index.m3u8"))
+        .status()
+        .expect("ffmpeg runs (scripts/setup.sh installs it)");
+    assert!(status.success());
+}
+
+/// Serves the files of `dir` (binary) at `/vod/{file}`; the playlist URL.
+async fn serve_dir(dir: std::path::PathBuf) -> String {
+    use axum::extract::Path;
+    use axum::http::StatusCode;
+    let app = axum::Router::new().route(
+        "/vod/{file}",
+        axum::routing::get(move |Path(file): Path<String>| {
+            let dir = dir.clone();
+            async move {
+                if file.contains('/') || file.contains("..") {
+                    return Err(StatusCode::BAD_REQUEST);
+                }
+                tokio::fs::read(dir.join(&file))
+                    .await
+                    .map_err(|_| StatusCode::NOT_FOUND)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/vod/index.m3u8", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+async fn get_bytes(url: &str) -> bytes::Bytes {
+    let r = reqwest::get(url).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{url}");
+    r.bytes().await.unwrap()
+}
+
+/// Video frames of `init` + `segment`, counted by ffprobe and by the GStreamer decoder.
+fn frame_counts(init: &bytes::Bytes, segment: &bytes::Bytes) -> (u64, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("joined.mp4");
+    std::fs::write(&file, [init.as_ref(), segment.as_ref()].concat()).unwrap();
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(&file)
+        .output()
+        .expect("ffprobe runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ffprobe: u64 = text.trim().trim_end_matches(',').parse().unwrap_or(0);
+    let mut decoder = shopcue::media::SegmentDecoder::new(
+        shopcue::media::Pipelines::default(),
+        90,
+        Duration::from_secs(60),
+    )
+    .expect("GStreamer decoder");
+    let gst = decoder
+        .decode("joined", Some(init), segment.clone(), |_| {})
+        .map(|s| s.frames)
+        .unwrap_or(0);
+    (ffprobe, gst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxied_fmp4_segment_carries_id3_emsg_and_still_decodes() {
+    use shopcue::manifest::{emsg, id3};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || package_fmp4(&path, 6))
+        .await
+        .unwrap();
+    let origin_url = serve_dir(dir.path().to_path_buf()).await;
+    let origin_base = origin_url.trim_end_matches("index.m3u8").to_string();
+    let sc = sidecar(&origin_url, |s| {
+        s.manifest.segment_uris = "proxy".into();
+        s.manifest.id3 = true;
+    })
+    .await;
+    // Wall clock from ingest's anchor: msn 0 started at t0 (the VOD has no PDT).
+    let t0: DateTime<Utc> = "2026-11-21T10:00:00Z".parse().unwrap();
+    sc.progress.record(0, t0);
+    let origin_playlist = String::from_utf8(get_bytes(&origin_url).await.to_vec()).unwrap();
+    let first_duration: f64 = origin_playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXTINF:"))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .expect("EXTINF");
+    // A cue 0.5 s into the second segment, lasting 1 s.
+    let mut cue = common::cue("ch", 3);
+    cue.start = t0 + chrono::TimeDelta::milliseconds((first_duration * 1000.0) as i64 + 500);
+    cue.end = Some(cue.start + chrono::TimeDelta::seconds(1));
+    for b in &mut cue.boxes {
+        b.t = cue.start;
+    }
+    sc.state
+        .channel("ch")
+        .unwrap()
+        .apply(&CueEvent::End(cue.clone()));
+
+    let media = wait_for(sc.addr, "/hls/ch/index.m3u8", "the cue", |p| {
+        daterange_line(p, &cue.id).is_some()
+    })
+    .await;
+    assert!(
+        media.contains("#EXT-X-MAP:URI=\"init.mp4\""),
+        "the init section goes through the sidecar too: {media}"
+    );
+
+    let init = get_bytes(&format!("{origin_base}init.mp4")).await;
+    let proxied_init = get_bytes(&format!("http://{}/hls/ch/init.mp4", sc.addr)).await;
+    assert_eq!(proxied_init, init, "init sections pass unchanged");
+    let track = emsg::tracks(&init)
+        .unwrap()
+        .into_iter()
+        .find(|t| &t.handler == b"vide")
+        .expect("a video track");
+
+    // The segment the cue overlaps: one emsg before the first moof, all else unchanged.
+    let origin_seg = get_bytes(&format!("{origin_base}seg1.m4s")).await;
+    let seg = get_bytes(&format!("http://{}/hls/ch/seg1.m4s", sc.addr)).await;
+    let top = emsg::boxes(&seg, 0..seg.len()).expect("well-formed top-level boxes");
+    let kinds: Vec<String> = top
+        .iter()
+        .map(|b| String::from_utf8_lossy(&b.kind).into_owned())
+        .collect();
+    let at = kinds.iter().position(|k| k == "emsg").expect("an emsg box");
+    assert_eq!(
+        kinds[at + 1],
+        "moof",
+        "emsg right before the first moof: {kinds:?}"
+    );
+    assert!(!kinds[..at].contains(&"moof".to_string()), "{kinds:?}");
+    let b = top[at];
+    let e = emsg::Emsg::decode(&seg[b.start..b.start + b.size]).unwrap();
+    assert_eq!(e.scheme_id_uri, "https://aomedia.org/emsg/ID3");
+    assert_eq!(e.timescale, track.timescale);
+    let tfdt = emsg::first_decode_time(&origin_seg, track.track_id).unwrap();
+    let expected = tfdt + (track.timescale as f64 * 0.5).round() as u64;
+    assert!(
+        e.presentation_time.abs_diff(expected) <= u64::from(track.timescale / 1000 + 1),
+        "presentation_time {} vs {expected} (tfdt {tfdt}, timescale {})",
+        e.presentation_time,
+        track.timescale
+    );
+    assert_eq!(e.event_duration, track.timescale, "1 s in track units");
+    assert_eq!(id3::cue_from_tag(&e.message_data).unwrap().id, cue.id);
+    assert_eq!(seg.len(), origin_seg.len() + b.size);
+    assert_eq!(
+        &seg[b.start + b.size..],
+        &origin_seg[b.start..],
+        "moof and mdat as they were"
+    );
+    // ffmpeg writes a sidx before the moof: its first reference now spans the emsg too.
+    let sidx_ref_size = |data: &[u8]| {
+        let top = emsg::boxes(data, 0..data.len()).unwrap();
+        let sidx = top.iter().find(|b| &b.kind == b"sidx").copied()?;
+        let p = sidx.start + sidx.header;
+        let r = p + 4 + 8 + if data[p] == 1 { 16 } else { 8 } + 4;
+        Some(u32::from_be_bytes(data[r..r + 4].try_into().unwrap()) & 0x7FFF_FFFF)
+    };
+    if let Some(before) = sidx_ref_size(&origin_seg) {
+        assert_eq!(sidx_ref_size(&seg), Some(before + b.size as u32));
+    }
+    assert_eq!(
+        emsg::first_decode_time(&seg, track.track_id).unwrap(),
+        tfdt,
+        "moof timing untouched"
+    );
+
+    // Segments no cue overlaps pass byte for byte.
+    let origin_seg0 = get_bytes(&format!("{origin_base}seg0.m4s")).await;
+    let seg0 = get_bytes(&format!("http://{}/hls/ch/seg0.m4s", sc.addr)).await;
+    assert_eq!(seg0, origin_seg0);
+
+    // Decoding: the same frames with and without the emsg, by ffprobe and by GStreamer.
+    let (init2, seg2, origin2) = (init.clone(), seg.clone(), origin_seg.clone());
+    let (with, without) = tokio::task::spawn_blocking(move || {
+        (frame_counts(&init2, &seg2), frame_counts(&init2, &origin2))
+    })
+    .await
+    .unwrap();
+    assert!(
+        without.0 > 0 && without.1 > 0,
+        "frames counted: {without:?}"
+    );
+    assert_eq!(with, without, "(ffprobe, GStreamer) frame counts");
+
+    // The init section was fetched once, however many segments asked for it.
+    let _ = get_bytes(&format!("http://{}/hls/ch/seg1.m4s", sc.addr)).await;
+    let st = sc.state.stats();
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(st.init_fetches.load(Relaxed), 1);
+    assert_eq!(st.emsg_segments.load(Relaxed), 2);
+    assert_eq!(st.id3_errors.load(Relaxed), 0);
+}

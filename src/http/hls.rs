@@ -3,10 +3,13 @@
 //! written in (docs/manifest.md). `rel` is taken raw from the request (not decoded) and
 //! resolved by [`ChannelOrigin::origin_url`], so only URLs under a configured channel's
 //! base are ever fetched. Rewritten playlists are cached per (channel, rel) for half a
-//! target duration, and concurrent misses of one key wait for a single origin fetch.
+//! target duration, and concurrent misses of one key wait for a single origin fetch; a
+//! fresh one is served before any URL resolution (the hot path). With `manifest.id3`,
+//! proxied segments overlapping a cue get it as timed ID3: a PES stream in MPEG-TS, `emsg`
+//! boxes in fMP4 (segments under an `EXT-X-MAP`; init sections fetched once, kept bounded).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -28,15 +31,18 @@ use crate::ingest::hls::{FetchError, Fetcher};
 use crate::ingest::progress::AnalysisProgress;
 use crate::manifest::playlist::{PlaylistKind, RewriteContext, UriMode};
 use crate::manifest::{
-    ChannelOrigin, CueLedger, ManifestSettings, SegmentTiming, hold_back, id3, playlist_kind,
+    ChannelOrigin, CueLedger, ManifestSettings, SegmentTiming, emsg, hold_back, id3, playlist_kind,
     rewrite_media_playlist, rewrite_multivariant, ts,
 };
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
-/// Cached playlists (and recent error answers) kept; beyond, stale ones are dropped.
+/// Cached playlists (and recent error answers) kept per channel; beyond, stale ones are
+/// dropped.
 const MAX_CACHE_ENTRIES: usize = 4096;
 /// Segment timings remembered per channel for ID3 (a few live windows).
 const MAX_SEGMENT_TIMES: usize = 4096;
+/// fMP4 init sections kept per channel; when full, all are dropped (counted) and refetched.
+const MAX_INIT_SECTIONS: usize = 32;
 /// How long an origin error answer is reused (so a dead origin is not hammered).
 const ERROR_TTL: Duration = Duration::from_millis(500);
 /// Multivariant playlists (no target duration) are reused this long.
@@ -65,13 +71,26 @@ pub struct HlsStats {
     pub id3_segments: AtomicU64,
     pub id3_errors: AtomicU64,
     pub refused_paths: AtomicU64,
+    /// fMP4 segments given `emsg` boxes (also counted in `id3_segments`).
+    pub emsg_segments: AtomicU64,
+    /// fMP4 init sections fetched from the origin; cache flushes when full.
+    pub init_fetches: AtomicU64,
+    pub init_cache_flushes: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct SegTime {
     start: DateTime<Utc>,
     duration: f64,
     in_ad_break: bool,
+    /// The fMP4 init section in effect (rel path under the channel's base, byte range).
+    init: Option<InitRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct InitRef {
+    rel: String,
+    range: Option<(u64, u64)>,
 }
 
 /// One served channel: its origin, cue ledger, analysis progress and hold-back gauges.
@@ -84,6 +103,11 @@ pub struct HlsChannel {
     pub analysis: Arc<AnalysisProgress>,
     /// rel path of a segment → its wall-clock range (from the last media rewrites).
     segments: Mutex<HashMap<String, SegTime>>,
+    /// fMP4 init sections fetched (bounded by `MAX_INIT_SECTIONS`), and one fetch at a time.
+    inits: Mutex<HashMap<InitRef, Bytes>>,
+    init_fetch: tokio::sync::Mutex<()>,
+    /// Rewritten playlists by raw rel path (query included), and recent error answers.
+    playlists: Mutex<HashMap<String, Arc<Slot>>>,
     /// Gauge: latency hold-back added to the last media playlist served, ms.
     pub holdback_delay_ms: AtomicU64,
     /// Segments published by the deadline rather than by analysis.
@@ -117,6 +141,12 @@ impl HlsChannel {
             let l = self.ledger.read().unwrap_or_else(|p| p.into_inner());
             cues.retain(|id, _| l.get(id).is_some());
         }
+    }
+
+    /// The cached answer for `rel` if still fresh.
+    fn fresh_playlist(&self, rel: &str) -> Option<Cached> {
+        let slot = lock(&self.playlists).get(rel).cloned()?;
+        slot.fresh()
     }
 
     fn observe_active(&self, cue: &Cue) {
@@ -175,7 +205,8 @@ struct Inner {
     max_segment_bytes: usize,
     playlist_timeout: Duration,
     segment_timeout: Duration,
-    cache: Mutex<HashMap<(String, String), Arc<Slot>>>,
+    /// Off: every playlist request fetches and rewrites (benchmarks, diagnostics).
+    playlist_cache: AtomicBool,
     stats: HlsStats,
 }
 
@@ -213,6 +244,9 @@ impl HlsState {
                 cues: Mutex::new(HashMap::new()),
                 analysis: progress.get(&c.id).cloned().unwrap_or_default(),
                 segments: Mutex::new(HashMap::new()),
+                inits: Mutex::new(HashMap::new()),
+                init_fetch: tokio::sync::Mutex::new(()),
+                playlists: Mutex::new(HashMap::new()),
                 holdback_delay_ms: AtomicU64::new(0),
                 holdback_forced: AtomicU64::new(0),
                 cue_events: AtomicU64::new(0),
@@ -231,7 +265,7 @@ impl HlsState {
                 max_segment_bytes: i.max_segment_bytes,
                 playlist_timeout: Duration::from_millis(i.playlist_timeout_ms),
                 segment_timeout: Duration::from_millis(i.segment_timeout_ms),
-                cache: Mutex::new(HashMap::new()),
+                playlist_cache: AtomicBool::new(true),
                 stats: HlsStats::default(),
             }),
         })
@@ -243,6 +277,17 @@ impl HlsState {
 
     pub fn stats(&self) -> &HlsStats {
         &self.inner.stats
+    }
+
+    /// Turns the rewritten-playlist cache on (the default) or off: off, every request
+    /// fetches the origin playlist and rewrites it (what `shopcue bench hls` measures).
+    pub fn set_playlist_cache(&self, on: bool) {
+        self.inner.playlist_cache.store(on, Ordering::Relaxed);
+        if !on {
+            for ch in self.inner.channels.values() {
+                lock(&ch.playlists).clear();
+            }
+        }
     }
 
     /// One task per channel keeping its ledger in step with the bus: snapshot, then every
@@ -377,9 +422,14 @@ fn fetch_error(st: &Inner, e: &FetchError, what: &str) -> Cached {
     }
 }
 
+fn ends_with_ci(s: &str, suffix: &str) -> bool {
+    s.len() >= suffix.len()
+        && s.as_bytes()[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+}
+
 fn is_playlist(rel: &str) -> bool {
-    let path = rel.split('?').next().unwrap_or(rel).to_ascii_lowercase();
-    path.ends_with(".m3u8") || path.ends_with(".m3u")
+    let path = rel.split('?').next().unwrap_or(rel);
+    ends_with_ci(path, ".m3u8") || ends_with_ci(path, ".m3u")
 }
 
 async fn handle(State(st): State<HlsState>, uri: Uri, headers: HeaderMap) -> Response {
@@ -392,6 +442,20 @@ async fn handle(State(st): State<HlsState>, uri: Uri, headers: HeaderMap) -> Res
     let Some(ch) = st.channels.get(chan) else {
         return respond(error_answer(StatusCode::NOT_FOUND, "unknown channel"));
     };
+    // Hot path: a fresh cached playlist, found by the raw rel path with no allocation and
+    // no URL resolution (only paths that resolved and were playlists are ever cached).
+    if st.playlist_cache.load(Ordering::Relaxed)
+        && let Some(rel) = uri
+            .path_and_query()
+            .and_then(|pq| pq.as_str().strip_prefix("/hls/"))
+            .and_then(|r| r.split_once('/'))
+            .map(|(_, rel)| rel)
+        && let Some(c) = ch.fresh_playlist(rel)
+    {
+        st.stats.playlist_requests.fetch_add(1, Ordering::Relaxed);
+        st.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+        return respond(c);
+    }
     let rel = match uri.query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
@@ -418,10 +482,12 @@ async fn handle(State(st): State<HlsState>, uri: Uri, headers: HeaderMap) -> Res
 
 async fn playlist(st: &Inner, ch: &Arc<HlsChannel>, rel: String, url: Url) -> Cached {
     st.stats.playlist_requests.fetch_add(1, Ordering::Relaxed);
-    let key = (ch.id.clone(), rel);
+    if !st.playlist_cache.load(Ordering::Relaxed) {
+        return build_playlist(st, ch, &url).await;
+    }
     let slot = {
-        let mut cache = lock(&st.cache);
-        if let Some(s) = cache.get(&key) {
+        let mut cache = lock(&ch.playlists);
+        if let Some(s) = cache.get(&rel) {
             s.clone()
         } else {
             if cache.len() >= MAX_CACHE_ENTRIES {
@@ -430,7 +496,7 @@ async fn playlist(st: &Inner, ch: &Arc<HlsChannel>, rel: String, url: Url) -> Ca
                     cache.clear();
                 }
             }
-            cache.entry(key).or_default().clone()
+            cache.entry(rel).or_default().clone()
         }
     };
     if let Some(c) = slot.fresh() {
@@ -564,12 +630,20 @@ fn rewrite(
             if let (Some(start), Some(u)) = (s.start, s.origin_url(url))
                 && let Some(rel) = ch.origin.rel_of(&u)
             {
+                let init = s.map.as_ref().and_then(|m| {
+                    let u = url.join(&m.uri).ok()?;
+                    Some(InitRef {
+                        rel: ch.origin.rel_of(&u)?,
+                        range: m.byterange,
+                    })
+                });
                 segs.insert(
                     rel,
                     SegTime {
                         start,
                         duration: s.duration,
                         in_ad_break: s.in_ad_break,
+                        init,
                     },
                 );
             }
@@ -650,37 +724,117 @@ async fn segment(
         }
         return r;
     }
-    let data = if st.manifest.id3 && content_type == "video/mp2t" {
-        with_id3(st, ch, rel, data)
+    let timing = if st.manifest.id3 {
+        lock(&ch.segments).get(rel).cloned()
     } else {
-        // fMP4 emsg insertion needs the init section: not done yet (passed through).
-        data
+        None
+    };
+    let data = match timing {
+        Some(t) if t.init.is_some() => with_emsg(st, ch, rel, &t, data).await,
+        Some(t) if content_type == "video/mp2t" => with_id3(st, ch, rel, &t, data),
+        _ => data,
     };
     ([(header::CONTENT_TYPE, content_type)], data).into_response()
 }
 
-/// The segment with a timed-ID3 stream carrying the cues that overlap it; unchanged when
-/// there are none, it is unknown or in an ad break, or the insertion fails (counted).
-fn with_id3(st: &Inner, ch: &HlsChannel, rel: &str, data: Bytes) -> Bytes {
-    let Some(t) = lock(&ch.segments).get(rel).copied() else {
-        return data;
-    };
+/// The cues overlapping segment `t` as ID3 tags: (seconds from the segment's start, seconds
+/// the cue lasts from there, emsg id, tag). None in an ad break.
+fn cue_tags(ch: &HlsChannel, t: &SegTime) -> Vec<(f64, Option<f64>, u32, Vec<u8>)> {
     if t.in_ad_break {
-        return data;
+        return Vec::new();
     }
     let end = t.start + chrono::TimeDelta::microseconds((t.duration * 1e6) as i64);
-    let mut samples = Vec::new();
+    let secs = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(0) as f64 / 1e6;
+    let mut out = Vec::new();
     for cue in ch.cues_between(t.start, end) {
-        let offset_s = ((cue.start - t.start).num_microseconds().unwrap_or(0) as f64 / 1e6)
-            .clamp(0.0, t.duration.max(0.0));
+        let offset_s = secs(cue.start - t.start).clamp(0.0, t.duration.max(0.0));
+        let from = cue.start.max(t.start);
+        let duration_s = cue.end.map(|e| secs(e - from).max(0.0));
+        // The same cue carries the same emsg id in every segment (players drop repeats),
+        // and it is the SCTE-35 segmentation_event_id of its date range.
+        let id = crate::manifest::scte35::event_id(&cue.id);
         match id3::cue_tag(&cue) {
-            Ok(tag) => samples.push(ts::MetadataSample {
-                offset_s,
-                id3_tag: tag,
-            }),
+            Ok(tag) => out.push((offset_s, duration_s, id, tag)),
             Err(e) => tracing::warn!(cue = %cue.id, error = %e, "cue not encodable as ID3"),
         }
     }
+    out
+}
+
+/// The init section `init` of `ch`: from the bounded cache, else fetched once.
+async fn init_section(st: &Inner, ch: &HlsChannel, init: &InitRef) -> Option<Bytes> {
+    if let Some(b) = lock(&ch.inits).get(init) {
+        return Some(b.clone());
+    }
+    let _one_fetch = ch.init_fetch.lock().await;
+    if let Some(b) = lock(&ch.inits).get(init) {
+        return Some(b.clone());
+    }
+    let url = ch.origin.origin_url(&init.rel).ok()?;
+    st.stats.init_fetches.fetch_add(1, Ordering::Relaxed);
+    let data = match st
+        .fetcher
+        .get(&url, init.range, st.max_segment_bytes, st.segment_timeout)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            st.stats.origin_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(channel = %ch.id, url = %url, error = %e, "HLS proxy: init section fetch failed");
+            return None;
+        }
+    };
+    let mut inits = lock(&ch.inits);
+    if inits.len() >= MAX_INIT_SECTIONS {
+        inits.clear();
+        st.stats.init_cache_flushes.fetch_add(1, Ordering::Relaxed);
+    }
+    inits.insert(init.clone(), data.clone());
+    Some(data)
+}
+
+/// The fMP4 segment with one ID3 `emsg` per overlapping cue before its first `moof`;
+/// unchanged when there are none, the init section is unavailable, or insertion fails
+/// (counted).
+async fn with_emsg(st: &Inner, ch: &HlsChannel, rel: &str, t: &SegTime, data: Bytes) -> Bytes {
+    let tags = cue_tags(ch, t);
+    let Some(init_ref) = t.init.as_ref().filter(|_| !tags.is_empty()) else {
+        return data;
+    };
+    let Some(init) = init_section(st, ch, init_ref).await else {
+        st.stats.id3_errors.fetch_add(1, Ordering::Relaxed);
+        return data;
+    };
+    let events: Vec<emsg::Id3Event> = tags
+        .into_iter()
+        .map(|(offset_s, duration_s, id, id3_tag)| emsg::Id3Event {
+            offset_s,
+            duration_s,
+            id,
+            id3_tag,
+        })
+        .collect();
+    match emsg::insert_id3_events(&data, &init, &events) {
+        Ok(out) => {
+            st.stats.id3_segments.fetch_add(1, Ordering::Relaxed);
+            st.stats.emsg_segments.fetch_add(1, Ordering::Relaxed);
+            Bytes::from(out)
+        }
+        Err(e) => {
+            st.stats.id3_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(channel = %ch.id, segment = %rel, error = %e, "emsg insertion failed; segment passed through");
+            data
+        }
+    }
+}
+
+/// The segment with a timed-ID3 stream carrying the cues that overlap it; unchanged when
+/// there are none, it is unknown or in an ad break, or the insertion fails (counted).
+fn with_id3(st: &Inner, ch: &HlsChannel, rel: &str, t: &SegTime, data: Bytes) -> Bytes {
+    let samples: Vec<ts::MetadataSample> = cue_tags(ch, t)
+        .into_iter()
+        .map(|(offset_s, _, _, id3_tag)| ts::MetadataSample { offset_s, id3_tag })
+        .collect();
     if samples.is_empty() {
         return data;
     }

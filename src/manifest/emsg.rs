@@ -562,7 +562,133 @@ mod tests {
         assert!(tracks(&seg).is_err());
     }
 
+    /// An init segment with an audio track (id 2, mdhd v0, 48000) before a video track
+    /// (id 7, tkhd and mdhd version 1, timescale 12800), written out byte by byte.
+    fn two_track_init() -> Vec<u8> {
+        let trak = |version: u8, track_id: u32, timescale: u32, handler: &[u8; 4]| {
+            // tkhd: v1 has 64-bit creation/modification times before track_ID.
+            let mut tkhd = vec![0u8; if version == 1 { 16 } else { 8 }];
+            tkhd.extend_from_slice(&track_id.to_be_bytes());
+            tkhd.extend_from_slice(&[0u8; 60]);
+            let mut mdhd = vec![0u8; if version == 1 { 16 } else { 8 }];
+            mdhd.extend_from_slice(&timescale.to_be_bytes());
+            mdhd.extend_from_slice(&[0u8; 12]);
+            let mut hdlr = vec![0u8; 4];
+            hdlr.extend_from_slice(handler);
+            hdlr.extend_from_slice(&[0u8; 13]);
+            let mdia = [
+                full(b"mdhd", version, 0, &mdhd),
+                full(b"hdlr", 0, 0, &hdlr),
+                bx(b"minf", &[]),
+            ]
+            .concat();
+            bx(
+                b"trak",
+                &[full(b"tkhd", version, 3, &tkhd), bx(b"mdia", &mdia)].concat(),
+            )
+        };
+        let moov = [
+            full(b"mvhd", 0, 0, &[0u8; 96]),
+            trak(0, 2, 48_000, b"soun"),
+            trak(1, 7, 12_800, b"vide"),
+        ]
+        .concat();
+        [bx(b"ftyp", b"iso6\0\0\0\0"), bx(b"moov", &moov)].concat()
+    }
+
+    #[test]
+    fn timescale_and_tfdt_are_read_from_exact_bytes() {
+        let init = two_track_init();
+        // mdhd v1 of the video track: 12800 = 0x00003200 after 16 bytes of times.
+        let at = init.windows(4).rposition(|w| w == b"mdhd").unwrap();
+        assert_eq!(init[at + 4], 1, "mdhd version 1");
+        assert_eq!(&init[at + 8 + 16..at + 8 + 20], &[0, 0, 0x32, 0]);
+        assert_eq!(
+            tracks(&init).unwrap(),
+            vec![
+                TrackInfo {
+                    track_id: 2,
+                    timescale: 48_000,
+                    handler: *b"soun"
+                },
+                TrackInfo {
+                    track_id: 7,
+                    timescale: 12_800,
+                    handler: *b"vide"
+                },
+            ]
+        );
+        // A moof with the audio traf first (tfdt v1) and the video traf (tfdt v0).
+        let traf = |id: u32, tfdt: Vec<u8>| {
+            bx(
+                b"traf",
+                &[full(b"tfhd", 0, 0x2_0000, &id.to_be_bytes()), tfdt].concat(),
+            )
+        };
+        let seg = [
+            bx(b"styp", b"msdh\0\0\0\0"),
+            bx(
+                b"moof",
+                &[
+                    full(b"mfhd", 0, 0, &1u32.to_be_bytes()),
+                    traf(2, full(b"tfdt", 1, 0, &(5u64 << 32).to_be_bytes())),
+                    traf(7, full(b"tfdt", 0, 0, &[0, 0x01, 0x90, 0x00])),
+                ]
+                .concat(),
+            ),
+            bx(b"mdat", &[1, 2, 3]),
+        ]
+        .concat();
+        assert_eq!(first_decode_time(&seg, 7).unwrap(), 0x0001_9000);
+        assert_eq!(first_decode_time(&seg, 2).unwrap(), 5u64 << 32);
+        // Timed on the video track: 102400 + 0.5 s × 12800.
+        let out = insert_id3_events(
+            &seg,
+            &init,
+            &[Id3Event {
+                offset_s: 0.5,
+                duration_s: None,
+                id: 0x0102_0304,
+                id3_tag: vec![0xAB],
+            }],
+        )
+        .unwrap();
+        // Right after the 16-byte styp, before the moof.
+        let mut expected = vec![0, 0, 0, 0x3F];
+        expected.extend_from_slice(b"emsg\x01\0\0\0");
+        expected.extend_from_slice(&[0, 0, 0x32, 0]); // timescale 12800
+        expected.extend_from_slice(&[0, 0, 0, 0, 0, 0x01, 0xA9, 0x00]); // 102400 + 6400
+        expected.extend_from_slice(&[0xFF; 4]); // unknown duration
+        expected.extend_from_slice(&[1, 2, 3, 4]);
+        expected.extend_from_slice(b"https://aomedia.org/emsg/ID3\0\0");
+        expected.push(0xAB);
+        assert_eq!(&out[16..16 + expected.len()], expected.as_slice());
+        assert_eq!(&out[..16], &seg[..16]);
+        assert_eq!(&out[16 + expected.len()..], &seg[16..]);
+    }
+
     proptest::proptest! {
+        /// Valid boxes with bytes flipped (sizes, versions, offsets): errors, never panics.
+        #[test]
+        fn corrupted_boxes_never_panic(
+            flips in proptest::collection::vec((0usize..400, proptest::num::u8::ANY), 1..6),
+            cut in 0usize..400,
+        ) {
+            let mut init = two_track_init();
+            let (mut seg, _) = segment(true);
+            for &(at, v) in &flips {
+                let n = init.len();
+                init[at % n] = v;
+                let n = seg.len();
+                seg[at % n] ^= v;
+            }
+            let event = Id3Event { offset_s: 1.0, duration_s: Some(1.0), id: 1, id3_tag: vec![0; 4] };
+            let _ = insert_id3_events(&seg, &init, std::slice::from_ref(&event));
+            let _ = insert_id3_events(&seg[..cut.min(seg.len())], &init[..cut.min(init.len())], &[event]);
+            let _ = tracks(&init);
+            let _ = first_decode_time(&seg, 1);
+        }
+
         #[test]
         fn never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let _ = insert_before_first_moof(&data, &[Emsg::id3(1, 0, None, 0, vec![])]);

@@ -124,6 +124,32 @@ pub struct SegmentInfo {
     pub uri: String,
     pub in_ad_break: bool,
     pub published: bool,
+    /// The fMP4 init section in effect (the last `EXT-X-MAP` before it), if any.
+    pub map: Option<MapSection>,
+}
+
+/// An `EXT-X-MAP`: its URI as the origin wrote it and its `BYTERANGE` (offset, length).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MapSection {
+    pub uri: String,
+    pub byterange: Option<(u64, u64)>,
+}
+
+impl MapSection {
+    /// From the tag's attribute list; `None` without a URI or with a malformed BYTERANGE.
+    fn parse(value: &str) -> Option<Self> {
+        let attrs = attr::parse(value).ok()?;
+        let uri = attr::get(&attrs, "URI")?.value().to_string();
+        let byterange = match attr::get(&attrs, "BYTERANGE") {
+            None => None,
+            Some(a) => {
+                let v = a.value();
+                let (len, off) = v.split_once('@').unwrap_or((v, "0"));
+                Some((off.trim().parse().ok()?, len.trim().parse().ok()?))
+            }
+        };
+        Some(Self { uri, byterange })
+    }
 }
 
 impl SegmentInfo {
@@ -571,6 +597,7 @@ struct Segment<'a> {
     has_pdt: bool,
     pdt: Option<DateTime<Utc>>,
     markers: Markers,
+    map: Option<usize>,
 }
 
 /// Rewrites a media playlist; see the module documentation.
@@ -598,6 +625,9 @@ pub fn rewrite_media_playlist(
     let mut extinf: Option<(usize, f64)> = None;
     let mut pdt: Option<Option<DateTime<Utc>>> = None;
     let mut markers = Markers::default();
+    // Init sections seen, and the one in effect.
+    let mut maps: Vec<MapSection> = Vec::new();
+    let mut map: Option<usize> = None;
     for (i, k) in kinds.iter().enumerate().skip(1) {
         match *k {
             Kind::Tag { name, value } => match name {
@@ -629,6 +659,12 @@ pub fn rewrite_media_playlist(
                     extinf = Some((i, d));
                 }
                 "EXT-X-PROGRAM-DATE-TIME" => pdt = Some(value.and_then(parse_pdt)),
+                "EXT-X-MAP" => {
+                    map = MapSection::parse(value.unwrap_or("")).map(|m| {
+                        maps.push(m);
+                        maps.len() - 1
+                    });
+                }
                 "EXT-X-DATERANGE" => {
                     let r = read_origin_daterange(value.unwrap_or(""));
                     if let Some(id) = &r.id {
@@ -660,6 +696,7 @@ pub fn rewrite_media_playlist(
                     has_pdt: pdt.is_some(),
                     pdt: pdt.take().flatten(),
                     markers: std::mem::take(&mut markers),
+                    map,
                 });
                 block_start = i + 1;
             }
@@ -916,6 +953,7 @@ pub fn rewrite_media_playlist(
                 uri: s.uri.to_string(),
                 in_ad_break: start.is_some_and(|t| breaks.iter().any(|b| b.contains(t))),
                 published: j < published,
+                map: s.map.and_then(|m| maps.get(m).cloned()),
             }
         })
         .collect();
@@ -1070,6 +1108,37 @@ mod tests {
                 .contains("#EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:00:00.000Z\n#EXTINF:2.5,")
         );
         assert_eq!(playlist_kind(input).unwrap(), PlaylistKind::Media);
+    }
+
+    #[test]
+    fn segments_know_their_init_section() {
+        let o = origin();
+        let url = Url::parse("https://origin.example/live/news/720p/index.m3u8").unwrap();
+        let ctx = RewriteContext::new(&o, &url);
+        let input = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\na.ts\n\
+            #EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:2,\nb.m4s\n#EXTINF:2,\nc.m4s\n\
+            #EXT-X-MAP:URI=\"all.mp4\",BYTERANGE=\"720@100\"\n#EXTINF:2,\nd.m4s\n\
+            #EXT-X-MAP:URI=\"x.mp4\",BYTERANGE=\"7\"\n#EXTINF:2,\ne.m4s\n\
+            #EXT-X-MAP:BYTERANGE=\"7\"\n#EXTINF:2,\nf.m4s\n";
+        let out = rewrite_media_playlist(input, &ctx).unwrap();
+        let maps: Vec<Option<MapSection>> = out.segments.iter().map(|s| s.map.clone()).collect();
+        let m = |uri: &str, byterange| {
+            Some(MapSection {
+                uri: uri.into(),
+                byterange,
+            })
+        };
+        assert_eq!(
+            maps,
+            vec![
+                None,
+                m("init.mp4", None),
+                m("init.mp4", None),
+                m("all.mp4", Some((100, 720))),
+                m("x.mp4", Some((0, 7))),
+                None,
+            ]
+        );
     }
 
     #[test]
