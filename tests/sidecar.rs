@@ -157,10 +157,13 @@ async fn get(url: &str) -> (u16, String) {
 async fn grocery_cues_reach_websocket_clients_and_playlists() {
     let origin = TestOrigin::start("grocery_shots.mp4", 2.0, 6, true).await;
     let cancel = CancellationToken::new();
-    let sidecar = Sidecar::start(settings_for(&origin), cancel.clone())
+    let mut settings = settings_for(&origin);
+    settings.manifest.hold_back = true;
+    let sidecar = Sidecar::start(settings, cancel.clone())
         .await
         .expect("sidecar starts");
     let addr = sidecar.addr;
+    let progress = sidecar.state.channels[0].progress.clone();
     assert_eq!(get(&format!("http://{addr}/healthz")).await.0, 200);
 
     let mut ws = connect(addr, "").await;
@@ -220,6 +223,21 @@ async fn grocery_cues_reach_websocket_clients_and_playlists() {
     for _ in 0..20 {
         let (code, media) = get(&media_url).await;
         assert_eq!(code, 200, "{media}");
+        // Hold-back: the playlist lists only segments the pipeline has analysed.
+        let analysed = progress.highest_analysed();
+        let first: u64 = media
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("media sequence");
+        let count = media.lines().filter(|l| l.starts_with("#EXTINF")).count() as u64;
+        if count > 0 {
+            let last = first + count - 1;
+            assert!(
+                analysed.is_some_and(|a| last <= a),
+                "segment {last} published before analysis ({analysed:?})"
+            );
+        }
         if media.contains("#EXT-X-DATERANGE") && media.contains("X-PRODUCT-ID=") {
             assert!(media.contains("#EXT-X-PROGRAM-DATE-TIME"), "{media}");
             found = GROCERY_PRODUCTS
