@@ -27,6 +27,8 @@ apt_packages=(
 case "$what" in
   # The HTTP load generator and the static-file peer of `shopcue bench hls`.
   bench) apt_packages+=(nginx-light wrk) ;;
+  # The headless browser of tests/dashboard.rs (driven by playwright-core from web/).
+  test) apt_packages+=(chromium) ;;
 esac
 
 missing=()
