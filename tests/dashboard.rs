@@ -149,6 +149,12 @@ async fn dashboard_shows_live_channels_in_a_browser() {
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("since"), "{body}");
 
+    // One feed client, so the dashboard has a subscriber to count.
+    let (_ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/channels/grocery/cues", sidecar.addr))
+            .await
+            .expect("websocket connects");
+
     if let Some(why) = skip {
         eprintln!("SKIPPED the browser part of dashboard_shows_live_channels_in_a_browser: {why}");
     } else {
@@ -176,7 +182,10 @@ async fn dashboard_shows_live_channels_in_a_browser() {
         assert!(out.status.success(), "browser check failed: {stderr}");
         let summary: Value = serde_json::from_str(stdout.trim()).expect("a JSON summary");
         assert_eq!(summary["badge"], "up", "{summary}");
-        assert!(summary["figures"]["decode_fps"].as_f64().unwrap() > 0.0);
+        let figures = summary["figures"].as_object().expect("figures");
+        assert_eq!(figures.len(), 6, "{summary}");
+        assert!(figures.values().all(Value::is_number), "{summary}");
+        assert_eq!(figures["subscribers"], 1, "{summary}");
 
         // What the browser showed matches the status document.
         let (_, _, body) = get(&format!("{base}/v1/status")).await;

@@ -10,7 +10,8 @@
   const DISCONNECTED_AFTER_MS = 8000;
   // The sidecar keeps ten minutes of history; so do the charts.
   const KEEP_MS = 600 * 1000;
-  // Cue rate shown on the card: the mean of the last points (cues come in bursts).
+  // Cue rate and decode fps shown on the card: the mean of the last points (both come in
+  // bursts).
   const RATE_WINDOW = 10;
 
   // Latency rows: label, p50 key, p95 key (null where the sidecar has no p95).
@@ -219,13 +220,15 @@
 
     const pipe = c.pipeline || {};
     const recent = ch.points.slice(-RATE_WINDOW);
-    const cueRate = recent.length ? recent.reduce((s, p) => s + (p.cues_per_s || 0), 0) / recent.length : null;
+    const mean = (key) => (recent.length ? recent.reduce((s, p) => s + (p[key] || 0), 0) / recent.length : null);
+    const cueRate = mean('cues_per_s');
     const last = ch.points[ch.points.length - 1];
     const fig = (key, text) => {
       card.querySelector(`[data-figure=${key}]`).textContent = text;
     };
     fig('lag_s', num(c.lag_s, 1));
-    fig('decode_fps', num(c.decode_fps, 1));
+    // Segments decode in bursts: one second says 0 fps, the next 50; the mean reads true.
+    fig('decode_fps', num(recent.length ? mean('decode_fps') : c.decode_fps, 1));
     fig('realtime_factor', num(c.realtime_factor, 2));
     fig('cues_per_s', num(cueRate, 2));
     fig('subscribers', num(last ? last.subscribers : null, 0));
