@@ -149,6 +149,25 @@ async fn dashboard_shows_live_channels_in_a_browser() {
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("since"), "{body}");
 
+    // Every Prometheus metric docs/dashboard.md names is served.
+    let (_, _, metrics) = get(&format!("{base}/metrics")).await;
+    let doc = std::fs::read_to_string(root().join("docs/dashboard.md")).unwrap();
+    let named: Vec<&str> = doc
+        .split('`')
+        .filter(|w| w.starts_with("shopcue_"))
+        .map(|w| w.split('{').next().unwrap_or(w))
+        .collect();
+    assert!(named.len() >= 15, "{named:?}");
+    for name in named {
+        if name == "shopcue_execution_provider" && skip.is_some() {
+            continue; // no models without a catalog
+        }
+        assert!(
+            metrics.contains(name),
+            "docs/dashboard.md names {name}, /metrics lacks it:\n{metrics}"
+        );
+    }
+
     // One feed client, so the dashboard has a subscriber to count.
     let (_ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{}/v1/channels/grocery/cues", sidecar.addr))
