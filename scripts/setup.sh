@@ -28,7 +28,7 @@ apt_packages=(
 case "$what" in
   # The HTTP load generator and the static-file peer of `shopcue bench hls`.
   bench) apt_packages+=(nginx-light wrk) ;;
-  # Headless Chromium for the player SDK and demo tests (tests/web.rs).
+  # Headless Chromium for the browser tests (tests/web.rs, tests/dashboard.rs).
   test) apt_packages+=(chromium) ;;
 esac
 

@@ -2,42 +2,55 @@
 //!
 //! `GET /healthz` (200 as soon as it listens), `GET /readyz` (200 once every channel is
 //! up and the catalog is loaded, 503 with the reasons otherwise), `GET /metrics`
-//! (Prometheus text), `GET /v1/status` (JSON for the dashboard), plus the WebSocket feed,
+//! (Prometheus text), `GET /v1/status` (JSON for the dashboard), `GET /v1/status/history`
+//! (the last minutes, one point a second per channel), plus the WebSocket feed,
 //! the HLS proxy, the catalog and product API and whatever else the caller merges in.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use super::ApiError;
 use crate::metrics::Metrics;
 
 /// Readiness: `Ok(())` or the reasons the process is not ready.
 pub type ReadyFn = Arc<dyn Fn() -> Result<(), Vec<String>> + Send + Sync>;
 /// The status document of `GET /v1/status`.
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+/// The points newer than a time (ms since the epoch) of `GET /v1/status/history`:
+/// `{channel: [points]}`.
+pub type HistoryFn = Arc<dyn Fn(i64) -> serde_json::Value + Send + Sync>;
 
 #[derive(Clone)]
 struct Ops {
     metrics: Arc<Metrics>,
     ready: ReadyFn,
     status: StatusFn,
+    history: HistoryFn,
 }
 
 /// The operational routes; merge the feature routers into the result.
-pub fn ops_router(metrics: Arc<Metrics>, ready: ReadyFn, status: StatusFn) -> Router {
+pub fn ops_router(
+    metrics: Arc<Metrics>,
+    ready: ReadyFn,
+    status: StatusFn,
+    history: HistoryFn,
+) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/v1/status", get(status_json))
+        .route("/v1/status/history", get(history_json))
         .with_state(Ops {
             metrics,
             ready,
             status,
+            history,
         })
 }
 
@@ -77,6 +90,32 @@ async fn status_json(State(ops): State<Ops>) -> Response {
         axum::Json((ops.status)()),
     )
         .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryQuery {
+    since: Option<String>,
+}
+
+/// `?since=<ms since the epoch>` (absent: everything kept); the dashboard passes the
+/// newest `t` it has, so each poll carries only the new points.
+async fn history_json(
+    State(ops): State<Ops>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    let since = match q.since.as_deref().map(str::trim) {
+        None | Some("") => i64::MIN,
+        Some(s) => s.parse::<i64>().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "since: expected milliseconds since the epoch, got `{s}`"
+            ))
+        })?,
+    };
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json((ops.history)(since)),
+    )
+        .into_response())
 }
 
 /// Serve `router` on `listener` (TCP_NODELAY on every connection: small cue frames must

@@ -5,7 +5,8 @@
 //! publishes the pipeline's cue events on the cue bus (in memory, or Redis Streams). One
 //! HTTP server carries every route: the WebSocket feed, the HLS proxy, the catalog and
 //! product API, the web SDK and demo page (`/sdk/shopcue.js`, `/demo/`), and the
-//! operational routes (`/healthz`, `/readyz`, `/metrics`, `/v1/status`).
+//! operational routes (`/healthz`, `/readyz`, `/metrics`, `/v1/status`,
+//! `/v1/status/history`) with the ops dashboard (`/dashboard`).
 //!
 //! Cancellation: the caller's token is the root; the server, each channel and the
 //! once-a-second metrics sampler hang off it. [`Sidecar::shutdown`] cancels it, closes
@@ -237,7 +238,14 @@ impl Sidecar {
                 let st = state.clone();
                 Arc::new(move || status::status(&st))
             },
+            {
+                let st = state.clone();
+                Arc::new(move |since| {
+                    serde_json::to_value(st.history.since(since)).unwrap_or_default()
+                })
+            },
         )
+        .merge(http::dashboard::router())
         .merge(http::feed::router(feed.clone()))
         .merge(http::hls::router(hls.clone()))
         .merge(http::web::router());

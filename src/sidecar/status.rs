@@ -175,6 +175,7 @@ pub fn status(st: &SidecarState) -> Value {
         "uptime_s": (Utc::now() - st.started).num_seconds(),
         "ready": readiness(st).err().unwrap_or_default(),
         "bus": bus,
+        "bus_kind": st.bus.kind(),
         "feed": {
             "clients": feed.connected,
             "accepted": feed.accepted,
