@@ -719,8 +719,3 @@ pub fn run_bench(
     );
     Ok((rows, thresholds))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-}

@@ -564,7 +564,6 @@ async fn run(
     tokio::pin!(expired);
     let shutdown = inner.shutdown.cancelled();
     tokio::pin!(shutdown);
-    let mut sent = 0u64;
     let mut bad = 0u32;
     let mut flush_pending = false;
 
@@ -583,7 +582,7 @@ async fn run(
                         break Some((close_code::POLICY, format!("client too slow: more than {} messages behind", inner.settings.client_queue)));
                     }
                     queue.push_back(Message::Text(text));
-                    sent += 1;
+                    bump(&counters.events_sent);
                 }
                 Some(Ok(HubMsg::Reset)) | None => {
                     break Some((close_code::TRY_AGAIN_LATER, "feed interrupted: reconnect with since".to_string()));
@@ -660,7 +659,6 @@ async fn run(
             _ = &mut expired, if expiry.is_some() => break Some((close_code::POLICY, "token expired".to_string())),
         }
     };
-    counters.events_sent.fetch_add(sent, Ordering::Relaxed);
     ending
 }
 

@@ -465,11 +465,13 @@ mod tests {
 
     #[test]
     fn flags_override_the_settings_and_are_validated() {
-        let mut base = Settings::default();
-        base.channels = vec![ChannelSettings {
-            id: "old".into(),
-            url: "http://127.0.0.1:1/a.m3u8".into(),
-        }];
+        let base = Settings {
+            channels: vec![ChannelSettings {
+                id: "old".into(),
+                url: "http://127.0.0.1:1/a.m3u8".into(),
+            }],
+            ..Settings::default()
+        };
         let args = RunArgs {
             channels: vec![
                 "news=http://127.0.0.1:9/live/master.m3u8".into(),
