@@ -240,6 +240,12 @@ pub async fn follow(
     let mut last_change = Instant::now();
     let mut stalled = false;
     let seg_timeout = Duration::from_millis(settings.segment_timeout_ms);
+    // Reload timing learnt from the origin (never earlier than RFC 8216 allows).
+    let mut lag = playlist::PublishLag::default();
+    let mut last_edge: Option<DateTime<Utc>> = None;
+    let mut expected_edge: Option<DateTime<Utc>> = None;
+    let mut load_started_wall = Utc::now();
+    let mut load_done_wall = Utc::now();
     loop {
         let up = match tracker.update(&media_url, &current, Utc::now()) {
             Ok(up) => up,
@@ -286,6 +292,25 @@ pub async fn follow(
         if let Some(edge) = up.live_edge {
             stats.set_live_edge(edge);
         }
+        let target_chrono = chrono::Duration::from_std(target).unwrap_or(chrono::Duration::seconds(2));
+        match (up.changed, up.live_edge, last_edge) {
+            // One new segment since the last load: it was published by the time that load
+            // completed.
+            (true, Some(edge), Some(prev))
+                if edge > prev && edge - prev <= target_chrono + target_chrono / 2 =>
+            {
+                lag.seen(edge, load_done_wall)
+            }
+            (false, _, _) => {
+                if let Some(exp) = expected_edge {
+                    lag.not_yet(exp, load_started_wall);
+                }
+            }
+            _ => {}
+        }
+        if up.live_edge.is_some() {
+            last_edge = up.live_edge;
+        }
         let remaining = up.jobs.len();
         for (i, job) in up.jobs.into_iter().enumerate() {
             stats.segments_behind.store((remaining - i) as u64, ORD);
@@ -316,9 +341,21 @@ pub async fn follow(
             return;
         }
         // RFC 8216 §6.3.4: wait a target duration after a changed reload (from when that
-        // load began), half of it after an unchanged one.
+        // load began), half of it after an unchanged one. After a change, wait longer when
+        // the origin's publishing rhythm says the next segment comes later (so the reload
+        // lands just after it appears), up to twice the target duration.
         let wait = if up.changed { target } else { target / 2 };
-        let due = loaded_at + wait;
+        let mut due = loaded_at + wait;
+        if up.changed
+            && let Some(edge) = up.live_edge
+        {
+            expected_edge = Some(edge + target_chrono);
+            if let Some(at) = lag.next_reload(edge, target_chrono)
+                && let Ok(ahead) = (at - Utc::now()).to_std()
+            {
+                due = due.max(Instant::now() + ahead).min(loaded_at + target * 2);
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep_until(due.into()) => {},
             _ = cancel.cancelled() => return,
@@ -326,8 +363,10 @@ pub async fn follow(
         // Reload, retrying with back-off until it works or we are cancelled.
         loop {
             loaded_at = Instant::now();
+            load_started_wall = Utc::now();
             match load(&fetcher, &media_url, &settings).await {
                 Ok(Playlist::MediaPlaylist(p)) => {
+                    load_done_wall = Utc::now();
                     current = p;
                     backoff.reset();
                     if !stalled {

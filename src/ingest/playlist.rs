@@ -389,6 +389,73 @@ impl PlaylistTracker {
     }
 }
 
+/// When an origin publishes segments, learnt from the loads themselves, so reloads can be
+/// timed to land just after the next segment appears instead of at a random phase (RFC
+/// 8216 only sets a minimum wait, which [`PublishLag::next_reload`] never shortens).
+///
+/// The lag is the time from a segment's end (its PDT + duration: the live edge) to its
+/// publication. A load that finds a new segment bounds it from above (`hi`); a load that
+/// expected one and did not find it bounds it from below (`lo`). Reloads aim inside the
+/// bracket until it is narrow (each miss costs the half target duration the RFC then
+/// demands), then just after `hi`. Both bounds relax by [`PublishLag::DRIFT_MS`] per
+/// observation, so a lag that changes is followed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PublishLag {
+    lo_ms: Option<i64>,
+    hi_ms: Option<i64>,
+}
+
+impl PublishLag {
+    /// Relaxation of both bounds per observation.
+    pub const DRIFT_MS: i64 = 10;
+    /// Below this bracket width, aim just after the upper bound.
+    pub const NARROW_MS: i64 = 120;
+    /// Aim this far after the upper bound.
+    pub const AFTER_MS: i64 = 15;
+
+    /// A load completed at `at` showed, for the first time, the segment ending at `edge`.
+    pub fn seen(&mut self, edge: DateTime<Utc>, at: DateTime<Utc>) {
+        let lag = (at - edge).num_milliseconds();
+        self.relax();
+        self.hi_ms = Some(self.hi_ms.map_or(lag, |h| h.min(lag)));
+        if self.lo_ms.is_some_and(|lo| lo >= lag) {
+            // The lag shrank below what we believed: start the bracket again.
+            self.lo_ms = None;
+        }
+    }
+
+    /// A load started at `at` did not show the segment expected to end at `expected_edge`.
+    pub fn not_yet(&mut self, expected_edge: DateTime<Utc>, at: DateTime<Utc>) {
+        let lag = (at - expected_edge).num_milliseconds();
+        self.relax();
+        self.lo_ms = Some(self.lo_ms.map_or(lag, |l| l.max(lag)));
+        if self.hi_ms.is_some_and(|hi| hi <= lag) {
+            // The lag grew beyond what we believed.
+            self.hi_ms = None;
+        }
+    }
+
+    fn relax(&mut self) {
+        if let Some(l) = &mut self.lo_ms {
+            *l -= Self::DRIFT_MS;
+        }
+        if let Some(h) = &mut self.hi_ms {
+            *h += Self::DRIFT_MS;
+        }
+    }
+
+    /// The wall clock to reload at for the segment after the one ending at `edge`
+    /// (`segment` long), or `None` while nothing is known yet.
+    pub fn next_reload(&self, edge: DateTime<Utc>, segment: ChronoDuration) -> Option<DateTime<Utc>> {
+        let hi = self.hi_ms?;
+        let aim = match self.lo_ms {
+            Some(lo) if hi - lo > Self::NARROW_MS => (lo + hi) / 2,
+            _ => hi + Self::AFTER_MS,
+        };
+        Some(edge + segment + ChronoDuration::milliseconds(aim))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,6 +498,36 @@ mod tests {
     }
 
     const T0: &str = "2026-11-21T10:00:00Z";
+
+    #[test]
+    fn publish_lag_brackets_then_aims_just_after() {
+        let t0 = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z").unwrap().with_timezone(&Utc);
+        let ms = ChronoDuration::milliseconds;
+        let seg = ChronoDuration::seconds(2);
+        let mut lag = PublishLag::default();
+        assert_eq!(lag.next_reload(t0, seg), None, "nothing known: RFC timing");
+        // Found 1.3 s after the edge: lag <= 1300.
+        lag.seen(t0, t0 + ms(1300));
+        // Nothing below: aim just after the upper bound.
+        assert_eq!(lag.next_reload(t0, seg), Some(t0 + seg + ms(1315)));
+        // A miss at 400 ms: the lag is in (400, 1310]; aim in the middle.
+        lag.not_yet(t0 + seg, t0 + seg + ms(400));
+        let next = lag.next_reload(t0 + seg, seg).unwrap();
+        assert_eq!(next, t0 + seg + seg + ms((390 + 1320) / 2));
+        // Found at 860 ms: (390, 860]; a miss at 700: (700, ~870]; narrow: aim after hi.
+        lag.seen(t0 + seg, t0 + seg + ms(860));
+        lag.not_yet(t0 + seg * 2, t0 + seg * 2 + ms(700));
+        let next = lag.next_reload(t0 + seg * 2, seg).unwrap();
+        let aim = (next - (t0 + seg * 3)).num_milliseconds();
+        assert!((700..=900).contains(&aim), "{aim}");
+        // The origin gets much faster: the bracket restarts from the new evidence.
+        lag.seen(t0 + seg * 3, t0 + seg * 3 + ms(50));
+        let aim = (lag.next_reload(t0 + seg * 3, seg).unwrap() - (t0 + seg * 4)).num_milliseconds();
+        assert!(aim <= 100, "{aim}");
+        // ... or much slower.
+        lag.not_yet(t0 + seg * 4, t0 + seg * 4 + ms(1500));
+        assert_eq!(lag.next_reload(t0 + seg * 4, seg), None, "upper bound dropped");
+    }
 
     #[test]
     fn not_hls_and_malformed_are_named() {
