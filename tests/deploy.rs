@@ -152,7 +152,7 @@ fn k8s_config_loads_and_validates() {
     let s = Settings::load(Some(k8s("shopcue.toml").as_path()), Vec::new()).expect("shopcue.toml");
     assert_eq!(s.server.listen, "0.0.0.0:8080");
     assert_eq!(s.inference.models_dir, "/models");
-    assert_eq!(s.inference.providers, vec!["cpu".to_string()]);
+    assert_eq!(s.inference.providers, ["cpu"]);
     assert_eq!(s.log.format, "json");
     // Channels and the catalog come per Deployment; the shared file has neither, so a
     // feed pod analyses nothing and loads no model.
@@ -203,7 +203,7 @@ fn deployment_env_vars_are_settings_keys() {
         }
     }
     // The check has teeth: a misspelt key is refused.
-    let typo = vec![(
+    let typo = [(
         "SHOPCUE__REDIS__URLS".to_string(),
         "redis://x:6379".to_string(),
     )];
@@ -289,7 +289,7 @@ fn compose_and_dockerfile_env_vars_are_settings_keys() {
     // Each alone over the shipped config (the image reads config/shopcue.toml).
     let shipped = root().join("config/shopcue.toml");
     for (where_, (k, v)) in &vars {
-        Settings::load(Some(shipped.as_path()), vec![(k.clone(), v.clone())])
+        Settings::load(Some(shipped.as_path()), [(k.clone(), v.clone())])
             .unwrap_or_else(|e| panic!("{where_}={v}: {e}"));
     }
     // The analyser's channel list is a real one.
