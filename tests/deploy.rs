@@ -1,0 +1,369 @@
+//! The deployment files in `deploy/` against the settings the binary really accepts:
+//! the Kubernetes config loads and validates, every `SHOPCUE__…` variable that the
+//! Deployments, compose file and Dockerfile set is a key the settings take (an unknown one
+//! fails to load: the settings deny unknown fields), and every file the kustomization
+//! names exists. No YAML crate: the few lines needed are read by hand; when Python's `yaml`
+//! module is there, every YAML file is also parsed by it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use shopcue::config::Settings;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn k8s(file: &str) -> PathBuf {
+    root().join("deploy/k8s").join(file)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Where an environment variable of a container gets its value.
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    Literal(String),
+    Secret { name: String, key: String },
+    ConfigMap { name: String, key: String },
+}
+
+/// `(Deployment name, [(variable, source)])` for each Deployment of a multi-document file.
+fn deployments_env(yaml: &str) -> Vec<(String, Vec<(String, Source)>)> {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut out = Vec::new();
+    for doc in yaml.split("\n---") {
+        if !doc.lines().any(|l| l.trim() == "kind: Deployment") {
+            continue;
+        }
+        let name = doc
+            .lines()
+            .find_map(|l| l.strip_prefix("  name: "))
+            .expect("a Deployment has metadata.name")
+            .trim()
+            .to_string();
+        let lines: Vec<&str> = doc
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .collect();
+        let mut env = Vec::new();
+        let mut i = 0;
+        while i < lines.len() {
+            if lines[i].trim() != "env:" {
+                i += 1;
+                continue;
+            }
+            let list_indent = indent(lines[i]);
+            i += 1;
+            // The list: `- name: VAR` items, each with the lines indented below it.
+            while i < lines.len() && indent(lines[i]) > list_indent {
+                let item_indent = indent(lines[i]);
+                let var = lines[i]
+                    .trim()
+                    .strip_prefix("- name: ")
+                    .unwrap_or_else(|| panic!("{name}: unexpected env line {}", lines[i]))
+                    .trim()
+                    .to_string();
+                let mut block = Vec::new();
+                i += 1;
+                while i < lines.len() && indent(lines[i]) > item_indent {
+                    block.push(lines[i].trim());
+                    i += 1;
+                }
+                let field = |k: &str| {
+                    block
+                        .iter()
+                        .find_map(|l| l.strip_prefix(k))
+                        .map(|v| v.trim().trim_matches('"').to_string())
+                };
+                let source = if let Some(v) = field("value: ") {
+                    Source::Literal(v)
+                } else if block.contains(&"secretKeyRef:") {
+                    Source::Secret {
+                        name: field("name: ").expect("secretKeyRef.name"),
+                        key: field("key: ").expect("secretKeyRef.key"),
+                    }
+                } else if block.contains(&"configMapKeyRef:") {
+                    Source::ConfigMap {
+                        name: field("name: ").expect("configMapKeyRef.name"),
+                        key: field("key: ").expect("configMapKeyRef.key"),
+                    }
+                } else {
+                    panic!("{name}: env {var} has neither value nor a known valueFrom");
+                };
+                env.push((var, source));
+            }
+        }
+        out.push((name, env));
+    }
+    out
+}
+
+/// The files kustomization.yaml names: the uncommented items of `resources:`, and of the
+/// `files:` lists of its generators (`key=path` items give the path).
+fn kustomize_files(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut section, mut in_files) = ("", false);
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('#') || t.is_empty() {
+            continue;
+        }
+        if !line.starts_with(' ') && !line.starts_with('-') {
+            section = t.split(':').next().unwrap_or_default();
+            in_files = false;
+        } else if t == "files:" {
+            in_files = true;
+        } else if t.starts_with("- name:") || (t.ends_with(':') && !t.starts_with('-')) {
+            in_files = false;
+        } else if let Some(item) = t.strip_prefix("- ")
+            && (section == "resources" || (section == "configMapGenerator" && in_files))
+        {
+            let path = item.split_once('=').map_or(item, |(_, p)| p);
+            out.push(path.trim().to_string());
+        }
+    }
+    out
+}
+
+/// Sample values for what the Secret and ConfigMaps hold.
+fn resolve(source: &Source) -> String {
+    match source {
+        Source::Literal(v) => v.clone(),
+        Source::Secret { name, key } => match (name.as_str(), key.as_str()) {
+            ("shopcue-secrets", "admin-key") => "k8s-test-admin-key-0123456789".into(),
+            ("shopcue-secrets", "redis-url") => "redis://shopcue-redis:6379/0".into(),
+            other => panic!("Secret key {other:?} is not one deployment.yaml documents"),
+        },
+        Source::ConfigMap { name, key } => {
+            let group = name
+                .strip_prefix("shopcue-channels-")
+                .unwrap_or_else(|| panic!("unknown ConfigMap {name}"));
+            assert_eq!(key, "channels", "ConfigMap {name}");
+            read(&k8s(&format!("channels-{group}.toml")))
+        }
+    }
+}
+
+#[test]
+fn k8s_config_loads_and_validates() {
+    let s = Settings::load(Some(k8s("shopcue.toml").as_path()), Vec::new()).expect("shopcue.toml");
+    assert_eq!(s.server.listen, "0.0.0.0:8080");
+    assert_eq!(s.inference.models_dir, "/models");
+    assert_eq!(s.inference.providers, ["cpu"]);
+    assert_eq!(s.log.format, "json");
+    // Channels and the catalog come per Deployment; the shared file has neither, so a
+    // feed pod analyses nothing and loads no model.
+    assert!(s.channels.is_empty());
+    assert!(s.catalog.dir.is_empty());
+    assert!(s.redis.url.is_empty());
+}
+
+#[test]
+fn deployment_env_vars_are_settings_keys() {
+    let file = k8s("shopcue.toml");
+    let deployments = deployments_env(&read(&k8s("deployment.yaml")));
+    let names: Vec<&str> = deployments.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["shopcue-group-a", "shopcue-feed"]);
+    for (deployment, env) in &deployments {
+        let vars: Vec<&str> = env.iter().map(|(v, _)| v.as_str()).collect();
+        for needed in ["SHOPCUE__SERVER__ADMIN_KEY", "SHOPCUE__REDIS__URL"] {
+            assert!(vars.contains(&needed), "{deployment} lacks {needed}");
+        }
+        let config = env
+            .iter()
+            .find(|(v, _)| v == "SHOPCUE_CONFIG")
+            .map(|(_, s)| resolve(s));
+        assert_eq!(
+            config.as_deref(),
+            Some("/etc/shopcue/shopcue.toml"),
+            "{deployment}: SHOPCUE_CONFIG must name the mounted ConfigMap's file"
+        );
+        let pairs: Vec<(String, String)> = env
+            .iter()
+            .filter(|(v, _)| v.starts_with(shopcue::config::ENV_PREFIX))
+            .map(|(v, s)| (v.clone(), resolve(s)))
+            .collect();
+        let s = Settings::load(Some(file.as_path()), pairs.clone())
+            .unwrap_or_else(|e| panic!("{deployment} with {pairs:?}: {e}"));
+        assert_eq!(s.server.admin_key, "k8s-test-admin-key-0123456789");
+        assert_eq!(s.redis.url, "redis://shopcue-redis:6379/0");
+        match deployment.as_str() {
+            "shopcue-group-a" => {
+                let ids: Vec<&str> = s.channels.iter().map(|c| c.id.as_str()).collect();
+                assert_eq!(ids, ["news", "sport"]);
+                assert_eq!(s.catalog.dir, "/catalog");
+            }
+            _ => {
+                assert!(s.channels.is_empty(), "feed pods analyse nothing");
+                assert!(s.catalog.dir.is_empty());
+            }
+        }
+    }
+    // The check has teeth: a misspelt key is refused.
+    let typo = [(
+        "SHOPCUE__REDIS__URLS".to_string(),
+        "redis://x:6379".to_string(),
+    )];
+    assert!(Settings::load(Some(file.as_path()), typo).is_err());
+}
+
+#[test]
+fn deployments_shut_down_gracefully_and_probe_real_routes() {
+    let text = read(&k8s("deployment.yaml"));
+    for doc in text
+        .split("\n---")
+        .filter(|d| d.contains("kind: Deployment"))
+    {
+        let grace: u64 = doc
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("terminationGracePeriodSeconds: "))
+            .expect("terminationGracePeriodSeconds")
+            .parse()
+            .expect("a number");
+        assert!(grace >= 20, "grace period {grace} s < 20 s");
+        assert!(doc.contains("preStop:") && doc.contains(r#"command: ["sleep", "5"]"#));
+        for probe in ["startupProbe:", "livenessProbe:", "readinessProbe:"] {
+            assert!(doc.contains(probe), "missing {probe}");
+        }
+        for path in doc.lines().filter_map(|l| l.trim().strip_prefix("path: ")) {
+            assert!(["/healthz", "/readyz"].contains(&path), "probe path {path}");
+        }
+        // Every PVC a pod mounts is declared in pvc.yaml.
+        let pvcs = read(&k8s("pvc.yaml"));
+        for claim in doc
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("claimName: "))
+        {
+            assert!(pvcs.contains(&format!("name: {claim}\n")), "no PVC {claim}");
+        }
+    }
+    let docker = read(&root().join("deploy/docker/Dockerfile"));
+    assert!(docker.contains("http://127.0.0.1:8080/healthz"));
+    assert!(docker.contains(r#"ENTRYPOINT ["shopcue", "run"]"#));
+}
+
+#[test]
+fn compose_and_dockerfile_env_vars_are_settings_keys() {
+    let mut vars: Vec<(String, (String, String))> = Vec::new();
+    // compose.yaml: `KEY: value` lines; ${VAR...} references get a sample value.
+    for line in read(&root().join("deploy/docker/compose.yaml")).lines() {
+        if let Some((k, v)) = line.trim().split_once(": ")
+            && k.starts_with("SHOPCUE__")
+        {
+            let v = v.trim().trim_matches('\'').trim_matches('"');
+            let v = if v.starts_with("${") {
+                "compose-sample-value"
+            } else {
+                v
+            };
+            vars.push((format!("compose {k}"), (k.to_string(), v.to_string())));
+        }
+    }
+    // Dockerfile: `SHOPCUE__KEY=value` in ENV.
+    for line in read(&root().join("deploy/docker/Dockerfile")).lines() {
+        let t = line
+            .trim()
+            .trim_start_matches("ENV ")
+            .trim_end_matches('\\');
+        if let Some((k, v)) = t.trim().split_once('=')
+            && k.starts_with("SHOPCUE__")
+        {
+            let v = v.trim().replace("${ORT_VERSION}", "1.31.1");
+            vars.push((format!("Dockerfile {k}"), (k.to_string(), v)));
+        }
+    }
+    for key in [
+        "compose SHOPCUE__REDIS__URL",
+        "compose SHOPCUE__CHANNELS",
+        "Dockerfile SHOPCUE__SERVER__LISTEN",
+        "Dockerfile SHOPCUE__INFERENCE__MODELS_DIR",
+    ] {
+        assert!(
+            vars.iter().any(|(w, _)| w == key),
+            "{key} not found: {vars:?}"
+        );
+    }
+    // Each alone over the shipped config (the image reads config/shopcue.toml).
+    let shipped = root().join("config/shopcue.toml");
+    for (where_, (k, v)) in &vars {
+        Settings::load(Some(shipped.as_path()), [(k.clone(), v.clone())])
+            .unwrap_or_else(|e| panic!("{where_}={v}: {e}"));
+    }
+    // The analyser's channel list is a real one.
+    let analyser: Vec<(String, String)> = vars
+        .iter()
+        .filter(|(w, _)| w.starts_with("compose") && !w.ends_with("ADMIN_KEY"))
+        .filter(|(_, (k, v))| !(k == "SHOPCUE__CHANNELS" && v == "[]"))
+        .map(|(_, kv)| kv.clone())
+        .collect();
+    let s = Settings::load(Some(shipped.as_path()), analyser).expect("compose analyser env");
+    assert_eq!(s.channels.len(), 1, "{:?}", s.channels);
+    assert_eq!(s.channels[0].url, "http://origin:8081/live/master.m3u8");
+}
+
+#[test]
+fn kustomization_names_existing_files() {
+    let text = read(&k8s("kustomization.yaml"));
+    let files = kustomize_files(&text);
+    for expected in [
+        "deployment.yaml",
+        "service.yaml",
+        "redis.yaml",
+        "shopcue.toml",
+        "channels-group-a.toml",
+    ] {
+        assert!(
+            files.iter().any(|f| f == expected),
+            "{expected} not in {files:?}"
+        );
+    }
+    // podmonitor.yaml is named in a comment (it needs the Prometheus Operator's CRD).
+    assert!(text.contains("# - podmonitor.yaml"));
+    for f in files.iter().map(String::as_str).chain(["podmonitor.yaml"]) {
+        assert!(
+            k8s(f).is_file(),
+            "kustomization.yaml names {f}, which is missing"
+        );
+    }
+}
+
+#[test]
+fn yaml_files_parse_when_python_yaml_is_available() {
+    let have_yaml = Command::new("python3")
+        .args(["-c", "import yaml"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_yaml {
+        eprintln!("python3 with yaml not available: YAML syntax not checked");
+        return;
+    }
+    let mut paths = vec![root().join("deploy/docker/compose.yaml")];
+    for entry in std::fs::read_dir(root().join("deploy/k8s")).expect("deploy/k8s") {
+        let p = entry.expect("entry").path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            paths.push(p);
+        }
+    }
+    assert!(paths.len() >= 9, "{paths:?}");
+    let script = "import sys, yaml\n\
+                  for p in sys.argv[1:]:\n\
+                  \x20   docs = [d for d in yaml.safe_load_all(open(p)) if d is not None]\n\
+                  \x20   assert docs, p\n\
+                  \x20   for d in docs:\n\
+                  \x20       assert isinstance(d, dict), p\n\
+                  print('ok', len(sys.argv) - 1)\n";
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(&paths)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
