@@ -292,7 +292,8 @@ pub async fn follow(
         if let Some(edge) = up.live_edge {
             stats.set_live_edge(edge);
         }
-        let target_chrono = chrono::Duration::from_std(target).unwrap_or(chrono::Duration::seconds(2));
+        let target_chrono =
+            chrono::Duration::from_std(target).unwrap_or(chrono::Duration::seconds(2));
         match (up.changed, up.live_edge, last_edge) {
             // One new segment since the last load: it was published by the time that load
             // completed.

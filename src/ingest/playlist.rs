@@ -391,14 +391,16 @@ impl PlaylistTracker {
 
 /// When an origin publishes segments, learnt from the loads themselves, so reloads can be
 /// timed to land just after the next segment appears instead of at a random phase (RFC
-/// 8216 only sets a minimum wait, which [`PublishLag::next_reload`] never shortens).
+/// 8216 only sets a minimum wait, which the caller never shortens).
 ///
 /// The lag is the time from a segment's end (its PDT + duration: the live edge) to its
 /// publication. A load that finds a new segment bounds it from above (`hi`); a load that
-/// expected one and did not find it bounds it from below (`lo`). Reloads aim inside the
-/// bracket until it is narrow (each miss costs the half target duration the RFC then
-/// demands), then just after `hi`. Both bounds relax by [`PublishLag::DRIFT_MS`] per
-/// observation, so a lag that changes is followed.
+/// expected one and did not find it bounds it from below (`lo`). With no lower bound yet,
+/// reloads probe [`PublishLag::PROBE_STEP_MS`] earlier than `hi`; inside a wide bracket
+/// they aim at its middle (each miss costs the half target duration the RFC then
+/// demands); once it is narrow, just after `hi`. Evidence against a bound (a segment found
+/// earlier than `lo`, or missing later than `hi`) drops that bound, so a changing lag is
+/// followed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PublishLag {
     lo_ms: Option<i64>,
@@ -406,8 +408,8 @@ pub struct PublishLag {
 }
 
 impl PublishLag {
-    /// Relaxation of both bounds per observation.
-    pub const DRIFT_MS: i64 = 10;
+    /// How much earlier than the upper bound to probe while no lower bound is known.
+    pub const PROBE_STEP_MS: i64 = 300;
     /// Below this bracket width, aim just after the upper bound.
     pub const NARROW_MS: i64 = 120;
     /// Aim this far after the upper bound.
@@ -416,7 +418,6 @@ impl PublishLag {
     /// A load completed at `at` showed, for the first time, the segment ending at `edge`.
     pub fn seen(&mut self, edge: DateTime<Utc>, at: DateTime<Utc>) {
         let lag = (at - edge).num_milliseconds();
-        self.relax();
         self.hi_ms = Some(self.hi_ms.map_or(lag, |h| h.min(lag)));
         if self.lo_ms.is_some_and(|lo| lo >= lag) {
             // The lag shrank below what we believed: start the bracket again.
@@ -427,7 +428,6 @@ impl PublishLag {
     /// A load started at `at` did not show the segment expected to end at `expected_edge`.
     pub fn not_yet(&mut self, expected_edge: DateTime<Utc>, at: DateTime<Utc>) {
         let lag = (at - expected_edge).num_milliseconds();
-        self.relax();
         self.lo_ms = Some(self.lo_ms.map_or(lag, |l| l.max(lag)));
         if self.hi_ms.is_some_and(|hi| hi <= lag) {
             // The lag grew beyond what we believed.
@@ -435,22 +435,18 @@ impl PublishLag {
         }
     }
 
-    fn relax(&mut self) {
-        if let Some(l) = &mut self.lo_ms {
-            *l -= Self::DRIFT_MS;
-        }
-        if let Some(h) = &mut self.hi_ms {
-            *h += Self::DRIFT_MS;
-        }
-    }
-
     /// The wall clock to reload at for the segment after the one ending at `edge`
     /// (`segment` long), or `None` while nothing is known yet.
-    pub fn next_reload(&self, edge: DateTime<Utc>, segment: ChronoDuration) -> Option<DateTime<Utc>> {
+    pub fn next_reload(
+        &self,
+        edge: DateTime<Utc>,
+        segment: ChronoDuration,
+    ) -> Option<DateTime<Utc>> {
         let hi = self.hi_ms?;
         let aim = match self.lo_ms {
+            None => hi - Self::PROBE_STEP_MS,
             Some(lo) if hi - lo > Self::NARROW_MS => (lo + hi) / 2,
-            _ => hi + Self::AFTER_MS,
+            Some(_) => hi + Self::AFTER_MS,
         };
         Some(edge + segment + ChronoDuration::milliseconds(aim))
     }
@@ -500,33 +496,41 @@ mod tests {
     const T0: &str = "2026-11-21T10:00:00Z";
 
     #[test]
-    fn publish_lag_brackets_then_aims_just_after() {
-        let t0 = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z").unwrap().with_timezone(&Utc);
+    fn publish_lag_probes_brackets_then_aims_just_after() {
+        let t0 = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let ms = ChronoDuration::milliseconds;
         let seg = ChronoDuration::seconds(2);
+        let edge = |n: i32| t0 + seg * n;
+        let aim_of = |lag: &PublishLag, n: i32| {
+            (lag.next_reload(edge(n), seg).unwrap() - edge(n + 1)).num_milliseconds()
+        };
         let mut lag = PublishLag::default();
         assert_eq!(lag.next_reload(t0, seg), None, "nothing known: RFC timing");
-        // Found 1.3 s after the edge: lag <= 1300.
-        lag.seen(t0, t0 + ms(1300));
-        // Nothing below: aim just after the upper bound.
-        assert_eq!(lag.next_reload(t0, seg), Some(t0 + seg + ms(1315)));
-        // A miss at 400 ms: the lag is in (400, 1310]; aim in the middle.
-        lag.not_yet(t0 + seg, t0 + seg + ms(400));
-        let next = lag.next_reload(t0 + seg, seg).unwrap();
-        assert_eq!(next, t0 + seg + seg + ms((390 + 1320) / 2));
-        // Found at 860 ms: (390, 860]; a miss at 700: (700, ~870]; narrow: aim after hi.
-        lag.seen(t0 + seg, t0 + seg + ms(860));
-        lag.not_yet(t0 + seg * 2, t0 + seg * 2 + ms(700));
-        let next = lag.next_reload(t0 + seg * 2, seg).unwrap();
-        let aim = (next - (t0 + seg * 3)).num_milliseconds();
-        assert!((700..=900).contains(&aim), "{aim}");
-        // The origin gets much faster: the bracket restarts from the new evidence.
-        lag.seen(t0 + seg * 3, t0 + seg * 3 + ms(50));
-        let aim = (lag.next_reload(t0 + seg * 3, seg).unwrap() - (t0 + seg * 4)).num_milliseconds();
-        assert!(aim <= 100, "{aim}");
-        // ... or much slower.
-        lag.not_yet(t0 + seg * 4, t0 + seg * 4 + ms(1500));
-        assert_eq!(lag.next_reload(t0 + seg * 4, seg), None, "upper bound dropped");
+        // Found 1.3 s after the edge: lag <= 1300; no lower bound: probe 300 ms earlier.
+        lag.seen(edge(0), edge(0) + ms(1300));
+        assert_eq!(aim_of(&lag, 0), 1000);
+        lag.seen(edge(1), edge(1) + ms(1010));
+        assert_eq!(aim_of(&lag, 1), 710);
+        // A miss at 710 ms: the lag is in (710, 1010]; aim in the middle.
+        lag.not_yet(edge(2), edge(2) + ms(710));
+        assert_eq!(aim_of(&lag, 2), 860);
+        // Found at 870: (710, 870] is still wider than NARROW_MS? 160 > 120: middle again.
+        lag.seen(edge(3), edge(3) + ms(870));
+        assert_eq!(aim_of(&lag, 3), 790);
+        // A miss at 790: (790, 870]: narrow, aim just after the upper bound.
+        lag.not_yet(edge(4), edge(4) + ms(790));
+        assert_eq!(aim_of(&lag, 4), 885);
+        // Stays there while segments keep coming just before it.
+        lag.seen(edge(5), edge(5) + ms(890));
+        assert_eq!(aim_of(&lag, 5), 885);
+        // The origin gets much faster: the lower bound is dropped, probing resumes.
+        lag.seen(edge(6), edge(6) + ms(50));
+        assert_eq!(aim_of(&lag, 6), -250);
+        // ... or much slower: the upper bound is dropped, RFC timing until found again.
+        lag.not_yet(edge(7), edge(7) + ms(1500));
+        assert_eq!(lag.next_reload(edge(7), seg), None);
     }
 
     #[test]
