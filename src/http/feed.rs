@@ -567,7 +567,7 @@ async fn run(
     let mut bad = 0u32;
     let mut flush_pending = false;
 
-    let ending = loop {
+    loop {
         tokio::select! {
             biased;
             _ = &mut shutdown => break Some((close_code::GOING_AWAY, "server shutting down".to_string())),
@@ -658,8 +658,7 @@ async fn run(
             }
             _ = &mut expired, if expiry.is_some() => break Some((close_code::POLICY, "token expired".to_string())),
         }
-    };
-    ending
+    }
 }
 
 /// Hand queued messages to the socket and flush; cancel-safe (a message leaves the queue
