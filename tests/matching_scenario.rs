@@ -400,8 +400,12 @@ fn one_cue_per_product_shot_starting_at_its_first_confident_sample() {
 
 #[test]
 fn slow_inference_drops_frames_but_still_finds_the_products() {
-    let settings = MatchingSettings::default();
-    // Inference takes a frame only every third sample: the queue drops the oldest.
+    // A small queue (the default holds a whole 2 s segment's samples) and inference that
+    // takes a frame only every third sample: the queue drops the oldest.
+    let settings = MatchingSettings {
+        queue_capacity: 2,
+        ..MatchingSettings::default()
+    };
     let r = run(&settings, 3);
     assert!(r.dropped > 0);
     assert_eq!(

@@ -245,15 +245,12 @@ pub fn router(state: FeedState) -> Router {
 /// Serve the feed alone on `listener` (TCP_NODELAY on every connection) until
 /// [`FeedState::shutdown`].
 pub async fn serve(listener: tokio::net::TcpListener, state: FeedState) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
     let shutdown = state.inner.shutdown.clone();
-    // Small event frames must not wait for the peer's delayed ACK (Nagle).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    // TCP_NODELAY: small event frames must not wait for the peer's delayed ACK (Nagle).
+    super::server::serve(listener, router(state), async move {
+        shutdown.cancelled().await
+    })
+    .await
 }
 
 /// The wire form of a cue event: `{"type":"start","offset":"…","cue":{…}}`.

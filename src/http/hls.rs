@@ -368,13 +368,7 @@ pub async fn serve(
     state: HlsState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    super::server::serve(listener, router(state), shutdown).await
 }
 
 fn error_answer(status: StatusCode, msg: &str) -> Cached {
