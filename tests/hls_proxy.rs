@@ -452,30 +452,6 @@ fn package_fmp4(dir: &std::path::Path, seconds: u32) {
     assert!(status.success());
 }
 
-/// Serves the files of `dir` (binary) at `/vod/{file}`; the playlist URL.
-async fn serve_dir(dir: std::path::PathBuf) -> String {
-    use axum::extract::Path;
-    use axum::http::StatusCode;
-    let app = axum::Router::new().route(
-        "/vod/{file}",
-        axum::routing::get(move |Path(file): Path<String>| {
-            let dir = dir.clone();
-            async move {
-                if file.contains('/') || file.contains("..") {
-                    return Err(StatusCode::BAD_REQUEST);
-                }
-                tokio::fs::read(dir.join(&file))
-                    .await
-                    .map_err(|_| StatusCode::NOT_FOUND)
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/vod/index.m3u8", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
 async fn get_bytes(url: &str) -> bytes::Bytes {
     let r = reqwest::get(url).await.unwrap();
     assert_eq!(r.status().as_u16(), 200, "{url}");
@@ -516,7 +492,7 @@ async fn proxied_fmp4_segment_carries_id3_emsg_and_still_decodes() {
     tokio::task::spawn_blocking(move || package_fmp4(&path, 6))
         .await
         .unwrap();
-    let origin_url = serve_dir(dir.path().to_path_buf()).await;
+    let origin_url = common::serve_dir(dir.path().to_path_buf()).await;
     let origin_base = origin_url.trim_end_matches("index.m3u8").to_string();
     let sc = sidecar(&origin_url, |s| {
         s.manifest.segment_uris = "proxy".into();

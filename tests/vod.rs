@@ -4,14 +4,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::Path;
-use axum::http::StatusCode;
-use axum::routing::get;
 use shopcue::config::Settings;
 use shopcue::ingest::{self, IngestOptions, OnError, SourceSpec};
 use shopcue::shots::{ShotDetector, ShotEvent};
@@ -63,27 +58,6 @@ fn package(dir: &std::path::Path, kind: &str) {
     assert!(status.success());
 }
 
-async fn serve(dir: PathBuf) -> String {
-    let app = Router::new().route(
-        "/vod/{file}",
-        get(move |Path(file): Path<String>| {
-            let dir = dir.clone();
-            async move {
-                if file.contains('/') || file.contains("..") {
-                    return Err(StatusCode::BAD_REQUEST);
-                }
-                tokio::fs::read(dir.join(&file))
-                    .await
-                    .map_err(|_| StatusCode::NOT_FOUND)
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/vod/index.m3u8", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
 async fn cuts_of_vod(kind: &str) -> (u64, Vec<u64>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
@@ -91,7 +65,7 @@ async fn cuts_of_vod(kind: &str) -> (u64, Vec<u64>) {
     tokio::task::spawn_blocking(move || package(&path, &k))
         .await
         .unwrap();
-    let url = serve(dir.path().to_path_buf()).await;
+    let url = common::serve_dir(dir.path().to_path_buf()).await;
     let mut s = Settings::default();
     s.media.analysis_height = 180;
     let opts = IngestOptions {

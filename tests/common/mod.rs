@@ -267,3 +267,28 @@ pub const GROCERY_PRODUCTS: [&str; 6] = [
     "God-Morgon-Orange-Juice",
     "Alpro-Fresh-Soy-Milk",
 ];
+
+/// Serves the files of `dir` at `/vod/{file}` on 127.0.0.1:0 (refusing paths with `/` or
+/// `..`); answers the URL of `/vod/index.m3u8`.
+pub async fn serve_dir(dir: PathBuf) -> String {
+    use axum::extract::Path;
+    use axum::http::StatusCode;
+    let app = axum::Router::new().route(
+        "/vod/{file}",
+        axum::routing::get(move |Path(file): Path<String>| {
+            let dir = dir.clone();
+            async move {
+                if file.contains('/') || file.contains("..") {
+                    return Err(StatusCode::BAD_REQUEST);
+                }
+                tokio::fs::read(dir.join(&file))
+                    .await
+                    .map_err(|_| StatusCode::NOT_FOUND)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/vod/index.m3u8", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
