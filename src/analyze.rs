@@ -305,9 +305,7 @@ pub fn assemble(
         }
     }
     let origin = origin.unwrap_or_else(Utc::now);
-    let at = |t: DateTime<Utc>| {
-        ((t - origin).num_milliseconds().max(0) as f64 / 1e3 * 1e3).round() / 1e3
-    };
+    let at = |t: DateTime<Utc>| (t - origin).num_milliseconds().max(0) as f64 / 1e3;
     for c in &cues {
         let Some(shot) = shots.iter_mut().find(|s| s.shot_id == c.shot) else {
             continue;

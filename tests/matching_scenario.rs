@@ -3,6 +3,8 @@
 //! catalog candidates where the true product wins most samples; then shots with only
 //! low-confidence noise. Inference is simulated; sampler, queue and cue builder are real.
 
+mod common;
+
 use std::path::Path;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
@@ -14,17 +16,12 @@ use shopcue::matching::{
 };
 use shopcue::shots::{Shot, ShotEvent};
 
+use common::GROCERY_PRODUCTS as PRODUCTS;
+
 const FPS_FRAME_MS: i64 = 40;
-/// grocery_shots.mp4: cuts and the product of each shot (ground_truth.json).
+/// grocery_shots.mp4: cuts (ground_truth.json); the product of each shot is
+/// `common::GROCERY_PRODUCTS`.
 const CUTS: [u64; 5] = [50, 100, 150, 200, 250];
-const PRODUCTS: [&str; 6] = [
-    "Bravo-Apple-Juice",
-    "Arla-Standard-Milk",
-    "Oatly-Oat-Milk",
-    "Arla-Natural-Yoghurt",
-    "God-Morgon-Orange-Juice",
-    "Alpro-Fresh-Soy-Milk",
-];
 /// Two more 2 s shots with nothing but weak matches.
 const NOISE_SHOTS: u64 = 2;
 const FRAMES: u64 = 300 + NOISE_SHOTS * 50;

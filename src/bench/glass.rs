@@ -131,8 +131,9 @@ async fn measure(
         row.events += 1;
         row.total_ms
             .push((recv - trigger).num_microseconds().unwrap_or(0) as f64 / 1e3);
+        // The origin publishes a segment at its end.
         if let Some(o) = &origin
-            && let Some(available) = segment_end(o, trigger)
+            && let Some((_, _, available)) = o.segment_at(trigger)
         {
             row.after_available_ms
                 .push((recv - available).num_microseconds().unwrap_or(0) as f64 / 1e3);
@@ -143,25 +144,6 @@ async fn measure(
     row.server_mean_ms = (count > 0).then(|| sum / count as f64 * 1e3);
     sidecar.shutdown().await?;
     Ok(row)
-}
-
-/// When the origin published the segment holding `t` (its end).
-fn segment_end(origin: &LiveOrigin, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let mut lo = 0u64;
-    // Segments are 2 s here; find the last segment starting at or before t.
-    let mut found = None;
-    while let Some(start) = origin.pdt_of(lo) {
-        if start > t {
-            break;
-        }
-        found = Some(lo);
-        lo += 1;
-        if lo > 1_000_000 {
-            break;
-        }
-    }
-    let n = found?;
-    origin.pdt_of(n + 1)
 }
 
 pub async fn run_bench(settings: &Settings, args: &GlassArgs) -> anyhow::Result<Vec<Row>> {

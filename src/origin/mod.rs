@@ -421,6 +421,27 @@ impl LiveOrigin {
         )
     }
 
+    /// The segment holding wall clock `t`: its media sequence number, and its start and
+    /// end (the next segment's start) as the playlist states them. The origin publishes a
+    /// segment at its end. `None` before the first segment.
+    pub fn segment_at(&self, t: DateTime<Utc>) -> Option<(u64, DateTime<Utc>, DateTime<Utc>)> {
+        let (offset, guess) = {
+            let g = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
+            let elapsed = (t - g.0.epoch).num_microseconds()? as f64 / 1e6;
+            (g.0.msn_offset, g.0.complete(elapsed))
+        };
+        // The guess works in media time; settle it against the stated (millisecond) PDTs.
+        let mut msn = offset + guess;
+        while msn > offset && self.pdt_of(msn)? > t {
+            msn -= 1;
+        }
+        while self.pdt_of(msn + 1)? <= t {
+            msn += 1;
+        }
+        let start = self.pdt_of(msn)?;
+        (start <= t).then_some((msn, start, self.pdt_of(msn + 1)?))
+    }
+
     /// How often each segment was requested.
     pub fn requests(&self) -> HashMap<u64, u32> {
         self.lock_state().requests.clone()
@@ -448,6 +469,34 @@ mod tests {
         assert_eq!(t.complete(5.0), 3);
         assert_eq!(t.complete(7.0), 4);
         assert_eq!(t.start_of(4), 7.0);
+    }
+
+    #[test]
+    fn segment_at_finds_the_segment_holding_a_wall_clock() {
+        let o = LiveOrigin::from_segments(
+            [2.0, 2.0, 1.0]
+                .into_iter()
+                .map(|duration| SourceSegment {
+                    data: Bytes::from_static(&[0u8; 188]),
+                    duration,
+                })
+                .collect(),
+            2,
+            true,
+            640,
+            360,
+        );
+        let s0 = o.pdt_of(0).unwrap();
+        let ms = chrono::Duration::milliseconds;
+        assert_eq!(o.segment_at(s0 - ms(1)), None);
+        assert_eq!(o.segment_at(s0), Some((0, s0, s0 + ms(2000))));
+        assert_eq!(o.segment_at(s0 + ms(1999)).map(|x| x.0), Some(0));
+        assert_eq!(
+            o.segment_at(s0 + ms(4500)),
+            Some((2, s0 + ms(4000), s0 + ms(5000)))
+        );
+        // The loop goes on: segment 4 is the second loop's second segment.
+        assert_eq!(o.segment_at(s0 + ms(7000)).map(|x| x.0), Some(4));
     }
 
     #[test]

@@ -419,18 +419,20 @@ impl InferenceCtx {
                     (self.sink)(Output::Shot(e));
                 }
                 Work::Sample(ticket, image) => {
-                    let outcome = self.analyze(ticket, &image);
+                    let mut outcome = self.analyze(ticket, &image);
                     self.queue.done();
+                    // The detections go to the builder and come back for the sink: no copy.
                     let result = SampleResult {
                         frame_index: outcome.ticket.frame_index,
                         pts_ns: outcome.ticket.pts_ns,
                         wallclock: outcome.ticket.wallclock,
                         shot_index: outcome.ticket.shot_index,
-                        detections: outcome.detections.clone(),
+                        detections: std::mem::take(&mut outcome.detections),
                     };
+                    let events = self.builder.push(&result);
+                    outcome.detections = result.detections;
                     let trigger = outcome.ticket.wallclock;
                     (self.sink)(Output::Sample(outcome));
-                    let events = self.builder.push(&result);
                     self.emit_cues(events, trigger);
                 }
             }
