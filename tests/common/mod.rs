@@ -83,11 +83,26 @@ pub fn free_port() -> u16 {
 }
 
 impl RedisServer {
+    /// A server on a free port. A port picked by `free_port` can be taken by another test
+    /// before redis binds it (then our child exits, and the port answers with somebody
+    /// else's server), so the server is identified by its pid and another port is tried.
     pub fn start() -> Self {
-        Self::start_on(free_port())
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::spawn(free_port()) {
+                Ok(server) => return server,
+                Err(why) => last = why,
+            }
+        }
+        panic!("redis-server did not start: {last}");
     }
 
+    /// A server on this port (to come back after `kill`).
     pub fn start_on(port: u16) -> Self {
+        Self::spawn(port).unwrap_or_else(|why| panic!("redis-server did not start: {why}"))
+    }
+
+    fn spawn(port: u16) -> Result<Self, String> {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -103,19 +118,32 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/setup.sh)");
-        let server = Self {
+        let pid = child.id();
+        let mut server = Self {
             port,
             child: Some(child),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        loop {
+            if let Some(c) = server.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                server.child = None;
+                return Err(format!("redis-server on port {port} exited: {status}"));
+            }
+            match server_pid(port) {
+                Some(p) if p == pid => return Ok(server),
+                Some(p) => {
+                    return Err(format!(
+                        "port {port} is served by another redis-server (pid {p})"
+                    ));
+                }
+                None if Instant::now() >= deadline => {
+                    return Err(format!("redis-server did not listen on {port}"));
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
         }
-        server
     }
 
     pub fn url(&self) -> String {
@@ -129,6 +157,34 @@ impl RedisServer {
             let _ = c.wait();
         }
     }
+}
+
+/// The pid of the redis-server answering on `port` (from `INFO server`), if one answers.
+fn server_pid(port: u16) -> Option<u32> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    conn.write_all(b"INFO server\r\n").ok()?;
+    // A bulk string: `$<len>\r\n<len bytes>\r\n`.
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(eol) = reply.windows(2).position(|w| w == b"\r\n") {
+            let len: usize = std::str::from_utf8(reply.get(1..eol)?).ok()?.parse().ok()?;
+            if reply.len() >= eol + 2 + len {
+                break;
+            }
+        }
+        let n = conn.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&reply);
+    text.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 impl Drop for RedisServer {
