@@ -1,10 +1,12 @@
-//! HTTP for the test origin: `/live/master.m3u8`, `/live/index.m3u8`, `/live/seg{N}.ts`,
-//! and, for tests, `POST /_control/faults` and `GET /_control/requests`.
+//! HTTP for the test origin: `/live/master.m3u8`, `/live/index.m3u8` (blocking with
+//! `_HLS_msn`/`_HLS_part` when the origin has parts), `/live/seg{N}.ts`, parts
+//! `/live/seg{N}.{K}.ts`, and, for tests, `POST /_control/faults` and
+//! `GET /_control/requests`.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -55,18 +57,51 @@ async fn answer(a: Answer, content_type: &'static str) -> Response {
     }
 }
 
-async fn playlist(State(o): State<Arc<LiveOrigin>>) -> Response {
+/// Blocking playlist reload (RFC 8216bis §6.2.5.2) query parameters.
+#[derive(Debug, serde::Deserialize)]
+struct BlockingQuery {
+    #[serde(rename = "_HLS_msn")]
+    msn: Option<u64>,
+    #[serde(rename = "_HLS_part")]
+    part: Option<usize>,
+}
+
+async fn playlist(
+    State(o): State<Arc<LiveOrigin>>,
+    query: Result<Query<BlockingQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return (StatusCode::BAD_REQUEST, "bad _HLS_msn or _HLS_part").into_response();
+    };
+    match (q.msn, q.part) {
+        (None, Some(_)) => {
+            return (StatusCode::BAD_REQUEST, "_HLS_part without _HLS_msn").into_response();
+        }
+        (Some(msn), part) if o.part_target().is_some() => match o.blocking_wait(msn, part) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => {
+                return (StatusCode::BAD_REQUEST, "_HLS_msn is too far ahead").into_response();
+            }
+        },
+        _ => {}
+    }
     answer(o.playlist(), PLAYLIST_TYPE).await
 }
 
 async fn segment(State(o): State<Arc<LiveOrigin>>, Path(file): Path<String>) -> Response {
-    let msn = file
-        .strip_prefix("seg")
-        .and_then(|r| r.strip_suffix(".ts"))
-        .and_then(|n| n.parse::<u64>().ok());
-    match msn {
-        Some(msn) => answer(o.segment(msn), "video/mp2t").await,
-        None => StatusCode::NOT_FOUND.into_response(),
+    let name = file.strip_prefix("seg").and_then(|r| r.strip_suffix(".ts"));
+    let (msn, part) = match name.map(|n| n.split_once('.').unwrap_or((n, ""))) {
+        Some((msn, "")) => (msn.parse::<u64>().ok(), None),
+        Some((msn, k)) => (msn.parse::<u64>().ok(), Some(k.parse::<usize>().ok())),
+        None => (None, None),
+    };
+    match (msn, part) {
+        (Some(msn), None) => answer(o.segment(msn), "video/mp2t").await,
+        (Some(msn), Some(Some(k))) => match o.part(msn, k) {
+            Some((wait, data)) => answer(Answer::Delayed(wait.as_millis() as u64, data), "video/mp2t").await,
+            None => StatusCode::NOT_FOUND.into_response(),
+        },
+        _ => StatusCode::NOT_FOUND.into_response(),
     }
 }
 

@@ -341,17 +341,13 @@ fn first_pts(pk: &[Packet], pid: u16) -> Option<u64> {
     first.map(|f| ((f as i64 + min_delta).rem_euclid(1 << 33)) as u64)
 }
 
-/// Inserts the samples as an ID3 timed-metadata stream into an MPEG-TS segment.
-pub fn insert_timed_metadata(
-    segment: &[u8],
-    samples: &[MetadataSample],
-) -> Result<(Vec<u8>, TsInsertReport), ManifestError> {
-    let pk = packets(segment)?;
+/// The first program's PMT PID and table.
+fn program(pk: &[Packet]) -> Result<(u16, Pmt), ManifestError> {
     let pat_i = pk
         .iter()
         .position(|p| p.pid == 0 && p.pusi)
         .ok_or_else(|| err("no PAT"))?;
-    let (pat, _) = section_at(&pk, pat_i)?;
+    let (pat, _) = section_at(pk, pat_i)?;
     if pat[0] != 0x00 {
         return Err(err("PID 0 does not hold a PAT"));
     }
@@ -366,7 +362,84 @@ pub fn insert_timed_metadata(
         .iter()
         .position(|p| p.pid == pmt_pid && p.pusi)
         .ok_or_else(|| err(format!("no PMT on PID {pmt_pid}")))?;
-    let pmt = parse_pmt(&section_at(&pk, pmt_i)?.0)?;
+    let pmt = parse_pmt(&section_at(pk, pmt_i)?.0)?;
+    Ok((pmt_pid, pmt))
+}
+
+/// The PID of the program's video stream (else its first media stream).
+fn video_pid(pmt: &Pmt) -> Result<u16, ManifestError> {
+    pmt.streams
+        .iter()
+        .find(|s| VIDEO_STREAM_TYPES.contains(&s.0))
+        .or_else(|| pmt.streams.iter().find(|s| s.0 != STREAM_TYPE_METADATA))
+        .map(|s| s.1)
+        .ok_or_else(|| err("the PMT lists no media stream"))
+}
+
+/// One partial segment (LL-HLS `EXT-X-PART`) of an MPEG-TS segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TsPart {
+    /// Byte range within the segment (whole packets).
+    pub range: std::ops::Range<usize>,
+    /// Seconds of media it holds.
+    pub duration: f64,
+}
+
+/// Cut an MPEG-TS segment of `segment_duration` seconds into parts of about `part_secs`:
+/// each part starts at a video PES (a whole frame) whose PTS is at or past the next
+/// multiple of `part_secs` from the first one, so no part is longer than `part_secs` plus
+/// one frame. Concatenated, the parts are the segment byte for byte. Only the first part
+/// starts with the segment's PAT/PMT (and, for segments that start with a key frame, is
+/// the independent one).
+pub fn split_parts(
+    segment: &[u8],
+    segment_duration: f64,
+    part_secs: f64,
+) -> Result<Vec<TsPart>, ManifestError> {
+    if part_secs.is_nan() || part_secs <= 0.0 {
+        return Err(err(format!("part duration {part_secs} is not positive")));
+    }
+    let pk = packets(segment)?;
+    let (_, pmt) = program(&pk)?;
+    let video = video_pid(&pmt)?;
+    let mut starts: Vec<(usize, u64)> = pk
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.pid == video && p.pusi)
+        .filter_map(|(i, p)| pes_pts(p.payload).map(|t| (i, t)))
+        .collect();
+    let Some(&(_, base)) = starts.first() else {
+        return Err(err(format!("no PTS on video PID {video}")));
+    };
+    let step = (part_secs * 90_000.0).round() as u64;
+    // Cuts: packet index and media offset (90 kHz) of each part's first frame.
+    let mut cuts: Vec<(usize, u64)> = vec![(0, 0)];
+    starts.remove(0);
+    for (i, pts) in starts {
+        let off = pts.wrapping_sub(base) & PTS_MASK;
+        if off >= step * cuts.len() as u64 && off < PTS_MASK / 2 {
+            cuts.push((i, off));
+        }
+    }
+    let total = (segment_duration.max(0.0) * 90_000.0).round() as u64;
+    let mut parts = Vec::with_capacity(cuts.len());
+    for (k, &(i, off)) in cuts.iter().enumerate() {
+        let (end_i, end_off) = cuts.get(k + 1).copied().unwrap_or((pk.len(), total.max(off)));
+        parts.push(TsPart {
+            range: i * PACKET..end_i * PACKET,
+            duration: (end_off - off) as f64 / 90_000.0,
+        });
+    }
+    Ok(parts)
+}
+
+/// Inserts the samples as an ID3 timed-metadata stream into an MPEG-TS segment.
+pub fn insert_timed_metadata(
+    segment: &[u8],
+    samples: &[MetadataSample],
+) -> Result<(Vec<u8>, TsInsertReport), ManifestError> {
+    let pk = packets(segment)?;
+    let (pmt_pid, pmt) = program(&pk)?;
     let existing = pmt
         .streams
         .iter()
@@ -389,13 +462,7 @@ pub fn insert_timed_metadata(
                 .ok_or_else(|| err("no free PID"))?
         }
     };
-    let video_pid = pmt
-        .streams
-        .iter()
-        .find(|s| VIDEO_STREAM_TYPES.contains(&s.0))
-        .or_else(|| pmt.streams.iter().find(|s| s.0 != STREAM_TYPE_METADATA))
-        .map(|s| s.1)
-        .ok_or_else(|| err("the PMT lists no media stream"))?;
+    let video_pid = video_pid(&pmt)?;
     let base = first_pts(&pk, video_pid)
         .ok_or_else(|| err(format!("no PTS on stream PID {video_pid}")))?;
     let mut sample_pts = Vec::with_capacity(samples.len());
@@ -580,6 +647,39 @@ pub(crate) mod tests {
             emit(&mut out, 0x100, packetize(0x100, &pes, false));
         }
         out
+    }
+
+    #[test]
+    fn split_parts_cuts_at_frames_and_covers_the_segment() {
+        // 2 s at 25 frames/s, PTS wrapping in the middle.
+        let base = PTS_MASK - 20 * 3600;
+        let pts: Vec<u64> = (0..50).map(|i| (base + i * 3600) & PTS_MASK).collect();
+        let seg = synthetic_segment(&pts);
+        let parts = split_parts(&seg, 2.0, 0.5).unwrap();
+        let durations: Vec<f64> = parts.iter().map(|p| p.duration).collect();
+        assert_eq!(durations, vec![0.52, 0.48, 0.52, 0.48]);
+        let mut joined = Vec::new();
+        for (k, p) in parts.iter().enumerate() {
+            assert!(p.range.start.is_multiple_of(PACKET) && p.range.end.is_multiple_of(PACKET));
+            let first = packets(&seg[p.range.clone()]).unwrap()[0];
+            if k == 0 {
+                assert_eq!(first.pid, 0, "the first part starts with the PAT");
+            } else {
+                assert_eq!((first.pid, first.pusi), (0x100, true), "part {k} starts a frame");
+            }
+            joined.extend_from_slice(&seg[p.range.clone()]);
+        }
+        assert_eq!(joined, seg);
+        // A part as long as the segment: one part.
+        assert_eq!(split_parts(&seg, 2.0, 5.0).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn split_parts_refuses_bad_input() {
+        let seg = synthetic_segment(&[0, 3600]);
+        assert!(split_parts(&seg, 2.0, 0.0).is_err());
+        assert!(split_parts(&seg[..100], 2.0, 0.5).is_err());
+        assert!(split_parts(&[0u8; 188], 2.0, 0.5).is_err());
     }
 
     fn cc_continuous(data: &[u8]) -> bool {

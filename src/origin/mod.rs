@@ -2,6 +2,13 @@
 //! EXT-X-PROGRAM-DATE-TIME, a media sequence and a discontinuity at each loop. Tests and the
 //! demo point shopcue at it; faults (errors, stalls, garbage, restarts) can be injected.
 //! The timeline is pure ([`Timeline`]); `http::origin` serves it.
+//!
+//! With parts ([`LiveOrigin::with_parts`]) it is a Low-Latency HLS origin (RFC 8216bis
+//! §4.4.4.9, §6.2.5.2): each segment is also published as it is made, in partial segments
+//! (`EXT-X-PART`, cut at frame boundaries), listed for the newest segments and for the one
+//! in progress, with `EXT-X-PRELOAD-HINT` for the next part; playlist requests with
+//! `_HLS_msn`/`_HLS_part` block until that part is listed (`CAN-BLOCK-RELOAD=YES`), and a
+//! request for the hinted part waits until it is made.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -41,7 +48,21 @@ pub struct Timeline {
     pub msn_offset: u64,
     cumulative: Vec<f64>,
     loop_len: f64,
+    /// LL-HLS: the part durations of each source segment, and the part target.
+    parts: Option<(Vec<Vec<f64>>, f64)>,
 }
+
+/// Where a blocking playlist request (`_HLS_msn`, `_HLS_part`) stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Blocking {
+    /// Listed already, or listed after this many seconds.
+    Wait(f64),
+    /// Too far in the future (RFC 8216bis §6.2.5.2: answer 400).
+    TooFar,
+}
+
+/// Segments whose parts stay listed (about three target durations, §4.4.4.9).
+const PART_SEGMENTS: u64 = 3;
 
 impl Timeline {
     pub fn new(durations: Vec<f64>, window: usize, epoch: DateTime<Utc>, with_pdt: bool) -> Self {
@@ -59,7 +80,65 @@ impl Timeline {
             msn_offset: 0,
             cumulative,
             loop_len: acc,
+            parts: None,
         }
+    }
+
+    /// List `parts` (durations, per source segment) too: a Low-Latency HLS playlist.
+    pub fn with_parts(mut self, parts: Vec<Vec<f64>>) -> Self {
+        let target = parts.iter().flatten().cloned().fold(0.0, f64::max);
+        // Part durations are stated to the millisecond; the target covers all of them.
+        let target = (target * 1000.0).ceil() / 1000.0;
+        self.parts = Some((parts, target));
+        self
+    }
+
+    /// The part target duration, when the playlist lists parts.
+    pub fn part_target(&self) -> Option<f64> {
+        self.parts.as_ref().map(|p| p.1)
+    }
+
+    /// Part durations of segment `n` (empty without parts).
+    pub fn parts_of(&self, n: u64) -> &[f64] {
+        match &self.parts {
+            Some((p, _)) => &p[(n % self.count()) as usize],
+            None => &[],
+        }
+    }
+
+    /// Seconds after the epoch at which part `k` of segment `n` is complete (`None`: the
+    /// whole segment).
+    pub fn available_at(&self, n: u64, k: Option<usize>) -> f64 {
+        match k {
+            Some(k) => self.start_of(n) + self.parts_of(n).iter().take(k + 1).sum::<f64>(),
+            None => self.start_of(n) + self.duration_of(n),
+        }
+    }
+
+    /// Parts of the segment in progress complete `elapsed` seconds after the epoch.
+    pub fn parts_done(&self, elapsed: f64) -> usize {
+        let n = self.complete(elapsed);
+        let parts = self.parts_of(n);
+        (0..parts.len())
+            .take_while(|&k| self.available_at(n, Some(k)) <= elapsed + 1e-9)
+            .count()
+    }
+
+    /// How long a playlist request blocking on segment `msn` (before the jump offset),
+    /// part `part` waits at `elapsed`.
+    pub fn blocking(&self, msn: u64, part: Option<usize>, elapsed: f64) -> Blocking {
+        let complete = self.complete(elapsed);
+        if msn > complete + 1 {
+            return Blocking::TooFar;
+        }
+        let parts = self.parts_of(msn).len();
+        let at = match part {
+            // A part past the segment's last means the next segment's first.
+            Some(k) if k >= parts => self.available_at(msn + 1, Some(0)),
+            Some(k) => self.available_at(msn, Some(k)),
+            None => self.available_at(msn, None),
+        };
+        Blocking::Wait((at - elapsed).max(0.0))
     }
 
     fn count(&self) -> u64 {
@@ -96,8 +175,9 @@ impl Timeline {
         (0..self.window as u64).map(|n| self.duration_of(n)).sum()
     }
 
-    /// The media playlist `elapsed` seconds after the epoch; `segment_uri` names segment n.
-    pub fn playlist(&self, elapsed: f64, segment_uri: impl Fn(u64) -> String) -> String {
+    /// The media playlist `elapsed` seconds after the epoch; `uri(n, None)` names segment
+    /// n, `uri(n, Some(k))` its part k.
+    pub fn playlist(&self, elapsed: f64, uri: impl Fn(u64, Option<usize>) -> String) -> String {
         let complete = self.complete(elapsed);
         let first = complete.saturating_sub(self.window as u64);
         let target = self
@@ -112,13 +192,33 @@ impl Timeline {
         } else {
             (first - 1) / self.count()
         };
-        let mut out = format!(
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}\n",
+        let version = if self.parts.is_some() { 9 } else { 3 };
+        let mut out = format!("#EXTM3U\n#EXT-X-VERSION:{version}\n#EXT-X-TARGETDURATION:{target}\n");
+        if let Some(part_target) = self.part_target() {
+            out.push_str(&format!(
+                "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}\n#EXT-X-PART-INF:PART-TARGET={part_target:.3}\n",
+                3.0 * part_target
+            ));
+        }
+        out.push_str(&format!(
+            "#EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}\n",
             first + self.msn_offset
-        );
+        ));
+        let list_parts = |out: &mut String, n: u64, count: usize| {
+            for (k, d) in self.parts_of(n).iter().take(count).enumerate() {
+                out.push_str(&format!(
+                    "#EXT-X-PART:DURATION={d:.3},URI=\"{}\"{}\n",
+                    uri(n + self.msn_offset, Some(k)),
+                    if k == 0 { ",INDEPENDENT=YES" } else { "" }
+                ));
+            }
+        };
         for n in first..complete {
             if n > 0 && n % self.count() == 0 {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            if n + PART_SEGMENTS >= complete {
+                list_parts(&mut out, n, usize::MAX);
             }
             if self.with_pdt {
                 let t = self.epoch
@@ -131,7 +231,25 @@ impl Timeline {
             out.push_str(&format!(
                 "#EXTINF:{:.3},\n{}\n",
                 self.duration_of(n),
-                segment_uri(n + self.msn_offset)
+                uri(n + self.msn_offset, None)
+            ));
+        }
+        if self.parts.is_some() {
+            // The segment in progress: its parts so far, and a hint at the next one.
+            let n = complete;
+            let done = self.parts_done(elapsed);
+            if n > 0 && n % self.count() == 0 && done > 0 {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            list_parts(&mut out, n, done);
+            let (hn, hk) = if done < self.parts_of(n).len() {
+                (n, done)
+            } else {
+                (n + 1, 0)
+            };
+            out.push_str(&format!(
+                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{}\"\n",
+                uri(hn + self.msn_offset, Some(hk))
             ));
         }
         out
@@ -176,11 +294,14 @@ struct State {
     segment_faults: HashMap<u64, Vec<Fault>>,
     stall: Option<(Instant, f64, String)>,
     requests: HashMap<u64, u32>,
+    part_requests: HashMap<(u64, usize), u32>,
 }
 
 /// A looping live channel served from memory.
 pub struct LiveOrigin {
     segments: Vec<SourceSegment>,
+    /// LL-HLS: each segment's parts, as byte ranges of its data (empty: no parts).
+    parts: Vec<Vec<std::ops::Range<usize>>>,
     timeline: Mutex<(Timeline, Instant)>,
     state: Mutex<State>,
     pub width: u32,
@@ -247,11 +368,77 @@ impl LiveOrigin {
         let started = Instant::now() - std::time::Duration::from_secs_f64(fill);
         Self {
             segments,
+            parts: Vec::new(),
             timeline: Mutex::new((tl, started)),
             state: Mutex::new(State::default()),
             width,
             height,
         }
+    }
+
+    /// Publish each segment in parts of about `part_secs` too (Low-Latency HLS).
+    pub fn with_parts(mut self, part_secs: f64) -> Result<Self, OriginError> {
+        let mut durations = Vec::with_capacity(self.segments.len());
+        let mut ranges = Vec::with_capacity(self.segments.len());
+        for (i, seg) in self.segments.iter().enumerate() {
+            let parts = crate::manifest::ts::split_parts(&seg.data, seg.duration, part_secs)
+                .map_err(|e| OriginError::Io(format!("segment {i} cannot be cut in parts: {e}")))?;
+            durations.push(parts.iter().map(|p| p.duration).collect());
+            ranges.push(parts.into_iter().map(|p| p.range).collect());
+        }
+        self.parts = ranges;
+        let mut g = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 = g.0.clone().with_parts(durations);
+        drop(g);
+        Ok(self)
+    }
+
+    /// The part target duration, when the origin publishes parts.
+    pub fn part_target(&self) -> Option<f64> {
+        self.timeline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .part_target()
+    }
+
+    /// How long a playlist request for `_HLS_msn=msn` (and `_HLS_part=part`) waits before
+    /// it is answered; `None`: too far ahead (answer 400).
+    pub fn blocking_wait(&self, msn: u64, part: Option<usize>) -> Option<std::time::Duration> {
+        let g = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
+        let n = msn.saturating_sub(g.0.msn_offset);
+        match g.0.blocking(n, part, g.1.elapsed().as_secs_f64()) {
+            Blocking::Wait(s) => Some(std::time::Duration::from_secs_f64(s)),
+            Blocking::TooFar => None,
+        }
+    }
+
+    /// Part `k` of segment `msn`, once it is made: the wait before it is (the hinted part;
+    /// at most one part target ahead), then its bytes. Parts take no faults.
+    pub fn part(&self, msn: u64, k: usize) -> Option<(std::time::Duration, Bytes)> {
+        let (n, wait) = {
+            let g = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
+            let n = msn.checked_sub(g.0.msn_offset)?;
+            if k >= g.0.parts_of(n).len() {
+                return None;
+            }
+            let elapsed = g.1.elapsed().as_secs_f64();
+            let wait = g.0.available_at(n, Some(k)) - elapsed;
+            // Gone from the window, or not the next part to come.
+            let window_start = g.0.start_of(n) + g.0.duration_of(n)
+                + g.0.window as f64 * g.0.durations.iter().cloned().fold(0.0, f64::max);
+            if wait > g.0.part_target()? + 0.05 || elapsed > window_start {
+                return None;
+            }
+            (n, wait.max(0.0))
+        };
+        let i = (n % self.segments.len() as u64) as usize;
+        let range = self.parts.get(i)?.get(k)?.clone();
+        *self.lock_state().part_requests.entry((msn, k)).or_default() += 1;
+        Some((
+            std::time::Duration::from_secs_f64(wait),
+            self.segments[i].data.slice(range),
+        ))
     }
 
     pub fn segment_count(&self) -> usize {
@@ -303,7 +490,10 @@ impl LiveOrigin {
 
     fn render_now(&self) -> String {
         let g = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
-        g.0.playlist(g.1.elapsed().as_secs_f64(), |n| format!("seg{n}.ts"))
+        g.0.playlist(g.1.elapsed().as_secs_f64(), |n, part| match part {
+            Some(k) => format!("seg{n}.{k}.ts"),
+            None => format!("seg{n}.ts"),
+        })
     }
 
     /// The media playlist now, after faults.
@@ -442,6 +632,11 @@ impl LiveOrigin {
         (start <= t).then_some((msn, start, self.pdt_of(msn + 1)?))
     }
 
+    /// How often each part (segment, part) was requested.
+    pub fn part_requests(&self) -> HashMap<(u64, usize), u32> {
+        self.lock_state().part_requests.clone()
+    }
+
     /// How often each segment was requested.
     pub fn requests(&self) -> HashMap<u64, u32> {
         self.lock_state().requests.clone()
@@ -459,6 +654,13 @@ mod tests {
         Timeline::new(vec![2.0, 2.0, 1.0], 2, epoch, true)
     }
 
+    fn uri(n: u64, part: Option<usize>) -> String {
+        match part {
+            Some(k) => format!("seg{n}.{k}.ts"),
+            None => format!("seg{n}.ts"),
+        }
+    }
+
     #[test]
     fn complete_counts_across_loops() {
         let t = tl();
@@ -469,6 +671,49 @@ mod tests {
         assert_eq!(t.complete(5.0), 3);
         assert_eq!(t.complete(7.0), 4);
         assert_eq!(t.start_of(4), 7.0);
+    }
+
+    #[test]
+    fn low_latency_playlist_lists_parts_hints_and_blocks() {
+        let t = tl().with_parts(vec![vec![1.0, 1.0], vec![1.0, 1.0], vec![0.5, 0.5]]);
+        assert_eq!(t.part_target(), Some(1.0));
+        // At 9.5 s: segments 0..=4 complete, segment 5 (a loop's third) has one part.
+        assert_eq!((t.complete(9.5), t.parts_done(9.5)), (5, 1));
+        let p = t.playlist(9.5, uri);
+        assert!(
+            p.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=3.000\n#EXT-X-PART-INF:PART-TARGET=1.000\n"),
+            "{p}"
+        );
+        assert!(
+            p.contains("#EXT-X-PART:DURATION=1.000,URI=\"seg4.0.ts\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=1.000,URI=\"seg4.1.ts\"\n#EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:00:07.000Z\n#EXTINF:2.000,\nseg4.ts\n"),
+            "{p}"
+        );
+        assert!(
+            p.ends_with("seg4.ts\n#EXT-X-PART:DURATION=0.500,URI=\"seg5.0.ts\",INDEPENDENT=YES\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg5.1.ts\"\n"),
+            "{p}"
+        );
+        // Blocking reloads: listed now, in half a second, at the next segment's first
+        // part, too far.
+        assert_eq!(t.blocking(4, None, 9.5), Blocking::Wait(0.0));
+        assert_eq!(t.blocking(5, Some(0), 9.5), Blocking::Wait(0.0));
+        assert_eq!(t.blocking(5, Some(1), 9.5), Blocking::Wait(0.5));
+        assert_eq!(t.blocking(5, Some(2), 9.5), Blocking::Wait(1.5));
+        assert_eq!(t.blocking(6, None, 9.5), Blocking::Wait(2.5));
+        assert_eq!(t.blocking(7, None, 9.5), Blocking::TooFar);
+        // A new loop: the discontinuity comes with the segment's first part.
+        let p = t.playlist(10.2, uri);
+        assert!(
+            p.ends_with("seg5.ts\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg6.0.ts\"\n"),
+            "{p}"
+        );
+        let p = t.playlist(11.0, uri);
+        assert!(
+            p.ends_with("seg5.ts\n#EXT-X-DISCONTINUITY\n#EXT-X-PART:DURATION=1.000,URI=\"seg6.0.ts\",INDEPENDENT=YES\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg6.1.ts\"\n"),
+            "{p}"
+        );
+        // Without parts: none of it.
+        let p = tl().playlist(9.5, uri);
+        assert!(!p.contains("PART") && !p.contains("PRELOAD"), "{p}");
     }
 
     #[test]
@@ -502,7 +747,7 @@ mod tests {
     #[test]
     fn playlist_window_pdt_and_discontinuities() {
         let t = tl();
-        let p = t.playlist(9.0, |n| format!("seg{n}.ts"));
+        let p = t.playlist(9.0, uri);
         // Complete: 0,1,2 (5 s), 3 (7 s), 4 (9 s) → window 3,4.
         assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:3\n"), "{p}");
         assert!(p.contains("#EXT-X-DISCONTINUITY-SEQUENCE:0\n"), "{p}");
@@ -513,7 +758,7 @@ mod tests {
             ),
             "{p}"
         );
-        let p = t.playlist(12.0, |n| format!("seg{n}.ts"));
+        let p = t.playlist(12.0, uri);
         assert!(
             p.contains("#EXT-X-MEDIA-SEQUENCE:5\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"),
             "{p}"
