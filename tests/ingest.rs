@@ -56,8 +56,8 @@ async fn follow_for(
     let mut faults = Some(faults);
     loop {
         tokio::select! {
-            seg = rx.recv() => match seg {
-                Some(seg) => {
+            piece = rx.recv() => match piece {
+                Some(hls::Piece::Segment(seg)) => {
                     got.push(seg);
                     if let Some(fs) = faults.take() {
                         let next = got[0].job.msn;
@@ -66,6 +66,7 @@ async fn follow_for(
                         }
                     }
                 }
+                Some(other) => panic!("a plain HLS origin gives whole segments, not {other:?}"),
                 None => break,
             },
             _ = tokio::time::sleep_until(deadline) => break,
@@ -188,6 +189,119 @@ async fn frames_carry_wallclocks_matching_pdt() {
     }
     assert!(checked >= 4, "checked only {checked} segment starts");
     assert_eq!(ch.stats.segments_bad.load(Ordering::Relaxed), 0);
+}
+
+/// Low-Latency HLS: the segment in progress is fetched part by part (each part once, and
+/// a streamed segment never again whole), decoded as the parts come, and its frames are
+/// the segment's frames: none lost or doubled at part boundaries, clocks on the PDT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ll_hls_segments_are_followed_part_by_part() {
+    let origin = TestOrigin::start_ll("intel_concat.mp4", 2.0, 4, 0.5).await;
+    let s = settings();
+    let cancel = CancellationToken::new();
+    let spec = SourceSpec::parse(&origin.media_url()).unwrap();
+    let opts = IngestOptions {
+        on_error: OnError::Fail,
+        ..Default::default()
+    };
+    let mut ch = ingest::start("ll", spec, &s.ingest, &s.media, opts, cancel.clone())
+        .await
+        .unwrap();
+    let mut frames: Vec<Frame> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(9);
+    while let Ok(Some(f)) = tokio::time::timeout_at(deadline, ch.frames.recv()).await {
+        frames.push(f);
+    }
+    cancel.cancel();
+
+    let parts = origin.origin.part_requests();
+    let whole = origin.origin.requests();
+    let streamed: std::collections::BTreeSet<u64> = parts.keys().map(|k| k.0).collect();
+    assert!(streamed.len() >= 3, "parts of {streamed:?} only");
+    for (key, n) in &parts {
+        assert_eq!(*n, 1, "part {key:?} requested {n} times");
+    }
+    for msn in &streamed {
+        assert_eq!(
+            whole.get(msn),
+            None,
+            "segment {msn} streamed and fetched whole"
+        );
+        let count = parts.keys().filter(|k| k.0 == *msn).count();
+        let last = *streamed.last().unwrap();
+        if *msn != last {
+            assert!(count >= 4, "segment {msn}: {count} parts fetched");
+        }
+    }
+    assert_eq!(
+        ch.stats.parts_fetched.load(Ordering::Relaxed),
+        parts.len() as u64
+    );
+    assert_eq!(ch.stats.segments_bad.load(Ordering::Relaxed), 0);
+
+    assert!(frames.len() >= 150, "only {} frames in 9 s", frames.len());
+    for w in frames.windows(2) {
+        assert!(w[1].wallclock > w[0].wallclock, "wall clock not monotonic");
+        assert_eq!(w[1].index, w[0].index + 1);
+    }
+    let mut gaps: Vec<i64> = frames
+        .windows(2)
+        .map(|w| {
+            (w[1].wallclock - w[0].wallclock)
+                .num_microseconds()
+                .unwrap()
+        })
+        .collect();
+    gaps.sort();
+    let frame_us = gaps[gaps.len() / 2];
+    // Each streamed segment wholly seen: its first frame on its PDT, and all its frames.
+    let mut checked = 0;
+    for msn in streamed.iter().skip(1) {
+        let (Some(start), Some(end)) = (origin.origin.pdt_of(*msn), origin.origin.pdt_of(msn + 1))
+        else {
+            continue;
+        };
+        if end > frames.last().unwrap().wallclock {
+            break;
+        }
+        let inside: Vec<&Frame> = frames
+            .iter()
+            .filter(|f| {
+                f.wallclock >= start - chrono::Duration::milliseconds(20)
+                    && f.wallclock < end - chrono::Duration::milliseconds(20)
+            })
+            .collect();
+        let expected =
+            ((end - start).num_microseconds().unwrap() as f64 / frame_us as f64).round() as usize;
+        assert_eq!(inside.len(), expected, "segment {msn}: frames");
+        let first_off = (inside[0].wallclock - start)
+            .num_microseconds()
+            .unwrap()
+            .abs();
+        assert!(
+            first_off < 20_000,
+            "segment {msn}: first frame {first_off} µs off its PDT"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "checked only {checked} streamed segments");
+
+    // Blocking reload requests the origin refuses (RFC 8216bis §6.2.5.2).
+    let client = reqwest::Client::new();
+    let far = origin.origin.segment_at(Utc::now()).unwrap().0 + 10;
+    for query in [
+        format!("_HLS_msn={far}"),
+        "_HLS_part=1".to_string(),
+        "_HLS_msn=x".to_string(),
+    ] {
+        let status = client
+            .get(format!("{}?{query}", origin.media_url()))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 400, "{query}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

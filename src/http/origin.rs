@@ -98,7 +98,9 @@ async fn segment(State(o): State<Arc<LiveOrigin>>, Path(file): Path<String>) -> 
     match (msn, part) {
         (Some(msn), None) => answer(o.segment(msn), "video/mp2t").await,
         (Some(msn), Some(Some(k))) => match o.part(msn, k) {
-            Some((wait, data)) => answer(Answer::Delayed(wait.as_millis() as u64, data), "video/mp2t").await,
+            Some((wait, data)) => {
+                answer(Answer::Delayed(wait.as_millis() as u64, data), "video/mp2t").await
+            }
             None => StatusCode::NOT_FOUND.into_response(),
         },
         _ => StatusCode::NOT_FOUND.into_response(),

@@ -3,6 +3,13 @@
 //! half of it after an unchanged one — and fetches each new segment once, in order, with
 //! retries and back-off. Segments go to the decoder through a bounded channel (policy:
 //! the fetcher waits; lag behind the live edge is reported).
+//!
+//! A Low-Latency HLS playlist (EXT-X-PART-INF) is followed part by part: the segment in
+//! progress is fetched as its parts are listed and decoded as they arrive, so a frame
+//! waits for its part (about half a second), not for its whole segment. With
+//! CAN-BLOCK-RELOAD the next reload asks for the next part (`_HLS_msn`/`_HLS_part`) and
+//! the origin answers when it exists; without, the playlist is reloaded every part target.
+//! Complete segments already streamed are not fetched again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,12 +22,27 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::playlist::{self, PlaylistError, PlaylistTracker, SegmentJob};
+use super::playlist::{self, LowLatency, PlaylistError, PlaylistTracker, SegmentJob};
 use super::{ChannelState, ChannelStats, IngestError};
 use crate::config::{IngestSettings, VariantChoice};
 
 /// EXT-X-MAP init sections already fetched, by URL and byte range.
 type InitCache = HashMap<(Url, Option<(u64, u64)>), Bytes>;
+
+/// What the fetcher hands the decoder.
+#[derive(Debug, Clone)]
+pub enum Piece {
+    /// A whole segment.
+    Segment(FetchedSegment),
+    /// The first part of a segment to decode as its parts arrive (LL-HLS). Its job's
+    /// wall clock is predicted from the previous segment; its duration is 0 until `End`.
+    Begin(FetchedSegment),
+    /// The next part of the segment begun.
+    Part { msn: u64, data: Bytes },
+    /// Segment `job.msn` is complete (as the playlist lists it): finish decoding it if it
+    /// was begun, and count it as analysed either way.
+    End(SegmentJob),
+}
 
 /// A fetched segment, ready to decode.
 #[derive(Debug, Clone)]
@@ -141,19 +163,43 @@ fn describe(e: &reqwest::Error) -> String {
 pub struct Opened {
     pub media_url: Url,
     pub playlist: MediaPlaylist,
+    pub low_latency: Option<LowLatency>,
     pub loaded_at: Instant,
 }
 
-async fn load(fetcher: &Fetcher, url: &Url, s: &IngestSettings) -> Result<Playlist, IngestError> {
+/// A playlist, and its LL-HLS parts when it is a media playlist that lists them.
+type Loaded = (Playlist, Option<LowLatency>);
+
+/// Load `url` as the playlist of `base` (the URL it resolves against), waiting up to
+/// `extra` more than the playlist timeout (a blocking reload).
+async fn load_from(
+    fetcher: &Fetcher,
+    base: &Url,
+    url: &Url,
+    s: &IngestSettings,
+    extra: Duration,
+) -> Result<Loaded, IngestError> {
     let body = fetcher
         .get(
             url,
             None,
             s.max_playlist_bytes,
-            Duration::from_millis(s.playlist_timeout_ms),
+            Duration::from_millis(s.playlist_timeout_ms) + extra,
         )
         .await?;
-    Ok(playlist::parse(url, &body)?)
+    let pl = playlist::parse(base, &body)?;
+    let ll = match &pl {
+        Playlist::MediaPlaylist(_) => playlist::low_latency(base, &body).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring the playlist's LL-HLS parts");
+            None
+        }),
+        Playlist::MasterPlaylist(_) => None,
+    };
+    Ok((pl, ll))
+}
+
+async fn load(fetcher: &Fetcher, url: &Url, s: &IngestSettings) -> Result<Loaded, IngestError> {
+    load_from(fetcher, url, url, s, Duration::ZERO).await
 }
 
 /// Load the entry URL; for a multivariant playlist, choose the variant and load it.
@@ -164,12 +210,13 @@ pub async fn open(
 ) -> Result<Opened, IngestError> {
     let started = Instant::now();
     match load(fetcher, entry, s).await? {
-        Playlist::MediaPlaylist(playlist) => Ok(Opened {
+        (Playlist::MediaPlaylist(playlist), low_latency) => Ok(Opened {
             media_url: entry.clone(),
             playlist,
+            low_latency,
             loaded_at: started,
         }),
-        Playlist::MasterPlaylist(master) => {
+        (Playlist::MasterPlaylist(master), _) => {
             let choice: VariantChoice = s.variant.parse().map_err(|why| IngestError::BadInput {
                 input: s.variant.clone(),
                 why,
@@ -177,12 +224,13 @@ pub async fn open(
             let media_url = playlist::choose_variant(entry, &master, choice)?;
             let started = Instant::now();
             match load(fetcher, &media_url, s).await? {
-                Playlist::MediaPlaylist(playlist) => Ok(Opened {
+                (Playlist::MediaPlaylist(playlist), low_latency) => Ok(Opened {
                     media_url,
                     playlist,
+                    low_latency,
                     loaded_at: started,
                 }),
-                Playlist::MasterPlaylist(_) => Err(PlaylistError::Malformed {
+                (Playlist::MasterPlaylist(_), _) => Err(PlaylistError::Malformed {
                     url: media_url.to_string(),
                     why: "a variant URI points at another multivariant playlist".into(),
                 }
@@ -226,14 +274,16 @@ pub async fn follow(
     opened: Opened,
     settings: IngestSettings,
     stats: Arc<ChannelStats>,
-    out: mpsc::Sender<FetchedSegment>,
+    out: mpsc::Sender<Piece>,
     cancel: CancellationToken,
 ) {
     let Opened {
         media_url,
         playlist: mut current,
+        mut low_latency,
         mut loaded_at,
     } = opened;
+    let mut parts = PartFollower::default();
     let mut tracker = PlaylistTracker::new(settings.live_start_segments);
     let mut backoff = Backoff::new(&settings);
     let mut init_cache: InitCache = HashMap::new();
@@ -312,9 +362,48 @@ pub async fn follow(
         if up.live_edge.is_some() {
             last_edge = up.live_edge;
         }
+        let mut progressed = false;
         let remaining = up.jobs.len();
         for (i, job) in up.jobs.into_iter().enumerate() {
             stats.segments_behind.store((remaining - i) as u64, ORD);
+            progressed = true;
+            parts.seen(&job);
+            if let Some(end) = parts.close_other(job.msn)
+                && !send(&out, end, &cancel).await
+            {
+                return;
+            }
+            // A segment streamed part by part: its last parts, then its end.
+            if let Some(rest) = parts.complete(&job, low_latency.as_ref()) {
+                for part in rest {
+                    let Some((data, _)) =
+                        fetch_part(&fetcher, &part, &settings, &stats, seg_timeout, &cancel).await
+                    else {
+                        if cancel.is_cancelled() {
+                            return;
+                        }
+                        // The rest of this segment is lost: it ends here.
+                        stats.segments_lost.fetch_add(1, ORD);
+                        break;
+                    };
+                    if !send(
+                        &out,
+                        Piece::Part {
+                            msn: part.msn,
+                            data,
+                        },
+                        &cancel,
+                    )
+                    .await
+                    {
+                        return;
+                    }
+                }
+                if !send(&out, Piece::End(job), &cancel).await {
+                    return;
+                }
+                continue;
+            }
             let Some(seg) = fetch_segment(
                 &fetcher,
                 job,
@@ -331,9 +420,45 @@ pub async fn follow(
                 }
                 continue;
             };
-            tokio::select! {
-                r = out.send(seg) => if r.is_err() { return; },
-                _ = cancel.cancelled() => return,
+            if !send(&out, Piece::Segment(seg), &cancel).await {
+                return;
+            }
+        }
+        // LL-HLS: the parts of the segment in progress listed since the last load.
+        if let (Some(ll), Some(msn), false, false) =
+            (&low_latency, tracker.next_msn(), up.ended, up.stale)
+        {
+            for part in parts.new_parts(ll, msn) {
+                let init = match (&parts.init, &parts.streaming) {
+                    (Some(key), None) => {
+                        match fetch_init(&fetcher, key, &settings, &mut init_cache, seg_timeout)
+                            .await
+                        {
+                            Ok(b) => Some(b),
+                            Err(e) => {
+                                stats.fetch_errors.fetch_add(1, ORD);
+                                stats.error(&e.to_string(), ChannelState::Degraded);
+                                break;
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                let Some((data, took)) =
+                    fetch_part(&fetcher, &part, &settings, &stats, seg_timeout, &cancel).await
+                else {
+                    if cancel.is_cancelled() {
+                        return;
+                    }
+                    // Asked for again at the next reload.
+                    break;
+                };
+                progressed = true;
+                let edge = up.live_edge.unwrap_or_else(Utc::now);
+                let piece = parts.fetched(&part, data, init, edge, took);
+                if !send(&out, piece, &cancel).await {
+                    return;
+                }
             }
         }
         stats.segments_behind.store(0, ORD);
@@ -357,6 +482,29 @@ pub async fn follow(
                 due = due.max(Instant::now() + ahead).min(loaded_at + target * 2);
             }
         }
+        // LL-HLS (RFC 8216bis §6.3.4): with blocking reloads, ask at once for the next
+        // part (the origin answers when it is listed); without, reload every part target.
+        let mut reload_url = media_url.clone();
+        let mut blocking = Duration::ZERO;
+        if let (Some(ll), Some(next)) = (&low_latency, tracker.next_msn()) {
+            let part_target = Duration::from_secs_f64(ll.part_target.clamp(0.05, 10.0));
+            if ll.can_block_reload {
+                let (msn, part) = parts.next_wanted(next);
+                reload_url
+                    .query_pairs_mut()
+                    .append_pair("_HLS_msn", &msn.to_string())
+                    .append_pair("_HLS_part", &part.to_string());
+                blocking = target * 3;
+                // An answer that brought nothing new: do not spin on it.
+                due = if progressed {
+                    Instant::now()
+                } else {
+                    loaded_at + part_target / 2
+                };
+            } else {
+                due = loaded_at + part_target;
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep_until(due.into()) => {},
             _ = cancel.cancelled() => return,
@@ -365,17 +513,18 @@ pub async fn follow(
         loop {
             loaded_at = Instant::now();
             load_started_wall = Utc::now();
-            match load(&fetcher, &media_url, &settings).await {
-                Ok(Playlist::MediaPlaylist(p)) => {
+            match load_from(&fetcher, &media_url, &reload_url, &settings, blocking).await {
+                Ok((Playlist::MediaPlaylist(p), ll)) => {
                     load_done_wall = Utc::now();
                     current = p;
+                    low_latency = ll;
                     backoff.reset();
                     if !stalled {
                         stats.ok();
                     }
                     break;
                 }
-                Ok(Playlist::MasterPlaylist(_)) => {
+                Ok((Playlist::MasterPlaylist(_), _)) => {
                     stats.playlist_errors.fetch_add(1, ORD);
                     stats.error(
                         &format!("{media_url}: became a multivariant playlist"),
@@ -398,6 +547,188 @@ pub async fn follow(
     }
 }
 
+/// Send a piece to the decoder; false when it is gone or we are cancelled.
+async fn send(out: &mpsc::Sender<Piece>, piece: Piece, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        r = out.send(piece) => r.is_ok(),
+        _ = cancel.cancelled() => false,
+    }
+}
+
+/// Which parts of which segment have been handed to the decoder (LL-HLS). A part that
+/// cannot be fetched is asked for again at the next reload; a segment none of whose parts
+/// were decoded is fetched whole when complete.
+#[derive(Debug, Default)]
+struct PartFollower {
+    /// The segment being streamed: its job (as begun) and the next part index.
+    streaming: Option<(SegmentJob, usize)>,
+    /// The EXT-X-MAP of the newest segment (for the next one's first part).
+    init: Option<(Url, Option<(u64, u64)>)>,
+    /// Whether the newest segment's clock came from the origin's PDT.
+    origin_pdt: bool,
+}
+
+impl PartFollower {
+    /// The newest complete segment is `job`.
+    fn seen(&mut self, job: &SegmentJob) {
+        if job.init.is_some() {
+            self.init = job.init.clone();
+        }
+        self.origin_pdt = job.origin_pdt;
+    }
+
+    /// A stream of a segment other than `msn` (the playlist moved elsewhere: an origin
+    /// restart, a jump) ends here.
+    fn close_other(&mut self, msn: u64) -> Option<Piece> {
+        match &self.streaming {
+            Some((job, _)) if job.msn != msn => self.streaming.take().map(|(j, _)| Piece::End(j)),
+            _ => None,
+        }
+    }
+
+    /// `job` is complete: `None` to fetch it whole, else it was streamed and these are its
+    /// parts still to fetch before its `End`.
+    fn complete(
+        &mut self,
+        job: &SegmentJob,
+        ll: Option<&LowLatency>,
+    ) -> Option<Vec<playlist::PartRef>> {
+        match &self.streaming {
+            Some((begun, _)) if begun.msn == job.msn => {}
+            _ => return None,
+        }
+        let (_, next) = self.streaming.take()?;
+        Some(
+            ll.map(|ll| ll.parts_of(job.msn, next).cloned().collect())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The parts of segment `msn` (in progress) not handed over yet.
+    fn new_parts(&self, ll: &LowLatency, msn: u64) -> Vec<playlist::PartRef> {
+        match &self.streaming {
+            None => ll.parts_of(msn, 0).cloned().collect(),
+            Some((job, next)) if job.msn == msn => ll.parts_of(msn, *next).cloned().collect(),
+            Some(_) => Vec::new(),
+        }
+    }
+
+    /// `part` was fetched: the piece to hand over. The first part begins the segment, with
+    /// its clock predicted as the live edge (`edge`, the end of the newest complete one).
+    fn fetched(
+        &mut self,
+        part: &playlist::PartRef,
+        data: Bytes,
+        init: Option<Bytes>,
+        edge: DateTime<Utc>,
+        fetch_time: Duration,
+    ) -> Piece {
+        if let Some((_, next)) = &mut self.streaming {
+            *next += 1;
+            return Piece::Part {
+                msn: part.msn,
+                data,
+            };
+        }
+        let job = SegmentJob {
+            msn: part.msn,
+            url: part.url.clone(),
+            range: part.range,
+            init: self.init.clone(),
+            duration: 0.0,
+            wallclock: edge,
+            origin_pdt: self.origin_pdt,
+            discontinuity: part.discontinuity,
+        };
+        self.streaming = Some((job.clone(), part.index + 1));
+        Piece::Begin(FetchedSegment {
+            job,
+            init,
+            data,
+            fetched_at: Utc::now(),
+            fetch_time,
+        })
+    }
+
+    /// The part a blocking reload asks for: the next of the segment streamed, else the
+    /// first of segment `next`.
+    fn next_wanted(&self, next: u64) -> (u64, usize) {
+        match &self.streaming {
+            Some((job, k)) => (job.msn, *k),
+            None => (next, 0),
+        }
+    }
+}
+
+/// GET with retries and back-off (`segment_attempts`), counting errors.
+async fn fetch_with_retry(
+    fetcher: &Fetcher,
+    url: &Url,
+    range: Option<(u64, u64)>,
+    s: &IngestSettings,
+    stats: &ChannelStats,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Option<(Bytes, Duration)> {
+    let mut backoff = Backoff::new(s);
+    for attempt in 1..=s.segment_attempts {
+        let started = Instant::now();
+        match fetcher.get(url, range, s.max_segment_bytes, timeout).await {
+            Ok(data) => return Some((data, started.elapsed())),
+            Err(e) => {
+                stats.fetch_errors.fetch_add(1, ORD);
+                let last = attempt == s.segment_attempts;
+                stats.error(&e.to_string(), ChannelState::Degraded);
+                tracing::warn!(attempt, error = %e, "fetch failed{}", if last { "; giving it up" } else { "" });
+                if last {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next()) => {},
+                    _ = cancel.cancelled() => return None,
+                }
+            }
+        }
+    }
+    None
+}
+
+/// An LL-HLS part, with retries.
+async fn fetch_part(
+    fetcher: &Fetcher,
+    part: &playlist::PartRef,
+    s: &IngestSettings,
+    stats: &ChannelStats,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Option<(Bytes, Duration)> {
+    let got = fetch_with_retry(fetcher, &part.url, part.range, s, stats, timeout, cancel).await;
+    if let Some((_, took)) = &got {
+        stats.parts_fetched.fetch_add(1, ORD);
+        stats.record_fetch(*took);
+    }
+    got
+}
+
+/// An EXT-X-MAP init section, from the cache (which keeps the newest one) or fetched.
+async fn fetch_init(
+    fetcher: &Fetcher,
+    key: &(Url, Option<(u64, u64)>),
+    s: &IngestSettings,
+    cache: &mut InitCache,
+    timeout: Duration,
+) -> Result<Bytes, FetchError> {
+    if let Some(b) = cache.get(key) {
+        return Ok(b.clone());
+    }
+    let b = fetcher
+        .get(&key.0, key.1, s.max_segment_bytes, timeout)
+        .await?;
+    cache.clear();
+    cache.insert(key.clone(), b.clone());
+    Ok(b)
+}
+
 const ORD: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
 
 async fn fetch_segment(
@@ -409,58 +740,49 @@ async fn fetch_segment(
     timeout: Duration,
     cancel: &CancellationToken,
 ) -> Option<FetchedSegment> {
-    let mut backoff = Backoff::new(s);
-    for attempt in 1..=s.segment_attempts {
-        let started = Instant::now();
-        let init = match &job.init {
-            Some(key) => match init_cache.get(key) {
-                Some(b) => Ok(Some(b.clone())),
-                None => fetcher
-                    .get(&key.0, key.1, s.max_segment_bytes, timeout)
-                    .await
-                    .map(|b| {
-                        init_cache.clear();
-                        init_cache.insert(key.clone(), b.clone());
-                        Some(b)
-                    }),
-            },
-            None => Ok(None),
-        };
-        let result = match init {
-            Ok(init) => fetcher
-                .get(&job.url, job.range, s.max_segment_bytes, timeout)
-                .await
-                .map(|data| (init, data)),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok((init, data)) => {
-                let fetch_time = started.elapsed();
-                stats.segments_fetched.fetch_add(1, ORD);
-                stats.record_fetch(fetch_time);
-                return Some(FetchedSegment {
-                    job,
-                    init,
-                    data,
-                    fetched_at: Utc::now(),
-                    fetch_time,
-                });
-            }
-            Err(e) => {
-                stats.fetch_errors.fetch_add(1, ORD);
-                let last = attempt == s.segment_attempts;
-                stats.error(&e.to_string(), ChannelState::Degraded);
-                tracing::warn!(msn = job.msn, attempt, error = %e, "segment fetch failed{}", if last { "; giving it up" } else { "" });
-                if last {
+    let started = Instant::now();
+    let mut init = None;
+    if let Some(key) = &job.init {
+        let mut backoff = Backoff::new(s);
+        for attempt in 1..=s.segment_attempts {
+            match fetch_init(fetcher, key, s, init_cache, timeout).await {
+                Ok(b) => {
+                    init = Some(b);
                     break;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next()) => {},
-                    _ = cancel.cancelled() => return None,
+                Err(e) => {
+                    stats.fetch_errors.fetch_add(1, ORD);
+                    stats.error(&e.to_string(), ChannelState::Degraded);
+                    tracing::warn!(msn = job.msn, attempt, error = %e, "init section fetch failed");
+                    if attempt == s.segment_attempts {
+                        stats.segments_lost.fetch_add(1, ORD);
+                        return None;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next()) => {},
+                        _ = cancel.cancelled() => return None,
+                    }
                 }
             }
         }
     }
-    stats.segments_lost.fetch_add(1, ORD);
-    None
+    let Some((data, _)) =
+        fetch_with_retry(fetcher, &job.url, job.range, s, stats, timeout, cancel).await
+    else {
+        if !cancel.is_cancelled() {
+            tracing::warn!(msn = job.msn, url = %job.url, "segment given up");
+            stats.segments_lost.fetch_add(1, ORD);
+        }
+        return None;
+    };
+    let fetch_time = started.elapsed();
+    stats.segments_fetched.fetch_add(1, ORD);
+    stats.record_fetch(fetch_time);
+    Some(FetchedSegment {
+        job,
+        init,
+        data,
+        fetched_at: Utc::now(),
+        fetch_time,
+    })
 }

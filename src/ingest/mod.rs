@@ -47,6 +47,8 @@ pub enum ChannelState {
 #[derive(Debug)]
 pub struct ChannelStats {
     pub segments_fetched: AtomicU64,
+    /// LL-HLS parts fetched.
+    pub parts_fetched: AtomicU64,
     pub segments_lost: AtomicU64,
     pub segments_skipped: AtomicU64,
     pub segments_bad: AtomicU64,
@@ -83,6 +85,7 @@ impl Default for ChannelStats {
     fn default() -> Self {
         Self {
             segments_fetched: AtomicU64::new(0),
+            parts_fetched: AtomicU64::new(0),
             segments_lost: AtomicU64::new(0),
             segments_skipped: AtomicU64::new(0),
             segments_bad: AtomicU64::new(0),
@@ -302,7 +305,8 @@ pub async fn start(
                 OnError::Fail => Some(hls::open(&fetcher, &url, ingest).await?),
                 OnError::Retry => None,
             };
-            let (seg_tx, seg_rx) = mpsc::channel(2);
+            // Whole segments, or a few parts of the one in progress (policy: the fetcher waits).
+            let (seg_tx, seg_rx) = mpsc::channel(4);
             let decoder = SegmentDecoder::new(pipelines, height, Duration::from_secs(30))?;
             let dstats = stats.clone();
             let realtime = opts.realtime;
@@ -525,81 +529,222 @@ fn pump(
     Ok(())
 }
 
-/// The HLS decode stage: one segment at a time; a bad segment is counted and skipped.
+/// Stamps an HLS channel's frames: a segment's wall clock plus each frame's offset in it,
+/// kept monotonic, and the channel's media time from its first frame.
+struct HlsClock<'a> {
+    out: Emitter<'a>,
+    origin: Option<DateTime<Utc>>,
+    last_wallclock: Option<DateTime<Utc>>,
+    pacer: Option<Pacer>,
+}
+
+impl HlsClock<'_> {
+    /// False when the receiver is gone.
+    fn emit(
+        &mut self,
+        segment_start: DateTime<Utc>,
+        offset_ns: u64,
+        image: crate::frame::I420Image,
+    ) -> bool {
+        let mut wallclock = segment_start + chrono::Duration::nanoseconds(offset_ns as i64);
+        if let Some(prev) = self.last_wallclock
+            && wallclock <= prev
+        {
+            // Overlapping or repeated media: keep the channel's clock monotonic.
+            wallclock = prev + chrono::Duration::microseconds(1);
+        }
+        self.last_wallclock = Some(wallclock);
+        let o = *self.origin.get_or_insert(wallclock);
+        let pts_ns = (wallclock - o).num_nanoseconds().unwrap_or(0).max(0) as u64;
+        if let Some(p) = &mut self.pacer {
+            p.wait(pts_ns);
+        }
+        self.out.emit(pts_ns, wallclock, image)
+    }
+}
+
+/// A segment being decoded as its LL-HLS parts arrive.
+struct OpenStream {
+    stream: media::SegmentStream,
+    msn: u64,
+    timing: StreamTiming,
+}
+
+/// Frame offsets within a streamed segment: from its first frame's PTS (a frame without
+/// one is placed 40 ms after the previous).
+struct StreamTiming {
+    start: DateTime<Utc>,
+    first_pts: Option<u64>,
+    last_offset: Option<u64>,
+}
+
+impl StreamTiming {
+    /// False when the receiver is gone.
+    fn emit(&mut self, f: media::DecodedFrame, clock: &mut HlsClock) -> bool {
+        let offset = match (f.pts_ns, self.first_pts) {
+            (Some(p), Some(p0)) => p.saturating_sub(p0),
+            (Some(p), None) => {
+                self.first_pts = Some(p);
+                0
+            }
+            (None, _) => self.last_offset.map_or(0, |o| o + 40_000_000),
+        };
+        self.last_offset = Some(offset);
+        clock.emit(self.start, offset, f.image)
+    }
+}
+
+/// The HLS decode stage: one segment at a time, whole or part by part; a bad segment is
+/// counted and skipped.
 fn decode_segments(
     id: &str,
     mut decoder: SegmentDecoder,
-    mut segments: mpsc::Receiver<hls::FetchedSegment>,
+    mut pieces: mpsc::Receiver<hls::Piece>,
     tx: mpsc::Sender<Frame>,
     stats: Arc<ChannelStats>,
     realtime: bool,
 ) {
-    let mut out = Emitter {
-        tx,
-        stats: &stats,
-        index: 0,
+    let mut clock = HlsClock {
+        out: Emitter {
+            tx,
+            stats: &stats,
+            index: 0,
+        },
+        origin: None,
+        last_wallclock: None,
+        pacer: realtime.then_some(Pacer { start: None }),
     };
-    let mut origin: Option<DateTime<Utc>> = None;
-    let mut last_wallclock: Option<DateTime<Utc>> = None;
-    let mut pacer = Pacer { start: None };
-    while let Some(seg) = segments.blocking_recv() {
-        let what = format!("segment {} ({})", seg.job.msn, seg.job.url);
-        let mut frames = Vec::new();
-        let result = decoder.decode(&what, seg.init.as_ref(), seg.data.clone(), |f| {
-            frames.push(f)
-        });
-        match &result {
-            Ok(s) => {
-                stats
-                    .last_decode_us
-                    .store(s.elapsed.as_micros() as u64, ORD);
-                if let Some(m) = &stats.metrics {
-                    m.segment_decode_seconds.observe(s.elapsed.as_secs_f64());
+    let mut open: Option<OpenStream> = None;
+    let bad = |e: &MediaError| {
+        stats.segments_bad.fetch_add(1, ORD);
+        if stats.error(&e.to_string(), ChannelState::Degraded) {
+            tracing::warn!(channel = %id, error = %e, "bad segment; the channel goes on with the next one");
+        }
+    };
+    loop {
+        // While a segment streams in, hand on its frames as they decode.
+        let piece = match &mut open {
+            Some(o) => match pieces.try_recv() {
+                Ok(p) => p,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let mut frames = Vec::new();
+                    if let Err(e) = o.stream.poll(Duration::from_millis(10), |f| frames.push(f)) {
+                        bad(&e);
+                        open = None;
+                    }
+                    for f in frames {
+                        if let Some(o) = &mut open
+                            && !o.timing.emit(f, &mut clock)
+                        {
+                            return;
+                        }
+                    }
+                    continue;
                 }
-                stats
-                    .last_segment_media_us
-                    .store((seg.job.duration * 1e6) as u64, ORD);
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            },
+            None => match pieces.blocking_recv() {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        match piece {
+            hls::Piece::Segment(seg) => {
+                let what = format!("segment {} ({})", seg.job.msn, seg.job.url);
+                let mut frames = Vec::new();
+                let result = decoder.decode(&what, seg.init.as_ref(), seg.data.clone(), |f| {
+                    frames.push(f)
+                });
+                match &result {
+                    Ok(s) => record_decode(&stats, s, seg.job.duration),
+                    Err(e) => bad(e),
+                }
+                let first_pts = frames.iter().filter_map(|f| f.pts_ns).min();
+                let n = frames.len().max(1) as f64;
+                for (i, f) in frames.into_iter().enumerate() {
+                    // Offset within the segment from the decoder's clock, else spread evenly.
+                    let offset_ns = match (f.pts_ns, first_pts) {
+                        (Some(p), Some(p0)) => p.saturating_sub(p0),
+                        _ => (seg.job.duration * 1e9 * i as f64 / n) as u64,
+                    };
+                    if !clock.emit(seg.job.wallclock, offset_ns, f.image) {
+                        return;
+                    }
+                }
+                segment_done(&stats, &seg.job, result.is_ok());
             }
-            Err(e) => {
-                stats.segments_bad.fetch_add(1, ORD);
-                if stats.error(&e.to_string(), ChannelState::Degraded) {
-                    tracing::warn!(channel = %id, error = %e, "bad segment; the channel goes on with the next one");
+            hls::Piece::Begin(seg) => {
+                let what = format!("segment {} (parts from {})", seg.job.msn, seg.job.url);
+                match decoder.open(&what, seg.init.as_ref()) {
+                    Ok(mut stream) => {
+                        stream.push(seg.data);
+                        open = Some(OpenStream {
+                            stream,
+                            msn: seg.job.msn,
+                            timing: StreamTiming {
+                                start: seg.job.wallclock,
+                                first_pts: None,
+                                last_offset: None,
+                            },
+                        });
+                    }
+                    Err(e) => bad(&e),
                 }
             }
-        }
-        let first_pts = frames.iter().filter_map(|f| f.pts_ns).min();
-        let n = frames.len().max(1) as f64;
-        for (i, f) in frames.into_iter().enumerate() {
-            // Offset within the segment from the decoder's clock, else spread evenly.
-            let offset_ns = match (f.pts_ns, first_pts) {
-                (Some(p), Some(p0)) => p.saturating_sub(p0),
-                _ => (seg.job.duration * 1e9 * i as f64 / n) as u64,
-            };
-            let mut wallclock = seg.job.wallclock + chrono::Duration::nanoseconds(offset_ns as i64);
-            if let Some(prev) = last_wallclock
-                && wallclock <= prev
-            {
-                // Overlapping or repeated media: keep the channel's clock monotonic.
-                wallclock = prev + chrono::Duration::microseconds(1);
+            hls::Piece::Part { msn, data } => {
+                if let Some(o) = &mut open
+                    && o.msn == msn
+                {
+                    o.stream.push(data);
+                }
             }
-            last_wallclock = Some(wallclock);
-            let o = *origin.get_or_insert(wallclock);
-            let pts_ns = (wallclock - o).num_nanoseconds().unwrap_or(0).max(0) as u64;
-            if realtime {
-                pacer.wait(pts_ns);
-            }
-            if !out.emit(pts_ns, wallclock, f.image) {
-                return;
+            hls::Piece::End(job) => {
+                let ok = match open.take() {
+                    Some(OpenStream {
+                        stream,
+                        msn,
+                        mut timing,
+                    }) if msn == job.msn => {
+                        let mut frames = Vec::new();
+                        let result = stream.finish(|f| frames.push(f));
+                        for f in frames {
+                            if !timing.emit(f, &mut clock) {
+                                return;
+                            }
+                        }
+                        match &result {
+                            Ok(s) => record_decode(&stats, s, job.duration),
+                            Err(e) => bad(e),
+                        }
+                        result.is_ok()
+                    }
+                    // Nothing of it was begun (or it was lost): it counts as analysed.
+                    _ => false,
+                };
+                segment_done(&stats, &job, ok);
             }
         }
-        // Bad segments count as analysed too: waiting for them would stall the proxy.
-        let end = seg.job.wallclock
-            + chrono::Duration::nanoseconds((seg.job.duration.max(0.0) * 1e9) as i64);
-        stats
-            .analysis
-            .record_segment(seg.job.msn, seg.job.wallclock, end);
-        if result.is_ok() && stats.state() == ChannelState::Degraded {
-            stats.ok();
-        }
+    }
+}
+
+fn record_decode(stats: &ChannelStats, s: &media::SegmentDecodeStats, media_secs: f64) {
+    stats
+        .last_decode_us
+        .store(s.elapsed.as_micros() as u64, ORD);
+    if let Some(m) = &stats.metrics {
+        m.segment_decode_seconds.observe(s.elapsed.as_secs_f64());
+    }
+    stats
+        .last_segment_media_us
+        .store((media_secs * 1e6) as u64, ORD);
+}
+
+/// Segment `job` is done with (decoded, or bad: waiting for a bad one would stall the
+/// proxy, so it counts as analysed too).
+fn segment_done(stats: &ChannelStats, job: &playlist::SegmentJob, ok: bool) {
+    let end = job.wallclock + chrono::Duration::nanoseconds((job.duration.max(0.0) * 1e9) as i64);
+    stats.analysis.record_segment(job.msn, job.wallclock, end);
+    if ok && stats.state() == ChannelState::Degraded {
+        stats.ok();
     }
 }

@@ -1,7 +1,8 @@
 //! Pure HLS client logic: choosing a variant, and a tracker that turns successive reloads of
 //! a live media playlist into the segments to fetch — each exactly once, in order, with a
 //! wall-clock anchor — while recognising resets, jumps, an origin that falls behind, and
-//! stalls. No I/O and no clock reads: the caller passes `now`.
+//! stalls. No I/O and no clock reads: the caller passes `now`. [`low_latency`] reads the
+//! Low-Latency HLS parts of a media playlist.
 
 use std::collections::VecDeque;
 
@@ -97,6 +98,149 @@ pub fn choose_variant(
         url: base.to_string(),
         why: format!("variant URI `{}`: {e}", v.uri),
     })
+}
+
+/// The Low-Latency HLS side of a media playlist (RFC 8216bis §4.4.3.7, §4.4.4.9,
+/// §4.4.3.8). Read from the text: m3u8-rs keeps `EXT-X-PART` only as unknown tags and drops
+/// those after the last segment, which are the ones that matter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LowLatency {
+    /// EXT-X-PART-INF PART-TARGET, seconds.
+    pub part_target: f64,
+    /// EXT-X-SERVER-CONTROL CAN-BLOCK-RELOAD=YES: `_HLS_msn`/`_HLS_part` reloads block.
+    pub can_block_reload: bool,
+    /// Every part listed, in order.
+    pub parts: Vec<PartRef>,
+}
+
+/// One `EXT-X-PART`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartRef {
+    /// Media sequence number of its parent segment.
+    pub msn: u64,
+    /// Its index within the parent segment.
+    pub index: usize,
+    pub url: Url,
+    /// (offset, length) from BYTERANGE.
+    pub range: Option<(u64, u64)>,
+    pub duration: f64,
+    pub independent: bool,
+    /// An EXT-X-DISCONTINUITY comes before its parent segment.
+    pub discontinuity: bool,
+}
+
+impl LowLatency {
+    /// The parts of segment `msn` from index `from` on, while they follow each other.
+    pub fn parts_of(&self, msn: u64, from: usize) -> impl Iterator<Item = &PartRef> {
+        self.parts
+            .iter()
+            .filter(move |p| p.msn == msn && p.index >= from)
+            .enumerate()
+            .take_while(move |(i, p)| p.index == from + i)
+            .map(|(_, p)| p)
+    }
+}
+
+/// The LL-HLS facts of a media playlist, or `None` when it lists no parts (no
+/// EXT-X-PART-INF). A part line that cannot be read is an error naming it.
+pub fn low_latency(url: &Url, body: &[u8]) -> Result<Option<LowLatency>, PlaylistError> {
+    use crate::manifest::attr;
+    let text = String::from_utf8_lossy(body);
+    let bad = |why: String| PlaylistError::Malformed {
+        url: url.to_string(),
+        why,
+    };
+    let mut ll: Option<LowLatency> = None;
+    let mut can_block = false;
+    let mut msn = 0u64;
+    let mut index = 0usize;
+    let mut discontinuity = false;
+    let mut parts = Vec::new();
+    let mut next_offset: Option<(String, u64)> = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(list) = line.strip_prefix("#EXT-X-PART-INF:") {
+            let attrs = attr::parse(list).map_err(|e| bad(format!("EXT-X-PART-INF: {e}")))?;
+            let target = attr::get(&attrs, "PART-TARGET")
+                .and_then(|a| a.value().parse::<f64>().ok())
+                .filter(|t| *t > 0.0 && t.is_finite())
+                .ok_or_else(|| bad("EXT-X-PART-INF without a positive PART-TARGET".into()))?;
+            ll = Some(LowLatency {
+                part_target: target,
+                can_block_reload: false,
+                parts: Vec::new(),
+            });
+        } else if let Some(list) = line.strip_prefix("#EXT-X-SERVER-CONTROL:") {
+            let attrs = attr::parse(list).map_err(|e| bad(format!("EXT-X-SERVER-CONTROL: {e}")))?;
+            can_block = attr::get(&attrs, "CAN-BLOCK-RELOAD").is_some_and(|a| a.value() == "YES");
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            msn = v
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("EXT-X-MEDIA-SEQUENCE `{v}`")))?;
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            discontinuity = true;
+        } else if let Some(list) = line.strip_prefix("#EXT-X-PART:") {
+            let attrs = attr::parse(list).map_err(|e| bad(format!("EXT-X-PART: {e}")))?;
+            let uri = attr::get(&attrs, "URI")
+                .ok_or_else(|| bad(format!("EXT-X-PART without URI: {line}")))?
+                .value();
+            let part_url = url
+                .join(uri)
+                .map_err(|e| bad(format!("part URI `{uri}`: {e}")))?;
+            let duration = attr::get(&attrs, "DURATION")
+                .and_then(|a| a.value().parse::<f64>().ok())
+                .filter(|d| *d >= 0.0 && d.is_finite())
+                .ok_or_else(|| bad(format!("EXT-X-PART without a DURATION: {line}")))?;
+            let range = match attr::get(&attrs, "BYTERANGE") {
+                None => None,
+                Some(a) => {
+                    let (len, off) = a
+                        .value()
+                        .split_once('@')
+                        .map_or((a.value(), None), |(l, o)| (l, Some(o)));
+                    let len: u64 = len
+                        .parse()
+                        .map_err(|_| bad(format!("part BYTERANGE `{}`", a.value())))?;
+                    let off: u64 = match off {
+                        Some(o) => o
+                            .parse()
+                            .map_err(|_| bad(format!("part BYTERANGE `{}`", a.value())))?,
+                        None => match &next_offset {
+                            Some((u, o)) if u == uri => *o,
+                            _ => {
+                                return Err(bad(format!(
+                                    "part BYTERANGE `{}` without an offset follows no part of the same resource",
+                                    a.value()
+                                )));
+                            }
+                        },
+                    };
+                    next_offset = Some((uri.to_string(), off + len));
+                    Some((off, len))
+                }
+            };
+            parts.push(PartRef {
+                msn,
+                index,
+                url: part_url,
+                range,
+                duration,
+                independent: attr::get(&attrs, "INDEPENDENT").is_some_and(|a| a.value() == "YES"),
+                discontinuity,
+            });
+            index += 1;
+        } else if !line.is_empty() && !line.starts_with('#') {
+            // A segment URI: the parts before it were its parts.
+            msn += 1;
+            index = 0;
+            discontinuity = false;
+        }
+    }
+    Ok(ll.map(|mut ll| {
+        ll.can_block_reload = can_block;
+        ll.parts = parts;
+        ll
+    }))
 }
 
 /// A segment to fetch.
@@ -531,6 +675,59 @@ mod tests {
         // ... or much slower: the upper bound is dropped, RFC timing until found again.
         lag.not_yet(edge(7), edge(7) + ms(1500));
         assert_eq!(lag.next_reload(edge(7), seg), None);
+    }
+
+    #[test]
+    fn low_latency_parts_are_read_with_their_segments() {
+        let text = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.5\n#EXT-X-PART-INF:PART-TARGET=0.52\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.0,\nseg7.ts\n#EXT-X-PART:DURATION=0.52,URI=\"seg8.0.ts\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.48,URI=\"seg8.1.ts\"\n#EXTINF:1.0,\nseg8.ts\n#EXT-X-DISCONTINUITY\n#EXT-X-PART:DURATION=0.5,URI=\"all9.ts\",BYTERANGE=\"1000@0\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.5,URI=\"all9.ts\",BYTERANGE=\"500\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"all9.ts\",BYTERANGE-START=1500\n";
+        let ll = low_latency(&url(), text.as_bytes()).unwrap().unwrap();
+        assert!(ll.can_block_reload);
+        assert_eq!(ll.part_target, 0.52);
+        let got: Vec<_> = ll
+            .parts
+            .iter()
+            .map(|p| {
+                (
+                    p.msn,
+                    p.index,
+                    p.url.path().to_string(),
+                    p.range,
+                    p.independent,
+                    p.discontinuity,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (8, 0, "/live/seg8.0.ts".into(), None, true, false),
+                (8, 1, "/live/seg8.1.ts".into(), None, false, false),
+                (9, 0, "/live/all9.ts".into(), Some((0, 1000)), true, true),
+                (9, 1, "/live/all9.ts".into(), Some((1000, 500)), false, true),
+            ]
+        );
+        assert_eq!(ll.parts[1].duration, 0.48);
+        assert_eq!(
+            ll.parts_of(8, 1).map(|p| p.index).collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert_eq!(ll.parts_of(9, 0).count(), 2);
+        assert_eq!(ll.parts_of(10, 0).count(), 0);
+        // A plain playlist has none of it; broken part lines are named.
+        assert_eq!(
+            low_latency(&url(), live(0, 3, None).as_bytes()).unwrap(),
+            None
+        );
+        for bad in [
+            "#EXT-X-PART-INF:PART-TARGET=0\n",
+            "#EXT-X-PART-INF:PART-TARGET=1\n#EXT-X-PART:DURATION=1\n",
+            "#EXT-X-PART-INF:PART-TARGET=1\n#EXT-X-PART:URI=\"a.ts\"\n",
+            "#EXT-X-PART-INF:PART-TARGET=1\n#EXT-X-PART:DURATION=1,URI=\"a.ts\",BYTERANGE=\"10\"\n",
+        ] {
+            let text = format!("#EXTM3U\n#EXT-X-TARGETDURATION:2\n{bad}");
+            let e = low_latency(&url(), text.as_bytes()).unwrap_err();
+            assert!(matches!(e, PlaylistError::Malformed { .. }), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -424,7 +424,10 @@ pub fn split_parts(
     let total = (segment_duration.max(0.0) * 90_000.0).round() as u64;
     let mut parts = Vec::with_capacity(cuts.len());
     for (k, &(i, off)) in cuts.iter().enumerate() {
-        let (end_i, end_off) = cuts.get(k + 1).copied().unwrap_or((pk.len(), total.max(off)));
+        let (end_i, end_off) = cuts
+            .get(k + 1)
+            .copied()
+            .unwrap_or((pk.len(), total.max(off)));
         parts.push(TsPart {
             range: i * PACKET..end_i * PACKET,
             duration: (end_off - off) as f64 / 90_000.0,
@@ -665,7 +668,11 @@ pub(crate) mod tests {
             if k == 0 {
                 assert_eq!(first.pid, 0, "the first part starts with the PAT");
             } else {
-                assert_eq!((first.pid, first.pusi), (0x100, true), "part {k} starts a frame");
+                assert_eq!(
+                    (first.pid, first.pusi),
+                    (0x100, true),
+                    "part {k} starts a frame"
+                );
             }
             joined.extend_from_slice(&seg[p.range.clone()]);
         }

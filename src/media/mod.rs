@@ -2,8 +2,8 @@
 //! `pipelines/` and deliver [`DecodedFrame`]s (I420 at the analysis height) through an
 //! appsink; bus errors become [`MediaError`]s and the pipeline goes to Null.
 //!
-//! Three ways in: [`SegmentDecoder`] (one HLS segment's bytes at a time; a bad segment
-//! fails alone), [`FrameSource`] over a file or an SRT stream (continuous), and
+//! Three ways in: [`SegmentDecoder`] (one HLS segment's bytes at a time, whole or as its
+//! LL-HLS parts arrive; a bad segment fails alone), [`FrameSource`] over a file or an SRT stream (continuous), and
 //! [`encode_segments`] for the test origin.
 
 use std::path::{Path, PathBuf};
@@ -195,7 +195,8 @@ fn sample_to_frame(sample: &gst::Sample) -> Result<DecodedFrame, String> {
 }
 
 /// Decodes one media segment at a time. A corrupt segment returns an error and the next
-/// call starts from a fresh pipeline, so one bad segment never stops a channel.
+/// call starts from a fresh pipeline, so one bad segment never stops a channel. A segment
+/// can also be decoded as its bytes arrive ([`SegmentDecoder::open`], for LL-HLS parts).
 pub struct SegmentDecoder {
     pipelines: Pipelines,
     height: u32,
@@ -206,6 +207,8 @@ pub struct SegmentDecoder {
 #[derive(Debug, Default, Clone)]
 pub struct SegmentDecodeStats {
     pub frames: usize,
+    /// Time spent decoding (for a stream: pushing bytes and pulling frames, not waiting
+    /// for the next bytes).
     pub elapsed: Duration,
 }
 
@@ -227,8 +230,21 @@ impl SegmentDecoder {
         what: &str,
         init: Option<&bytes::Bytes>,
         data: bytes::Bytes,
-        mut on_frame: impl FnMut(DecodedFrame),
+        on_frame: impl FnMut(DecodedFrame),
     ) -> Result<SegmentDecodeStats, MediaError> {
+        let mut stream = self.open(what, init)?;
+        stream.push(data);
+        stream.finish(on_frame)
+    }
+
+    /// Start decoding a segment whose bytes come in pieces: [`SegmentStream::push`] each,
+    /// [`SegmentStream::poll`] for the frames decoded so far, [`SegmentStream::finish`] at
+    /// the end.
+    pub fn open(
+        &mut self,
+        what: &str,
+        init: Option<&bytes::Bytes>,
+    ) -> Result<SegmentStream, MediaError> {
         let started = Instant::now();
         let pipeline = self.pipelines.launch(
             "segment.gst",
@@ -243,67 +259,138 @@ impl SegmentDecoder {
                 why: "no `appsrc name=src`".into(),
             })?;
         let sink = appsink(&pipeline, "segment.gst")?;
-        let result = (|| {
-            src.set_max_bytes(0);
-            pipeline
-                .set_state(gst::State::Playing)
-                .map_err(|e| MediaError::Decode {
-                    what: what.into(),
-                    why: format!("pipeline would not start: {e}"),
-                })?;
-            if let Some(init) = init {
-                let _ = src.push_buffer(gst::Buffer::from_slice(init.clone()));
+        let mut stream = SegmentStream {
+            pipeline,
+            src,
+            sink,
+            what: what.to_string(),
+            timeout: self.timeout,
+            frames: 0,
+            busy: Duration::ZERO,
+        };
+        stream.src.set_max_bytes(0);
+        stream
+            .pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| MediaError::Decode {
+                what: what.into(),
+                why: format!("pipeline would not start: {e}"),
+            })?;
+        if let Some(init) = init {
+            let _ = stream
+                .src
+                .push_buffer(gst::Buffer::from_slice(init.clone()));
+        }
+        stream.busy = started.elapsed();
+        Ok(stream)
+    }
+}
+
+/// One segment being decoded as its bytes arrive; dropped, its pipeline stops.
+pub struct SegmentStream {
+    pipeline: gst::Pipeline,
+    src: gst_app::AppSrc,
+    sink: gst_app::AppSink,
+    what: String,
+    timeout: Duration,
+    frames: usize,
+    busy: Duration,
+}
+
+impl SegmentStream {
+    /// The next bytes of the segment.
+    pub fn push(&mut self, data: bytes::Bytes) {
+        let t = Instant::now();
+        let _ = self.src.push_buffer(gst::Buffer::from_slice(data));
+        self.busy += t.elapsed();
+    }
+
+    /// Frames decoded so far: waits up to `wait` for each next one, returns when none
+    /// comes within it.
+    pub fn poll(
+        &mut self,
+        wait: Duration,
+        mut on_frame: impl FnMut(DecodedFrame),
+    ) -> Result<(), MediaError> {
+        loop {
+            let t = Instant::now();
+            match self
+                .sink
+                .try_pull_sample(gst::ClockTime::from_nseconds(wait.as_nanos() as u64))
+            {
+                Some(sample) => {
+                    self.busy += t.elapsed();
+                    on_frame(self.frame(&sample)?);
+                }
+                None => return self.check(),
             }
-            let _ = src.push_buffer(gst::Buffer::from_slice(data));
-            let _ = src.end_of_stream();
-            let mut frames = 0;
-            let deadline = Instant::now() + self.timeout;
-            loop {
-                if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(50)) {
-                    let frame = sample_to_frame(&sample).map_err(|why| MediaError::Decode {
-                        what: what.into(),
-                        why,
-                    })?;
-                    frames += 1;
-                    on_frame(frame);
-                    continue;
-                }
-                if sink.is_eos() {
-                    break;
-                }
-                if let Some(why) = bus_error(&pipeline) {
-                    return Err(if frames == 0 {
-                        MediaError::NotVideo {
-                            what: what.into(),
-                            why,
-                        }
-                    } else {
-                        MediaError::Decode {
-                            what: what.into(),
-                            why,
-                        }
-                    });
-                }
-                if Instant::now() > deadline {
-                    return Err(MediaError::Timeout {
-                        what: what.into(),
-                        secs: self.timeout.as_secs_f64(),
-                    });
-                }
+        }
+    }
+
+    /// The segment is complete: the frames still in the pipeline, and what decoding it
+    /// gave.
+    pub fn finish(
+        mut self,
+        mut on_frame: impl FnMut(DecodedFrame),
+    ) -> Result<SegmentDecodeStats, MediaError> {
+        let started = Instant::now();
+        let _ = self.src.end_of_stream();
+        let deadline = started + self.timeout;
+        loop {
+            if let Some(sample) = self.sink.try_pull_sample(gst::ClockTime::from_mseconds(50)) {
+                on_frame(self.frame(&sample)?);
+                continue;
             }
-            if frames == 0 {
-                return Err(MediaError::NotVideo {
-                    what: what.into(),
-                    why: bus_error(&pipeline).unwrap_or_else(|| "no video frames in it".into()),
+            if self.sink.is_eos() {
+                break;
+            }
+            self.check()?;
+            if Instant::now() > deadline {
+                return Err(MediaError::Timeout {
+                    what: self.what.clone(),
+                    secs: self.timeout.as_secs_f64(),
                 });
             }
-            Ok(SegmentDecodeStats {
-                frames,
-                elapsed: started.elapsed(),
-            })
-        })();
-        let _ = pipeline.set_state(gst::State::Null);
-        result
+        }
+        if self.frames == 0 {
+            return Err(MediaError::NotVideo {
+                what: self.what.clone(),
+                why: bus_error(&self.pipeline).unwrap_or_else(|| "no video frames in it".into()),
+            });
+        }
+        Ok(SegmentDecodeStats {
+            frames: self.frames,
+            elapsed: self.busy + started.elapsed(),
+        })
+    }
+
+    fn frame(&mut self, sample: &gst::Sample) -> Result<DecodedFrame, MediaError> {
+        self.frames += 1;
+        sample_to_frame(sample).map_err(|why| MediaError::Decode {
+            what: self.what.clone(),
+            why,
+        })
+    }
+
+    /// An error on the bus, named as the segment's.
+    fn check(&self) -> Result<(), MediaError> {
+        match bus_error(&self.pipeline) {
+            None => Ok(()),
+            Some(why) if self.frames == 0 => Err(MediaError::NotVideo {
+                what: self.what.clone(),
+                why,
+            }),
+            Some(why) => Err(MediaError::Decode {
+                what: self.what.clone(),
+                why,
+            }),
+        }
+    }
+}
+
+impl Drop for SegmentStream {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
     }
 }
 

@@ -193,7 +193,8 @@ impl Timeline {
             (first - 1) / self.count()
         };
         let version = if self.parts.is_some() { 9 } else { 3 };
-        let mut out = format!("#EXTM3U\n#EXT-X-VERSION:{version}\n#EXT-X-TARGETDURATION:{target}\n");
+        let mut out =
+            format!("#EXTM3U\n#EXT-X-VERSION:{version}\n#EXT-X-TARGETDURATION:{target}\n");
         if let Some(part_target) = self.part_target() {
             out.push_str(&format!(
                 "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}\n#EXT-X-PART-INF:PART-TARGET={part_target:.3}\n",
@@ -425,7 +426,8 @@ impl LiveOrigin {
             let elapsed = g.1.elapsed().as_secs_f64();
             let wait = g.0.available_at(n, Some(k)) - elapsed;
             // Gone from the window, or not the next part to come.
-            let window_start = g.0.start_of(n) + g.0.duration_of(n)
+            let window_start = g.0.start_of(n)
+                + g.0.duration_of(n)
                 + g.0.window as f64 * g.0.durations.iter().cloned().fold(0.0, f64::max);
             if wait > g.0.part_target()? + 0.05 || elapsed > window_start {
                 return None;

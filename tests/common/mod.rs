@@ -29,9 +29,28 @@ pub struct TestOrigin {
 
 impl TestOrigin {
     pub async fn start(file: &str, segment_secs: f64, window: usize, with_pdt: bool) -> Self {
+        Self::start_with(file, segment_secs, window, with_pdt, None).await
+    }
+
+    /// A Low-Latency HLS origin: segments published in parts of about `part_secs`.
+    pub async fn start_ll(file: &str, segment_secs: f64, window: usize, part_secs: f64) -> Self {
+        Self::start_with(file, segment_secs, window, true, Some(part_secs)).await
+    }
+
+    async fn start_with(
+        file: &str,
+        segment_secs: f64,
+        window: usize,
+        with_pdt: bool,
+        part_secs: Option<f64>,
+    ) -> Self {
         let path = footage(file);
         let origin = tokio::task::spawn_blocking(move || {
-            LiveOrigin::from_file(&path, segment_secs, window, with_pdt)
+            let o = LiveOrigin::from_file(&path, segment_secs, window, with_pdt)?;
+            match part_secs {
+                Some(p) => o.with_parts(p),
+                None => Ok(o),
+            }
         })
         .await
         .unwrap()
