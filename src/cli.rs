@@ -178,6 +178,10 @@ pub struct OriginArgs {
     /// Leave out EXT-X-PROGRAM-DATE-TIME (an origin the sidecar must clock itself).
     #[arg(long)]
     pub no_pdt: bool,
+    /// Low-Latency HLS: publish each segment in parts of about this many seconds too
+    /// (EXT-X-PART, blocking playlist reloads, preload hints).
+    #[arg(long)]
+    pub part_seconds: Option<f64>,
 }
 
 /// Build the looping origin from a file (encoding takes a few seconds).
@@ -186,8 +190,15 @@ pub fn build_origin(args: &OriginArgs) -> anyhow::Result<Arc<LiveOrigin>> {
         args.segment_seconds.is_finite() && (0.5..=30.0).contains(&args.segment_seconds),
         "--segment-seconds must be between 0.5 and 30"
     );
-    let origin =
+    let mut origin =
         LiveOrigin::from_file(&args.input, args.segment_seconds, args.window, !args.no_pdt)?;
+    if let Some(p) = args.part_seconds {
+        anyhow::ensure!(
+            p.is_finite() && p >= 0.1 && p < args.segment_seconds,
+            "--part-seconds must be at least 0.1 and less than --segment-seconds"
+        );
+        origin = origin.with_parts(p)?;
+    }
     Ok(Arc::new(origin))
 }
 
@@ -198,6 +209,7 @@ pub async fn run_origin(args: &OriginArgs, cancel: CancellationToken) -> anyhow:
         let segment_seconds = args.segment_seconds;
         let window = args.window;
         let no_pdt = args.no_pdt;
+        let part_seconds = args.part_seconds;
         move || {
             build_origin(&OriginArgs {
                 input,
@@ -205,6 +217,7 @@ pub async fn run_origin(args: &OriginArgs, cancel: CancellationToken) -> anyhow:
                 window,
                 listen: "127.0.0.1:0".parse().expect("literal address"),
                 no_pdt,
+                part_seconds,
             })
         }
     })
@@ -214,8 +227,11 @@ pub async fn run_origin(args: &OriginArgs, cancel: CancellationToken) -> anyhow:
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!(
-        "origin: http://{addr}/live/master.m3u8 (media playlist http://{addr}/live/index.m3u8), {} segments looping",
-        origin.segment_count()
+        "origin: http://{addr}/live/master.m3u8 (media playlist http://{addr}/live/index.m3u8), {} segments looping{}",
+        origin.segment_count(),
+        origin.part_target().map_or(String::new(), |t| format!(
+            ", LL-HLS parts of up to {t:.3} s"
+        ))
     );
     crate::http::origin::serve(listener, origin, async move { cancel.cancelled().await }).await?;
     Ok(())
@@ -295,6 +311,7 @@ pub async fn run_demo(
         window: 6,
         listen: args.origin_listen,
         no_pdt: false,
+        part_seconds: None,
     };
     let origin = tokio::task::spawn_blocking(move || build_origin(&origin_args)).await??;
     let listener = tokio::net::TcpListener::bind(args.origin_listen)

@@ -272,10 +272,12 @@ async fn grocery_cues_reach_websocket_clients_and_playlists() {
         .expect("clean shutdown");
 }
 
+/// The same over a Low-Latency HLS origin (2 s segments in 0.5 s parts, followed part by
+/// part) and a real redis-server, read from another sidecar.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grocery_cues_through_redis_reach_another_server_and_resume() {
     let redis = RedisServer::start();
-    let origin = TestOrigin::start("grocery_shots.mp4", 2.0, 6, true).await;
+    let origin = TestOrigin::start_ll("grocery_shots.mp4", 2.0, 6, 0.5).await;
     let mut s = settings_for(&origin);
     s.redis.url = redis.url();
     let cancel = CancellationToken::new();

@@ -12,6 +12,10 @@
 //!   frame) and what follows (segment available → event received: playlist discovery,
 //!   fetch, decode, shot look-ahead, inference, bus, WebSocket).
 //!
+//! * **LL-HLS**: the same origin and footage, 2 s segments published in parts of about
+//!   0.5 s (`--part-secs`) with blocking playlist reloads: a frame waits for its part, not
+//!   its segment. "Available" is then the end of the frame's part.
+//!
 //! SRT is not measured: its frames carry an arrival clock derived from the first frame's
 //! arrival plus PTS, which is no glass clock (a first try gave negative latencies).
 //!
@@ -44,6 +48,9 @@ pub struct GlassArgs {
     /// The Grocery Store dataset, to build the catalog if needed.
     #[arg(long, default_value = "data/grocery")]
     pub dataset: PathBuf,
+    /// LL-HLS part duration, seconds.
+    #[arg(long, default_value_t = 0.5)]
+    pub part_secs: f64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -51,7 +58,7 @@ pub struct Row {
     pub source: String,
     pub events: usize,
     pub total_ms: Vec<f64>,
-    /// HLS only: segment available → event received.
+    /// Segment (LL-HLS: part) available at the origin → event received.
     pub after_available_ms: Vec<f64>,
     /// Server side: trigger frame → published on the bus (the metrics histogram's mean).
     pub server_mean_ms: Option<f64>,
@@ -131,9 +138,9 @@ async fn measure(
         row.events += 1;
         row.total_ms
             .push((recv - trigger).num_microseconds().unwrap_or(0) as f64 / 1e3);
-        // The origin publishes a segment at its end.
+        // The origin publishes a segment (a part) at its end.
         if let Some(o) = &origin
-            && let Some((_, _, available)) = o.segment_at(trigger)
+            && let Some(available) = o.published_at(trigger)
         {
             row.after_available_ms
                 .push((recv - available).num_microseconds().unwrap_or(0) as f64 / 1e3);
@@ -155,40 +162,53 @@ pub async fn run_bench(settings: &Settings, args: &GlassArgs) -> anyhow::Result<
     s.catalog.dir = args.catalog.display().to_string();
     let mut rows = Vec::new();
 
-    // HLS: the test origin, 2 s segments, PDT.
-    let origin = {
-        let f = args.footage.clone();
-        Arc::new(
-            tokio::task::spawn_blocking(move || LiveOrigin::from_file(&f, 2.0, 6, true)).await??,
-        )
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let stop = CancellationToken::new();
-    {
-        let stop = stop.clone();
-        tokio::spawn(crate::http::origin::serve(
-            listener,
-            origin.clone(),
-            async move { stop.cancelled().await },
-        ));
+    // HLS, then LL-HLS: the test origin, 2 s segments, PDT (LL: and parts).
+    for part_secs in [None, Some(args.part_secs)] {
+        let origin = {
+            let f = args.footage.clone();
+            Arc::new(
+                tokio::task::spawn_blocking(move || {
+                    let o = LiveOrigin::from_file(&f, 2.0, 6, true)?;
+                    match part_secs {
+                        Some(p) => o.with_parts(p),
+                        None => Ok(o),
+                    }
+                })
+                .await??,
+            )
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let stop = CancellationToken::new();
+        {
+            let stop = stop.clone();
+            tokio::spawn(crate::http::origin::serve(
+                listener,
+                origin.clone(),
+                async move { stop.cancelled().await },
+            ));
+        }
+        let source = match part_secs {
+            None => "HLS, 2 s segments (test origin, PDT)".to_string(),
+            Some(p) => format!("LL-HLS, 2 s segments in {p} s parts, blocking reload"),
+        };
+        eprintln!("{source}: {} s ...", args.seconds);
+        rows.push(
+            measure(
+                &s,
+                &source,
+                format!("{base}/live/master.m3u8"),
+                args.seconds,
+                Some(origin.clone()),
+            )
+            .await?,
+        );
+        stop.cancel();
     }
-    eprintln!("HLS: {} s ...", args.seconds);
-    rows.push(
-        measure(
-            &s,
-            "HLS, 2 s segments (test origin, PDT)",
-            format!("{base}/live/master.m3u8"),
-            args.seconds,
-            Some(origin.clone()),
-        )
-        .await?,
-    );
-    stop.cancel();
 
     println!("\n### Glass-to-cue latency (frame wall clock → WebSocket client)\n");
     println!(
-        "| source | events | p50 ms | p95 ms | p99 ms | segment available → client p50 / p95 ms | server side (frame → bus) mean ms |"
+        "| source | events | p50 ms | p95 ms | p99 ms | segment (LL: part) available → client p50 / p95 ms | server side (frame → bus) mean ms |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for r in &rows {

@@ -232,18 +232,28 @@ impl SegmentDecoder {
         data: bytes::Bytes,
         on_frame: impl FnMut(DecodedFrame),
     ) -> Result<SegmentDecodeStats, MediaError> {
-        let mut stream = self.open(what, init)?;
+        let mut stream = self.start(what, init, false)?;
         stream.push(data);
         stream.finish(on_frame)
     }
 
     /// Start decoding a segment whose bytes come in pieces: [`SegmentStream::push`] each,
     /// [`SegmentStream::poll`] for the frames decoded so far, [`SegmentStream::finish`] at
-    /// the end.
+    /// the end. The decoder threads over slices, not frames: frame threading holds the
+    /// last frames of each piece back until the next arrives.
     pub fn open(
         &mut self,
         what: &str,
         init: Option<&bytes::Bytes>,
+    ) -> Result<SegmentStream, MediaError> {
+        self.start(what, init, true)
+    }
+
+    fn start(
+        &mut self,
+        what: &str,
+        init: Option<&bytes::Bytes>,
+        streaming: bool,
     ) -> Result<SegmentStream, MediaError> {
         let started = Instant::now();
         let pipeline = self.pipelines.launch(
@@ -259,6 +269,16 @@ impl SegmentDecoder {
                 why: "no `appsrc name=src`".into(),
             })?;
         let sink = appsink(&pipeline, "segment.gst")?;
+        if streaming {
+            pipeline.connect_deep_element_added(|_, _, element| {
+                let is_libav = element
+                    .factory()
+                    .is_some_and(|f| f.name().starts_with("avdec_"));
+                if is_libav && element.find_property("thread-type").is_some() {
+                    element.set_property_from_str("thread-type", "slice");
+                }
+            });
+        }
         let mut stream = SegmentStream {
             pipeline,
             src,

@@ -239,7 +239,7 @@ impl Timeline {
             // The segment in progress: its parts so far, and a hint at the next one.
             let n = complete;
             let done = self.parts_done(elapsed);
-            if n > 0 && n % self.count() == 0 && done > 0 {
+            if n > 0 && n.is_multiple_of(self.count()) && done > 0 {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
             list_parts(&mut out, n, done);
@@ -632,6 +632,27 @@ impl LiveOrigin {
         }
         let start = self.pdt_of(msn)?;
         (start <= t).then_some((msn, start, self.pdt_of(msn + 1)?))
+    }
+
+    /// When the media at wall clock `t` is published: the end of its part (with parts),
+    /// else of its segment.
+    pub fn published_at(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let (msn, start, end) = self.segment_at(t)?;
+        let g = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
+        let parts = g.0.parts_of(msn.checked_sub(g.0.msn_offset)?);
+        let offset = (t - start).num_microseconds()? as f64 / 1e6;
+        let mut acc = 0.0;
+        for d in parts {
+            acc += d;
+            if acc > offset {
+                return Some(
+                    start
+                        + chrono::Duration::microseconds((acc * 1e6).round() as i64)
+                            .min(end - start),
+                );
+            }
+        }
+        Some(end)
     }
 
     /// How often each part (segment, part) was requested.
