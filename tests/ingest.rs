@@ -129,14 +129,12 @@ async fn live_segments_arrive_once_in_order_with_origin_clock() {
     assert_eq!(stats.segments_lost.load(Ordering::Relaxed), 0);
 }
 
-/// Frames through the whole ingest (fetch + GStreamer decode): monotonic wall clocks that
-/// match each segment's EXT-X-PROGRAM-DATE-TIME within one frame.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frames_carry_wallclocks_matching_pdt() {
-    let origin = TestOrigin::start("intel_concat.mp4", 1.0, 4, true).await;
+/// The frames a whole ingest channel (fetch + GStreamer decode) on `url` delivers in
+/// `secs`, and the stopped channel.
+async fn frames_for(url: &str, secs: f64) -> (Vec<Frame>, ingest::Channel) {
     let s = settings();
     let cancel = CancellationToken::new();
-    let spec = SourceSpec::parse(&origin.master_url()).unwrap();
+    let spec = SourceSpec::parse(url).unwrap();
     let opts = IngestOptions {
         on_error: OnError::Fail,
         ..Default::default()
@@ -145,11 +143,20 @@ async fn frames_carry_wallclocks_matching_pdt() {
         .await
         .unwrap();
     let mut frames: Vec<Frame> = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
     while let Ok(Some(f)) = tokio::time::timeout_at(deadline, ch.frames.recv()).await {
         frames.push(f);
     }
     cancel.cancel();
+    (frames, ch)
+}
+
+/// Frames through the whole ingest (fetch + GStreamer decode): monotonic wall clocks that
+/// match each segment's EXT-X-PROGRAM-DATE-TIME within one frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_carry_wallclocks_matching_pdt() {
+    let origin = TestOrigin::start("intel_concat.mp4", 1.0, 4, true).await;
+    let (frames, ch) = frames_for(&origin.master_url(), 6.0).await;
     assert!(frames.len() >= 100, "only {} frames in 6 s", frames.len());
     assert_eq!(frames[0].image.height, 180);
     for w in frames.windows(2) {
@@ -197,22 +204,7 @@ async fn frames_carry_wallclocks_matching_pdt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ll_hls_segments_are_followed_part_by_part() {
     let origin = TestOrigin::start_ll("intel_concat.mp4", 2.0, 4, 0.5).await;
-    let s = settings();
-    let cancel = CancellationToken::new();
-    let spec = SourceSpec::parse(&origin.media_url()).unwrap();
-    let opts = IngestOptions {
-        on_error: OnError::Fail,
-        ..Default::default()
-    };
-    let mut ch = ingest::start("ll", spec, &s.ingest, &s.media, opts, cancel.clone())
-        .await
-        .unwrap();
-    let mut frames: Vec<Frame> = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(9);
-    while let Ok(Some(f)) = tokio::time::timeout_at(deadline, ch.frames.recv()).await {
-        frames.push(f);
-    }
-    cancel.cancel();
+    let (frames, ch) = frames_for(&origin.media_url(), 9.0).await;
 
     let parts = origin.origin.part_requests();
     let whole = origin.origin.requests();

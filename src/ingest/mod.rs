@@ -628,16 +628,15 @@ fn decode_segments(
                 Ok(p) => p,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     let mut frames = Vec::new();
-                    if let Err(e) = o.stream.poll(Duration::from_millis(10), |f| frames.push(f)) {
-                        bad(&e);
-                        open = None;
-                    }
+                    let result = o.stream.poll(Duration::from_millis(10), |f| frames.push(f));
                     for f in frames {
-                        if let Some(o) = &mut open
-                            && !o.timing.emit(f, &mut clock)
-                        {
+                        if !o.timing.emit(f, &mut clock) {
                             return;
                         }
+                    }
+                    if let Err(e) = result {
+                        bad(&e);
+                        open = None;
                     }
                     continue;
                 }

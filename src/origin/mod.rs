@@ -425,11 +425,10 @@ impl LiveOrigin {
             }
             let elapsed = g.1.elapsed().as_secs_f64();
             let wait = g.0.available_at(n, Some(k)) - elapsed;
-            // Gone from the window, or not the next part to come.
-            let window_start = g.0.start_of(n)
-                + g.0.duration_of(n)
-                + g.0.window as f64 * g.0.durations.iter().cloned().fold(0.0, f64::max);
-            if wait > g.0.part_target()? + 0.05 || elapsed > window_start {
+            // Not the next part to come, or (about) out of the window.
+            let longest = g.0.durations.iter().cloned().fold(0.0, f64::max);
+            let gone_at = g.0.available_at(n, None) + g.0.window as f64 * longest;
+            if wait > g.0.part_target()? + 0.05 || elapsed > gone_at {
                 return None;
             }
             (n, wait.max(0.0))
