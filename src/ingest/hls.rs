@@ -431,16 +431,24 @@ pub async fn follow(
             for part in parts.new_parts(ll, msn) {
                 let init = match (&parts.init, &parts.streaming) {
                     (Some(key), None) => {
-                        match fetch_init(&fetcher, key, &settings, &mut init_cache, seg_timeout)
-                            .await
-                        {
-                            Ok(b) => Some(b),
-                            Err(e) => {
-                                stats.fetch_errors.fetch_add(1, ORD);
-                                stats.error(&e.to_string(), ChannelState::Degraded);
-                                break;
+                        let init = fetch_init(
+                            &fetcher,
+                            key,
+                            &settings,
+                            &stats,
+                            &mut init_cache,
+                            seg_timeout,
+                            &cancel,
+                        )
+                        .await;
+                        if init.is_none() {
+                            if cancel.is_cancelled() {
+                                return;
                             }
+                            // Asked for again at the next reload.
+                            break;
                         }
+                        init
                     }
                     _ => None,
                 };
@@ -593,9 +601,8 @@ impl PartFollower {
         job: &SegmentJob,
         ll: Option<&LowLatency>,
     ) -> Option<Vec<playlist::PartRef>> {
-        match &self.streaming {
-            Some((begun, _)) if begun.msn == job.msn => {}
-            _ => return None,
+        if !matches!(&self.streaming, Some((begun, _)) if begun.msn == job.msn) {
+            return None;
         }
         let (_, next) = self.streaming.take()?;
         Some(
@@ -710,23 +717,24 @@ async fn fetch_part(
     got
 }
 
-/// An EXT-X-MAP init section, from the cache (which keeps the newest one) or fetched.
+/// An EXT-X-MAP init section, from the cache (which keeps the newest one) or fetched with
+/// retries.
 async fn fetch_init(
     fetcher: &Fetcher,
     key: &(Url, Option<(u64, u64)>),
     s: &IngestSettings,
+    stats: &ChannelStats,
     cache: &mut InitCache,
     timeout: Duration,
-) -> Result<Bytes, FetchError> {
+    cancel: &CancellationToken,
+) -> Option<Bytes> {
     if let Some(b) = cache.get(key) {
-        return Ok(b.clone());
+        return Some(b.clone());
     }
-    let b = fetcher
-        .get(&key.0, key.1, s.max_segment_bytes, timeout)
-        .await?;
+    let (b, _) = fetch_with_retry(fetcher, &key.0, key.1, s, stats, timeout, cancel).await?;
     cache.clear();
     cache.insert(key.clone(), b.clone());
-    Ok(b)
+    Some(b)
 }
 
 const ORD: std::sync::atomic::Ordering = std::sync::atomic::Ordering::Relaxed;
@@ -741,31 +749,20 @@ async fn fetch_segment(
     cancel: &CancellationToken,
 ) -> Option<FetchedSegment> {
     let started = Instant::now();
-    let mut init = None;
-    if let Some(key) = &job.init {
-        let mut backoff = Backoff::new(s);
-        for attempt in 1..=s.segment_attempts {
-            match fetch_init(fetcher, key, s, init_cache, timeout).await {
-                Ok(b) => {
-                    init = Some(b);
-                    break;
+    let init = match &job.init {
+        Some(key) => {
+            let Some(b) = fetch_init(fetcher, key, s, stats, init_cache, timeout, cancel).await
+            else {
+                if !cancel.is_cancelled() {
+                    tracing::warn!(msn = job.msn, url = %key.0, "init section given up");
+                    stats.segments_lost.fetch_add(1, ORD);
                 }
-                Err(e) => {
-                    stats.fetch_errors.fetch_add(1, ORD);
-                    stats.error(&e.to_string(), ChannelState::Degraded);
-                    tracing::warn!(msn = job.msn, attempt, error = %e, "init section fetch failed");
-                    if attempt == s.segment_attempts {
-                        stats.segments_lost.fetch_add(1, ORD);
-                        return None;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff.next()) => {},
-                        _ = cancel.cancelled() => return None,
-                    }
-                }
-            }
+                return None;
+            };
+            Some(b)
         }
-    }
+        None => None,
+    };
     let Some((data, _)) =
         fetch_with_retry(fetcher, &job.url, job.range, s, stats, timeout, cancel).await
     else {
