@@ -17,7 +17,8 @@ test:
 	scripts/setup.sh test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) test --all-targets -- --test-threads=2
+	# A test whose peer (Chromium, node, ffmpeg, python3-yaml) is missing fails here.
+	SHOPCUE_REQUIRE_PEERS=1 $(CARGO) test --all-targets -- --test-threads=2
 
 bench:
 	scripts/setup.sh bench

@@ -90,6 +90,8 @@ case "$what" in
   test|bench)
     # An independent SCTE-35 decoder, to check the SCTE35-CMD payloads we write.
     python3 -c "import threefive" 2>/dev/null || python3 -m pip install -q "threefive==3.1.5"
+    # YAML syntax of deploy/ (tests/deploy.rs).
+    python3 -c "import yaml" 2>/dev/null || python3 -m pip install -q "PyYAML==6.0.2"
     ;;
 esac
 case "$what" in

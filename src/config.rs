@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::cue::validate_channel_id;
+pub use crate::ingest::settings::{ChannelSettings, IngestSettings, VariantChoice};
+pub use crate::media::MediaSettings;
 use crate::shots::ShotConfig;
+pub use crate::telemetry::LogSettings;
 
 /// Prefix of environment overrides: `SHOPCUE__INGEST__VARIANT=highest`.
 pub const ENV_PREFIX: &str = "SHOPCUE__";
@@ -60,6 +64,10 @@ pub struct ServerSettings {
     /// Key required (header `x-api-key` or bearer token) by admin endpoints. Empty: admin
     /// endpoints are refused.
     pub admin_key: String,
+    /// Origins whose pages may read the read-only routes (`/hls/…`, `/v1/products/…`,
+    /// the feed, the player SDK): `["*"]` for any, or exact origins
+    /// (`https://shop.example`). Admin routes never answer other origins.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -67,123 +75,7 @@ impl Default for ServerSettings {
         Self {
             listen: "127.0.0.1:8080".into(),
             admin_key: String::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct IngestSettings {
-    /// Which variant of a multivariant playlist to analyse: `closest:<height>`, `highest`,
-    /// `lowest` or `bandwidth:<bits per second>` (the closest bandwidth).
-    pub variant: String,
-    /// Where to start in a live playlist: how many segments back from the live edge.
-    pub live_start_segments: usize,
-    pub playlist_timeout_ms: u64,
-    pub segment_timeout_ms: u64,
-    /// Size limits: a larger playlist or segment is refused.
-    pub max_playlist_bytes: usize,
-    pub max_segment_bytes: usize,
-    /// Back-off between failed requests: doubles from the initial value up to the maximum.
-    pub retry_initial_ms: u64,
-    pub retry_max_ms: u64,
-    /// Tries per segment before it is given up as lost (the channel goes on).
-    pub segment_attempts: u32,
-    /// A live playlist unchanged for this many target durations is reported as stalled.
-    pub stall_target_durations: f64,
-    /// SRT: receive latency in ms (srtsrc `latency`).
-    pub srt_latency_ms: u32,
-}
-
-impl Default for IngestSettings {
-    fn default() -> Self {
-        Self {
-            variant: "closest:720".into(),
-            live_start_segments: 1,
-            playlist_timeout_ms: 5_000,
-            segment_timeout_ms: 10_000,
-            max_playlist_bytes: 1 << 20,
-            max_segment_bytes: 64 << 20,
-            retry_initial_ms: 250,
-            retry_max_ms: 8_000,
-            segment_attempts: 3,
-            stall_target_durations: 3.0,
-            srt_latency_ms: 125,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MediaSettings {
-    /// Height of the frames handed to analysis; the width follows the display aspect.
-    pub analysis_height: u32,
-    /// Folder with pipeline descriptions that replace the built-in ones (empty: built-in).
-    pub pipelines_dir: String,
-    /// Frames a channel's decoder may hold ahead of analysis before it waits.
-    pub frame_queue: usize,
-}
-
-impl Default for MediaSettings {
-    fn default() -> Self {
-        Self {
-            analysis_height: 360,
-            pipelines_dir: String::new(),
-            frame_queue: 64,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogSettings {
-    /// `text` or `json`.
-    pub format: String,
-    /// A tracing filter, e.g. `info,shopcue=debug`. `RUST_LOG` wins when set.
-    pub filter: String,
-}
-
-impl Default for LogSettings {
-    fn default() -> Self {
-        Self {
-            format: "text".into(),
-            filter: "info".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelSettings {
-    pub id: String,
-    pub url: String,
-}
-
-/// How a variant of a multivariant playlist is chosen.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum VariantChoice {
-    ClosestHeight(u32),
-    Highest,
-    Lowest,
-    Bandwidth(u64),
-}
-
-impl std::str::FromStr for VariantChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let num = |v: &str| {
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| format!("`{v}` is not a number"))
-        };
-        match s.split_once(':') {
-            Some(("closest", h)) => Ok(Self::ClosestHeight(num(h)? as u32)),
-            Some(("bandwidth", b)) => Ok(Self::Bandwidth(num(b)?)),
-            None if s == "highest" => Ok(Self::Highest),
-            None if s == "lowest" => Ok(Self::Lowest),
-            _ => Err(format!(
-                "`{s}` is not one of closest:<height>, highest, lowest, bandwidth:<bps>"
-            )),
+            cors_origins: vec![crate::http::cors::ANY.to_string()],
         }
     }
 }
@@ -246,6 +138,10 @@ impl Settings {
                 "server.listen",
                 format!("`{}` is not an ip:port address", self.server.listen),
             ));
+        }
+        for origin in &self.server.cors_origins {
+            crate::http::cors::check_origin(origin)
+                .map_err(|why| invalid("server.cors_origins", why))?;
         }
         self.ingest
             .variant
@@ -340,20 +236,6 @@ impl Settings {
     }
 }
 
-/// Channel ids appear in URLs and metric labels: keep them to a safe alphabet.
-pub fn validate_channel_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 64 {
-        return Err("must be 1 to 64 characters".into());
-    }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(format!("`{id}` may only hold letters, digits, `-` and `_`"));
-    }
-    Ok(())
-}
-
 fn merge(base: &mut toml::Value, over: toml::Value) {
     match (base, over) {
         (toml::Value::Table(b), toml::Value::Table(o)) => {
@@ -437,11 +319,32 @@ mod tests {
         Settings::default().validate().unwrap();
     }
 
+    /// `config/shopcue.toml` documents every key with its default: loaded, each section
+    /// equals the defaults its module declares.
     #[test]
-    fn shipped_config_loads_and_validates() {
+    fn shipped_config_equals_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/shopcue.toml");
         let s = Settings::load(Some(&path), env(&[])).unwrap();
-        assert_eq!(s.ingest.variant, "closest:720");
+        let shipped = toml::Value::try_from(&s).unwrap();
+        let defaults = toml::Value::try_from(Settings::default()).unwrap();
+        let (shipped, defaults) = (shipped.as_table().unwrap(), defaults.as_table().unwrap());
+        for (section, want) in defaults {
+            assert_eq!(shipped.get(section), Some(want), "section [{section}]");
+        }
+        assert_eq!(shipped.len(), defaults.len());
+    }
+
+    #[test]
+    fn matching_keys_load_and_are_named() {
+        let s = Settings::load(
+            None,
+            env(&[("SHOPCUE__MATCHING__DENY_CLASSES", r#"["person","chair"]"#)]),
+        )
+        .unwrap();
+        assert_eq!(s.matching.deny_classes, vec!["person", "chair"]);
+        let err =
+            Settings::load(None, env(&[("SHOPCUE__MATCHING__INTERVAL_MS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("`matching.interval_ms`"), "{err}");
     }
 
     #[test]

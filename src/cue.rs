@@ -113,6 +113,20 @@ pub mod ms_time_opt {
     }
 }
 
+/// Channel ids appear in URLs and metric labels: keep them to a safe alphabet.
+pub fn validate_channel_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!("`{id}` may only hold letters, digits, `-` and `_`"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

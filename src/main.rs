@@ -137,7 +137,7 @@ fn run(args: Cli) -> anyhow::Result<()> {
             Command::Demo(a) => cli::run_demo(&settings, &a, cancel).await,
             Command::Catalog(a) => {
                 let s = settings.clone();
-                tokio::task::spawn_blocking(move || shopcue::catalog::cli::run(a, &s)).await?
+                tokio::task::spawn_blocking(move || shopcue::catalog::cli::run(a, &s.catalog, &s.inference)).await?
             }
             Command::Bench { which } => match which {
                 BenchCommand::Ingest {

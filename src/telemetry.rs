@@ -3,7 +3,25 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogSettings;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter, e.g. `info,shopcue=debug`. `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            filter: "info".into(),
+        }
+    }
+}
 
 pub fn init(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env()

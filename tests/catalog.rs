@@ -10,6 +10,7 @@ use shopcue::catalog::upstream::ProductService;
 use shopcue::catalog::{Analyzer, Catalog, CatalogError, CatalogSettings};
 use shopcue::config::Settings;
 use shopcue::http::catalog::{CatalogApiState, router};
+use shopcue::http::cors;
 use shopcue::inference::{Detector, Embedder, InferenceError, Models, RgbImage};
 
 const ADMIN_KEY: &str = "test-admin-key";
@@ -449,7 +450,14 @@ async fn start_upstream() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
 async fn start_api(state: CatalogApiState) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router(state, cors::read_only(&[cors::ANY.into()])),
+        )
+        .await
+        .unwrap()
+    });
     format!("http://{addr}")
 }
 

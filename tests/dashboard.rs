@@ -175,7 +175,10 @@ async fn dashboard_shows_live_channels_in_a_browser() {
             .expect("websocket connects");
 
     if let Some(why) = skip {
-        eprintln!("SKIPPED the browser part of dashboard_shows_live_channels_in_a_browser: {why}");
+        common::peer_missing(
+            "the browser part of dashboard_shows_live_channels_in_a_browser",
+            &why,
+        );
     } else {
         let shot = if std::env::var_os("SHOPCUE_UPDATE_SCREENSHOT").is_some() {
             root().join("docs/dashboard.png")

@@ -5,6 +5,8 @@
 //! names exists. No YAML crate: the few lines needed are read by hand; when Python's `yaml`
 //! module is there, every YAML file is also parsed by it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -337,7 +339,10 @@ fn yaml_files_parse_when_python_yaml_is_available() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !have_yaml {
-        eprintln!("python3 with yaml not available: YAML syntax not checked");
+        common::peer_missing(
+            "yaml_files_parse_when_python_yaml_is_available",
+            "python3 cannot import yaml (scripts/setup.sh test installs python3-yaml)",
+        );
         return;
     }
     let mut paths = vec![root().join("deploy/docker/compose.yaml")];

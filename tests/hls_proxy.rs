@@ -49,7 +49,14 @@ async fn sidecar(channel_url: &str, tweak: impl FnOnce(&mut Settings)) -> Sideca
     let progress = Arc::new(AnalysisProgress::default());
     let mut map = HashMap::new();
     map.insert("ch".to_string(), progress.clone());
-    let state = HlsState::new(&s, Fetcher::new().unwrap(), &map).unwrap();
+    let state = HlsState::new(
+        &s.channels,
+        &s.manifest,
+        &s.ingest,
+        Fetcher::new().unwrap(),
+        &map,
+    )
+    .unwrap();
     let bus = Arc::new(MemoryBus::new(1000));
     let stop = CancellationToken::new();
     state.spawn_cue_feeds(bus.clone() as Arc<dyn CueBus>, stop.clone());

@@ -2,6 +2,8 @@
 //! ground-truth clips, and the boundaries of the transition clips that
 //! `scripts/make_clips.sh` builds with ffmpeg (dissolves, fades, wipes, flashes, motion).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -158,7 +160,7 @@ fn single_shot_footage_has_no_boundaries() {
 #[test]
 fn generated_transition_clips() {
     if Command::new("ffmpeg").arg("-version").output().is_err() {
-        eprintln!("SKIPPED generated_transition_clips: ffmpeg is not installed");
+        common::peer_missing("generated_transition_clips", "ffmpeg is not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

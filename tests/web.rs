@@ -7,14 +7,13 @@
 //! Cues are published by the test with wall clocks taken from the origin's PDT timeline.
 //!
 //! Needs `scripts/setup.sh test` (chromium, `npm ci --prefix web`); without them each test
-//! prints why and passes without checking anything.
+//! fails under `make test` and prints SKIPPED under a plain `cargo test`.
 
 mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,8 +33,6 @@ use shopcue::http::feed::{self, FeedSettings, FeedState};
 use shopcue::http::hls::HlsState;
 use shopcue::ingest::hls::Fetcher;
 use shopcue::origin::LiveOrigin;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -47,136 +44,7 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-// ---------------------------------------------------------------- the browser
-
-/// `node web/tests/driver.mjs`: one headless Chromium page, driven by JSON lines.
-struct Browser {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-/// Why the browser tests cannot run here, if they cannot.
-fn missing_browser() -> Option<String> {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !Path::new(&chromium).exists() {
-        return Some(format!(
-            "{chromium} is missing (scripts/setup.sh test installs it)"
-        ));
-    }
-    if !root().join("web/node_modules/playwright-core").is_dir() {
-        return Some(
-            "web/node_modules is missing (scripts/setup.sh test: npm ci --prefix web)".into(),
-        );
-    }
-    None
-}
-
-impl Browser {
-    /// The browser, or None (after saying why) when chromium or web/node_modules is missing.
-    async fn launch(test: &str) -> Option<Self> {
-        if let Some(why) = missing_browser() {
-            eprintln!("SKIPPED {test}: {why}");
-            return None;
-        }
-        let mut child = tokio::process::Command::new("node")
-            .arg(root().join("web/tests/driver.mjs"))
-            .current_dir(root().join("web"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node runs (scripts/setup.sh)");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("driver stdout");
-        let mut b = Self {
-            child,
-            stdin,
-            lines: BufReader::new(stdout).lines(),
-        };
-        let hello = b.read(Duration::from_secs(30)).await;
-        assert_eq!(hello["ready"], true, "driver did not start: {hello}");
-        Some(b)
-    }
-
-    async fn read(&mut self, limit: Duration) -> Value {
-        let line = tokio::time::timeout(limit, self.lines.next_line())
-            .await
-            .expect("driver answers in time")
-            .expect("driver stdout readable")
-            .expect("driver still running");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("driver said {line:?}: {e}"))
-    }
-
-    async fn command(&mut self, cmd: Value, timeout_ms: u64) -> Result<Value, Value> {
-        let mut cmd = cmd;
-        cmd["timeout_ms"] = json!(timeout_ms);
-        let stdin = self.stdin.as_mut().expect("driver stdin open");
-        stdin
-            .write_all(format!("{cmd}\n").as_bytes())
-            .await
-            .expect("write to driver");
-        stdin.flush().await.expect("flush driver stdin");
-        let answer = self
-            .read(Duration::from_millis(timeout_ms) + Duration::from_secs(10))
-            .await;
-        if answer["ok"] == true {
-            Ok(answer["value"].clone())
-        } else {
-            Err(answer)
-        }
-    }
-
-    async fn goto(&mut self, url: &str) {
-        if let Err(e) = self
-            .command(json!({"op": "goto", "url": url}), 15_000)
-            .await
-        {
-            panic!("goto {url}: {e}");
-        }
-    }
-
-    /// Evaluate a JavaScript expression in the page (promises are awaited).
-    async fn eval(&mut self, js: &str) -> Value {
-        match self.command(json!({"op": "eval", "js": js}), 15_000).await {
-            Ok(v) => v,
-            Err(e) => panic!("eval {js}: {e}"),
-        }
-    }
-
-    /// Poll `js` until it is truthy; its value.
-    async fn wait(&mut self, what: &str, js: &str, timeout: Duration) -> Value {
-        let ms = timeout.as_millis() as u64;
-        match self.command(json!({"op": "wait", "js": js}), ms).await {
-            Ok(v) => v,
-            Err(e) => panic!("waiting for {what}: {e}"),
-        }
-    }
-
-    /// [`Self::wait`], and on a timeout the value of `dump` in the panic message.
-    async fn wait_or_dump(&mut self, what: &str, js: &str, timeout: Duration, dump: &str) -> Value {
-        let ms = timeout.as_millis() as u64;
-        match self.command(json!({"op": "wait", "js": js}), ms).await {
-            Ok(v) => v,
-            Err(e) => {
-                let state = self.command(json!({"op": "eval", "js": dump}), 5000).await;
-                panic!("waiting for {what}: {e}\nstate: {state:?}")
-            }
-        }
-    }
-
-    /// Close the browser (stdin closed: the driver closes Chromium and exits).
-    async fn close(mut self) {
-        self.stdin = None;
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-    }
-}
+use common::browser::Browser;
 
 // ---------------------------------------------------------------- the server
 
@@ -276,7 +144,14 @@ impl Stack {
         settings.manifest.segment_uris = "proxy".into();
         settings.manifest.id3 = true;
         settings.manifest.validate().expect("manifest settings");
-        let hls = HlsState::new(&settings, Fetcher::new().unwrap(), &HashMap::new()).unwrap();
+        let hls = HlsState::new(
+            &settings.channels,
+            &settings.manifest,
+            &settings.ingest,
+            Fetcher::new().unwrap(),
+            &HashMap::new(),
+        )
+        .unwrap();
         let bus = Arc::new(MemoryBus::new(1000));
         let stop = CancellationToken::new();
         hls.spawn_cue_feeds(bus.clone() as Arc<dyn CueBus>, stop.clone());
@@ -426,7 +301,8 @@ fn sdk_rules_in_node() {
     {
         Ok(out) => out,
         Err(e) => {
-            eprintln!("SKIPPED sdk_rules_in_node: node is missing ({e}; scripts/setup.sh test)");
+            let why = format!("node is missing ({e}; scripts/setup.sh test)");
+            common::peer_missing("sdk_rules_in_node", &why);
             return;
         }
     };

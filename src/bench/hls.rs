@@ -438,7 +438,13 @@ fn start_sidecar(origin_base: &str, args: &HlsBenchArgs) -> anyhow::Result<Sidec
     };
     let mut progress = HashMap::new();
     progress.insert("bench".to_string(), Arc::new(AnalysisProgress::default()));
-    let state = HlsState::new(&settings, Fetcher::new()?, &progress)?;
+    let state = HlsState::new(
+        &settings.channels,
+        &settings.manifest,
+        &settings.ingest,
+        Fetcher::new()?,
+        &progress,
+    )?;
     let ch = state
         .channel("bench")
         .context("the bench channel is not served")?;

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::build::{BuildOptions, build};
-use super::{Analyzer, Catalog, IndexKind};
-use crate::config::Settings;
-use crate::inference::{Models, RgbImage};
+use super::{Analyzer, Catalog, CatalogSettings, IndexKind};
+use crate::inference::{InferenceSettings, Models, RgbImage};
 
 #[derive(Debug, clap::Args)]
 pub struct CatalogArgs {
@@ -93,15 +92,20 @@ pub struct QueryArgs {
 }
 
 /// Entry point of `shopcue catalog …`.
-pub fn run(args: CatalogArgs, settings: &Settings) -> anyhow::Result<()> {
+/// `shopcue catalog …` with the `[catalog]` and `[inference]` settings.
+pub fn run(
+    args: CatalogArgs,
+    catalog: &CatalogSettings,
+    inference: &InferenceSettings,
+) -> anyhow::Result<()> {
     match args.command {
-        CatalogCommand::Build(a) => run_build(a, settings),
-        CatalogCommand::Query(a) => run_query(a, settings),
+        CatalogCommand::Build(a) => run_build(a, catalog, inference),
+        CatalogCommand::Query(a) => run_query(a, catalog, inference),
         CatalogCommand::Grocery(a) => {
-            let models = Models::load(&settings.inference).context("loading the models")?;
+            let models = Models::load(inference).context("loading the models")?;
             let r = super::grocery::build_catalog(
                 &models,
-                &settings.catalog,
+                catalog,
                 &a.dataset,
                 &a.out,
                 a.photos_per_product,
@@ -120,8 +124,12 @@ pub fn run(args: CatalogArgs, settings: &Settings) -> anyhow::Result<()> {
     }
 }
 
-fn run_build(a: BuildArgs, settings: &Settings) -> anyhow::Result<()> {
-    let mut cs = settings.catalog.clone();
+fn run_build(
+    a: BuildArgs,
+    catalog_settings: &CatalogSettings,
+    inference: &InferenceSettings,
+) -> anyhow::Result<()> {
+    let mut cs = catalog_settings.clone();
     if let Some(i) = a.index {
         cs.index = match i {
             IndexArg::Flat => IndexKind::Flat,
@@ -129,7 +137,7 @@ fn run_build(a: BuildArgs, settings: &Settings) -> anyhow::Result<()> {
             IndexArg::Ivf => IndexKind::Ivf,
         };
     }
-    let models = Models::load(&settings.inference).context("loading the models")?;
+    let models = Models::load(inference).context("loading the models")?;
     let opts = BuildOptions {
         products: a.products,
         out: a.out,
@@ -166,10 +174,14 @@ fn run_build(a: BuildArgs, settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_query(a: QueryArgs, settings: &Settings) -> anyhow::Result<()> {
-    let models = Models::load(&settings.inference).context("loading the models")?;
-    let catalog = Arc::new(Catalog::open(&a.catalog, &settings.catalog)?);
-    let analyzer = Analyzer::new(&models, catalog, &settings.catalog)?;
+fn run_query(
+    a: QueryArgs,
+    catalog_settings: &CatalogSettings,
+    inference: &InferenceSettings,
+) -> anyhow::Result<()> {
+    let models = Models::load(inference).context("loading the models")?;
+    let catalog = Arc::new(Catalog::open(&a.catalog, catalog_settings)?);
+    let analyzer = Analyzer::new(&models, catalog, catalog_settings)?;
     let img = RgbImage::open(&a.image)?;
     let results = analyzer.query(&img, a.k)?;
     if a.json {

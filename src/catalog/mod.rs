@@ -976,17 +976,6 @@ mod tests {
     }
 
     #[test]
-    fn shipped_file_matches_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/shopcue.toml");
-        let s = crate::config::Settings::load(Some(&path), Vec::new()).unwrap();
-        let d = CatalogSettings::default();
-        assert_eq!(
-            toml::to_string(&s.catalog).unwrap(),
-            toml::to_string(&d).unwrap()
-        );
-    }
-
-    #[test]
     fn defaults_validate() {
         CatalogSettings::default().validate().unwrap();
         let s = CatalogSettings {

@@ -1,5 +1,6 @@
 //! Catalog HTTP routes: the product API (`GET /v1/products/{id}`, enriched from the shop's
-//! API when configured) and the admin API that changes the catalog while it serves
+//! API when configured; `GET /v1/products/{id}/image`, the product's first catalog image,
+//! for players to show) and the admin API that changes the catalog while it serves
 //! (`POST /v1/catalog/products`, `PUT|DELETE /v1/catalog/products/{id}`, key required).
 //! Embedding work runs on the blocking pool; a change becomes visible to searches in one
 //! swap, after it is on disk.
@@ -17,6 +18,7 @@ use serde::Serialize;
 
 use super::{ApiError, require_admin};
 use crate::catalog::build::{ImageLoader, product_vectors};
+use crate::catalog::product::ImageSource;
 use crate::catalog::upstream::ProductService;
 use crate::catalog::{CatalogError, CatalogSettings, Product, Skipped};
 use crate::inference::Models;
@@ -48,10 +50,14 @@ impl CatalogApiState {
     }
 }
 
-pub fn router(state: CatalogApiState) -> Router {
+/// The catalog's routes. `cors` wraps the read-only ones (`GET /v1/products/{id}`,
+/// `GET /v1/catalog`), never the admin ones.
+pub fn router(state: CatalogApiState, cors: tower_http::cors::CorsLayer) -> Router {
     Router::new()
         .route("/v1/products/{id}", get(get_product))
+        .route("/v1/products/{id}/image", get(product_image))
         .route("/v1/catalog", get(catalog_info))
+        .layer(cors)
         .route("/v1/catalog/products", post(add_product))
         .route(
             "/v1/catalog/products/{id}",
@@ -79,6 +85,74 @@ async fn get_product(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(st.products.get(&id).await?))
+}
+
+/// Largest image file `GET /v1/products/{id}/image` serves.
+const MAX_IMAGE_BYTES: u64 = 8 << 20;
+
+/// The folder relative image paths of the catalog are read from.
+fn images_root(st: &CatalogApiState) -> PathBuf {
+    if st.settings.images_root.is_empty() {
+        let catalog = st.products.catalog();
+        catalog.dir().map(|d| d.to_path_buf()).unwrap_or_default()
+    } else {
+        PathBuf::from(&st.settings.images_root)
+    }
+}
+
+/// The product's first image: a redirect when it is a web URL, the file (JPEG or PNG, at
+/// most [`MAX_IMAGE_BYTES`]) when it is a catalog path. Only paths the catalog itself lists
+/// are ever read; the client names a product, never a path.
+async fn product_image(
+    State(st): State<CatalogApiState>,
+    Path(id): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    let product = st
+        .products
+        .catalog()
+        .product(&id)
+        .ok_or_else(|| ApiError::from(CatalogError::UnknownProduct(id.clone())))?;
+    let spec = product
+        .images
+        .first()
+        .ok_or_else(|| ApiError::NotFound(format!("product `{id}` has no image")))?;
+    let path = match ImageSource::resolve(spec, &images_root(&st)) {
+        ImageSource::Url(url) => {
+            return Ok(axum::response::Redirect::temporary(&url).into_response());
+        }
+        ImageSource::File(path) => path,
+    };
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let content_type = match ext.to_ascii_lowercase().as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "product `{id}`: image is not JPEG or PNG"
+            )));
+        }
+    };
+    let unavailable = |why: String| {
+        tracing::warn!(product = %id, path = %path.display(), %why, "product image unavailable");
+        ApiError::NotFound(format!("product `{id}`: image unavailable"))
+    };
+    let meta = tokio::fs::metadata(&path)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    if meta.len() > MAX_IMAGE_BYTES {
+        return Err(unavailable(format!("{} bytes", meta.len())));
+    }
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, content_type),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 async fn catalog_info(State(st): State<CatalogApiState>) -> impl IntoResponse {

@@ -329,7 +329,7 @@ async fn cues(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let inner = &state.inner;
-    if let Err(why) = crate::config::validate_channel_id(&channel) {
+    if let Err(why) = crate::cue::validate_channel_id(&channel) {
         return ApiError::BadRequest(format!("channel id: {why}")).into_response();
     }
     if inner

@@ -24,11 +24,11 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::config::Settings;
 use crate::cue::{Cue, CueEvent};
 use crate::cuebus::{CueBus, Offset};
 use crate::ingest::hls::{FetchError, Fetcher};
 use crate::ingest::progress::AnalysisProgress;
+use crate::ingest::settings::{ChannelSettings, IngestSettings};
 use crate::manifest::playlist::{PlaylistKind, RewriteContext, UriMode};
 use crate::manifest::{
     ChannelOrigin, CueLedger, ManifestSettings, SegmentTiming, emsg, hold_back, id3, playlist_kind,
@@ -217,17 +217,20 @@ pub struct HlsState {
 }
 
 impl HlsState {
-    /// One served channel per HLS channel of `settings.channels` (http/https URLs; others
+    /// One served channel per HLS channel of `channels` (http/https URLs; others
     /// are skipped). `progress`: each channel's ingest analysis progress
     /// (`ingest::Channel.stats.analysis`); a channel without one gets an empty progress
     /// (no anchors: PDTs only from the origin; hold-back only by deadline).
     pub fn new(
-        settings: &Settings,
+        channels: &[ChannelSettings],
+        manifest: &ManifestSettings,
+        ingest: &IngestSettings,
         fetcher: Fetcher,
         progress: &HashMap<String, Arc<AnalysisProgress>>,
     ) -> Result<Self, HlsError> {
+        let list = channels;
         let mut channels = HashMap::new();
-        for (index, c) in settings.channels.iter().enumerate() {
+        for (index, c) in list.iter().enumerate() {
             if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
                 continue;
             }
@@ -240,7 +243,7 @@ impl HlsState {
             let ch = HlsChannel {
                 id: c.id.clone(),
                 origin,
-                ledger: RwLock::new(CueLedger::from_settings(&settings.manifest)),
+                ledger: RwLock::new(CueLedger::from_settings(manifest)),
                 cues: Mutex::new(HashMap::new()),
                 analysis: progress.get(&c.id).cloned().unwrap_or_default(),
                 segments: Mutex::new(HashMap::new()),
@@ -254,13 +257,13 @@ impl HlsState {
             };
             channels.insert(c.id.clone(), Arc::new(ch));
         }
-        let i = &settings.ingest;
+        let i = ingest;
         Ok(Self {
             inner: Arc::new(Inner {
                 channels,
                 fetcher,
-                uri_mode: settings.manifest.uri_mode(),
-                manifest: settings.manifest.clone(),
+                uri_mode: manifest.uri_mode(),
+                manifest: manifest.clone(),
                 max_playlist_bytes: i.max_playlist_bytes,
                 max_segment_bytes: i.max_segment_bytes,
                 playlist_timeout: Duration::from_millis(i.playlist_timeout_ms),

@@ -14,11 +14,15 @@ use axum::routing::{get, post};
 use super::ApiError;
 use crate::origin::{Answer, Fault, LiveOrigin};
 
+/// The origin's routes. Playlists and segments answer pages on any origin (CORS), as a
+/// CDN in front of a live origin does, so players can read them directly
+/// (`manifest.segment_uris = "absolute"`); the test controls do not.
 pub fn router(origin: Arc<LiveOrigin>) -> Router {
     Router::new()
         .route("/live/master.m3u8", get(master))
         .route("/live/index.m3u8", get(playlist))
         .route("/live/{file}", get(segment))
+        .layer(super::cors::read_only(&[super::cors::ANY.to_string()]))
         .route("/_control/faults", post(fault))
         .route("/_control/requests", get(requests))
         .with_state(origin)

@@ -1111,17 +1111,6 @@ mod tests {
     }
 
     #[test]
-    fn shipped_file_matches_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/shopcue.toml");
-        let s = crate::config::Settings::load(Some(&path), Vec::new()).unwrap();
-        assert_eq!(s.inference.models, InferenceSettings::default().models);
-        assert_eq!(
-            toml::to_string(&s.inference).unwrap(),
-            toml::to_string(&InferenceSettings::default()).unwrap()
-        );
-    }
-
-    #[test]
     fn validation_names_keys() {
         let s = InferenceSettings {
             providers: vec!["gpu".into()],

@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::playlist::{self, LowLatency, PlaylistError, PlaylistTracker, SegmentJob};
+use super::settings::{IngestSettings, VariantChoice};
 use super::{ChannelState, ChannelStats, IngestError};
-use crate::config::{IngestSettings, VariantChoice};
 
 /// EXT-X-MAP init sections already fetched, by URL and byte range.
 type InitCache = HashMap<(Url, Option<(u64, u64)>), Bytes>;

@@ -13,8 +13,9 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{IngestSettings, MediaSettings};
+pub use self::settings::{IngestSettings, VariantChoice};
 use crate::frame::Frame;
+use crate::media::MediaSettings;
 use crate::media::{self, MediaError, Pipelines, SegmentDecoder};
 
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +238,7 @@ impl SourceSpec {
 pub mod hls;
 pub mod playlist;
 pub mod progress;
+pub mod settings;
 
 /// Whether a source that cannot start ends with an error (CLI) or keeps retrying (sidecar).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use m3u8_rs::{MasterPlaylist, MediaPlaylist, Playlist};
 use url::Url;
 
-use crate::config::VariantChoice;
+use super::settings::VariantChoice;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PlaylistError {

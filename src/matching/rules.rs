@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use crate::matching::aggregate::MatchedDetection;
+use crate::matching::detection::MatchedDetection;
 use crate::matching::{MarginMode, MatchingSettings};
 
 /// The verdict on one detection.
@@ -267,7 +267,7 @@ mod tests {
         });
         assert!(r.class_allowed("CUP"));
         assert!(!r.class_allowed("book"));
-        assert!(!r.class_allowed(crate::matching::aggregate::WHOLE_FRAME_CLASS));
+        assert!(!r.class_allowed(crate::matching::detection::WHOLE_FRAME_CLASS));
     }
 
     #[test]

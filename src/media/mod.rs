@@ -16,7 +16,30 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 
+use serde::{Deserialize, Serialize};
+
 use crate::frame::I420Image;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaSettings {
+    /// Height of the frames handed to analysis; the width follows the display aspect.
+    pub analysis_height: u32,
+    /// Folder with pipeline descriptions that replace the built-in ones (empty: built-in).
+    pub pipelines_dir: String,
+    /// Frames a channel's decoder may hold ahead of analysis before it waits.
+    pub frame_queue: usize,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        Self {
+            analysis_height: 360,
+            pipelines_dir: String::new(),
+            frame_queue: 64,
+        }
+    }
+}
 
 const SEGMENT_PIPELINE: &str = include_str!("../../pipelines/segment.gst");
 const FILE_PIPELINE: &str = include_str!("../../pipelines/file.gst");

@@ -206,7 +206,13 @@ impl Sidecar {
             .iter()
             .map(|c| (c.id.clone(), c.progress.clone()))
             .collect();
-        let hls = http::hls::HlsState::new(&settings, ingest::hls::Fetcher::new()?, &progress)?;
+        let hls = http::hls::HlsState::new(
+            &settings.channels,
+            &settings.manifest,
+            &settings.ingest,
+            ingest::hls::Fetcher::new()?,
+            &progress,
+        )?;
         // In memory, only this process's channels exist. On Redis, channels analysed by
         // other machines are served too (a feed-only replica has no channels of its own).
         let feed = http::feed::FeedState::new(bus.clone(), settings.feed.clone());
@@ -228,6 +234,7 @@ impl Sidecar {
             history: status::History::default(),
         });
 
+        let cors = http::cors::read_only(&settings.server.cors_origins);
         let mut router = http::server::ops_router(
             metrics.clone(),
             {
@@ -246,20 +253,26 @@ impl Sidecar {
             },
         )
         .merge(http::dashboard::router())
-        .merge(http::feed::router(feed.clone()))
-        .merge(http::hls::router(hls.clone()))
-        .merge(http::web::router());
+        .merge(http::cors::guard_websocket(
+            http::feed::router(feed.clone()),
+            &settings.server.cors_origins,
+        ))
+        .merge(http::hls::router(hls.clone()).layer(cors.clone()))
+        .merge(http::web::router().layer(cors.clone()));
         if let Some(catalog) = &catalog {
             let products = Arc::new(ProductService::new(
                 catalog.clone(),
                 &settings.catalog.upstream,
             ));
-            router = router.merge(http::catalog::router(http::catalog::CatalogApiState::new(
-                products,
-                models.clone(),
-                &settings.catalog,
-                &settings.server.admin_key,
-            )));
+            router = router.merge(http::catalog::router(
+                http::catalog::CatalogApiState::new(
+                    products,
+                    models.clone(),
+                    &settings.catalog,
+                    &settings.server.admin_key,
+                ),
+                cors,
+            ));
         }
         let listener = tokio::net::TcpListener::bind(&settings.server.listen)
             .await

@@ -2,6 +2,8 @@
 //! real redis-server on a free loopback port, and cue fixtures.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -255,6 +257,19 @@ pub fn end(channel: &str, n: u64) -> CueEvent {
     CueEvent::End(c)
 }
 
+/// Env switch set by `make test` (and so by CI): a test whose peer is missing fails.
+pub const REQUIRE_PEERS: &str = "SHOPCUE_REQUIRE_PEERS";
+
+/// A test peer (Chromium, node, ffmpeg, python3-yaml) is missing. Under `make test`
+/// ([`REQUIRE_PEERS`] set, as CI does) the test fails with `why`; a developer running
+/// `cargo test` without the peer gets a loud SKIPPED line instead.
+pub fn peer_missing(test: &str, why: &str) {
+    if std::env::var_os(REQUIRE_PEERS).is_some_and(|v| !v.is_empty() && v != "0") {
+        panic!("{test}: {why}; {REQUIRE_PEERS} is set (make test), so this is a failure");
+    }
+    eprintln!("SKIPPED {test}: {why} (set {REQUIRE_PEERS}=1 to fail instead)");
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -362,8 +377,13 @@ pub async fn serve_dir(dir: PathBuf) -> String {
             }
         }),
     );
+    format!("{}/vod/index.m3u8", serve_router(app).await)
+}
+
+/// `app` on a loopback listener (port 0) for the rest of the test; its base URL.
+pub async fn serve_router(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/vod/index.m3u8", listener.local_addr().unwrap());
+    let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    base
 }

@@ -1,13 +1,21 @@
 // The shopcue demo: plays a channel through the sidecar's HLS proxy with hls.js and shows
 // the product cues of the WebSocket feed as cards and hotspots, aligned with the picture
-// (the SDK's `cueshow`/`cuehide` follow hls.playingDate).
+// (the SDK's `cueshow`/`cuehide` follow hls.playingDate); a "shop the show" rail keeps
+// every product this viewer was shown; a click or tap on a card, hotspot or rail item
+// opens the product's details beside the video, which keeps playing. The SDK's
+// `impression` and `click` events are forwarded to `window.shopcueDemo.analytics` (where
+// a site would send them to its analytics).
 import { ShopcueClient } from '/sdk/shopcue.js';
 
 const params = new URLSearchParams(location.search);
 const channel = params.get('channel') || 'demo';
 const src = params.get('src') || 'master.m3u8';
 const token = params.get('token') || undefined;
-const streamUrl = /^https?:\/\//.test(src) ? src : `/hls/${encodeURIComponent(channel)}/${src}`;
+// `src` is an entry under /hls/<channel>/ (`master.m3u8`), an absolute path
+// (`/hls/grocery/master.m3u8`, as `shopcue demo` prints it) or a full URL: each resolves
+// against the channel's folder the way a link would.
+const channelBase = new URL(`/hls/${encodeURIComponent(channel)}/`, location.href);
+const streamUrl = new URL(src, channelBase).href;
 
 const video = document.getElementById('video');
 const stage = document.getElementById('stage');
@@ -15,9 +23,12 @@ const hotspotLayer = document.getElementById('hotspots');
 const cardList = document.getElementById('cards');
 const emptyNote = document.getElementById('empty');
 const statusLine = document.getElementById('status');
+const railList = document.getElementById('rail');
+const railCount = document.getElementById('rail-count');
+const detail = document.getElementById('detail');
 
 /** What the page did, for people debugging it and for the headless tests. */
-const demo = { shows: [], hides: [], errors: [], client: null, hls: null, video };
+const demo = { shows: [], hides: [], errors: [], analytics: [], client: null, hls: null, video };
 window.shopcueDemo = demo;
 
 // ---- products ----
@@ -32,6 +43,8 @@ function product(id) {
       id,
       fetch(`/v1/products/${encodeURIComponent(id)}`)
         .then((r) => (r.ok ? r.json() : null))
+        // The sidecar answers {product, source, stale}; a plain product object works too.
+        .then((a) => (a && a.product && typeof a.product === 'object' ? { ...a.product, stale: a.stale } : a))
         .then((p) => {
           if (p) resolved.set(id, p);
           return p;
@@ -44,8 +57,10 @@ function product(id) {
 
 function imageOf(p) {
   const img = p && (p.image || (Array.isArray(p.images) ? p.images[0] : null));
-  // Catalog images may be file paths on the server: only web URLs are shown.
-  return typeof img === 'string' && /^(https?:\/\/|data:image\/)/.test(img) ? img : null;
+  if (typeof img !== 'string') return null;
+  if (/^(https?:\/\/|data:image\/)/.test(img)) return img;
+  // A file path in the catalog: the sidecar serves it.
+  return p.id ? `/v1/products/${encodeURIComponent(p.id)}/image` : null;
 }
 
 function priceOf(p) {
@@ -61,9 +76,16 @@ function text(tag, cls, value) {
   return el;
 }
 
+/** The words a screen reader says for a product. */
+function labelOf(p, id) {
+  const price = priceOf(p);
+  return `${p.title || id}${price ? `, ${price}` : ''}: show details`;
+}
+
 function renderCard(li, cue, details) {
   const p = { ...(cue.product || {}), ...(details || {}) };
   li.replaceChildren();
+  li.setAttribute('aria-label', labelOf(p, cue.product_id));
   const img = imageOf(p);
   if (img) {
     const el = document.createElement('img');
@@ -82,11 +104,15 @@ function renderCard(li, cue, details) {
 function showCard(cue) {
   let li = cardList.querySelector(`[data-cue-id="${CSS.escape(cue.id)}"]`);
   if (!li) {
-    li = document.createElement('li');
+    li = document.createElement('button');
+    li.type = 'button';
     li.className = 'card';
     li.dataset.cueId = cue.id;
     li.dataset.productId = cue.product_id;
-    cardList.append(li);
+    li.addEventListener('click', () => openProduct(cue.product_id, cue, 'card'));
+    const item = document.createElement('li');
+    item.append(li);
+    cardList.append(item);
   }
   renderCard(li, cue, null);
   product(cue.product_id).then((details) => {
@@ -97,9 +123,97 @@ function showCard(cue) {
 
 function hideCard(cue) {
   const li = cardList.querySelector(`[data-cue-id="${CSS.escape(cue.id)}"]`);
-  if (li) li.remove();
+  if (li) li.parentElement.remove();
   emptyNote.hidden = cardList.children.length > 0;
 }
+
+// ---- the rail: every product shown to this viewer, newest first ----
+
+function drawRail() {
+  const seen = demo.client.seenProducts();
+  railCount.textContent = String(seen.length);
+  railCount.setAttribute('aria-label', `${seen.length} products shown so far`);
+  seen.forEach(({ productId, cue }, i) => {
+    let li = railList.querySelector(`[data-product-id="${CSS.escape(productId)}"]`);
+    if (!li) {
+      li = document.createElement('li');
+      li.dataset.productId = productId;
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'rail-item';
+      button.addEventListener('click', () => openProduct(productId, cue, 'rail'));
+      li.append(button);
+    }
+    const button = li.firstChild;
+    const p = { ...(cue.product || {}), ...(resolved.get(productId) || {}) };
+    const title = p.title || productId;
+    if (button.textContent !== title) {
+      button.replaceChildren();
+      const img = imageOf(p);
+      if (img) {
+        const el = document.createElement('img');
+        el.src = img;
+        el.alt = '';
+        button.append(el);
+      }
+      button.append(text('span', 'title', title));
+    }
+    button.setAttribute('aria-label', labelOf(p, productId));
+    if (railList.children[i] !== li) railList.insertBefore(li, railList.children[i] || null);
+  });
+}
+
+// ---- product details (the video keeps playing) ----
+
+let detailFor = null;
+
+async function openProduct(productId, cue, source) {
+  demo.client.click(cue || productId, source);
+  detailFor = productId;
+  detail.hidden = false;
+  detail.replaceChildren(text('p', 'loading', 'Loading…'));
+  const p = { ...(cue?.product || {}), ...((await product(productId)) || {}) };
+  if (detailFor !== productId) return;
+  const close = text('button', 'close', '×');
+  close.type = 'button';
+  close.setAttribute('aria-label', 'Close product details');
+  close.addEventListener('click', closeProduct);
+  const parts = [close];
+  const img = imageOf(p);
+  if (img) {
+    const el = document.createElement('img');
+    el.src = img;
+    el.alt = p.title || productId;
+    parts.push(el);
+  }
+  const title = text('h3', 'title', p.title || productId);
+  title.id = 'detail-title';
+  parts.push(title);
+  if (p.brand) parts.push(text('p', 'brand', p.brand));
+  const price = priceOf(p);
+  if (price) parts.push(text('p', 'price', price));
+  parts.push(text('p', 'availability', p.availability ? p.availability.replaceAll('_', ' ') : 'availability unknown'));
+  if (typeof p.url === 'string' && /^https?:\/\//.test(p.url)) {
+    const a = text('a', 'shop', 'View in shop');
+    a.href = p.url;
+    a.target = '_blank';
+    a.rel = 'noopener';
+    parts.push(a);
+  }
+  detail.replaceChildren(...parts);
+  detail.dataset.productId = productId;
+  close.focus({ preventScroll: true });
+}
+
+function closeProduct() {
+  detailFor = null;
+  detail.hidden = true;
+  detail.replaceChildren();
+}
+
+document.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape' && !detail.hidden) closeProduct();
+});
 
 // ---- hotspots ----
 
@@ -123,14 +237,20 @@ function drawHotspots() {
     seen.add(cue.id);
     let el = hotspotLayer.querySelector(`[data-cue-id="${CSS.escape(cue.id)}"]`);
     if (!el) {
-      el = document.createElement('div');
+      el = document.createElement('button');
+      el.type = 'button';
       el.className = 'hotspot';
       el.dataset.cueId = cue.id;
+      el.dataset.productId = cue.product_id;
       el.append(text('span', '', ''));
+      el.addEventListener('click', () => openProduct(cue.product_id, cue, 'hotspot'));
       hotspotLayer.append(el);
     }
     const label = resolved.get(cue.product_id)?.title || cue.product?.title || cue.product_id;
-    if (el.firstChild.textContent !== label) el.firstChild.textContent = label;
+    if (el.firstChild.textContent !== label) {
+      el.firstChild.textContent = label;
+      el.setAttribute('aria-label', `${label}: show details`);
+    }
     el.style.left = `${r.left + box.x * r.width}px`;
     el.style.top = `${r.top + box.y * r.height}px`;
     el.style.width = `${box.w * r.width}px`;
@@ -156,6 +276,7 @@ function drawStatus() {
 
 function frame() {
   drawHotspots();
+  drawRail();
   drawStatus();
   requestAnimationFrame(frame);
 }
@@ -176,6 +297,12 @@ function start() {
     hideCard(cue);
   });
   client.addEventListener('protocolerror', (e) => demo.errors.push(e.detail.message));
+  for (const type of ['impression', 'click']) {
+    client.addEventListener(type, (e) => {
+      const { productId, source, playingDate } = e.detail;
+      demo.analytics.push({ type, productId, cueId: e.detail.cue?.id ?? null, source: source ?? null, at: playingDate ? playingDate.toISOString() : null });
+    });
+  }
   client.connect();
 
   if (!window.Hls || !Hls.isSupported()) {

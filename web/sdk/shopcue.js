@@ -114,7 +114,11 @@ const DEFAULTS = {
  * - `cue` `{type, cue, offset}`: one feed event applied (`type` `start|update|end`);
  * - `cueshow` `{cue, playingDate}` / `cuehide` `{cue, playingDate, reason}`: the cue became
  *   visible / stopped being visible on the attached player (see {@link ShopcueClient#attachHls});
- * - `protocolerror` `{message, data}`: a server message the SDK ignored (malformed).
+ * - `protocolerror` `{message, data}`: a server message the SDK ignored (malformed);
+ * - `impression` `{cue, productId, playingDate}`: a product was first shown to this viewer
+ *   (once per cue), for analytics;
+ * - `click` `{cue, productId, source, playingDate}`: the page reported a click or tap on a
+ *   product with {@link ShopcueClient#click}, for analytics.
  *
  * @example
  * const client = new ShopcueClient({ channel: 'news' });
@@ -158,6 +162,50 @@ export class ShopcueClient extends EventTarget {
     this._pingIntervalMs = 30000;
     this._visible = new Set();
     this._player = null;
+    /** @type {Set<string>} cue ids already counted as an impression */
+    this._impressions = new Set();
+    /** @type {Map<string, {productId: string, cue: Cue, firstShownMs: number, lastShownMs: number, shows: number}>} */
+    this._seen = new Map();
+  }
+
+  /**
+   * Every product shown to this viewer so far (a "shop the show" rail), newest first:
+   * one entry per product, kept after its cues end.
+   * @returns {{productId: string, cue: Cue, firstShownMs: number, lastShownMs: number, shows: number}[]}
+   */
+  seenProducts() {
+    return [...this._seen.values()].sort((a, b) => b.lastShownMs - a.lastShownMs);
+  }
+
+  /**
+   * Report a click or tap on a product (a card, a hotspot…): emits `click` for analytics.
+   * @param {Cue|string} cueOrProduct the cue clicked, or a product id (e.g. from the rail)
+   * @param {string} source where it was clicked (`hotspot`, `card`, `rail`…)
+   */
+  click(cueOrProduct, source) {
+    const cue = typeof cueOrProduct === 'string' ? this._seen.get(cueOrProduct)?.cue : cueOrProduct;
+    const productId = typeof cueOrProduct === 'string' ? cueOrProduct : cueOrProduct?.product_id;
+    if (!productId) return;
+    this._emit('click', { cue: cue || null, productId, source: String(source || ''), playingDate: this.playingDate() });
+  }
+
+  _noteShown(cue, date) {
+    const t = date.getTime();
+    const seen = this._seen.get(cue.product_id);
+    if (seen) {
+      seen.cue = cue;
+      seen.lastShownMs = t;
+      seen.shows++;
+    } else {
+      this._seen.set(cue.product_id, { productId: cue.product_id, cue, firstShownMs: t, lastShownMs: t, shows: 1 });
+    }
+    if (!this._impressions.has(cue.id)) {
+      this._impressions.add(cue.id);
+      if (this._impressions.size > this.options.maxEndedCues) {
+        this._impressions.delete(this._impressions.values().next().value);
+      }
+      this._emit('impression', { cue, productId: cue.product_id, playingDate: date });
+    }
   }
 
   /** The feed URL for the next connection (with `since` once an offset is known). */
@@ -302,6 +350,7 @@ export class ShopcueClient extends EventTarget {
       const visible = isVisibleAt(cue, t);
       if (visible && !this._visible.has(cue.id)) {
         this._visible.add(cue.id);
+        this._noteShown(cue, date);
         this._emit('cueshow', { cue, playingDate: date });
       } else if (!visible && this._visible.has(cue.id)) {
         this._hide(cue.id, date, t > (cue.endMs ?? Infinity) ? 'ended' : 'seek');

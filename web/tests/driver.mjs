@@ -6,6 +6,9 @@
 //   {"op":"wait","js":"window.x && window.x.done","timeout_ms":20000}
 //   {"op":"logs"}                                    -> console lines and page errors so far
 //   {"op":"screenshot","path":"/tmp/x.png"}
+//   {"op":"viewport","width":390,"height":844}       resize the page (a phone)
+//   {"op":"focus","selector":".card"} / {"op":"press","key":"Enter"}
+//   {"op":"failures"}                                -> requests that failed or got >= 400 so far
 //
 // Chromium is Debian's (/usr/bin/chromium, or $CHROMIUM); playwright-core never downloads
 // a browser. The process exits when stdin closes (the browser with it), or after
@@ -28,6 +31,13 @@ const page = await browser.newPage();
 const logs = [];
 page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
 page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+const failures = [];
+page.on('requestfailed', (r) =>
+  failures.push({ url: r.url(), error: r.failure()?.errorText ?? 'failed' }),
+);
+page.on('response', (r) => {
+  if (r.status() >= 400) failures.push({ url: r.url(), status: r.status() });
+});
 out({ ready: true, version: browser.version() });
 
 const rl = readline.createInterface({ input: process.stdin });
@@ -51,6 +61,14 @@ for await (const line of rl) {
       value = await handle.jsonValue();
     } else if (cmd.op === 'screenshot') {
       await page.screenshot({ path: cmd.path, timeout });
+    } else if (cmd.op === 'viewport') {
+      await page.setViewportSize({ width: cmd.width, height: cmd.height });
+    } else if (cmd.op === 'focus') {
+      await page.focus(cmd.selector, { timeout });
+    } else if (cmd.op === 'press') {
+      await page.keyboard.press(cmd.key);
+    } else if (cmd.op === 'failures') {
+      value = failures.slice();
     } else if (cmd.op === 'logs') {
       value = logs.splice(0);
     } else {
