@@ -413,6 +413,9 @@ fn fetch_error(st: &Inner, e: &FetchError, what: &str) -> Cached {
             &format!("origin answered HTTP {status}"),
         ),
         FetchError::Transport { .. } => error_answer(StatusCode::BAD_GATEWAY, "origin unreachable"),
+        FetchError::BadRange { .. } => {
+            error_answer(StatusCode::BAD_GATEWAY, "origin byte range unusable")
+        }
     }
 }
 

@@ -355,6 +355,7 @@ async fn run_channel(
         height: None,
         metrics: Some(rt.metrics.clone()),
         progress: Some(rt.progress.clone()),
+        stats: None,
     };
     let ingest_cancel = cancel.child_token();
     let source = ingest::start(
