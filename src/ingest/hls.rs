@@ -281,7 +281,8 @@ pub async fn open(
     }
 }
 
-/// Back-off that doubles from `initial` to `max`, with ±20 % jitter.
+/// Back-off that doubles from `initial` to `max`, with ±20 % jitter, never above `max`
+/// (it bounds how long a recovered origin waits for us).
 struct Backoff {
     initial: Duration,
     max: Duration,
@@ -301,7 +302,7 @@ impl Backoff {
         let d = self.current;
         self.current = (self.current * 2).min(self.max);
         let jitter = rand::random_range(0.8..1.2);
-        d.mul_f64(jitter)
+        d.mul_f64(jitter).min(self.max)
     }
     fn reset(&mut self) {
         self.current = self.initial;

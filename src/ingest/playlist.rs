@@ -401,7 +401,13 @@ pub struct PlaylistTracker {
     last_anchor: Option<(u64, DateTime<Utc>, f64)>,
     last_signature: Option<(u64, usize, String)>,
     highest_msn_seen: Option<u64>,
+    /// Loads in a row that looked older than what was seen.
+    stale_loads: u32,
 }
+
+/// After this many loads in a row that look older than what was seen, the playlist is
+/// taken as it is (a reset) instead of ignored.
+pub const MAX_STALE_LOADS: u32 = 4;
 
 const SEEN_MEMORY: usize = 256;
 
@@ -467,6 +473,7 @@ impl PlaylistTracker {
             last_anchor: None,
             last_signature: None,
             highest_msn_seen: None,
+            stale_loads: 0,
         }
     }
 
@@ -568,7 +575,14 @@ impl PlaylistTracker {
         if let Some(next) = self.next_msn
             && (last + 1 < next || clock_moved)
         {
-            if !clock_moved && self.consistent_with_seen(first, pl) {
+            // An older copy now and then is a lagging server; older copies only, load
+            // after load, mean what we expect next is wrong (an origin that jumped ahead
+            // once and came back): follow the origin as it is.
+            if !clock_moved
+                && self.stale_loads + 1 < MAX_STALE_LOADS
+                && self.consistent_with_seen(first, pl)
+            {
+                self.stale_loads += 1;
                 up.stale = true;
                 up.changed = false;
                 return Ok(up);
@@ -661,6 +675,7 @@ impl PlaylistTracker {
         ));
         self.next_msn = Some(next.max(last + 1));
         self.highest_msn_seen = Some(self.highest_msn_seen.map_or(last, |h| h.max(last)));
+        self.stale_loads = 0;
         self.last_signature = Some(signature);
         Ok(up)
     }
@@ -1099,6 +1114,34 @@ mod tests {
             .update(&url(), &media(&live(13, 5, Some(T0))), t(T0))
             .unwrap();
         assert_eq!(msns(&up), vec![17]);
+    }
+
+    #[test]
+    fn a_bogus_jump_is_left_once_the_origin_keeps_serving_the_truth() {
+        let mut tr = PlaylistTracker::new(1);
+        tr.update(&url(), &media(&live(10, 5, Some(T0))), t(T0))
+            .unwrap();
+        // One hostile answer: the same segments numbered a million later.
+        let jumped = live(10, 5, Some(T0))
+            .replace("#EXT-X-MEDIA-SEQUENCE:10", "#EXT-X-MEDIA-SEQUENCE:1000010");
+        let up = tr.update(&url(), &media(&jumped), t(T0)).unwrap();
+        assert_eq!(up.skipped, 1_000_000 - 5);
+        // The real playlist looks older than that: ignored a few times, then followed.
+        for _ in 1..MAX_STALE_LOADS {
+            let up = tr
+                .update(&url(), &media(&live(11, 5, Some(T0))), t(T0))
+                .unwrap();
+            assert!(up.stale, "{up:?}");
+        }
+        let up = tr
+            .update(&url(), &media(&live(11, 5, Some(T0))), t(T0))
+            .unwrap();
+        assert!(up.reset && !up.stale, "{up:?}");
+        assert_eq!(msns(&up), vec![15]);
+        let up = tr
+            .update(&url(), &media(&live(12, 5, Some(T0))), t(T0))
+            .unwrap();
+        assert_eq!(msns(&up), vec![16]);
     }
 
     #[test]
