@@ -1,0 +1,318 @@
+//! A hostile origin beside a clean one (issue 11, first fault test): `shopcue run` with
+//! two channels on the real test origin, one of them through a proxy that, for a window,
+//! answers with a rotation of bad answers (numbers that overflow, a BYTERANGE past
+//! u64, a clock in year 99xx, a media-sequence jump, garbage, 5xx, an oversized body,
+//! truncated and random segments) and is then clean again. The process must not panic,
+//! the clean channel must go on without losing a segment, and the hostile channel must
+//! be up and advancing within 10 s of its origin turning healthy.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use common::{TestOrigin, test_settings};
+use serde_json::Value;
+use shopcue::config::ChannelSettings;
+use shopcue::sidecar::Sidecar;
+use tokio_util::sync::CancellationToken;
+
+/// How long the proxy is hostile.
+const HOSTILE_FOR: Duration = Duration::from_secs(20);
+/// The issue's bound: back within this long of the origin turning healthy.
+const RECOVERY_BOUND: Duration = Duration::from_secs(10);
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// Count every panic of the process (any thread), keeping the default report.
+fn count_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        default(info);
+    }));
+}
+
+/// Forwards to the origin; while `hostile`, answers badly instead, in rotation.
+struct Proxy {
+    origin: String,
+    hostile: AtomicBool,
+    playlists: AtomicUsize,
+    segments: AtomicUsize,
+    client: reqwest::Client,
+}
+
+impl Proxy {
+    async fn forward(&self, path: &str) -> Result<(StatusCode, Bytes), StatusCode> {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.origin))
+            .send()
+            .await
+            .map_err(|_| StatusCode::BAD_GATEWAY)?;
+        let status = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        Ok((status, r.bytes().await.unwrap_or_default()))
+    }
+
+    async fn answer(&self, uri: Uri) -> Response {
+        let path = uri.path().to_string();
+        let (status, body) = match self.forward(&path).await {
+            Ok(r) => r,
+            Err(s) => return s.into_response(),
+        };
+        if !self.hostile.load(Ordering::SeqCst) || !status.is_success() {
+            return (status, body).into_response();
+        }
+        if path.ends_with(".m3u8") {
+            let n = self.playlists.fetch_add(1, Ordering::SeqCst);
+            bad_playlist(n, &String::from_utf8_lossy(&body))
+        } else {
+            let n = self.segments.fetch_add(1, Ordering::SeqCst);
+            bad_segment(n, body)
+        }
+    }
+}
+
+/// Replace the value of every `tag` line with `value`.
+fn set_tag(text: &str, tag: &str, value: impl Fn(&str) -> String) -> String {
+    text.lines()
+        .map(|l| match l.strip_prefix(tag) {
+            Some(v) => format!("{tag}{}", value(v)),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Answer `n` of the rotation of bad playlists, made from the real one.
+fn bad_playlist(n: usize, real: &str) -> Response {
+    let text = match n % 11 {
+        0 => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        1 => set_tag(real, "#EXTINF:", |_| "1e308,".into()),
+        2 => set_tag(real, "#EXT-X-MEDIA-SEQUENCE:", |_| u64::MAX.to_string()),
+        3 => set_tag(real, "#EXTINF:", |v| {
+            // Ends at u64::MAX: sound numbers, but past any body (refused when sliced).
+            format!("{v}\n#EXT-X-BYTERANGE:2@18446744073709551613")
+        }),
+        // Past u64::MAX: the field panic's kind (refused when read).
+        4 => set_tag(real, "#EXTINF:", |v| {
+            format!("{v}\n#EXT-X-BYTERANGE:18446744073709551615@2")
+        }),
+        5 => set_tag(real, "#EXT-X-PROGRAM-DATE-TIME:20", |v| format!("99{v}")),
+        6 => set_tag(real, "#EXT-X-TARGETDURATION:", |_| u64::MAX.to_string()),
+        7 => set_tag(real, "#EXT-X-MEDIA-SEQUENCE:", |v| {
+            (v.trim().parse::<u64>().unwrap_or(0) + 1_000_000).to_string()
+        }),
+        8 => return (StatusCode::OK, random_bytes(4096)).into_response(),
+        9 => "#EXTM3U\n".to_string() + &"#EXT-X-X:0\n".repeat(200_000),
+        _ => real[..real.len() / 2].to_string(),
+    };
+    (
+        [(header::CONTENT_TYPE, "application/vnd.apple.mpegurl")],
+        text,
+    )
+        .into_response()
+}
+
+/// Answer `n` of the rotation of bad segments.
+fn bad_segment(n: usize, real: Bytes) -> Response {
+    match n % 4 {
+        0 => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        1 => (StatusCode::OK, real.slice(..real.len() / 3)).into_response(),
+        2 => (StatusCode::OK, random_bytes(real.len().max(188))).into_response(),
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    (0..n).map(|_| rand::random::<u8>()).collect()
+}
+
+async fn start_proxy(origin: &TestOrigin) -> (Arc<Proxy>, String) {
+    let proxy = Arc::new(Proxy {
+        origin: origin.base.clone(),
+        hostile: AtomicBool::new(false),
+        playlists: AtomicUsize::new(0),
+        segments: AtomicUsize::new(0),
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+    });
+    let p = proxy.clone();
+    let app = axum::Router::new().fallback(move |uri: Uri| {
+        let p = p.clone();
+        async move { p.answer(uri).await }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (proxy, base)
+}
+
+async fn status(addr: std::net::SocketAddr) -> Value {
+    let body = reqwest::get(format!("http://{addr}/v1/status"))
+        .await
+        .expect("status answers")
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
+fn channel<'a>(status: &'a Value, id: &str) -> &'a Value {
+    status["channels"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["id"] == id))
+        .unwrap_or_else(|| panic!("no channel {id} in {status}"))
+}
+
+fn fetched(status: &Value, id: &str) -> u64 {
+    channel(status, id)["segments"]["fetched"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Poll the status until `ok` holds (returns it and when), or `limit` passes.
+async fn wait_for(
+    addr: std::net::SocketAddr,
+    limit: Duration,
+    ok: impl Fn(&Value) -> bool,
+) -> Option<(Value, Instant)> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let s = status(addr).await;
+        if ok(&s) {
+            return Some((s, Instant::now()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_origin_neither_panics_nor_stops_the_channel_for_long() {
+    count_panics();
+    let origin = TestOrigin::start("intel_concat.mp4", 1.0, 8, true).await;
+    let (proxy, proxy_base) = start_proxy(&origin).await;
+    let mut s = test_settings();
+    s.media.analysis_height = 180;
+    s.channels = vec![
+        ChannelSettings {
+            id: "clean".into(),
+            url: origin.media_url(),
+        },
+        ChannelSettings {
+            id: "hostile".into(),
+            // A token: the status must not show it.
+            url: format!("{proxy_base}/live/index.m3u8?token=s3cret"),
+        },
+    ];
+    let sidecar = Sidecar::start(s, CancellationToken::new())
+        .await
+        .expect("sidecar starts");
+    let addr = sidecar.addr;
+    let both_up = |s: &Value| {
+        ["clean", "hostile"]
+            .iter()
+            .all(|id| channel(s, id)["state"] == "up" && fetched(s, id) >= 2)
+    };
+    let (before, _) = wait_for(addr, Duration::from_secs(30), both_up)
+        .await
+        .expect("both channels come up");
+
+    proxy.hostile.store(true, Ordering::SeqCst);
+    tokio::time::sleep(HOSTILE_FOR).await;
+    proxy.hostile.store(false, Ordering::SeqCst);
+    let healthy_at = Instant::now();
+    let during = status(addr).await;
+    let hostile_at_healthy = fetched(&during, "hostile");
+
+    let back = wait_for(addr, Duration::from_secs(30), |s| {
+        channel(s, "hostile")["state"] == "up" && fetched(s, "hostile") >= hostile_at_healthy + 2
+    })
+    .await;
+    let Some((after, back_at)) = back else {
+        let now = status(addr).await;
+        panic!(
+            "hostile channel never came back: {}",
+            channel(&now, "hostile")
+        );
+    };
+    let recovery = back_at - healthy_at;
+    eprintln!(
+        "hostile channel up and advancing {:.2} s after its origin turned healthy; \
+         {} bad playlists and {} bad segments were served",
+        recovery.as_secs_f64(),
+        proxy.playlists.load(Ordering::SeqCst),
+        proxy.segments.load(Ordering::SeqCst),
+    );
+    let hostile = channel(&after, "hostile");
+    eprintln!("hostile channel after recovery: {hostile}");
+    assert!(
+        recovery <= RECOVERY_BOUND,
+        "back after {recovery:?}: {hostile}"
+    );
+    assert!(
+        proxy.playlists.load(Ordering::SeqCst) >= 11,
+        "the whole playlist rotation was served"
+    );
+    assert!(
+        hostile["playlist_errors"].as_u64().unwrap() >= 5,
+        "{hostile}"
+    );
+
+    // The clean channel went on through it all and lost nothing.
+    let clean = channel(&after, "clean");
+    let advanced = fetched(&after, "clean") - fetched(&before, "clean");
+    assert!(
+        advanced as f64 >= HOSTILE_FOR.as_secs_f64() - 3.0,
+        "clean advanced {advanced}: {clean}"
+    );
+    for kind in ["lost", "skipped", "bad"] {
+        assert_eq!(clean["segments"][kind], 0, "clean {kind}: {clean}");
+    }
+    assert_eq!(clean["state"], "up", "{clean}");
+
+    // No secret of the hostile channel's URL leaves through the status or the metrics.
+    let text = after.to_string();
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(
+        hostile["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/live/index.m3u8?…"),
+        "{hostile}"
+    );
+    // The metrics tell the same story (sampled once a second).
+    let want = [
+        "shopcue_channel_state{channel=\"hostile\",state=\"up\"} 1",
+        "shopcue_channel_state{channel=\"clean\",state=\"up\"} 1",
+        "shopcue_channel_restarts_total{channel=\"clean\"} 0",
+    ];
+    let mut metrics = String::new();
+    for _ in 0..30 {
+        metrics = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if want.iter().all(|l| metrics.contains(l)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for line in want {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    assert!(!metrics.contains("s3cret"));
+
+    tokio::time::timeout(Duration::from_secs(30), sidecar.shutdown())
+        .await
+        .expect("shutdown finishes")
+        .expect("clean shutdown");
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "the process panicked");
+}
