@@ -362,6 +362,7 @@ pub async fn follow(
         };
         if up.reset {
             stats.resets.fetch_add(1, ORD);
+            stats.analysis.restart();
             tracing::warn!(url = %shown, "media sequence went back with new content: origin restarted, following from the live edge");
         }
         if up.skipped > 0 {
