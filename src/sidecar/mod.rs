@@ -348,6 +348,22 @@ async fn run_channel(
         bus,
     });
     let restarts = rt.metrics.restarts.clone();
+    // While waiting to retry: does the origin serve a sound playlist (HLS only)?
+    let probe = {
+        let url = match SourceSpec::parse(&rt.url) {
+            Ok(SourceSpec::Hls(u)) => Some(u),
+            _ => None,
+        };
+        let fetcher = ingest::hls::Fetcher::new().ok();
+        let ingest = ctx.settings.ingest.clone();
+        move || {
+            let (url, fetcher, ingest) = (url.clone(), fetcher.clone(), ingest.clone());
+            async move {
+                let (url, fetcher) = (url?, fetcher?);
+                Some(ingest::hls::open(&fetcher, &url, &ingest).await.is_ok())
+            }
+        }
+    };
     supervise::supervise(
         &rt.id,
         supervise::RetryPolicy::DEFAULT,
@@ -356,6 +372,7 @@ async fn run_channel(
         move || {
             restarts.inc();
         },
+        probe,
         move |token| run_attempt(ctx.clone(), token),
     )
     .await;

@@ -25,6 +25,8 @@ pub struct RetryPolicy {
     pub first: Duration,
     pub max: Duration,
     pub healthy_after: Duration,
+    /// How often the source is probed while waiting.
+    pub probe_every: Duration,
 }
 
 impl RetryPolicy {
@@ -33,6 +35,7 @@ impl RetryPolicy {
         first: Duration::from_secs(1),
         max: Duration::from_secs(30),
         healthy_after: Duration::from_secs(60),
+        probe_every: Duration::from_secs(1),
     };
 
     /// The wait before the next attempt after `failures` consecutive failed attempts
@@ -141,16 +144,23 @@ pub(crate) fn panic_message(e: tokio::task::JoinError) -> String {
 
 /// Run `attempt` (given a child of `cancel`) until it is stopped or ends, restarting it
 /// after each failure or panic. `on_restart` is called once per restart (the metrics).
-pub async fn supervise<F, Fut>(
+/// While it waits, `probe` is asked every [`RetryPolicy::probe_every`] whether the source
+/// answers soundly (`None`: cannot tell); a source seen failing and then sound ends the
+/// wait at once, so a long back-off never keeps a channel down once its origin is
+/// healthy again. A source sound all along (a fault of ours) waits the back-off out.
+pub async fn supervise<F, Fut, P, PFut>(
     channel: &str,
     policy: RetryPolicy,
     sup: &Supervision,
     cancel: CancellationToken,
     on_restart: impl Fn(),
+    mut probe: P,
     mut attempt: F,
 ) where
     F: FnMut(CancellationToken) -> Fut,
     Fut: Future<Output = AttemptEnd> + Send + 'static,
+    P: FnMut() -> PFut,
+    PFut: Future<Output = Option<bool>>,
 {
     let mut failures = 0u32;
     loop {
@@ -175,12 +185,51 @@ pub async fn supervise<F, Fut>(
         let next_attempt = Utc::now() + delay;
         tracing::warn!(%channel, error = %why, failures, retry_in_s = delay.as_secs_f64(), "channel attempt failed; restarting");
         sup.failed(why, next_attempt);
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = cancel.cancelled() => return sup.set(Phase::Stopped),
+        if !wait_to_retry(channel, delay, policy.probe_every, &cancel, &mut probe).await {
+            return sup.set(Phase::Stopped);
         }
         sup.restarts.fetch_add(1, Ordering::Relaxed);
         on_restart();
+    }
+}
+
+/// Wait `delay`, or less once `probe` has seen the source fail and then answer soundly;
+/// false when cancelled.
+async fn wait_to_retry<P, PFut>(
+    channel: &str,
+    delay: Duration,
+    every: Duration,
+    cancel: &CancellationToken,
+    probe: &mut P,
+) -> bool
+where
+    P: FnMut() -> PFut,
+    PFut: Future<Output = Option<bool>>,
+{
+    let until = Instant::now() + delay;
+    let mut seen_failing = false;
+    loop {
+        let next = until.min(Instant::now() + every);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = cancel.cancelled() => return false,
+        }
+        if Instant::now() >= until {
+            return true;
+        }
+        // A probe that does not answer within the interval counts as failing.
+        let sound = tokio::select! {
+            r = tokio::time::timeout(every, probe()) => r.unwrap_or(Some(false)),
+            _ = cancel.cancelled() => return false,
+        };
+        match sound {
+            Some(false) => seen_failing = true,
+            Some(true) if seen_failing => {
+                tracing::info!(%channel, "source answers again; restarting now");
+                return true;
+            }
+            _ => {}
+        }
     }
 }
 
@@ -213,6 +262,7 @@ mod tests {
         first: Duration::from_millis(100),
         max: Duration::from_secs(3),
         healthy_after: Duration::from_secs(6),
+        probe_every: Duration::from_millis(50),
     };
 
     /// Attempts that fail, panic, then run until stopped: restarted with waits of one,
@@ -246,6 +296,7 @@ mod tests {
                         let why = sup.last_error().map(|(_, m)| m).unwrap_or_default();
                         errors.lock().unwrap().push(why);
                     },
+                    || async { None },
                     |token: CancellationToken| {
                         let n = tries.fetch_add(1, Ordering::Relaxed);
                         started_at.lock().unwrap().push(Instant::now());
@@ -300,6 +351,71 @@ mod tests {
         assert_eq!(tries.load(Ordering::Relaxed), 4);
     }
 
+    /// How long after its first failure the second attempt starts, with a back-off of
+    /// `delay` and a source that answers soundly from `sound_after` on (or always).
+    async fn second_attempt_after(delay: Duration, sound_after: Option<Duration>) -> Duration {
+        let policy = RetryPolicy {
+            first: delay,
+            max: delay,
+            ..FAST
+        };
+        let sup = Arc::new(Supervision::default());
+        let cancel = CancellationToken::new();
+        let tries = Arc::new(Mutex::new(Vec::new()));
+        let t0 = Instant::now();
+        let run = {
+            let (sup, cancel, tries) = (sup.clone(), cancel.clone(), tries.clone());
+            tokio::spawn(async move {
+                let probe =
+                    || async move { Some(sound_after.is_none_or(|after| t0.elapsed() >= after)) };
+                supervise(
+                    "t",
+                    policy,
+                    &sup,
+                    cancel,
+                    || {},
+                    probe,
+                    |token| {
+                        let n = {
+                            let mut t = tries.lock().unwrap();
+                            t.push(Instant::now());
+                            t.len()
+                        };
+                        async move {
+                            if n == 1 {
+                                return AttemptEnd::Failed("origin down".into());
+                            }
+                            token.cancelled().await;
+                            AttemptEnd::Stopped
+                        }
+                    },
+                )
+                .await
+            })
+        };
+        let deadline = Instant::now() + delay + Duration::from_secs(5);
+        while tries.lock().unwrap().len() < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cancel.cancel();
+        run.await.unwrap();
+        let t = tries.lock().unwrap().clone();
+        assert_eq!(t.len(), 2, "the second attempt started");
+        t[1] - t[0]
+    }
+
+    #[tokio::test]
+    async fn a_source_that_answers_again_ends_the_back_off() {
+        // Failing, then sound after 300 ms: restarted then, not after 20 s.
+        let gap =
+            second_attempt_after(Duration::from_secs(20), Some(Duration::from_millis(300))).await;
+        assert!(gap >= Duration::from_millis(300), "{gap:?}");
+        assert!(gap < Duration::from_secs(5), "{gap:?}");
+        // Sound all along (the fault is ours): the back-off is waited out.
+        let gap = second_attempt_after(Duration::from_millis(800), None).await;
+        assert!(gap >= Duration::from_millis(800), "{gap:?}");
+    }
+
     #[tokio::test]
     async fn an_ended_source_ends_the_channel() {
         let sup = Supervision::default();
@@ -309,6 +425,7 @@ mod tests {
             &sup,
             CancellationToken::new(),
             || {},
+            || async { None },
             |_| async { AttemptEnd::Ended },
         )
         .await;
