@@ -324,3 +324,65 @@ async fn a_hostile_origin_neither_panics_nor_stops_the_channel_for_long() {
         .expect("clean shutdown");
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "the process panicked");
 }
+
+/// A channel whose source cannot start (here: a file not there yet) is retried with
+/// back-off, shows `retrying` with its next attempt, error and restarts, and comes up
+/// by itself once the source exists. The real attempt path, not a stand-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_that_cannot_start_is_restarted_until_it_can() {
+    let dir = std::env::temp_dir().join(format!("shopcue-supervise-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("late.mp4");
+    let _ = std::fs::remove_file(&path);
+    let mut s = test_settings();
+    s.media.analysis_height = 180;
+    s.channels = vec![ChannelSettings {
+        id: "late".into(),
+        url: path.display().to_string(),
+    }];
+    let sidecar = Sidecar::start(s, CancellationToken::new())
+        .await
+        .expect("sidecar starts");
+    let addr = sidecar.addr;
+    let retried = |s: &Value| channel(s, "late")["restarts"].as_u64().unwrap_or(0) >= 2;
+    let (s, _) = wait_for(addr, Duration::from_secs(20), retried)
+        .await
+        .expect("the channel is restarted");
+    let late = channel(&s, "late");
+    assert_eq!(late["state"], "retrying", "{late}");
+    assert!(late["supervisor"]["next_attempt"].is_string(), "{late}");
+    let why = late["supervisor"]["attempt_error"]["message"]
+        .as_str()
+        .unwrap();
+    assert!(why.contains("late.mp4"), "{why}");
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("shopcue_channel_restarts_total{channel=\"late\"} ")
+            && !metrics.contains("shopcue_channel_restarts_total{channel=\"late\"} 0"),
+        "{metrics}"
+    );
+
+    // The source appears: the next attempt (within the back-off, at most 8 s here) runs.
+    std::fs::copy(common::footage("intel_concat.mp4"), &path).unwrap();
+    let up = |s: &Value| {
+        let c = channel(s, "late");
+        c["state"] == "up" && c["pipeline"]["frames"].as_u64().unwrap_or(0) > 0
+    };
+    let (s, _) = wait_for(addr, Duration::from_secs(30), up)
+        .await
+        .expect("the channel comes up once its source exists");
+    assert_eq!(
+        channel(&s, "late")["supervisor"]["next_attempt"],
+        Value::Null
+    );
+    tokio::time::timeout(Duration::from_secs(30), sidecar.shutdown())
+        .await
+        .expect("shutdown finishes")
+        .expect("clean shutdown");
+    let _ = std::fs::remove_dir_all(&dir);
+}
