@@ -494,6 +494,9 @@ impl PlaylistTracker {
             target_duration: pl.target_duration as f64,
             ..Default::default()
         };
+        // Durations as `parse` checks them (a playlist may come from elsewhere): every
+        // clock below stays far inside what chrono holds.
+        check_media(url, pl)?;
         let n = pl.segments.len() as u64;
         let first = pl.media_sequence;
         if first.checked_add(n).is_none() {
@@ -1000,6 +1003,9 @@ mod tests {
             .update(&url(), &pl, t(T0))
             .unwrap_err();
         assert!(e.to_string().contains("18446744073709551615@2"), "{e}");
+        let mut pl = media(&live(0, 2, None));
+        pl.segments[0].duration = f32::INFINITY;
+        assert!(PlaylistTracker::new(1).update(&url(), &pl, t(T0)).is_err());
         // A program date time in year 9999 (or a day ahead) is a broken origin clock.
         let text = live(0, 3, Some("9999-12-31T23:59:00Z"));
         let e = PlaylistTracker::new(1)
