@@ -306,8 +306,9 @@ impl SegmentDecoder {
     }
 }
 
-/// Once a segment's last bytes are in, the longest wait for its next frame.
-pub const SEGMENT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Once a segment's last bytes are in, the longest wait for its next frame (a decoder
+/// that keeps up gives one every few tens of milliseconds; this is a hundred times that).
+pub const SEGMENT_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// One segment being decoded as its bytes arrive; dropped, its pipeline stops.
 pub struct SegmentStream {
