@@ -640,7 +640,31 @@ struct HlsClock<'a> {
     pacer: Option<Pacer>,
 }
 
+/// At a discontinuity, an origin clock that goes back by more than this is followed.
+const CLOCK_STEP_BACK: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+/// The media time between two frames when nothing better is known.
+const FRAME_STEP: chrono::TimeDelta = chrono::TimeDelta::milliseconds(40);
+
 impl HlsClock<'_> {
+    /// A segment starting at `start` begins. At a discontinuity (an origin restart, or an
+    /// origin whose clock was wrong and is fixed) a clock that went back is followed, the
+    /// media time going on: clamping would pin the channel's clock to the old one for as
+    /// long as that was ahead.
+    fn begin_segment(&mut self, start: DateTime<Utc>, discontinuity: bool) {
+        let (Some(prev), Some(origin)) = (self.last_wallclock, self.origin) else {
+            return;
+        };
+        if !discontinuity || prev - start <= CLOCK_STEP_BACK {
+            return;
+        }
+        let media = (prev - origin) + FRAME_STEP;
+        if let Some(rebased) = start.checked_sub_signed(media) {
+            tracing::info!(from = %prev, to = %start, "origin clock went back at a discontinuity; following it");
+            self.origin = Some(rebased);
+            self.last_wallclock = None;
+        }
+    }
+
     /// False when the receiver is gone.
     fn emit(
         &mut self,
@@ -764,6 +788,7 @@ fn decode_segments(
                     Ok(s) => record_decode(&stats, s, seg.job.duration),
                     Err(e) => bad(e),
                 }
+                clock.begin_segment(seg.job.wallclock, seg.job.discontinuity);
                 let first_pts = frames.iter().filter_map(|f| f.pts_ns).min();
                 let n = frames.len().max(1) as f64;
                 for (i, f) in frames.into_iter().enumerate() {
@@ -784,6 +809,7 @@ fn decode_segments(
                     seg.job.msn,
                     redact_url(seg.job.url.as_str())
                 );
+                clock.begin_segment(seg.job.wallclock, seg.job.discontinuity);
                 match decoder.open(&what, seg.init.as_ref()) {
                     Ok(mut stream) => {
                         stream.push(seg.data);
@@ -889,6 +915,59 @@ mod tests {
         ] {
             assert_eq!(redact_url(input), shown, "{input}");
         }
+    }
+
+    /// Frames of segments starting at `starts` (ms from T0; with a discontinuity flag),
+    /// four 40 ms frames each: their (pts ms, wall clock ms from T0).
+    fn stamped(starts: &[(i64, bool)]) -> Vec<(u64, i64)> {
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let stats = ChannelStats::default();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut clock = HlsClock {
+            out: Emitter {
+                tx,
+                stats: &stats,
+                index: 0,
+            },
+            origin: None,
+            last_wallclock: None,
+            pacer: None,
+        };
+        for &(start_ms, discontinuity) in starts {
+            let start = t0 + chrono::TimeDelta::milliseconds(start_ms);
+            clock.begin_segment(start, discontinuity);
+            for k in 0..4u64 {
+                let image = crate::frame::I420Image {
+                    width: 2,
+                    height: 2,
+                    data: vec![0; 6],
+                };
+                assert!(clock.emit(start, k * 40_000_000, image));
+            }
+        }
+        drop(clock);
+        let mut out = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            out.push((f.pts_ns / 1_000_000, (f.wallclock - t0).num_milliseconds()));
+        }
+        out
+    }
+
+    #[test]
+    fn a_clock_that_goes_back_is_followed_only_at_a_discontinuity() {
+        // An origin clock an hour ahead, then fixed: followed at the discontinuity, the
+        // media time going on.
+        let got = stamped(&[(3_600_000, false), (0, true)]);
+        let wall: Vec<i64> = got.iter().map(|g| g.1).collect();
+        assert_eq!(wall[4..], [0, 40, 80, 120]);
+        let pts: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert_eq!(pts, [0, 40, 80, 120, 160, 200, 240, 280]);
+        // Without one (overlapping media), the clock stays monotonic.
+        let got = stamped(&[(3_600_000, false), (0, false)]);
+        assert!(got.windows(2).all(|w| w[1].1 >= w[0].1), "{got:?}");
+        // A small step back at a discontinuity is overlap, not a new clock.
+        let got = stamped(&[(1_000, false), (900, true)]);
+        assert!(got.windows(2).all(|w| w[1].1 >= w[0].1), "{got:?}");
     }
 
     #[test]

@@ -662,6 +662,12 @@ impl PlaylistTracker {
                 discontinuity: r.4,
             });
         }
+        if up.reset
+            && let Some(j) = up.jobs.first_mut()
+        {
+            // The timeline starts over here, whatever the playlist marks.
+            j.discontinuity = true;
+        }
         for (i, s) in pl.segments.iter().enumerate() {
             let msn = first + i as u64;
             if self.seen.back().is_none_or(|b| b.0 < msn) {
@@ -1160,6 +1166,7 @@ mod tests {
         let up = tr.update(&url(), &media(&text), t(T0)).unwrap();
         assert!(up.reset);
         assert_eq!(msns(&up), vec![2]);
+        assert!(up.jobs[0].discontinuity, "a reset starts a new timeline");
         // Same numbers but the clock moved (restart that kept counting low).
         let mut tr = PlaylistTracker::new(1);
         tr.update(&url(), &media(&live(0, 3, Some(T0))), t(T0))
