@@ -363,6 +363,9 @@ pub async fn follow(
         if up.reset {
             stats.resets.fetch_add(1, ORD);
             stats.analysis.restart();
+            // What was learnt of the old timeline's publishing says nothing of the new.
+            lag = playlist::PublishLag::default();
+            (last_edge, expected_edge) = (None, None);
             tracing::warn!(url = %shown, "media sequence went back with new content: origin restarted, following from the live edge");
         }
         if up.skipped > 0 {
