@@ -9,7 +9,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -21,8 +21,16 @@ use shopcue::config::ChannelSettings;
 use shopcue::sidecar::Sidecar;
 use tokio_util::sync::CancellationToken;
 
-/// How long the proxy is hostile.
+/// How long the proxy is hostile: a rotation of bad answers, then sound answers but for
+/// a clock two hours ahead.
 const HOSTILE_FOR: Duration = Duration::from_secs(20);
+/// Segments the hostile channel fetches on the clock ahead.
+const CLOCK_AHEAD_SEGMENTS: u64 = 3;
+
+/// What the proxy does.
+const CLEAN: u8 = 0;
+const HOSTILE: u8 = 1;
+const CLOCK_AHEAD: u8 = 2;
 /// The bound: back within this long of the origin turning healthy.
 const RECOVERY_BOUND: Duration = Duration::from_secs(10);
 
@@ -37,10 +45,11 @@ fn count_panics() {
     }));
 }
 
-/// Forwards to the origin; while `hostile`, answers badly instead, in rotation.
+/// Forwards to the origin; while HOSTILE, answers badly instead, in rotation; while
+/// CLOCK_AHEAD, moves the playlist's program date times two hours ahead.
 struct Proxy {
     origin: String,
-    hostile: AtomicBool,
+    mode: AtomicU8,
     playlists: AtomicUsize,
     segments: AtomicUsize,
     client: reqwest::Client,
@@ -64,10 +73,15 @@ impl Proxy {
             Ok(r) => r,
             Err(s) => return s.into_response(),
         };
-        if !self.hostile.load(Ordering::SeqCst) || !status.is_success() {
+        let mode = self.mode.load(Ordering::SeqCst);
+        let playlist = path.ends_with(".m3u8");
+        if mode == CLEAN || !status.is_success() || (mode == CLOCK_AHEAD && !playlist) {
             return (status, body).into_response();
         }
-        if path.ends_with(".m3u8") {
+        if mode == CLOCK_AHEAD {
+            return clock_ahead(&String::from_utf8_lossy(&body)).into_response();
+        }
+        if playlist {
             let n = self.playlists.fetch_add(1, Ordering::SeqCst);
             bad_playlist(n, &String::from_utf8_lossy(&body))
         } else {
@@ -89,9 +103,12 @@ fn set_tag(text: &str, tag: &str, value: impl Fn(&str) -> String) -> String {
         + "\n"
 }
 
+/// Bad playlists in the rotation.
+const ROTATION: usize = 12;
+
 /// Answer `n` of the rotation of bad playlists, made from the real one.
 fn bad_playlist(n: usize, real: &str) -> Response {
-    let text = match n % 11 {
+    let text = match n % ROTATION {
         0 => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
         1 => set_tag(real, "#EXTINF:", |_| "1e308,".into()),
         2 => set_tag(real, "#EXT-X-MEDIA-SEQUENCE:", |_| u64::MAX.to_string()),
@@ -110,6 +127,7 @@ fn bad_playlist(n: usize, real: &str) -> Response {
         }),
         8 => return (StatusCode::OK, random_bytes(4096)).into_response(),
         9 => "#EXTM3U\n".to_string() + &"#EXT-X-X:0\n".repeat(200_000),
+        10 => clock_ahead(real),
         _ => real[..real.len() / 2].to_string(),
     };
     (
@@ -117,6 +135,14 @@ fn bad_playlist(n: usize, real: &str) -> Response {
         text,
     )
         .into_response()
+}
+
+/// The playlist with its clock two hours ahead: within bounds, so followed.
+fn clock_ahead(real: &str) -> String {
+    set_tag(real, "#EXT-X-PROGRAM-DATE-TIME:", |v| {
+        let t = chrono::DateTime::parse_from_rfc3339(v.trim()).expect("origin PDT");
+        (t + chrono::TimeDelta::hours(2)).to_rfc3339()
+    })
 }
 
 /// Answer `n` of the rotation of bad segments.
@@ -136,7 +162,7 @@ fn random_bytes(n: usize) -> Vec<u8> {
 async fn start_proxy(origin: &TestOrigin) -> (Arc<Proxy>, String) {
     let proxy = Arc::new(Proxy {
         origin: origin.base.clone(),
-        hostile: AtomicBool::new(false),
+        mode: AtomicU8::new(CLEAN),
         playlists: AtomicUsize::new(0),
         segments: AtomicUsize::new(0),
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
@@ -285,9 +311,15 @@ async fn a_hostile_origin_neither_panics_nor_stops_the_channel_for_long() {
         .await
         .expect("both channels come up");
 
-    proxy.hostile.store(true, Ordering::SeqCst);
+    proxy.mode.store(HOSTILE, Ordering::SeqCst);
     tokio::time::sleep(HOSTILE_FOR).await;
-    proxy.hostile.store(false, Ordering::SeqCst);
+    proxy.mode.store(CLOCK_AHEAD, Ordering::SeqCst);
+    let ahead_from = fetched(&status(addr).await, "hostile");
+    let on_ahead = |s: &Value| fetched(s, "hostile") >= ahead_from + CLOCK_AHEAD_SEGMENTS;
+    wait_for(addr, Duration::from_secs(20), on_ahead)
+        .await
+        .expect("the channel follows the clock ahead");
+    proxy.mode.store(CLEAN, Ordering::SeqCst);
     let healthy_at = Instant::now();
     let (after, back_at) = hostile_back(addr).await;
     let recovery = back_at - healthy_at;
@@ -305,12 +337,26 @@ async fn a_hostile_origin_neither_panics_nor_stops_the_channel_for_long() {
         "back after {recovery:?}: {hostile}"
     );
     assert!(
-        proxy.playlists.load(Ordering::SeqCst) >= 11,
+        proxy.playlists.load(Ordering::SeqCst) >= ROTATION,
         "the whole playlist rotation was served"
     );
     assert!(
         hostile["playlist_errors"].as_u64().unwrap() >= 5,
         "{hostile}"
+    );
+
+    // The clock two hours ahead (followed: the channel advanced on it) left nothing
+    // behind: the channel's clock is the origin's again (lag from the live edge to the
+    // newest frame, seconds), not pinned two hours ahead.
+    let lag_ok = |s: &Value| {
+        let lag = channel(s, "hostile")["lag_s"].as_f64().unwrap_or(f64::MAX);
+        lag.abs() < 30.0
+    };
+    let clock = wait_for(addr, Duration::from_secs(10), lag_ok).await;
+    assert!(
+        clock.is_some(),
+        "{}",
+        channel(&status(addr).await, "hostile")
     );
 
     // The bogus jump left nothing behind: the analysis progress the HLS proxy reads
