@@ -2,9 +2,11 @@
 //! two channels on the real test origin, one of them through a proxy that, for a window,
 //! answers with a rotation of bad answers (numbers that overflow, a BYTERANGE past
 //! u64, a clock in year 99xx, a media-sequence jump, garbage, 5xx, an oversized body,
-//! truncated and random segments) and is then clean again. The process must not panic,
-//! the clean channel must go on without losing a segment, and the hostile channel must
-//! be up and advancing within 10 s of its origin turning healthy.
+//! truncated and random segments), then serves a clock two hours ahead, and is then
+//! clean again. The process must not panic, the clean channel must go on without losing
+//! a segment, and the hostile channel must be up and advancing within 10 s of its origin
+//! turning healthy, with its clock the origin's again. A second test takes a channel
+//! that cannot start through the supervisor's restarts.
 
 mod common;
 
