@@ -74,6 +74,11 @@ pub struct NameLabel {
     pub name: String,
 }
 
+/// Every state a channel can be in, as `/v1/status` and the state gauge name them.
+pub const CHANNEL_STATES: [&str; 8] = [
+    "starting", "up", "degraded", "stalled", "down", "retrying", "stopped", "ended",
+];
+
 /// The registry and every metric family.
 #[derive(Debug)]
 pub struct Metrics {
@@ -84,6 +89,7 @@ pub struct Metrics {
     decode_fps: Family<ChannelLabel, FGauge>,
     realtime_factor: Family<ChannelLabel, FGauge>,
     channel_state: Family<StateLabel, Gauge>,
+    restarts: Family<ChannelLabel, Counter>,
     frames: Family<ChannelLabel, Counter>,
     dropped: Family<KindLabel, Counter>,
     segments: Family<KindLabel, Counter>,
@@ -110,6 +116,8 @@ pub struct ChannelMetrics {
     pub lag_seconds: FGauge,
     pub decode_fps: FGauge,
     pub realtime_factor: FGauge,
+    /// Attempts the channel's supervisor started after a failure.
+    pub restarts: Counter,
     pub frames: Counter,
     /// Sampled frames dropped because inference was busy (drop-oldest queue).
     pub samples_dropped: Counter,
@@ -146,6 +154,7 @@ impl Metrics {
             decode_fps: Family::default(),
             realtime_factor: Family::default(),
             channel_state: Family::default(),
+            restarts: Family::default(),
             frames: Family::default(),
             dropped: Family::default(),
             segments: Family::default(),
@@ -190,8 +199,13 @@ impl Metrics {
         );
         r.register(
             "channel_state",
-            "1 for the channel's current state (starting, up, degraded, stalled, down, ended)",
+            "1 for the channel's current state (starting, up, degraded, stalled, down, retrying, stopped, ended)",
             m.channel_state.clone(),
+        );
+        r.register(
+            "channel_restarts",
+            "Times the channel's supervisor restarted it after a failure or panic",
+            m.restarts.clone(),
         );
         r.register("frames", "Frames decoded", m.frames.clone());
         r.register(
@@ -270,6 +284,7 @@ impl Metrics {
         let decode_fps = self.decode_fps.get_or_create(&c).clone();
         let realtime_factor = self.realtime_factor.get_or_create(&c).clone();
         let frames = self.frames.get_or_create(&c).clone();
+        let restarts = self.restarts.get_or_create(&c).clone();
         let samples_dropped = self.dropped.get_or_create(&kind("samples")).clone();
         let frames_dropped = self.dropped.get_or_create(&kind("frames")).clone();
         let shots = self.shots.get_or_create(&c).clone();
@@ -290,6 +305,7 @@ impl Metrics {
             lag_seconds,
             decode_fps,
             realtime_factor,
+            restarts,
             frames,
             samples_dropped,
             frames_dropped,
@@ -307,9 +323,10 @@ impl Metrics {
         }
     }
 
-    /// Marks `state` as the channel's state (1) and every other state 0.
+    /// Marks `state` as the channel's state (1) and every other state 0 (of
+    /// [`CHANNEL_STATES`]).
     pub fn set_channel_state(&self, channel: &str, state: &str) {
-        for s in ["starting", "up", "degraded", "stalled", "down", "ended"] {
+        for s in CHANNEL_STATES {
             let l = StateLabel {
                 channel: channel.to_string(),
                 state: s.to_string(),
@@ -460,6 +477,13 @@ mod tests {
         assert!(text.contains("shopcue_cues_total{channel=\"news\",kind=\"start\"} 1"));
         assert!(text.contains("shopcue_channel_state{channel=\"news\",state=\"up\"} 1"));
         assert!(text.contains("shopcue_channel_state{channel=\"news\",state=\"down\"} 0"));
+        m.set_channel_state("sport", "retrying");
+        b.restarts.inc();
+        let text = m.encode();
+        assert!(text.contains("shopcue_channel_state{channel=\"sport\",state=\"retrying\"} 1"));
+        assert!(text.contains("shopcue_channel_state{channel=\"sport\",state=\"up\"} 0"));
+        assert!(text.contains("shopcue_channel_restarts_total{channel=\"sport\"} 1"));
+        assert!(text.contains("shopcue_channel_restarts_total{channel=\"news\"} 0"));
         assert!(text.contains("shopcue_events_total{name=\"websocket_events_sent\"} 10"));
         assert!(text.contains("shopcue_execution_provider{model=\"detector\",provider=\"cpu\"} 1"));
         assert!(text.ends_with("# EOF\n"));

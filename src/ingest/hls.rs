@@ -64,6 +64,42 @@ pub enum FetchError {
     TooLarge { url: String, limit: usize },
     #[error("{url}: {why}")]
     Transport { url: String, why: String },
+    #[error("{url}: byte range {length}@{offset}: {why}")]
+    BadRange {
+        url: String,
+        offset: u64,
+        length: u64,
+        why: &'static str,
+    },
+}
+
+/// The HTTP `Range` header value for `length` bytes from `offset`, or why there is none:
+/// an empty range, one past `u64::MAX`, or one longer than `limit`.
+pub fn range_header(offset: u64, length: u64, limit: usize) -> Result<String, &'static str> {
+    if length == 0 {
+        return Err("empty");
+    }
+    if length > limit as u64 {
+        return Err("longer than the size limit");
+    }
+    let last = offset
+        .checked_add(length - 1)
+        .ok_or("ends beyond 2^64 bytes")?;
+    Ok(format!("bytes={offset}-{last}"))
+}
+
+/// The `length` bytes from `offset` of a whole resource (a server that ignored our Range
+/// answered 200 with all of it), or why they are not there.
+pub fn slice_range(body: Bytes, offset: u64, length: u64) -> Result<Bytes, &'static str> {
+    let start = usize::try_from(offset).map_err(|_| "beyond the addressable")?;
+    let end = usize::try_from(length)
+        .ok()
+        .and_then(|l| start.checked_add(l))
+        .ok_or("ends beyond the addressable")?;
+    if end > body.len() {
+        return Err("beyond the end of the resource");
+    }
+    Ok(body.slice(start..end))
 }
 
 /// HTTP GETs with a timeout and a size limit.
@@ -90,18 +126,23 @@ impl Fetcher {
         limit: usize,
         timeout: Duration,
     ) -> Result<Bytes, FetchError> {
-        let u = url.to_string();
+        let u = crate::ingest::redact_url(url.as_str());
+        let bad_range = |(offset, length), why| FetchError::BadRange {
+            url: u.clone(),
+            offset,
+            length,
+            why,
+        };
         let work = async {
             let mut req = self.client.get(url.clone());
             if let Some((off, len)) = range {
-                req = req.header(
-                    reqwest::header::RANGE,
-                    format!("bytes={}-{}", off, off + len.saturating_sub(1)),
-                );
+                let header =
+                    range_header(off, len, limit).map_err(|why| bad_range((off, len), why))?;
+                req = req.header(reqwest::header::RANGE, header);
             }
             let mut resp = req.send().await.map_err(|e| FetchError::Transport {
                 url: u.clone(),
-                why: describe(&e),
+                why: describe(e),
             })?;
             let status = resp.status();
             if !status.is_success() {
@@ -119,7 +160,7 @@ impl Fetcher {
             let mut body = Vec::new();
             while let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::Transport {
                 url: u.clone(),
-                why: describe(&e),
+                why: describe(e),
             })? {
                 if body.len() + chunk.len() > limit {
                     return Err(FetchError::TooLarge {
@@ -131,10 +172,8 @@ impl Fetcher {
             }
             // A server that ignored our Range answered 200 with the whole resource.
             if let (Some((off, len)), reqwest::StatusCode::OK) = (range, status) {
-                let (off, len) = (off as usize, len as usize);
-                if body.len() >= off + len {
-                    return Ok(Bytes::from(body).slice(off..off + len));
-                }
+                return slice_range(Bytes::from(body), off, len)
+                    .map_err(|why| bad_range((off, len), why));
             }
             Ok(Bytes::from(body))
         };
@@ -148,8 +187,10 @@ impl Fetcher {
     }
 }
 
-fn describe(e: &reqwest::Error) -> String {
+/// The error and its causes, without the URL (the caller names it, redacted).
+fn describe(e: reqwest::Error) -> String {
     use std::error::Error;
+    let e = e.without_url();
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {
@@ -231,7 +272,7 @@ pub async fn open(
                     loaded_at: started,
                 }),
                 (Playlist::MasterPlaylist(_), _) => Err(PlaylistError::Malformed {
-                    url: media_url.to_string(),
+                    url: super::redact_url(media_url.as_str()),
                     why: "a variant URI points at another multivariant playlist".into(),
                 }
                 .into()),
@@ -240,7 +281,8 @@ pub async fn open(
     }
 }
 
-/// Back-off that doubles from `initial` to `max`, with ±20 % jitter.
+/// Back-off that doubles from `initial` to `max`, with ±20 % jitter, never above `max`
+/// (it bounds how long a recovered origin waits for us).
 struct Backoff {
     initial: Duration,
     max: Duration,
@@ -260,11 +302,20 @@ impl Backoff {
         let d = self.current;
         self.current = (self.current * 2).min(self.max);
         let jitter = rand::random_range(0.8..1.2);
-        d.mul_f64(jitter)
+        d.mul_f64(jitter).min(self.max)
     }
     fn reset(&mut self) {
         self.current = self.initial;
     }
+}
+
+/// Why [`follow`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowEnd {
+    /// The playlist ended (EXT-X-ENDLIST): no more segments will come.
+    Ended,
+    /// `cancel` fired, or the decoder stopped taking segments.
+    Stopped,
 }
 
 /// Follow a live (or VOD) media playlist until it ends or `cancel` fires; send each new
@@ -276,13 +327,14 @@ pub async fn follow(
     stats: Arc<ChannelStats>,
     out: mpsc::Sender<Piece>,
     cancel: CancellationToken,
-) {
+) -> FollowEnd {
     let Opened {
         media_url,
         playlist: mut current,
         mut low_latency,
         mut loaded_at,
     } = opened;
+    let shown = super::redact_url(media_url.as_str());
     let mut parts = PartFollower::default();
     let mut tracker = PlaylistTracker::new(settings.live_start_segments);
     let mut backoff = Backoff::new(&settings);
@@ -300,29 +352,41 @@ pub async fn follow(
         let up = match tracker.update(&media_url, &current, Utc::now()) {
             Ok(up) => up,
             Err(e) => {
-                stats.error(&e.to_string(), ChannelState::Degraded);
+                // This load is skipped (counted); the next reload may be sound again.
+                stats.playlist_errors.fetch_add(1, ORD);
+                if stats.error(&e.to_string(), ChannelState::Degraded) {
+                    tracing::warn!(error = %e, "playlist refused; reloading");
+                }
                 playlist::Update::default()
             }
         };
         if up.reset {
             stats.resets.fetch_add(1, ORD);
-            tracing::warn!(url = %media_url, "media sequence went back with new content: origin restarted, following from the live edge");
+            stats.analysis.restart();
+            // What was learnt of the old timeline's publishing says nothing of the new.
+            lag = playlist::PublishLag::default();
+            (last_edge, expected_edge) = (None, None);
+            tracing::warn!(url = %shown, "media sequence went back with new content: origin restarted, following from the live edge");
         }
         if up.skipped > 0 {
             stats.segments_skipped.fetch_add(up.skipped, ORD);
-            tracing::warn!(url = %media_url, skipped = up.skipped, "segments left the playlist before they were fetched");
+            tracing::warn!(url = %shown, skipped = up.skipped, "segments left the playlist before they were fetched");
         }
         if up.stale {
-            tracing::debug!(url = %media_url, "ignoring a playlist older than one already seen");
+            tracing::debug!(url = %shown, "ignoring a playlist older than one already seen");
         }
         if up.changed {
             last_change = Instant::now();
             if stalled {
                 stalled = false;
-                tracing::info!(url = %media_url, "playlist moves again");
+                stats.ok();
+                tracing::info!(url = %shown, "playlist moves again");
             }
         }
-        let target = Duration::from_secs_f64(up.target_duration.max(1.0));
+        // Bounded by the playlist checks; clamped again so no number can overflow below.
+        let target =
+            Duration::try_from_secs_f64(up.target_duration.clamp(1.0, playlist::MAX_DURATION_SECS))
+                .unwrap_or(Duration::from_secs(1));
         if !up.changed
             && !up.ended
             && !stalled
@@ -332,12 +396,12 @@ pub async fn follow(
             stats.stalls.fetch_add(1, ORD);
             stats.error(
                 &format!(
-                    "playlist {media_url} unchanged for {:.1} s",
+                    "playlist {shown} unchanged for {:.1} s",
                     last_change.elapsed().as_secs_f64()
                 ),
                 ChannelState::Stalled,
             );
-            tracing::warn!(url = %media_url, "playlist stalled");
+            tracing::warn!(url = %shown, "playlist stalled");
         }
         if let Some(edge) = up.live_edge {
             stats.set_live_edge(edge);
@@ -371,7 +435,7 @@ pub async fn follow(
             if let Some(end) = parts.close_other(job.msn)
                 && !send(&out, end, &cancel).await
             {
-                return;
+                return FollowEnd::Stopped;
             }
             // A segment streamed part by part: its last parts, then its end.
             if let Some(rest) = parts.complete(&job, low_latency.as_ref()) {
@@ -380,7 +444,7 @@ pub async fn follow(
                         fetch_part(&fetcher, &part, &settings, &stats, seg_timeout, &cancel).await
                     else {
                         if cancel.is_cancelled() {
-                            return;
+                            return FollowEnd::Stopped;
                         }
                         // The rest of this segment is lost: it ends here.
                         stats.segments_lost.fetch_add(1, ORD);
@@ -396,11 +460,11 @@ pub async fn follow(
                     )
                     .await
                     {
-                        return;
+                        return FollowEnd::Stopped;
                     }
                 }
                 if !send(&out, Piece::End(job), &cancel).await {
-                    return;
+                    return FollowEnd::Stopped;
                 }
                 continue;
             }
@@ -416,12 +480,12 @@ pub async fn follow(
             .await
             else {
                 if cancel.is_cancelled() {
-                    return;
+                    return FollowEnd::Stopped;
                 }
                 continue;
             };
             if !send(&out, Piece::Segment(seg), &cancel).await {
-                return;
+                return FollowEnd::Stopped;
             }
         }
         // LL-HLS: the parts of the segment in progress listed since the last load.
@@ -443,7 +507,7 @@ pub async fn follow(
                         .await;
                         if init.is_none() {
                             if cancel.is_cancelled() {
-                                return;
+                                return FollowEnd::Stopped;
                             }
                             // Asked for again at the next reload.
                             break;
@@ -456,7 +520,7 @@ pub async fn follow(
                     fetch_part(&fetcher, &part, &settings, &stats, seg_timeout, &cancel).await
                 else {
                     if cancel.is_cancelled() {
-                        return;
+                        return FollowEnd::Stopped;
                     }
                     // Asked for again at the next reload.
                     break;
@@ -465,14 +529,14 @@ pub async fn follow(
                 let edge = up.live_edge.unwrap_or_else(Utc::now);
                 let piece = parts.fetched(&part, data, init, edge, took);
                 if !send(&out, piece, &cancel).await {
-                    return;
+                    return FollowEnd::Stopped;
                 }
             }
         }
         stats.segments_behind.store(0, ORD);
         if up.ended {
-            tracing::info!(url = %media_url, "playlist ended (EXT-X-ENDLIST)");
-            return;
+            tracing::info!(url = %shown, "playlist ended (EXT-X-ENDLIST)");
+            return FollowEnd::Ended;
         }
         // RFC 8216 §6.3.4: wait a target duration after a changed reload (from when that
         // load began), half of it after an unchanged one. After a change, wait longer when
@@ -487,7 +551,8 @@ pub async fn follow(
             if let Some(at) = lag.next_reload(edge, target_chrono)
                 && let Ok(ahead) = (at - Utc::now()).to_std()
             {
-                due = due.max(Instant::now() + ahead).min(loaded_at + target * 2);
+                let later = Instant::now().checked_add(ahead).unwrap_or(due);
+                due = due.max(later).min(loaded_at + target * 2);
             }
         }
         // LL-HLS (RFC 8216bis §6.3.4): with blocking reloads, ask at once for the next
@@ -515,7 +580,7 @@ pub async fn follow(
         }
         tokio::select! {
             _ = tokio::time::sleep_until(due.into()) => {},
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => return FollowEnd::Stopped,
         }
         // Reload, retrying with back-off until it works or we are cancelled.
         loop {
@@ -535,7 +600,7 @@ pub async fn follow(
                 Ok((Playlist::MasterPlaylist(_), _)) => {
                     stats.playlist_errors.fetch_add(1, ORD);
                     stats.error(
-                        &format!("{media_url}: became a multivariant playlist"),
+                        &format!("{shown}: became a multivariant playlist"),
                         ChannelState::Degraded,
                     );
                 }
@@ -549,7 +614,7 @@ pub async fn follow(
             let pause = backoff.next();
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {},
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => return FollowEnd::Stopped,
             }
         }
     }
@@ -754,7 +819,7 @@ async fn fetch_segment(
             let Some(b) = fetch_init(fetcher, key, s, stats, init_cache, timeout, cancel).await
             else {
                 if !cancel.is_cancelled() {
-                    tracing::warn!(msn = job.msn, url = %key.0, "init section given up");
+                    tracing::warn!(msn = job.msn, url = %super::redact_url(key.0.as_str()), "init section given up");
                     stats.segments_lost.fetch_add(1, ORD);
                 }
                 return None;
@@ -767,7 +832,7 @@ async fn fetch_segment(
         fetch_with_retry(fetcher, &job.url, job.range, s, stats, timeout, cancel).await
     else {
         if !cancel.is_cancelled() {
-            tracing::warn!(msn = job.msn, url = %job.url, "segment given up");
+            tracing::warn!(msn = job.msn, url = %super::redact_url(job.url.as_str()), "segment given up");
             stats.segments_lost.fetch_add(1, ORD);
         }
         return None;
@@ -782,4 +847,42 @@ async fn fetch_segment(
         fetched_at: Utc::now(),
         fetch_time,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_headers_never_overflow() {
+        let limit = 1 << 20;
+        assert_eq!(range_header(0, 100, limit).unwrap(), "bytes=0-99");
+        assert_eq!(
+            range_header(u64::MAX, 1, limit).unwrap(),
+            format!("bytes={0}-{0}", u64::MAX)
+        );
+        assert_eq!(
+            range_header(u64::MAX, 2, limit),
+            Err("ends beyond 2^64 bytes")
+        );
+        assert_eq!(
+            range_header(2, u64::MAX, limit),
+            Err("longer than the size limit")
+        );
+        assert_eq!(range_header(2, 0, limit), Err("empty"));
+    }
+
+    #[test]
+    fn a_range_sliced_from_a_whole_resource_is_checked() {
+        let body = Bytes::from_static(b"0123456789");
+        assert_eq!(
+            slice_range(body.clone(), 2, 3).unwrap(),
+            Bytes::from_static(b"234")
+        );
+        assert_eq!(slice_range(body.clone(), 0, 10).unwrap(), body);
+        // The panic seen in the field: start u64::MAX, end wrapped to 1.
+        assert!(slice_range(body.clone(), u64::MAX, 2).is_err());
+        assert!(slice_range(body.clone(), 2, u64::MAX).is_err());
+        assert!(slice_range(body, 8, 3).is_err(), "past the end");
+    }
 }

@@ -30,6 +30,10 @@ pub enum IngestError {
     Playlist(#[from] playlist::PlaylistError),
     #[error(transparent)]
     Media(#[from] MediaError),
+    /// A stage of the source stopped before the source did (it panicked, or the stage
+    /// after it went away).
+    #[error("the {what} stopped: {why}")]
+    Stage { what: &'static str, why: String },
 }
 
 /// How a channel is doing, for logs, metrics and the dashboard.
@@ -117,6 +121,17 @@ const ORD: Ordering = Ordering::Relaxed;
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl ChannelStats {
+    /// Stats reporting into `metrics`, sharing `analysis` with the HLS proxy.
+    pub fn new(
+        metrics: Option<crate::metrics::ChannelMetrics>,
+        analysis: Arc<progress::AnalysisProgress>,
+    ) -> Self {
+        Self {
+            metrics,
+            analysis,
+            ..Self::default()
+        }
+    }
     fn lock(&self) -> std::sync::MutexGuard<'_, StatsInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -196,7 +211,7 @@ pub enum SourceSpec {
 impl SourceSpec {
     pub fn parse(input: &str) -> Result<Self, IngestError> {
         let bad = |why: &str| IngestError::BadInput {
-            input: input.to_string(),
+            input: redact_url(input),
             why: why.to_string(),
         };
         if input.is_empty() {
@@ -240,6 +255,30 @@ pub mod playlist;
 pub mod progress;
 pub mod settings;
 
+/// A URL as it may leave the process (status, logs, errors): without user name and
+/// password, with any query replaced by `?…` (tokens and signatures live there), and
+/// without fragment. Text that is not a URL (a file path) is returned as it is.
+pub fn redact_url(input: &str) -> String {
+    let Ok(mut u) = url::Url::parse(input) else {
+        return input.to_string();
+    };
+    if u.cannot_be_a_base() {
+        // `mailto:`, a Windows path read as a scheme: nothing of a network address.
+        return input.to_string();
+    }
+    let had_query = u.query().is_some();
+    // Both only fail for URLs that cannot be a base, excluded above.
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    let mut out = u.to_string();
+    if had_query {
+        out.push_str("?…");
+    }
+    out
+}
+
 /// Whether a source that cannot start ends with an error (CLI) or keeps retrying (sidecar).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnError {
@@ -259,6 +298,9 @@ pub struct IngestOptions {
     /// Analysis progress to share (the sidecar creates it first, so the HLS proxy and
     /// the pipeline see the same one); a new one otherwise.
     pub progress: Option<Arc<progress::AnalysisProgress>>,
+    /// Stats to go on counting in (a restarted channel keeps its totals); new ones
+    /// otherwise. Their state goes back to `Starting`.
+    pub stats: Option<Arc<ChannelStats>>,
 }
 
 impl Default for IngestOptions {
@@ -269,6 +311,7 @@ impl Default for IngestOptions {
             height: None,
             metrics: None,
             progress: None,
+            stats: None,
         }
     }
 }
@@ -291,11 +334,16 @@ pub async fn start(
     opts: IngestOptions,
     cancel: CancellationToken,
 ) -> Result<Channel, IngestError> {
-    let stats = Arc::new(ChannelStats {
-        metrics: opts.metrics.clone(),
-        analysis: opts.progress.clone().unwrap_or_default(),
-        ..ChannelStats::default()
-    });
+    let stats = match &opts.stats {
+        Some(s) => {
+            s.set_state(ChannelState::Starting);
+            s.clone()
+        }
+        None => Arc::new(ChannelStats::new(
+            opts.metrics.clone(),
+            opts.progress.clone().unwrap_or_default(),
+        )),
+    };
     let (tx, rx) = mpsc::channel(media_settings.frame_queue);
     let height = opts.height.unwrap_or(media_settings.analysis_height);
     let pipelines = Pipelines::new(&media_settings.pipelines_dir);
@@ -329,12 +377,16 @@ pub async fn start(
                     }
                 };
                 fstats.ok();
-                hls::follow(fetcher, opened, settings, fstats.clone(), seg_tx, cancel).await;
-                let _ = decode.await;
-                if fstats.state() != ChannelState::Down {
-                    fstats.set_state(ChannelState::Ended);
-                }
-                Ok(())
+                let how = hls::follow(
+                    fetcher,
+                    opened,
+                    settings,
+                    fstats.clone(),
+                    seg_tx,
+                    cancel.clone(),
+                )
+                .await;
+                finish_hls(how, decode.await, &fstats, &cancel)
             })
         }
         SourceSpec::File(path) => {
@@ -410,6 +462,37 @@ pub async fn start(
     })
 }
 
+/// The outcome of an HLS source once its fetcher returned: a decoder that panicked, or
+/// one that stopped taking segments while nobody cancelled, is an error.
+fn finish_hls(
+    how: hls::FollowEnd,
+    decoded: Result<(), tokio::task::JoinError>,
+    stats: &ChannelStats,
+    cancel: &CancellationToken,
+) -> Result<(), IngestError> {
+    if let Err(e) = decoded {
+        stats.set_state(ChannelState::Down);
+        return Err(IngestError::Stage {
+            what: "segment decoder",
+            why: e.to_string(),
+        });
+    }
+    match how {
+        hls::FollowEnd::Ended => {
+            stats.set_state(ChannelState::Ended);
+            Ok(())
+        }
+        hls::FollowEnd::Stopped if cancel.is_cancelled() => Ok(()),
+        hls::FollowEnd::Stopped => {
+            stats.set_state(ChannelState::Down);
+            Err(IngestError::Stage {
+                what: "segment decoder",
+                why: "it no longer takes segments (the frames' receiver is gone)".into(),
+            })
+        }
+    }
+}
+
 async fn open_with_retry(
     fetcher: &hls::Fetcher,
     url: &url::Url,
@@ -423,7 +506,7 @@ async fn open_with_retry(
             Ok(o) => return Some(o),
             Err(e) => {
                 if stats.error(&e.to_string(), ChannelState::Down) {
-                    tracing::warn!(url = %url, error = %e, "cannot open channel; retrying");
+                    tracing::warn!(url = %redact_url(url.as_str()), error = %e, "cannot open channel; retrying");
                 }
             }
         }
@@ -433,6 +516,18 @@ async fn open_with_retry(
         }
         pause = (pause * 2).min(Duration::from_millis(settings.retry_max_ms));
     }
+}
+
+/// `ns` nanoseconds as an `i64`, saturating.
+fn nanos_i64(ns: u64) -> i64 {
+    i64::try_from(ns).unwrap_or(i64::MAX)
+}
+
+/// `t` plus `ns` nanoseconds; a sum past the last representable time stays at `t` (only
+/// an absurd origin number gets there, and a clock that stops beats a panic).
+fn add_nanos(t: DateTime<Utc>, ns: u64) -> DateTime<Utc> {
+    t.checked_add_signed(chrono::Duration::nanoseconds(nanos_i64(ns)))
+        .unwrap_or(t)
 }
 
 /// Numbers frames, counts them and hands them to the channel.
@@ -471,7 +566,10 @@ struct Pacer {
 impl Pacer {
     fn wait(&mut self, pts_ns: u64) {
         let (t0, p0) = *self.start.get_or_insert((Instant::now(), pts_ns));
-        let due = t0 + Duration::from_nanos(pts_ns.saturating_sub(p0));
+        // A due time past what an Instant holds is never reached: do not wait for it.
+        let Some(due) = t0.checked_add(Duration::from_nanos(pts_ns.saturating_sub(p0))) else {
+            return;
+        };
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);
@@ -503,25 +601,29 @@ fn pump(
         let Some(decoded) = source.next_frame()? else {
             break;
         };
-        let raw = decoded.pts_ns.unwrap_or(last_pts + 40_000_000);
+        let raw = decoded
+            .pts_ns
+            .unwrap_or(last_pts.saturating_add(40_000_000));
         let p0 = *first_pts.get_or_insert(raw);
-        let pts_ns = raw
-            .saturating_sub(p0)
-            .max(if out.index == 0 { 0 } else { last_pts + 1 });
+        let pts_ns = raw.saturating_sub(p0).max(if out.index == 0 {
+            0
+        } else {
+            last_pts.saturating_add(1)
+        });
         last_pts = pts_ns;
         if realtime {
             pacer.wait(pts_ns);
         }
         let mut wallclock = match base_unix_ns {
-            Some(base) => DateTime::from_timestamp_nanos((base + raw) as i64),
-            None => started + chrono::Duration::nanoseconds(pts_ns as i64),
+            Some(base) => DateTime::from_timestamp_nanos(nanos_i64(base.saturating_add(raw))),
+            None => add_nanos(started, pts_ns),
         };
         // A live source's timestamps can step back (a re-synchronised demuxer): keep the
         // channel's clock monotonic.
         if let Some(prev) = last_wallclock
             && wallclock <= prev
         {
-            wallclock = prev + chrono::Duration::microseconds(1);
+            wallclock = add_nanos(prev, 1_000);
         }
         last_wallclock = Some(wallclock);
         if !out.emit(pts_ns, wallclock, decoded.image) {
@@ -540,7 +642,31 @@ struct HlsClock<'a> {
     pacer: Option<Pacer>,
 }
 
+/// At a discontinuity, an origin clock that goes back by more than this is followed.
+const CLOCK_STEP_BACK: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+/// The media time between two frames when nothing better is known.
+const FRAME_STEP: chrono::TimeDelta = chrono::TimeDelta::milliseconds(40);
+
 impl HlsClock<'_> {
+    /// A segment starting at `start` begins. At a discontinuity (an origin restart, or an
+    /// origin whose clock was wrong and is fixed) a clock that went back is followed, the
+    /// media time going on: clamping would pin the channel's clock to the old one for as
+    /// long as that was ahead.
+    fn begin_segment(&mut self, start: DateTime<Utc>, discontinuity: bool) {
+        let (Some(prev), Some(origin)) = (self.last_wallclock, self.origin) else {
+            return;
+        };
+        if !discontinuity || prev - start <= CLOCK_STEP_BACK {
+            return;
+        }
+        let media = (prev - origin) + FRAME_STEP;
+        if let Some(rebased) = start.checked_sub_signed(media) {
+            tracing::info!(from = %prev, to = %start, "origin clock went back at a discontinuity; following it");
+            self.origin = Some(rebased);
+            self.last_wallclock = None;
+        }
+    }
+
     /// False when the receiver is gone.
     fn emit(
         &mut self,
@@ -548,12 +674,12 @@ impl HlsClock<'_> {
         offset_ns: u64,
         image: crate::frame::I420Image,
     ) -> bool {
-        let mut wallclock = segment_start + chrono::Duration::nanoseconds(offset_ns as i64);
+        let mut wallclock = add_nanos(segment_start, offset_ns);
         if let Some(prev) = self.last_wallclock
             && wallclock <= prev
         {
             // Overlapping or repeated media: keep the channel's clock monotonic.
-            wallclock = prev + chrono::Duration::microseconds(1);
+            wallclock = add_nanos(prev, 1_000);
         }
         self.last_wallclock = Some(wallclock);
         let o = *self.origin.get_or_insert(wallclock);
@@ -589,7 +715,7 @@ impl StreamTiming {
                 self.first_pts = Some(p);
                 0
             }
-            (None, _) => self.last_offset.map_or(0, |o| o + 40_000_000),
+            (None, _) => self.last_offset.map_or(0, |o| o.saturating_add(40_000_000)),
         };
         self.last_offset = Some(offset);
         clock.emit(self.start, offset, f.image)
@@ -651,7 +777,11 @@ fn decode_segments(
         };
         match piece {
             hls::Piece::Segment(seg) => {
-                let what = format!("segment {} ({})", seg.job.msn, seg.job.url);
+                let what = format!(
+                    "segment {} ({})",
+                    seg.job.msn,
+                    redact_url(seg.job.url.as_str())
+                );
                 let mut frames = Vec::new();
                 let result = decoder.decode(&what, seg.init.as_ref(), seg.data.clone(), |f| {
                     frames.push(f)
@@ -660,6 +790,7 @@ fn decode_segments(
                     Ok(s) => record_decode(&stats, s, seg.job.duration),
                     Err(e) => bad(e),
                 }
+                clock.begin_segment(seg.job.wallclock, seg.job.discontinuity);
                 let first_pts = frames.iter().filter_map(|f| f.pts_ns).min();
                 let n = frames.len().max(1) as f64;
                 for (i, f) in frames.into_iter().enumerate() {
@@ -675,7 +806,12 @@ fn decode_segments(
                 segment_done(&stats, &seg.job, result.is_ok());
             }
             hls::Piece::Begin(seg) => {
-                let what = format!("segment {} (parts from {})", seg.job.msn, seg.job.url);
+                let what = format!(
+                    "segment {} (parts from {})",
+                    seg.job.msn,
+                    redact_url(seg.job.url.as_str())
+                );
+                clock.begin_segment(seg.job.wallclock, seg.job.discontinuity);
                 match decoder.open(&what, seg.init.as_ref()) {
                     Ok(mut stream) => {
                         stream.push(seg.data);
@@ -743,9 +879,106 @@ fn record_decode(stats: &ChannelStats, s: &media::SegmentDecodeStats, media_secs
 /// Segment `job` is done with (decoded, or bad: waiting for a bad one would stall the
 /// proxy, so it counts as analysed too).
 fn segment_done(stats: &ChannelStats, job: &playlist::SegmentJob, ok: bool) {
-    let end = job.wallclock + chrono::Duration::nanoseconds((job.duration.max(0.0) * 1e9) as i64);
+    let end = add_nanos(job.wallclock, (job.duration.max(0.0) * 1e9) as u64);
     stats.analysis.record_segment(job.msn, job.wallclock, end);
     if ok && stats.state() == ChannelState::Degraded {
         stats.ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_leave_without_credentials_or_query() {
+        for (input, shown) in [
+            (
+                "https://user:secret@cdn.example/live/master.m3u8?token=abc#t=1",
+                "https://cdn.example/live/master.m3u8?…",
+            ),
+            (
+                "http://cdn.example:8080/a/b.ts",
+                "http://cdn.example:8080/a/b.ts",
+            ),
+            (
+                "http://token@cdn.example/x.m3u8",
+                "http://cdn.example/x.m3u8",
+            ),
+            (
+                "srt://10.0.0.1:9000?mode=caller&passphrase=hunter22",
+                "srt://10.0.0.1:9000?…",
+            ),
+            ("http://cdn.example/x.m3u8?", "http://cdn.example/x.m3u8?…"),
+            // Not URLs: paths stay as they are.
+            ("/var/media/show.mp4", "/var/media/show.mp4"),
+            ("C:\\media\\show.mp4", "C:\\media\\show.mp4"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_url(input), shown, "{input}");
+        }
+    }
+
+    /// Frames of segments starting at `starts` (ms from T0; with a discontinuity flag),
+    /// four 40 ms frames each: their (pts ms, wall clock ms from T0).
+    fn stamped(starts: &[(i64, bool)]) -> Vec<(u64, i64)> {
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let stats = ChannelStats::default();
+        let (tx, mut rx) = mpsc::channel(64);
+        let mut clock = HlsClock {
+            out: Emitter {
+                tx,
+                stats: &stats,
+                index: 0,
+            },
+            origin: None,
+            last_wallclock: None,
+            pacer: None,
+        };
+        for &(start_ms, discontinuity) in starts {
+            let start = t0 + chrono::TimeDelta::milliseconds(start_ms);
+            clock.begin_segment(start, discontinuity);
+            for k in 0..4u64 {
+                let image = crate::frame::I420Image {
+                    width: 2,
+                    height: 2,
+                    data: vec![0; 6],
+                };
+                assert!(clock.emit(start, k * 40_000_000, image));
+            }
+        }
+        drop(clock);
+        let mut out = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            out.push((f.pts_ns / 1_000_000, (f.wallclock - t0).num_milliseconds()));
+        }
+        out
+    }
+
+    #[test]
+    fn a_clock_that_goes_back_is_followed_only_at_a_discontinuity() {
+        // An origin clock an hour ahead, then fixed: followed at the discontinuity, the
+        // media time going on.
+        let got = stamped(&[(3_600_000, false), (0, true)]);
+        let wall: Vec<i64> = got.iter().map(|g| g.1).collect();
+        assert_eq!(wall[4..], [0, 40, 80, 120]);
+        let pts: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert_eq!(pts, [0, 40, 80, 120, 160, 200, 240, 280]);
+        // Without one (overlapping media), the clock stays monotonic.
+        let got = stamped(&[(3_600_000, false), (0, false)]);
+        assert!(got.windows(2).all(|w| w[1].1 >= w[0].1), "{got:?}");
+        // A small step back at a discontinuity is overlap, not a new clock.
+        let got = stamped(&[(1_000, false), (900, true)]);
+        assert!(got.windows(2).all(|w| w[1].1 >= w[0].1), "{got:?}");
+    }
+
+    #[test]
+    fn a_bad_source_is_named_without_its_secrets() {
+        let e = SourceSpec::parse("srt://u:pw@host:9?mode=bogus&passphrase=x").unwrap_err();
+        let text = e.to_string();
+        assert!(
+            !text.contains("pw") && !text.contains("passphrase"),
+            "{text}"
+        );
     }
 }

@@ -20,7 +20,27 @@ pub enum PlaylistError {
     Malformed { url: String, why: String },
     #[error("{url}: multivariant playlist has no usable variant")]
     NoVariant { url: String },
+    /// A number the playlist gives that no stream can have (it would overflow, or it is
+    /// beyond [`MAX_DURATION_SECS`], or a clock years ahead).
+    #[error("{url}: line {line}: bad value `{value}`: {why}")]
+    BadValue {
+        url: String,
+        /// 1-based line of the playlist (0: not known).
+        line: usize,
+        value: String,
+        why: String,
+    },
 }
+
+/// The longest EXTINF or EXT-X-TARGETDURATION accepted, in seconds. Beyond it a playlist
+/// is refused: no live channel has hour-long segments, and the bound keeps every
+/// duration, clock and deadline computed from these numbers far from overflowing.
+pub const MAX_DURATION_SECS: f64 = 3600.0;
+
+/// How far ahead of the caller's clock an EXT-X-PROGRAM-DATE-TIME may lie, in hours:
+/// beyond it the origin's clock is wrong, and following it would pin the channel's
+/// monotonic clock in the future.
+pub const MAX_PDT_AHEAD_HOURS: i64 = 24;
 
 /// Parse playlist text, with errors that say which URL and why.
 pub fn parse(url: &Url, body: &[u8]) -> Result<Playlist, PlaylistError> {
@@ -31,12 +51,13 @@ pub fn parse(url: &Url, body: &[u8]) -> Result<Playlist, PlaylistError> {
         .unwrap_or(text.len());
     if !text[start..].starts_with(b"#EXTM3U") {
         return Err(PlaylistError::NotHls {
-            url: url.to_string(),
+            url: super::redact_url(url.as_str()),
         });
     }
+    check_numbers(url, &text[start..])?;
     let playlist =
         m3u8_rs::parse_playlist_res(&text[start..]).map_err(|e| PlaylistError::Malformed {
-            url: url.to_string(),
+            url: super::redact_url(url.as_str()),
             why: match e {
                 nom::Err::Error(e) | nom::Err::Failure(e) => {
                     let at =
@@ -47,24 +68,104 @@ pub fn parse(url: &Url, body: &[u8]) -> Result<Playlist, PlaylistError> {
             },
         })?;
     if let Playlist::MediaPlaylist(m) = &playlist {
-        if m.target_duration == 0 && !m.segments.is_empty() {
-            return Err(PlaylistError::Malformed {
-                url: url.to_string(),
-                why: "EXT-X-TARGETDURATION is missing or 0".into(),
-            });
-        }
-        if let Some(s) = m
-            .segments
-            .iter()
-            .find(|s| !(s.duration.is_finite() && s.duration >= 0.0))
-        {
-            return Err(PlaylistError::Malformed {
-                url: url.to_string(),
-                why: format!("bad EXTINF duration for `{}`", s.uri),
-            });
-        }
+        check_media(url, m)?;
     }
     Ok(playlist)
+}
+
+/// What m3u8-rs read, checked once more (its durations are `f32`).
+fn check_media(url: &Url, m: &MediaPlaylist) -> Result<(), PlaylistError> {
+    if m.target_duration == 0 && !m.segments.is_empty() {
+        return Err(PlaylistError::Malformed {
+            url: super::redact_url(url.as_str()),
+            why: "EXT-X-TARGETDURATION is missing or 0".into(),
+        });
+    }
+    if let Some(s) = m.segments.iter().find(|s| {
+        !(s.duration.is_finite() && s.duration >= 0.0 && f64::from(s.duration) <= MAX_DURATION_SECS)
+    }) {
+        return Err(PlaylistError::Malformed {
+            url: super::redact_url(url.as_str()),
+            why: format!("bad EXTINF duration {} for `{}`", s.duration, s.uri),
+        });
+    }
+    Ok(())
+}
+
+/// The numbers of a playlist's text, line by line, before anything computes with them:
+/// durations within [`MAX_DURATION_SECS`], sequence numbers that leave room for every
+/// segment listed, byte ranges that end before `u64::MAX`. The first bad one is named
+/// with its line.
+fn check_numbers(url: &Url, text: &[u8]) -> Result<(), PlaylistError> {
+    let text = String::from_utf8_lossy(text);
+    let mut media_sequence: Option<(usize, u64)> = None;
+    let mut segments = 0u64;
+    let mut next_offset = 0u64;
+    for (i, line) in text.lines().map(str::trim).enumerate() {
+        let bad = |value: &str, why: &str| PlaylistError::BadValue {
+            url: super::redact_url(url.as_str()),
+            line: i + 1,
+            value: value.chars().take(80).collect(),
+            why: why.to_string(),
+        };
+        if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            let ok = v
+                .trim()
+                .parse::<u64>()
+                .is_ok_and(|d| d as f64 <= MAX_DURATION_SECS);
+            if !ok {
+                return Err(bad(
+                    line,
+                    "EXT-X-TARGETDURATION must be whole seconds, at most 3600",
+                ));
+            }
+        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
+            let d = v.split(',').next().unwrap_or("").trim();
+            let ok = d
+                .parse::<f64>()
+                .is_ok_and(|d| d.is_finite() && (0.0..=MAX_DURATION_SECS).contains(&d));
+            if !ok {
+                return Err(bad(line, "EXTINF must be a duration from 0 to 3600 s"));
+            }
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            let n = v.trim().parse::<u64>();
+            media_sequence = Some((
+                i + 1,
+                n.map_err(|_| bad(line, "not a 64-bit sequence number"))?,
+            ));
+        } else if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| bad(line, "not a 64-bit sequence number"))?;
+        } else if let Some(v) = line.strip_prefix("#EXT-X-BYTERANGE:") {
+            next_offset = byte_range_end(v.trim(), next_offset)
+                .ok_or_else(|| bad(line, "the range is empty or ends beyond 2^64 bytes"))?;
+        } else if !line.is_empty() && !line.starts_with('#') {
+            segments += 1;
+        }
+    }
+    if let Some((line, first)) = media_sequence
+        && first.checked_add(segments).is_none()
+    {
+        return Err(PlaylistError::BadValue {
+            url: super::redact_url(url.as_str()),
+            line,
+            value: first.to_string(),
+            why: format!("{segments} segments from this media sequence overflow 64 bits"),
+        });
+    }
+    Ok(())
+}
+
+/// The end of an EXT-X-BYTERANGE `length[@offset]` (the offset defaulting to
+/// `next_offset`), or `None` when it is not numbers, is empty, or would overflow.
+fn byte_range_end(v: &str, next_offset: u64) -> Option<u64> {
+    let (len, off) = match v.split_once('@') {
+        Some((l, o)) => (l.trim().parse::<u64>().ok()?, o.trim().parse::<u64>().ok()?),
+        None => (v.parse::<u64>().ok()?, next_offset),
+    };
+    (len > 0).then_some(())?;
+    off.checked_add(len)
 }
 
 /// Pick the variant to analyse; returns its absolute URL.
@@ -92,10 +193,10 @@ pub fn choose_variant(
         }),
     };
     let v = pick.ok_or_else(|| PlaylistError::NoVariant {
-        url: base.to_string(),
+        url: super::redact_url(base.as_str()),
     })?;
     base.join(&v.uri).map_err(|e| PlaylistError::Malformed {
-        url: base.to_string(),
+        url: super::redact_url(base.as_str()),
         why: format!("variant URI `{}`: {e}", v.uri),
     })
 }
@@ -147,7 +248,7 @@ pub fn low_latency(url: &Url, body: &[u8]) -> Result<Option<LowLatency>, Playlis
     use crate::manifest::attr;
     let text = String::from_utf8_lossy(body);
     let bad = |why: String| PlaylistError::Malformed {
-        url: url.to_string(),
+        url: super::redact_url(url.as_str()),
         why,
     };
     let mut ll: Option<LowLatency> = None;
@@ -215,7 +316,13 @@ pub fn low_latency(url: &Url, body: &[u8]) -> Result<Option<LowLatency>, Playlis
                             }
                         },
                     };
-                    next_offset = Some((uri.to_string(), off + len));
+                    let end = off.checked_add(len).filter(|_| len > 0).ok_or_else(|| {
+                        bad(format!(
+                            "part BYTERANGE `{}` ends beyond 2^64 bytes or is empty",
+                            a.value()
+                        ))
+                    })?;
+                    next_offset = Some((uri.to_string(), end));
                     Some((off, len))
                 }
             };
@@ -231,7 +338,9 @@ pub fn low_latency(url: &Url, body: &[u8]) -> Result<Option<LowLatency>, Playlis
             index += 1;
         } else if !line.is_empty() && !line.starts_with('#') {
             // A segment URI: the parts before it were its parts.
-            msn += 1;
+            msn = msn
+                .checked_add(1)
+                .ok_or_else(|| bad(format!("media sequence overflows 64 bits at `{line}`")))?;
             index = 0;
             discontinuity = false;
         }
@@ -292,7 +401,13 @@ pub struct PlaylistTracker {
     last_anchor: Option<(u64, DateTime<Utc>, f64)>,
     last_signature: Option<(u64, usize, String)>,
     highest_msn_seen: Option<u64>,
+    /// Loads in a row that looked older than what was seen.
+    stale_loads: u32,
 }
+
+/// After this many loads in a row that look older than what was seen, the playlist is
+/// taken as it is (a reset) instead of ignored.
+pub const MAX_STALE_LOADS: u32 = 4;
 
 const SEEN_MEMORY: usize = 256;
 
@@ -300,11 +415,52 @@ fn secs(d: f64) -> ChronoDuration {
     ChronoDuration::nanoseconds((d * 1e9).round() as i64)
 }
 
-fn range_of(b: &Option<m3u8_rs::ByteRange>, next_offset: &mut Option<u64>) -> Option<(u64, u64)> {
-    b.as_ref().map(|r| {
-        let off = r.offset.or(*next_offset).unwrap_or(0);
-        *next_offset = Some(off + r.length);
-        (off, r.length)
+/// A BYTERANGE as (offset, length); `Err` with the range when it would end beyond
+/// `u64::MAX` (the offset of the next one could not be computed).
+fn range_of(
+    b: &Option<m3u8_rs::ByteRange>,
+    next_offset: &mut Option<u64>,
+) -> Result<Option<(u64, u64)>, String> {
+    let Some(r) = b else { return Ok(None) };
+    let off = r.offset.or(*next_offset).unwrap_or(0);
+    let end = off
+        .checked_add(r.length)
+        .ok_or_else(|| format!("{}@{off}", r.length))?;
+    *next_offset = Some(end);
+    Ok(Some((off, r.length)))
+}
+
+fn bad_range(url: &Url) -> impl Fn(String) -> PlaylistError + '_ {
+    move |value| PlaylistError::BadValue {
+        url: super::redact_url(url.as_str()),
+        line: 0,
+        value,
+        why: "BYTERANGE ends beyond 2^64 bytes".into(),
+    }
+}
+
+/// A segment's EXT-X-PROGRAM-DATE-TIME may not lie more than [`MAX_PDT_AHEAD_HOURS`]
+/// ahead of `now` (the past is fine: a recording keeps its clock).
+fn check_pdt(
+    url: &Url,
+    s: &m3u8_rs::MediaSegment,
+    now: DateTime<Utc>,
+) -> Result<(), PlaylistError> {
+    let Some(pdt) = s.program_date_time else {
+        return Ok(());
+    };
+    let limit = now.checked_add_signed(ChronoDuration::hours(MAX_PDT_AHEAD_HOURS));
+    if limit.is_some_and(|l| pdt.with_timezone(&Utc) <= l) {
+        return Ok(());
+    }
+    Err(PlaylistError::BadValue {
+        url: super::redact_url(url.as_str()),
+        line: 0,
+        value: pdt.to_rfc3339(),
+        why: format!(
+            "EXT-X-PROGRAM-DATE-TIME of `{}` is more than {MAX_PDT_AHEAD_HOURS} h ahead",
+            s.uri
+        ),
     })
 }
 
@@ -317,6 +473,7 @@ impl PlaylistTracker {
             last_anchor: None,
             last_signature: None,
             highest_msn_seen: None,
+            stale_loads: 0,
         }
     }
 
@@ -337,8 +494,19 @@ impl PlaylistTracker {
             target_duration: pl.target_duration as f64,
             ..Default::default()
         };
+        // Durations as `parse` checks them (a playlist may come from elsewhere): every
+        // clock below stays far inside what chrono holds.
+        check_media(url, pl)?;
         let n = pl.segments.len() as u64;
         let first = pl.media_sequence;
+        if first.checked_add(n).is_none() {
+            return Err(PlaylistError::BadValue {
+                url: super::redact_url(url.as_str()),
+                line: 0,
+                value: first.to_string(),
+                why: format!("EXT-X-MEDIA-SEQUENCE with {n} segments overflows 64 bits"),
+            });
+        }
         let signature = (
             first,
             pl.segments.len(),
@@ -365,18 +533,19 @@ impl PlaylistTracker {
             }
             prev_uri = s.uri.clone();
             let seg_url = url.join(&s.uri).map_err(|e| PlaylistError::Malformed {
-                url: url.to_string(),
+                url: super::redact_url(url.as_str()),
                 why: format!("segment URI `{}`: {e}", s.uri),
             })?;
             if let Some(m) = &s.map {
                 let mu = url.join(&m.uri).map_err(|e| PlaylistError::Malformed {
-                    url: url.to_string(),
+                    url: super::redact_url(url.as_str()),
                     why: format!("EXT-X-MAP URI `{}`: {e}", m.uri),
                 })?;
                 let mut o = None;
-                map = Some((mu, range_of(&m.byte_range, &mut o)));
+                map = Some((mu, range_of(&m.byte_range, &mut o).map_err(bad_range(url))?));
             }
-            let range = range_of(&s.byte_range, &mut next_offset);
+            let range = range_of(&s.byte_range, &mut next_offset).map_err(bad_range(url))?;
+            check_pdt(url, s, now)?;
             resolved.push((
                 seg_url,
                 range,
@@ -409,7 +578,14 @@ impl PlaylistTracker {
         if let Some(next) = self.next_msn
             && (last + 1 < next || clock_moved)
         {
-            if !clock_moved && self.consistent_with_seen(first, pl) {
+            // An older copy now and then is a lagging server; older copies only, load
+            // after load, mean what we expect next is wrong (an origin that jumped ahead
+            // once and came back): follow the origin as it is.
+            if !clock_moved
+                && self.stale_loads + 1 < MAX_STALE_LOADS
+                && self.consistent_with_seen(first, pl)
+            {
+                self.stale_loads += 1;
                 up.stale = true;
                 up.changed = false;
                 return Ok(up);
@@ -486,6 +662,12 @@ impl PlaylistTracker {
                 discontinuity: r.4,
             });
         }
+        if up.reset
+            && let Some(j) = up.jobs.first_mut()
+        {
+            // The timeline starts over here, whatever the playlist marks.
+            j.discontinuity = true;
+        }
         for (i, s) in pl.segments.iter().enumerate() {
             let msn = first + i as u64;
             if self.seen.back().is_none_or(|b| b.0 < msn) {
@@ -502,6 +684,7 @@ impl PlaylistTracker {
         ));
         self.next_msn = Some(next.max(last + 1));
         self.highest_msn_seen = Some(self.highest_msn_seen.map_or(last, |h| h.max(last)));
+        self.stale_loads = 0;
         self.last_signature = Some(signature);
         Ok(up)
     }
@@ -730,6 +913,140 @@ mod tests {
         }
     }
 
+    /// The line, value and message of a refused playlist.
+    fn refused(text: &str) -> (usize, String, String) {
+        match parse(&url(), text.as_bytes()).unwrap_err() {
+            PlaylistError::BadValue {
+                url: u,
+                line,
+                value,
+                why,
+            } => {
+                assert_eq!(u, url().to_string());
+                (line, value, why)
+            }
+            other => panic!("{text}: not a bad value: {other}"),
+        }
+    }
+
+    #[test]
+    fn absurd_durations_are_refused_naming_line_and_value() {
+        let head = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n";
+        for extinf in ["1e308", "1e30", "-2.0", "NaN", "inf", "3600.5", "two"] {
+            let text = format!("{head}#EXTINF:2,\na.ts\n#EXTINF:{extinf},\nb.ts\n");
+            let (line, value, why) = refused(&text);
+            assert_eq!(line, 6, "{extinf}");
+            assert_eq!(value, format!("#EXTINF:{extinf},"));
+            assert!(why.contains("EXTINF"), "{why}");
+        }
+        for target in ["18446744073709551615", "3601", "-1", "2.5"] {
+            let text = format!("#EXTM3U\n#EXT-X-TARGETDURATION:{target}\n#EXTINF:2,\na.ts\n");
+            let (line, value, _) = refused(&text);
+            assert_eq!(
+                (line, value),
+                (2, format!("#EXT-X-TARGETDURATION:{target}"))
+            );
+        }
+        // An hour is still a duration.
+        let text = format!("{head}#EXTINF:3600,\na.ts\n");
+        assert!(parse(&url(), text.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn sequence_numbers_and_byteranges_that_overflow_are_refused() {
+        let max = u64::MAX;
+        // u64::MAX with one segment: the next number does not exist.
+        let text = format!(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{max}\n#EXTINF:2,\na.ts\n"
+        );
+        let (line, value, why) = refused(&text);
+        assert_eq!((line, value.as_str()), (3, "18446744073709551615"), "{why}");
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:18446744073709551616\n";
+        assert_eq!(refused(text).0, 3);
+        // The last number that still has room is fine.
+        let text = format!(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{}\n#EXTINF:2,\na.ts\n",
+            max - 1
+        );
+        let mut tr = PlaylistTracker::new(1);
+        let up = tr.update(&url(), &media(&text), t(T0)).unwrap();
+        assert_eq!(msns(&up), vec![max - 1]);
+        for range in [
+            "18446744073709551615@2",
+            "2@18446744073709551615",
+            "0@5",
+            "x@1",
+        ] {
+            let text = format!(
+                "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-BYTERANGE:{range}\n#EXTINF:2,\na.ts\n"
+            );
+            let (line, value, _) = refused(&text);
+            assert_eq!((line, value), (3, format!("#EXT-X-BYTERANGE:{range}")));
+        }
+        // A range without offset continues the previous one: past u64::MAX too.
+        let text = format!(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-BYTERANGE:10@{}\n#EXTINF:2,\na.ts\n#EXT-X-BYTERANGE:20\n#EXTINF:2,\na.ts\n",
+            max - 15
+        );
+        assert_eq!(refused(&text).0, 6);
+    }
+
+    #[test]
+    fn tracker_refuses_what_parse_lets_through() {
+        // Built by hand (not through `parse`): the tracker checks on its own.
+        let mut pl = media(&live(0, 2, None));
+        pl.media_sequence = u64::MAX;
+        let e = PlaylistTracker::new(1)
+            .update(&url(), &pl, t(T0))
+            .unwrap_err();
+        assert!(matches!(e, PlaylistError::BadValue { .. }), "{e}");
+        let mut pl = media(&live(0, 2, None));
+        pl.segments[1].byte_range = Some(m3u8_rs::ByteRange {
+            length: u64::MAX,
+            offset: Some(2),
+        });
+        let e = PlaylistTracker::new(1)
+            .update(&url(), &pl, t(T0))
+            .unwrap_err();
+        assert!(e.to_string().contains("18446744073709551615@2"), "{e}");
+        let mut pl = media(&live(0, 2, None));
+        pl.segments[0].duration = f32::INFINITY;
+        assert!(PlaylistTracker::new(1).update(&url(), &pl, t(T0)).is_err());
+        // A program date time in year 9999 (or a day ahead) is a broken origin clock.
+        let text = live(0, 3, Some("9999-12-31T23:59:00Z"));
+        let e = PlaylistTracker::new(1)
+            .update(&url(), &media(&text), t(T0))
+            .unwrap_err();
+        assert!(e.to_string().contains("9999-12-31"), "{e}");
+        let ahead = t(T0) + ChronoDuration::hours(MAX_PDT_AHEAD_HOURS + 1);
+        let text = live(0, 3, Some(&crate::frame::rfc3339_ms(&ahead)));
+        assert!(
+            PlaylistTracker::new(1)
+                .update(&url(), &media(&text), t(T0))
+                .is_err()
+        );
+        // After refusals, a sound playlist is followed as usual.
+        let mut tr = PlaylistTracker::new(1);
+        assert!(tr.update(&url(), &media(&text), t(T0)).is_err());
+        let up = tr
+            .update(&url(), &media(&live(10, 3, Some(T0))), t(T0))
+            .unwrap();
+        assert_eq!(msns(&up), vec![12]);
+    }
+
+    #[test]
+    fn low_latency_numbers_that_overflow_are_refused() {
+        let max = u64::MAX;
+        let head = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART-INF:PART-TARGET=0.5\n";
+        let text = format!(
+            "{head}#EXT-X-MEDIA-SEQUENCE:{max}\n#EXTINF:2,\na.ts\n#EXT-X-PART:DURATION=0.5,URI=\"p.ts\"\n"
+        );
+        assert!(low_latency(&url(), text.as_bytes()).is_err());
+        let text = format!("{head}#EXT-X-PART:DURATION=0.5,URI=\"p.ts\",BYTERANGE=\"{max}@2\"\n");
+        let e = low_latency(&url(), text.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("BYTERANGE"), "{e}");
+    }
+
     #[test]
     fn not_hls_and_malformed_are_named() {
         assert_eq!(
@@ -739,7 +1056,10 @@ mod tests {
             }
         );
         let e = parse(&url(), b"#EXTM3U\n#EXTINF:abc,\nseg.ts\n").unwrap_err();
-        assert!(matches!(e, PlaylistError::Malformed { .. }), "{e:?}");
+        assert!(
+            matches!(e, PlaylistError::BadValue { line: 2, .. }),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -809,6 +1129,34 @@ mod tests {
     }
 
     #[test]
+    fn a_bogus_jump_is_left_once_the_origin_keeps_serving_the_truth() {
+        let mut tr = PlaylistTracker::new(1);
+        tr.update(&url(), &media(&live(10, 5, Some(T0))), t(T0))
+            .unwrap();
+        // One hostile answer: the same segments numbered a million later.
+        let jumped = live(10, 5, Some(T0))
+            .replace("#EXT-X-MEDIA-SEQUENCE:10", "#EXT-X-MEDIA-SEQUENCE:1000010");
+        let up = tr.update(&url(), &media(&jumped), t(T0)).unwrap();
+        assert_eq!(up.skipped, 1_000_000 - 5);
+        // The real playlist looks older than that: ignored a few times, then followed.
+        for _ in 1..MAX_STALE_LOADS {
+            let up = tr
+                .update(&url(), &media(&live(11, 5, Some(T0))), t(T0))
+                .unwrap();
+            assert!(up.stale, "{up:?}");
+        }
+        let up = tr
+            .update(&url(), &media(&live(11, 5, Some(T0))), t(T0))
+            .unwrap();
+        assert!(up.reset && !up.stale, "{up:?}");
+        assert_eq!(msns(&up), vec![15]);
+        let up = tr
+            .update(&url(), &media(&live(12, 5, Some(T0))), t(T0))
+            .unwrap();
+        assert_eq!(msns(&up), vec![16]);
+    }
+
+    #[test]
     fn origin_restart_resets() {
         let mut tr = PlaylistTracker::new(1);
         tr.update(&url(), &media(&live(100, 5, Some(T0))), t(T0))
@@ -818,6 +1166,7 @@ mod tests {
         let up = tr.update(&url(), &media(&text), t(T0)).unwrap();
         assert!(up.reset);
         assert_eq!(msns(&up), vec![2]);
+        assert!(up.jobs[0].discontinuity, "a reset starts a new timeline");
         // Same numbers but the clock moved (restart that kept counting low).
         let mut tr = PlaylistTracker::new(1);
         tr.update(&url(), &media(&live(0, 3, Some(T0))), t(T0))

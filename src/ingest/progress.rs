@@ -98,6 +98,15 @@ impl AnalysisProgress {
         }
     }
 
+    /// The origin's media sequence started over (an origin restart, or leaving a bogus
+    /// jump): what was recorded under the old numbers is forgotten, so it neither marks
+    /// the new segments analysed nor anchors them.
+    pub fn restart(&self) {
+        self.lock().clear();
+        self.ends.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.highest.store(-1, Ordering::Relaxed);
+    }
+
     /// The wall clock of `msn`'s first frame, without marking it analysed.
     pub fn set_anchor(&self, msn: u64, wallclock: DateTime<Utc>) {
         let mut g = self.lock();
@@ -141,6 +150,20 @@ impl AnalysisProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restarted_sequence_forgets_the_old_numbers() {
+        let p = AnalysisProgress::default();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        p.record(1_000_021, t0);
+        assert!(p.is_analysed(5));
+        p.restart();
+        assert_eq!(p.highest_analysed(), None);
+        assert!(!p.is_analysed(5));
+        assert_eq!(p.anchor(1_000_021), None);
+        p.record(7, t0);
+        assert_eq!(p.highest_analysed(), Some(7));
+    }
 
     #[test]
     fn gated_progress_follows_the_pipeline() {

@@ -24,7 +24,8 @@ pub struct IngestSettings {
     /// Size limits: a larger playlist or segment is refused.
     pub max_playlist_bytes: usize,
     pub max_segment_bytes: usize,
-    /// Back-off between failed requests: doubles from the initial value up to the maximum.
+    /// Back-off between failed requests: doubles from the initial value up to the maximum
+    /// (which bounds how long a channel takes to notice its origin is healthy again).
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
     /// Tries per segment before it is given up as lost (the channel goes on).
@@ -45,7 +46,7 @@ impl Default for IngestSettings {
             max_playlist_bytes: 1 << 20,
             max_segment_bytes: 64 << 20,
             retry_initial_ms: 250,
-            retry_max_ms: 8_000,
+            retry_max_ms: 4_000,
             segment_attempts: 3,
             stall_target_durations: 3.0,
             srt_latency_ms: 125,

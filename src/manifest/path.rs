@@ -33,7 +33,8 @@ impl ChannelOrigin {
     /// `origin_url` must be http(s) without credentials; `sidecar_prefix` must end in `/`.
     pub fn new(origin_url: &str, sidecar_prefix: &str) -> Result<Self, ManifestError> {
         let bad = |why: &str| ManifestError::BadOriginUrl {
-            url: origin_url.into(),
+            // Named without its credentials or query.
+            url: crate::ingest::redact_url(origin_url),
             why: why.into(),
         };
         let url = Url::parse(origin_url).map_err(|e| bad(&e.to_string()))?;
@@ -285,7 +286,9 @@ mod tests {
             assert_eq!(o.rel_of(&Url::parse(out).unwrap()), None, "{out}");
         }
         assert!(ChannelOrigin::new("ftp://x/y", "/").is_err());
-        assert!(ChannelOrigin::new("https://u:p@x/y", "/").is_err());
+        let e = ChannelOrigin::new("https://user:hunter22@x/y?token=s3cret", "/").unwrap_err();
+        let e = e.to_string();
+        assert!(!e.contains("hunter22") && !e.contains("s3cret"), "{e}");
         assert!(ChannelOrigin::new("https://x/y", "/hls").is_err());
     }
 

@@ -329,6 +329,10 @@ impl SegmentDecoder {
     }
 }
 
+/// Once a segment's last bytes are in, the longest wait for its next frame (a decoder
+/// that keeps up gives one every few tens of milliseconds; this is a hundred times that).
+pub const SEGMENT_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// One segment being decoded as its bytes arrive; dropped, its pipeline stops.
 pub struct SegmentStream {
     pipeline: gst::Pipeline,
@@ -379,19 +383,29 @@ impl SegmentStream {
         let started = Instant::now();
         let _ = self.src.end_of_stream();
         let deadline = started + self.timeout;
+        // All its bytes are in: a segment that yields no frame for this long never will
+        // (random bytes can keep a pipeline busy without error or end).
+        let idle = SEGMENT_IDLE_TIMEOUT.min(self.timeout);
+        let mut last_frame = started;
         loop {
             if let Some(sample) = self.sink.try_pull_sample(gst::ClockTime::from_mseconds(50)) {
                 on_frame(self.frame(&sample)?);
+                last_frame = Instant::now();
                 continue;
             }
             if self.sink.is_eos() {
                 break;
             }
             self.check()?;
-            if Instant::now() > deadline {
+            let (now, secs) = (Instant::now(), idle.as_secs_f64());
+            if now > deadline || now - last_frame > idle {
                 return Err(MediaError::Timeout {
                     what: self.what.clone(),
-                    secs: self.timeout.as_secs_f64(),
+                    secs: if now > deadline {
+                        self.timeout.as_secs_f64()
+                    } else {
+                        secs
+                    },
                 });
             }
         }

@@ -238,6 +238,11 @@ impl Pipeline {
         self.frame_thread.is_finished() && self.inference_thread.is_finished()
     }
 
+    /// Whether a thread is done (before its source ended: it panicked).
+    pub fn any_finished(&self) -> bool {
+        self.frame_thread.is_finished() || self.inference_thread.is_finished()
+    }
+
     /// Wait (blocking) until both threads are done.
     pub fn join(self) -> Result<PipelineSnapshot, PipelineError> {
         let panicked = |what| PipelineError::Panicked {

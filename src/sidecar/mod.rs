@@ -14,6 +14,7 @@
 //! and waits for the server to finish in-flight requests.
 
 pub mod status;
+pub mod supervise;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,9 +33,10 @@ use crate::cuebus::{self, CueBus};
 use crate::http;
 use crate::inference::Models;
 use crate::ingest::progress::AnalysisProgress;
-use crate::ingest::{self, ChannelStats, IngestOptions, OnError, SourceSpec};
+use crate::ingest::{self, ChannelState, ChannelStats, IngestOptions, OnError, SourceSpec};
 use crate::metrics::{ChannelMetrics, Metrics};
 use crate::pipeline::{Output, Pipeline, PipelineConfig, PipelineStats};
+use supervise::{AttemptEnd, Supervision};
 
 /// `shopcue run` flags; each overrides the settings file.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -87,36 +89,35 @@ impl RunArgs {
     }
 }
 
-/// One channel as the sidecar runs it.
+/// One channel as the sidecar runs it. Its ingest stats live as long as it does, so a
+/// restarted channel keeps counting where it was.
 pub struct ChannelRuntime {
     pub id: String,
     pub url: String,
     pub metrics: ChannelMetrics,
     pub progress: Arc<AnalysisProgress>,
-    ingest: Mutex<Option<Arc<ChannelStats>>>,
+    pub supervision: Supervision,
+    ingest: Arc<ChannelStats>,
     pipeline: Mutex<Option<Arc<PipelineStats>>>,
-    /// Why the channel could not start at all (bad URL, pipeline threads).
-    failure: Mutex<Option<String>>,
 }
 
 impl ChannelRuntime {
     fn new(c: &ChannelSettings, metrics: &Metrics) -> Self {
+        let progress = Arc::new(AnalysisProgress::default());
+        let metrics = metrics.channel(&c.id);
         Self {
             id: c.id.clone(),
             url: c.url.clone(),
-            metrics: metrics.channel(&c.id),
-            progress: Arc::new(AnalysisProgress::default()),
-            ingest: Mutex::new(None),
+            ingest: Arc::new(ChannelStats::new(Some(metrics.clone()), progress.clone())),
+            metrics,
+            progress,
+            supervision: Supervision::default(),
             pipeline: Mutex::new(None),
-            failure: Mutex::new(None),
         }
     }
 
     pub fn ingest_stats(&self) -> Option<Arc<ChannelStats>> {
-        self.ingest
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        Some(self.ingest.clone())
     }
 
     pub fn pipeline_stats(&self) -> Option<Arc<PipelineStats>> {
@@ -124,18 +125,6 @@ impl ChannelRuntime {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-
-    pub fn failure(&self) -> Option<String> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn fail(&self, why: String) {
-        tracing::error!(channel = %self.id, error = %why, "channel cannot run; the others go on");
-        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
     }
 }
 
@@ -349,7 +338,15 @@ impl Sidecar {
     }
 }
 
-/// One channel, from start to shutdown.
+/// What every attempt of one channel needs.
+struct ChannelCtx {
+    rt: Arc<ChannelRuntime>,
+    settings: Arc<Settings>,
+    analyzer: Option<Analyzer>,
+    bus: Arc<dyn CueBus>,
+}
+
+/// One channel, from start to shutdown: attempts under the supervisor.
 async fn run_channel(
     rt: Arc<ChannelRuntime>,
     settings: Arc<Settings>,
@@ -357,9 +354,50 @@ async fn run_channel(
     bus: Arc<dyn CueBus>,
     cancel: CancellationToken,
 ) {
+    let ctx = Arc::new(ChannelCtx {
+        rt: rt.clone(),
+        settings,
+        analyzer,
+        bus,
+    });
+    let restarts = rt.metrics.restarts.clone();
+    // While waiting to retry: does the origin serve a sound playlist (HLS only)?
+    let probe = {
+        let url = match SourceSpec::parse(&rt.url) {
+            Ok(SourceSpec::Hls(u)) => Some(u),
+            _ => None,
+        };
+        let fetcher = ingest::hls::Fetcher::new().ok();
+        let ingest = ctx.settings.ingest.clone();
+        move || {
+            let (url, fetcher, ingest) = (url.clone(), fetcher.clone(), ingest.clone());
+            async move {
+                let (url, fetcher) = (url?, fetcher?);
+                Some(ingest::hls::open(&fetcher, &url, &ingest).await.is_ok())
+            }
+        }
+    };
+    supervise::supervise(
+        &rt.id,
+        supervise::RetryPolicy::DEFAULT,
+        &rt.supervision,
+        cancel,
+        move || {
+            restarts.inc();
+        },
+        probe,
+        move |token| run_attempt(ctx.clone(), token),
+    )
+    .await;
+}
+
+/// One attempt: start the source and the pipeline, run until cancelled or something
+/// stops, then drain both (open cues end and are published) and say how it ended.
+async fn run_attempt(ctx: Arc<ChannelCtx>, cancel: CancellationToken) -> AttemptEnd {
+    let rt = &ctx.rt;
     let spec = match SourceSpec::parse(&rt.url) {
         Ok(s) => s,
-        Err(e) => return rt.fail(e.to_string()),
+        Err(e) => return AttemptEnd::Failed(e.to_string()),
     };
     let opts = IngestOptions {
         // A file stands in for a live channel.
@@ -368,8 +406,10 @@ async fn run_channel(
         height: None,
         metrics: Some(rt.metrics.clone()),
         progress: Some(rt.progress.clone()),
+        stats: Some(rt.ingest.clone()),
     };
     let ingest_cancel = cancel.child_token();
+    let settings = &ctx.settings;
     let source = ingest::start(
         &rt.id,
         spec,
@@ -379,24 +419,115 @@ async fn run_channel(
         ingest_cancel.clone(),
     )
     .await;
-    let ingest::Channel {
-        frames,
-        stats,
-        mut task,
-    } = match source {
+    let ingest::Channel { frames, task, .. } = match source {
         Ok(s) => s,
-        Err(e) => return rt.fail(e.to_string()),
+        Err(e) => return AttemptEnd::Failed(e.to_string()),
     };
-    *rt.ingest.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats);
+    let pipeline = match spawn_pipeline(&ctx, frames) {
+        Ok(p) => p,
+        Err(e) => {
+            ingest_cancel.cancel();
+            return AttemptEnd::Failed(e.to_string());
+        }
+    };
+    *rt.pipeline.lock().unwrap_or_else(|p| p.into_inner()) = Some(pipeline.stats.clone());
+    let mut task = task;
+    let finished = watch(&cancel, &mut task, &pipeline).await;
+    ingest_cancel.cancel();
+    // A finished task is never polled again (that panics).
+    let source = match finished {
+        Some(r) => Some(r),
+        None => {
+            let r = tokio::time::timeout(Duration::from_secs(10), &mut task).await;
+            if r.is_err() {
+                task.abort();
+            }
+            r.ok()
+        }
+    };
+    let drained = drain(&rt.id, pipeline).await;
+    outcome(&cancel, source, drained, rt.ingest.state())
+}
+
+type SourceResult = Result<Result<(), ingest::IngestError>, tokio::task::JoinError>;
+
+/// Wait until cancelled (`None`), the source task ends (its result), or a pipeline thread
+/// stops before its source (`None`: a thread panicked; [`drain`] says which).
+async fn watch(
+    cancel: &CancellationToken,
+    task: &mut tokio::task::JoinHandle<Result<(), ingest::IngestError>>,
+    pipeline: &Pipeline,
+) -> Option<SourceResult> {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            r = &mut *task => return Some(r),
+            _ = tick.tick() => {
+                if pipeline.any_finished() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Wait for the pipeline to finish its frames; open cues end and are published.
+async fn drain(channel: &str, pipeline: Pipeline) -> Result<(), String> {
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || pipeline.join()),
+    )
+    .await
+    {
+        Ok(Ok(Ok(s))) => {
+            tracing::info!(%channel, frames = s.frames, shots = s.shots, cues = s.cue_events, "channel attempt stopped");
+            Ok(())
+        }
+        Ok(Ok(Err(e))) => Err(e.to_string()),
+        Ok(Err(e)) => Err(format!("pipeline join: {e}")),
+        Err(_) => Err("the pipeline did not drain within 10 s".into()),
+    }
+}
+
+/// How an attempt ended, from what its parts said.
+fn outcome(
+    cancel: &CancellationToken,
+    source: Option<SourceResult>,
+    drained: Result<(), String>,
+    state: ChannelState,
+) -> AttemptEnd {
+    if cancel.is_cancelled() {
+        return AttemptEnd::Stopped;
+    }
+    if let Err(why) = drained {
+        return AttemptEnd::Failed(why);
+    }
+    match source {
+        Some(Ok(Ok(()))) if state == ChannelState::Ended => AttemptEnd::Ended,
+        Some(Ok(Ok(()))) => AttemptEnd::Failed("the source stopped".into()),
+        Some(Ok(Err(e))) => AttemptEnd::Failed(format!("source failed: {e}")),
+        Some(Err(e)) => AttemptEnd::Failed(format!("source task: {}", supervise::panic_message(e))),
+        None => AttemptEnd::Failed("the source did not stop within 10 s".into()),
+    }
+}
+
+/// The analysis pipeline of one attempt, its cue events published on the bus.
+fn spawn_pipeline(
+    ctx: &ChannelCtx,
+    frames: tokio::sync::mpsc::Receiver<crate::frame::Frame>,
+) -> Result<Pipeline, crate::pipeline::PipelineError> {
+    let rt = &ctx.rt;
     let config = PipelineConfig {
         channel: rt.id.clone(),
-        shots: settings.shots.clone(),
-        matching: settings.matching.clone(),
+        shots: ctx.settings.shots.clone(),
+        matching: ctx.settings.matching.clone(),
         lossless: false,
     };
     let sink = {
         let metrics = rt.metrics.clone();
         let channel = rt.id.clone();
+        let bus = ctx.bus.clone();
         Box::new(move |out: Output| match out {
             Output::Cue { event, trigger } => {
                 let latency = (Utc::now() - trigger).num_microseconds().unwrap_or(0);
@@ -411,65 +542,38 @@ async fn run_channel(
                     tracing::debug!(%channel, shot = s.index, frame = s.start_frame, "shot");
                 }
             }
-            Output::Sample(o) => {
-                if tracing::enabled!(tracing::Level::TRACE) {
-                    let best: Vec<String> = o
-                        .detections
-                        .iter()
-                        .filter_map(|d| {
-                            let top: Vec<String> = d
-                                .candidates
-                                .iter()
-                                .take(2)
-                                .map(|(p, s)| format!("{p}:{s:.2}"))
-                                .collect();
-                            (!top.is_empty())
-                                .then(|| format!("{}[{}]", d.class_name, top.join(",")))
-                        })
-                        .collect();
-                    tracing::trace!(%channel, frame = o.ticket.frame_index, shot = o.ticket.shot_index, ms = o.elapsed.as_millis() as u64, found = %best.join(" "), "sample");
-                }
-            }
+            Output::Sample(o) => trace_sample(&channel, &o),
         })
     };
-    let pipeline = match Pipeline::spawn(
+    Pipeline::spawn(
         config,
         frames,
-        analyzer,
+        ctx.analyzer.clone(),
         Some(rt.metrics.clone()),
         Some(rt.progress.clone()),
         sink,
-    ) {
-        Ok(p) => p,
-        Err(e) => {
-            ingest_cancel.cancel();
-            return rt.fail(e.to_string());
-        }
-    };
-    *rt.pipeline.lock().unwrap_or_else(|p| p.into_inner()) = Some(pipeline.stats.clone());
-    tokio::select! {
-        _ = cancel.cancelled() => {}
-        r = &mut task => match r {
-            Ok(Ok(())) => tracing::info!(channel = %rt.id, "source ended"),
-            Ok(Err(e)) => rt.fail(format!("source failed: {e}")),
-            Err(e) => rt.fail(format!("source task: {e}")),
-        },
-    }
-    ingest_cancel.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), &mut task).await;
-    match tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::task::spawn_blocking(move || pipeline.join()),
     )
-    .await
-    {
-        Ok(Ok(Ok(s))) => {
-            tracing::info!(channel = %rt.id, frames = s.frames, shots = s.shots, cues = s.cue_events, "channel stopped")
-        }
-        Ok(Ok(Err(e))) => tracing::error!(channel = %rt.id, error = %e, "pipeline"),
-        Ok(Err(e)) => tracing::error!(channel = %rt.id, error = %e, "pipeline join"),
-        Err(_) => tracing::warn!(channel = %rt.id, "pipeline did not drain within 10 s"),
+}
+
+/// A sampled frame's best matches, at trace level.
+fn trace_sample(channel: &str, o: &crate::pipeline::SampleOutcome) {
+    if !tracing::enabled!(tracing::Level::TRACE) {
+        return;
     }
+    let best: Vec<String> = o
+        .detections
+        .iter()
+        .filter_map(|d| {
+            let top: Vec<String> = d
+                .candidates
+                .iter()
+                .take(2)
+                .map(|(p, s)| format!("{p}:{s:.2}"))
+                .collect();
+            (!top.is_empty()).then(|| format!("{}[{}]", d.class_name, top.join(",")))
+        })
+        .collect();
+    tracing::trace!(%channel, frame = o.ticket.frame_index, shot = o.ticket.shot_index, ms = o.elapsed.as_millis() as u64, found = %best.join(" "), "sample");
 }
 
 #[cfg(test)]

@@ -12,8 +12,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::supervise::Phase;
 use super::{ChannelRuntime, SidecarState};
-use crate::ingest::ChannelState;
+use crate::ingest::{ChannelState, redact_url};
 use crate::metrics::histogram_quantile;
 
 /// Points kept per channel: ten minutes at one a second.
@@ -80,13 +81,41 @@ fn state_name(s: ChannelState) -> &'static str {
     }
 }
 
-/// A channel's state as operators see it: `down` when it could not start at all.
+/// A channel's state as operators see it: the supervisor's while it waits to retry or
+/// has stopped, else the ingest's.
 pub fn channel_state(rt: &ChannelRuntime) -> &'static str {
-    if rt.failure().is_some() {
-        return "down";
+    match rt.supervision.phase() {
+        Phase::Retrying { .. } => "retrying",
+        Phase::Stopped => "stopped",
+        Phase::Ended => "ended",
+        Phase::Running => rt
+            .ingest_stats()
+            .map_or("starting", |s| state_name(s.state())),
     }
-    rt.ingest_stats()
-        .map_or("starting", |s| state_name(s.state()))
+}
+
+/// The newest error of a channel: the one that ended its last attempt, or one its
+/// running source reported since.
+fn last_error(rt: &ChannelRuntime) -> Option<(chrono::DateTime<Utc>, String)> {
+    let attempt = rt.supervision.last_error();
+    let source = rt.ingest_stats().and_then(|s| s.last_error());
+    match (attempt, source) {
+        (Some(a), Some(s)) => Some(if s.0 > a.0 { s } else { a }),
+        (a, s) => a.or(s),
+    }
+}
+
+/// The supervisor's part of a channel's status.
+fn supervisor_json(rt: &ChannelRuntime) -> Value {
+    let next_attempt = match rt.supervision.phase() {
+        Phase::Retrying { next_attempt } => Some(next_attempt),
+        _ => None,
+    };
+    json!({
+        "restarts": rt.supervision.restarts(),
+        "next_attempt": next_attempt,
+        "attempt_error": rt.supervision.last_error().map(|(at, message)| json!({"at": at, "message": message})),
+    })
 }
 
 /// Ready when the bus is healthy and every channel is up (or degraded but running).
@@ -124,21 +153,16 @@ pub fn status(st: &SidecarState) -> Value {
             let ingest = rt.ingest_stats();
             let pipeline = rt.pipeline_stats().map(|p| p.snapshot());
             let l = |f: fn(&crate::ingest::ChannelStats) -> u64| ingest.as_deref().map_or(0, f);
-            let last_error = rt
-                .failure()
-                .map(|e| json!({"at": Utc::now(), "message": e}))
-                .or_else(|| {
-                    ingest
-                        .as_ref()
-                        .and_then(|s| s.last_error())
-                        .map(|(at, message)| json!({"at": at, "message": message}))
-                });
+            let last_error =
+                last_error(rt).map(|(at, message)| json!({"at": at, "message": message}));
             let hls = st.hls.channel(&rt.id);
             json!({
                 "id": rt.id,
-                "url": rt.url,
+                "url": redact_url(&rt.url),
                 "state": channel_state(rt),
                 "last_error": last_error,
+                "restarts": rt.supervision.restarts(),
+                "supervisor": supervisor_json(rt),
                 "lag_s": ingest.as_ref().and_then(|s| s.lag_seconds()),
                 "decode_fps": m.decode_fps.get(),
                 "realtime_factor": ingest.as_ref().and_then(|s| s.realtime_factor()),
@@ -149,6 +173,7 @@ pub fn status(st: &SidecarState) -> Value {
                     "skipped": l(|s| s.segments_skipped.load(Ordering::Relaxed)),
                     "behind": l(|s| s.segments_behind.load(Ordering::Relaxed)),
                 },
+                "playlist_errors": l(|s| s.playlist_errors.load(Ordering::Relaxed)),
                 "pipeline": pipeline,
                 "latency_ms": {
                     "fetch_p50": ms(&m.segment_fetch_seconds, 0.5),

@@ -194,7 +194,12 @@
     card.querySelector('[data-role=url]').textContent = c.url || '';
     const state = c.state || 'unknown';
     const badge = card.querySelector('[data-role=badge]');
-    badge.textContent = state;
+    const sup = c.supervisor || {};
+    const next = Date.parse(sup.next_attempt);
+    // A channel waiting to restart says when it tries again.
+    badge.textContent = state === 'retrying' && Number.isFinite(next)
+      ? `retrying in ${Math.max(0, Math.ceil((next - now) / 1000))} s`
+      : state;
     badge.dataset.state = state;
     card.dataset.state = state;
 
@@ -238,6 +243,7 @@
     const seg = c.segments || {};
     const counters = [
       `segments ${seg.fetched ?? 0} fetched, ${seg.bad ?? 0} bad, ${seg.lost ?? 0} lost, ${seg.skipped ?? 0} skipped`,
+      `restarts ${c.restarts ?? 0}`,
       `frames ${pipe.frames ?? 0}`,
       `shots ${pipe.shots ?? 0}`,
       `samples ${pipe.samples ?? 0} (${pipe.analysed ?? 0} analysed, ${pipe.inference_errors ?? 0} failed)`,
