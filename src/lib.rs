@@ -17,8 +17,10 @@
 //! cancellation tree; [`analyze`] is batch mode (a file into shoppable JSON); [`metrics`]
 //! is the Prometheus registry (the only `prometheus-client` user).
 //! [`origin`] serves a looping live HLS channel from a file for tests and the demo; [`http`]
-//! is the only module that touches axum/hyper. [`config`] holds the settings tree (file,
-//! then `SHOPCUE__SECTION__KEY` environment), validated at start-up; [`telemetry`] sets
+//! is the only module that touches axum/hyper. [`config`] assembles the settings tree
+//! from the settings each module owns (file, then `SHOPCUE__SECTION__KEY` environment),
+//! validated at start-up, and nothing below the runtime imports it (tests/layout.rs fails
+//! on any import cycle); [`redact`] strips secrets from URLs that leave the process; [`telemetry`] sets
 //! up structured logs; [`bench`] holds the benchmarks; [`cli`] the subcommands that
 //! combine modules. `main.rs` is a thin command line over these.
 
@@ -39,6 +41,7 @@ pub mod media;
 pub mod metrics;
 pub mod origin;
 pub mod pipeline;
+pub mod redact;
 pub mod shots;
 pub mod sidecar;
 pub mod telemetry;

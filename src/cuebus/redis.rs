@@ -341,7 +341,7 @@ async fn writer(inner: Arc<Inner>) {
                 if let Some(since) = outage_since.take() {
                     inner.reconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(
-                        url = %crate::ingest::redact_url(&inner.url),
+                        url = %crate::redact::redact_url(&inner.url),
                         outage_ms = since.elapsed().as_millis() as u64,
                         buffered = inner.outbox_len(),
                         dropped_total = inner.dropped.load(Ordering::Relaxed),
@@ -356,13 +356,13 @@ async fn writer(inner: Arc<Inner>) {
                 if outage_since.is_none() {
                     outage_since = Some(std::time::Instant::now());
                     tracing::warn!(
-                        url = %crate::ingest::redact_url(&inner.url),
+                        url = %crate::redact::redact_url(&inner.url),
                         error = %e,
                         buffered = inner.outbox_len(),
                         "cue bus: cannot write to redis; buffering cues and retrying"
                     );
                 } else {
-                    tracing::debug!(url = %crate::ingest::redact_url(&inner.url), error = %e, "cue bus: redis write retry failed");
+                    tracing::debug!(url = %crate::redact::redact_url(&inner.url), error = %e, "cue bus: redis write retry failed");
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -408,7 +408,7 @@ async fn reader(
                 Ok(c) => c,
                 Err(e) => {
                     if !failing {
-                        tracing::warn!(channel = %channel, url = %crate::ingest::redact_url(&inner.url), error = %e, "cue bus: redis reader cannot connect; retrying");
+                        tracing::warn!(channel = %channel, url = %crate::redact::redact_url(&inner.url), error = %e, "cue bus: redis reader cannot connect; retrying");
                         failing = true;
                     }
                     tokio::select! {
@@ -467,7 +467,7 @@ async fn reader(
             }
             Err(e) => {
                 if !failing {
-                    tracing::warn!(channel = %channel, url = %crate::ingest::redact_url(&inner.url), error = %e, "cue bus: redis reader lost its connection; retrying");
+                    tracing::warn!(channel = %channel, url = %crate::redact::redact_url(&inner.url), error = %e, "cue bus: redis reader lost its connection; retrying");
                     failing = true;
                 }
                 tokio::select! {
@@ -505,7 +505,7 @@ impl CueBus for RedisBus {
             // Log the first drop of an outage and then every 1000th, not every one.
             if total == dropped_now || total % 1000 < dropped_now {
                 tracing::warn!(
-                    url = %crate::ingest::redact_url(&inner.url),
+                    url = %crate::redact::redact_url(&inner.url),
                     dropped_total = total,
                     outage_buffer = inner.settings.outage_buffer,
                     "cue bus: outage buffer full, dropping the oldest buffered cue events"

@@ -548,7 +548,7 @@ async fn build_playlist(st: &Inner, ch: &HlsChannel, url: &Url) -> Cached {
         },
         Err(e) => {
             st.stats.origin_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(channel = %ch.id, url = %crate::ingest::redact_url(url.as_str()), error = %e, "HLS proxy: origin playlist refused");
+            tracing::warn!(channel = %ch.id, url = %crate::redact::redact_url(url.as_str()), error = %e, "HLS proxy: origin playlist refused");
             error_answer(
                 StatusCode::BAD_GATEWAY,
                 "origin playlist could not be rewritten",
@@ -780,7 +780,7 @@ async fn init_section(st: &Inner, ch: &HlsChannel, init: &InitRef) -> Option<Byt
         Ok(b) => b,
         Err(e) => {
             st.stats.origin_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(channel = %ch.id, url = %crate::ingest::redact_url(url.as_str()), error = %e, "HLS proxy: init section fetch failed");
+            tracing::warn!(channel = %ch.id, url = %crate::redact::redact_url(url.as_str()), error = %e, "HLS proxy: init section fetch failed");
             return None;
         }
     };

@@ -126,7 +126,7 @@ impl Fetcher {
         limit: usize,
         timeout: Duration,
     ) -> Result<Bytes, FetchError> {
-        let u = crate::ingest::redact_url(url.as_str());
+        let u = crate::redact::redact_url(url.as_str());
         let bad_range = |(offset, length), why| FetchError::BadRange {
             url: u.clone(),
             offset,

@@ -34,7 +34,7 @@ impl ChannelOrigin {
     pub fn new(origin_url: &str, sidecar_prefix: &str) -> Result<Self, ManifestError> {
         let bad = |why: &str| ManifestError::BadOriginUrl {
             // Named without its credentials or query.
-            url: crate::ingest::redact_url(origin_url),
+            url: crate::redact::redact_url(origin_url),
             why: why.into(),
         };
         let url = Url::parse(origin_url).map_err(|e| bad(&e.to_string()))?;
