@@ -317,6 +317,8 @@ async fn use_the_player(browser: &mut Browser) {
         )
         .await;
     println!("phone layout: {layout}");
+    // Let the hotspots' short easing to their new place finish before the picture.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         layout["asideTop"].as_f64().unwrap() >= layout["videoBottom"].as_f64().unwrap(),
         "{layout}"

@@ -147,9 +147,11 @@ function drawRail() {
     const button = li.firstChild;
     const p = { ...(cue.product || {}), ...(resolved.get(productId) || {}) };
     const title = p.title || productId;
-    if (button.textContent !== title) {
+    const img = imageOf(p);
+    const key = `${title}\n${img ?? ''}`;
+    if (button.dataset.key !== key) {
+      button.dataset.key = key;
       button.replaceChildren();
-      const img = imageOf(p);
       if (img) {
         const el = document.createElement('img');
         el.src = img;
