@@ -12,6 +12,9 @@ pub use crate::media::MediaSettings;
 use crate::shots::ShotConfig;
 pub use crate::telemetry::LogSettings;
 
+/// Shortest admin key accepted at start-up: a guessable key is worse than none.
+pub const MIN_ADMIN_KEY_BYTES: usize = 16;
+
 /// Prefix of environment overrides: `SHOPCUE__INGEST__VARIANT=highest`.
 pub const ENV_PREFIX: &str = "SHOPCUE__";
 
@@ -137,6 +140,16 @@ impl Settings {
             return Err(invalid(
                 "server.listen",
                 format!("`{}` is not an ip:port address", self.server.listen),
+            ));
+        }
+        let key_len = self.server.admin_key.len();
+        if key_len > 0 && key_len < MIN_ADMIN_KEY_BYTES {
+            return Err(invalid(
+                "server.admin_key",
+                format!(
+                    "is {key_len} bytes; an admin key needs at least {MIN_ADMIN_KEY_BYTES} \
+                     (e.g. `openssl rand -hex 24`), or leave it empty to disable admin endpoints"
+                ),
             ));
         }
         for origin in &self.server.cors_origins {
@@ -355,7 +368,7 @@ mod tests {
                 ("SHOPCUE__INGEST__VARIANT", "highest"),
                 ("SHOPCUE__INGEST__SEGMENT_ATTEMPTS", "5"),
                 ("SHOPCUE__INGEST__STALL_TARGET_DURATIONS", "4"),
-                ("SHOPCUE__SERVER__ADMIN_KEY", "12345"),
+                ("SHOPCUE__SERVER__ADMIN_KEY", "0123456789abcdef"),
                 ("OTHER", "ignored"),
             ]),
         )
@@ -363,7 +376,13 @@ mod tests {
         assert_eq!(s.ingest.variant, "highest");
         assert_eq!(s.ingest.segment_attempts, 5);
         assert_eq!(s.ingest.stall_target_durations, 4.0);
-        assert_eq!(s.server.admin_key, "12345");
+        assert_eq!(s.server.admin_key, "0123456789abcdef");
+        let short = Settings::load(None, env(&[("SHOPCUE__SERVER__ADMIN_KEY", "12345")]));
+        let e = short.unwrap_err().to_string();
+        assert!(
+            e.contains("server.admin_key") && e.contains("5 bytes"),
+            "{e}"
+        );
     }
 
     #[test]
