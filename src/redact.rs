@@ -24,3 +24,37 @@ pub fn redact_url(input: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_leave_without_credentials_or_query() {
+        for (input, shown) in [
+            (
+                "https://user:secret@cdn.example/live/master.m3u8?token=abc#t=1",
+                "https://cdn.example/live/master.m3u8?…",
+            ),
+            (
+                "http://cdn.example:8080/a/b.ts",
+                "http://cdn.example:8080/a/b.ts",
+            ),
+            (
+                "http://token@cdn.example/x.m3u8",
+                "http://cdn.example/x.m3u8",
+            ),
+            (
+                "srt://10.0.0.1:9000?mode=caller&passphrase=hunter22",
+                "srt://10.0.0.1:9000?…",
+            ),
+            ("http://cdn.example/x.m3u8?", "http://cdn.example/x.m3u8?…"),
+            // Not URLs: paths stay as they are.
+            ("/var/media/show.mp4", "/var/media/show.mp4"),
+            ("C:\\media\\show.mp4", "C:\\media\\show.mp4"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_url(input), shown, "{input}");
+        }
+    }
+}

@@ -278,7 +278,10 @@ fn ground_truth_shape_matches_the_footage_file() {
     .into_iter()
     .find(|p| p.exists());
     let Some(path) = path else {
-        eprintln!("ground_truth.json not found; the scenario uses its own copy of the shape");
+        common::peer_missing(
+            "ground_truth_shape_matches_the_footage_file",
+            "data/footage/ground_truth.json is missing (scripts/setup.sh copies ../shared/data)",
+        );
         return;
     };
     let gt: serde_json::Value =

@@ -90,7 +90,8 @@ async fn get_product(
 /// Largest image file `GET /v1/products/{id}/image` serves.
 const MAX_IMAGE_BYTES: u64 = 8 << 20;
 
-/// The folder relative image paths of the catalog are read from.
+/// The folder relative image paths of the catalog are read from (`catalog.images_root`,
+/// else the catalog's own folder): new products' images and served product images alike.
 fn images_root(st: &CatalogApiState) -> PathBuf {
     if st.settings.images_root.is_empty() {
         let catalog = st.products.catalog();
@@ -195,15 +196,11 @@ async fn change(
     }
     let catalog = st.products.catalog().clone();
     let settings = st.settings.clone();
+    let root = images_root(&st);
     tokio::task::spawn_blocking(move || -> Result<ChangeAnswer, ApiError> {
         if matches!(mode, Mode::Add) && catalog.product(&product.id).is_some() {
             return Err(CatalogError::DuplicateProduct(product.id.clone()).into());
         }
-        let root = if settings.images_root.is_empty() {
-            catalog.dir().map(|d| d.to_path_buf()).unwrap_or_default()
-        } else {
-            PathBuf::from(&settings.images_root)
-        };
         let loader = ImageLoader::new(&root, &settings);
         let (vectors, skipped) = product_vectors(
             &models,

@@ -116,8 +116,9 @@ impl ChannelRuntime {
         }
     }
 
-    pub fn ingest_stats(&self) -> Option<Arc<ChannelStats>> {
-        Some(self.ingest.clone())
+    /// The channel's ingest counters, kept across attempts.
+    pub fn ingest_stats(&self) -> &ChannelStats {
+        &self.ingest
     }
 
     pub fn pipeline_stats(&self) -> Option<Arc<PipelineStats>> {
@@ -419,7 +420,9 @@ async fn run_attempt(ctx: Arc<ChannelCtx>, cancel: CancellationToken) -> Attempt
         ingest_cancel.clone(),
     )
     .await;
-    let ingest::Channel { frames, task, .. } = match source {
+    let ingest::Channel {
+        frames, mut task, ..
+    } = match source {
         Ok(s) => s,
         Err(e) => return AttemptEnd::Failed(e.to_string()),
     };
@@ -431,7 +434,6 @@ async fn run_attempt(ctx: Arc<ChannelCtx>, cancel: CancellationToken) -> Attempt
         }
     };
     *rt.pipeline.lock().unwrap_or_else(|p| p.into_inner()) = Some(pipeline.stats.clone());
-    let mut task = task;
     let finished = watch(&cancel, &mut task, &pipeline).await;
     ingest_cancel.cancel();
     // A finished task is never polled again (that panics).

@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::supervise::Phase;
 use super::{ChannelRuntime, SidecarState};
-use crate::ingest::{ChannelState, redact_url};
+use crate::ingest::ChannelState;
 use crate::metrics::histogram_quantile;
+use crate::redact::redact_url;
 
 /// Points kept per channel: ten minutes at one a second.
 pub const HISTORY_POINTS: usize = 600;
@@ -88,9 +89,7 @@ pub fn channel_state(rt: &ChannelRuntime) -> &'static str {
         Phase::Retrying { .. } => "retrying",
         Phase::Stopped => "stopped",
         Phase::Ended => "ended",
-        Phase::Running => rt
-            .ingest_stats()
-            .map_or("starting", |s| state_name(s.state())),
+        Phase::Running => state_name(rt.ingest_stats().state()),
     }
 }
 
@@ -98,7 +97,7 @@ pub fn channel_state(rt: &ChannelRuntime) -> &'static str {
 /// running source reported since.
 fn last_error(rt: &ChannelRuntime) -> Option<(chrono::DateTime<Utc>, String)> {
     let attempt = rt.supervision.last_error();
-    let source = rt.ingest_stats().and_then(|s| s.last_error());
+    let source = rt.ingest_stats().last_error();
     match (attempt, source) {
         (Some(a), Some(s)) => Some(if s.0 > a.0 { s } else { a }),
         (a, s) => a.or(s),
@@ -152,7 +151,7 @@ pub fn status(st: &SidecarState) -> Value {
             let m = &rt.metrics;
             let ingest = rt.ingest_stats();
             let pipeline = rt.pipeline_stats().map(|p| p.snapshot());
-            let l = |f: fn(&crate::ingest::ChannelStats) -> u64| ingest.as_deref().map_or(0, f);
+            let l = |f: fn(&crate::ingest::ChannelStats) -> u64| f(ingest);
             let last_error =
                 last_error(rt).map(|(at, message)| json!({"at": at, "message": message}));
             let hls = st.hls.channel(&rt.id);
@@ -163,9 +162,9 @@ pub fn status(st: &SidecarState) -> Value {
                 "last_error": last_error,
                 "restarts": rt.supervision.restarts(),
                 "supervisor": supervisor_json(rt),
-                "lag_s": ingest.as_ref().and_then(|s| s.lag_seconds()),
+                "lag_s": ingest.lag_seconds(),
                 "decode_fps": m.decode_fps.get(),
-                "realtime_factor": ingest.as_ref().and_then(|s| s.realtime_factor()),
+                "realtime_factor": ingest.realtime_factor(),
                 "segments": {
                     "fetched": l(|s| s.segments_fetched.load(Ordering::Relaxed)),
                     "bad": l(|s| s.segments_bad.load(Ordering::Relaxed)),
@@ -285,24 +284,20 @@ pub async fn sample_every_second(st: std::sync::Arc<SidecarState>, stop: Cancell
                 .pipeline_stats()
                 .map(|s| s.snapshot())
                 .unwrap_or_default();
-            let frames = ingest
-                .as_ref()
-                .map_or(0, |s| s.frames.load(Ordering::Relaxed));
+            let frames = ingest.frames.load(Ordering::Relaxed);
             let fps = frames.saturating_sub(p.frames) as f64 / dt;
             cm.decode_fps.set(fps);
-            let lag = ingest.as_ref().and_then(|s| s.lag_seconds());
+            let lag = ingest.lag_seconds();
             cm.lag_seconds.set(lag.unwrap_or(0.0));
-            let rtf = ingest.as_ref().and_then(|s| s.realtime_factor());
+            let rtf = ingest.realtime_factor();
             cm.realtime_factor.set(rtf.unwrap_or(0.0));
-            if let Some(s) = &ingest {
-                for (kind, v) in [
-                    ("fetched", &s.segments_fetched),
-                    ("bad", &s.segments_bad),
-                    ("lost", &s.segments_lost),
-                    ("skipped", &s.segments_skipped),
-                ] {
-                    m.sync_segments(&rt.id, kind, v.load(Ordering::Relaxed));
-                }
+            for (kind, v) in [
+                ("fetched", &ingest.segments_fetched),
+                ("bad", &ingest.segments_bad),
+                ("lost", &ingest.segments_lost),
+                ("skipped", &ingest.segments_skipped),
+            ] {
+                m.sync_segments(&rt.id, kind, v.load(Ordering::Relaxed));
             }
             // Mean glass-to-cue over the last 10 s: the histogram's growth in that window.
             let (g_sum, g_count, _) = crate::metrics::histogram_parts(&cm.glass_to_cue_seconds);
@@ -323,12 +318,8 @@ pub async fn sample_every_second(st: std::sync::Arc<SidecarState>, stop: Cancell
                 lag_s: lag,
                 decode_fps: (fps * 10.0).round() / 10.0,
                 realtime_factor: rtf,
-                fetch_ms: ingest.as_ref().map_or(0.0, |s| {
-                    s.last_fetch_us.load(Ordering::Relaxed) as f64 / 1000.0
-                }),
-                decode_ms: ingest.as_ref().map_or(0.0, |s| {
-                    s.last_decode_us.load(Ordering::Relaxed) as f64 / 1000.0
-                }),
+                fetch_ms: ingest.last_fetch_us.load(Ordering::Relaxed) as f64 / 1000.0,
+                decode_ms: ingest.last_decode_us.load(Ordering::Relaxed) as f64 / 1000.0,
                 analysis_ms: pipe.last_analysis_ms,
                 samples_per_s: pipe.samples.saturating_sub(p.samples) as f64 / dt,
                 dropped_per_s: pipe.samples_dropped.saturating_sub(p.dropped) as f64 / dt,
