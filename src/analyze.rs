@@ -237,7 +237,11 @@ pub fn assemble(
     frames: u64,
     elapsed: Duration,
 ) -> Shoppable {
-    let rules = Rules::new(&settings.matching);
+    let rules = Rules::new(
+        &settings
+            .matching
+            .for_catalog(catalog.snapshot().projection().is_some()),
+    );
     let mut origin: Option<DateTime<Utc>> = None;
     let mut shots: Vec<ShotItems> = Vec::new();
     let mut frame_items: Vec<FrameItems> = Vec::new();

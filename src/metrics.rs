@@ -100,6 +100,7 @@ pub struct Metrics {
     analysis: HistFamily<ChannelLabel>,
     inference_errors: Family<ChannelLabel, Counter>,
     cues: Family<KindLabel, Counter>,
+    cues_suppressed: Family<KindLabel, Counter>,
     glass_to_cue: HistFamily<ChannelLabel>,
     /// Process-wide gauges and counters by name (feed, bus, HTTP).
     gauges: Family<NameLabel, FGauge>,
@@ -134,6 +135,9 @@ pub struct ChannelMetrics {
     pub cues_started: Counter,
     pub cues_updated: Counter,
     pub cues_ended: Counter,
+    /// Confident sightings that started no cue, by why: `sibling`, `max_cues`,
+    /// `cooldown`, `repeat` (running totals of the channel's cue builder).
+    pub cues_suppressed: [(&'static str, Counter); 4],
     /// Wall clock of the frame whose sample produced a cue event → the event published.
     pub glass_to_cue_seconds: Histogram,
 }
@@ -165,6 +169,7 @@ impl Metrics {
             analysis: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             inference_errors: Family::default(),
             cues: Family::default(),
+            cues_suppressed: Family::default(),
             glass_to_cue: Family::new_with_constructor(glass_histogram as fn() -> Histogram),
             gauges: Family::default(),
             counters: Family::default(),
@@ -242,6 +247,11 @@ impl Metrics {
         );
         r.register("cues", "Cue events emitted, by kind", m.cues.clone());
         r.register(
+            "cues_suppressed",
+            "Confident sightings that started no cue, by kind: sibling, max_cues, cooldown, repeat",
+            m.cues_suppressed.clone(),
+        );
+        r.register(
             "glass_to_cue_seconds",
             "Wall clock of the sampled frame to its cue event published",
             m.glass_to_cue.clone(),
@@ -298,6 +308,8 @@ impl Metrics {
         let cues_updated = self.cues.get_or_create(&kind("update")).clone();
         let cues_ended = self.cues.get_or_create(&kind("end")).clone();
         let glass_to_cue_seconds = self.glass_to_cue.get_or_create(&c).clone();
+        let cues_suppressed =
+            SUPPRESSED.map(|k| (k, self.cues_suppressed.get_or_create(&kind(k)).clone()));
         ChannelMetrics {
             channel: id.to_string(),
             segment_fetch_seconds,
@@ -319,6 +331,7 @@ impl Metrics {
             cues_started,
             cues_updated,
             cues_ended,
+            cues_suppressed,
             glass_to_cue_seconds,
         }
     }
@@ -380,7 +393,11 @@ impl Metrics {
     }
 }
 
-fn catch_up(c: &Counter, total: u64) {
+/// The reasons of `cues_suppressed`, in [`ChannelMetrics::cues_suppressed`] order.
+pub const SUPPRESSED: [&str; 4] = ["sibling", "max_cues", "cooldown", "repeat"];
+
+/// Brings a counter kept elsewhere as a running total up to `total` (counters only grow).
+pub fn catch_up(c: &Counter, total: u64) {
     let now = c.get();
     if total > now {
         c.inc_by(total - now);

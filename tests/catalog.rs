@@ -720,8 +720,10 @@ fn searches_run_during_updates() {
         })
         .collect();
     let lime = RgbImage::open(&iconic("Fruit/Lime/Lime")).unwrap();
-    let v = shopcue::catalog::build::picture_vectors(&models, &s.catalog, "lime", &lime, "catalog")
-        .unwrap();
+    let v = shopcue::catalog::build::picture_vectors(
+        &models, &s.catalog, "lime", &lime, "catalog", None,
+    )
+    .unwrap();
     for i in 0..5 {
         let p = shopcue::catalog::Product::from_json(&format!(r#"{{"id":"extra-{i}"}}"#)).unwrap();
         catalog.upsert(p, v.clone()).unwrap();

@@ -323,6 +323,65 @@ async fn bad_paths_unknown_channels_and_origin_failures_are_refused() {
     assert_eq!(body.lines().count(), 1, "{body}");
 }
 
+/// An origin that answers every request after `delay` with a small body.
+async fn slow_origin(delay: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                tokio::time::sleep(delay).await;
+                let _ = sock
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nsegs",
+                    )
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_fetches_are_capped_and_the_excess_told_to_retry() {
+    let origin = slow_origin(Duration::from_millis(1500)).await;
+    let sc = sidecar(&format!("http://{origin}/live/index.m3u8"), |s| {
+        s.manifest.segment_uris = "proxy".into();
+        s.manifest.max_origin_fetches = 1;
+    })
+    .await;
+    let first = {
+        let addr = sc.addr;
+        tokio::spawn(async move { get(addr, "/hls/ch/seg1.ts").await })
+    };
+    // While the first holds the only slot, a second segment and a playlist are refused
+    // at once with a Retry-After, not queued.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let t = Instant::now();
+    let r = reqwest::get(format!("http://{}/hls/ch/seg2.ts", sc.addr))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert!(r.text().await.unwrap().contains("max_origin_fetches"));
+    assert!(t.elapsed() < Duration::from_millis(1000), "refused at once");
+    assert_eq!(get(sc.addr, "/hls/ch/index.m3u8").await.0, 503);
+    assert_eq!(first.await.unwrap(), (200, "segs".to_string()));
+    // The slot is free again.
+    assert_eq!(
+        get(sc.addr, "/hls/ch/seg2.ts").await,
+        (200, "segs".to_string())
+    );
+    let refused = sc
+        .state
+        .stats()
+        .fetches_refused
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(refused, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxied_ts_segment_carries_timed_id3() {
     let origin = TestOrigin::start("intel_concat.mp4", 1.0, 6, true).await;

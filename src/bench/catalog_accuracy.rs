@@ -20,14 +20,16 @@ use serde::Serialize;
 use crate::catalog::analyzer::{
     average_views, detection_rect, embed_region_views, embed_regions, main_region,
 };
+use crate::catalog::build::clutter_of;
 use crate::catalog::build::{BuildOptions, build};
 use crate::catalog::grocery::{Grocery, Labelled};
+use crate::catalog::synthetic::{self, Clutter};
 use crate::catalog::{
     Analyzer, Catalog, FORMAT_VERSION, ImageVector, IndexParams, Manifest, Product, Projection,
     Snapshot,
 };
 use crate::config::Settings;
-use crate::inference::{BBox, Models, Rect, RgbImage};
+use crate::inference::{BBox, Crop, Models, Rect, RgbImage};
 
 /// Options of the accuracy benchmark.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,6 +56,37 @@ pub struct AccuracyRow {
     pub val_top5: f64,
     pub train_top1: Option<f64>,
     pub train_top5: Option<f64>,
+    /// Val top-1 per product family (Fruit, Vegetables, Packages).
+    pub family_top1: [f64; 3],
+    /// Milliseconds per val query on the real path (end-to-end rows only).
+    pub ms_per_query: Option<f64>,
+}
+
+/// The product families of the dataset, in the table's order.
+const FAMILIES: [&str; 3] = ["Fruit", "Vegetables", "Packages"];
+
+/// Synthetic views per catalog image in the comparison row when the config has them off.
+const SYNTHETIC_VIEWS_WHEN_OFF: usize = 16;
+
+/// A class's family: the folder of its iconic image under `iconic-images-and-descriptions`.
+fn family_of(g: &Grocery, class: usize) -> Option<usize> {
+    let path = &g.iconic.iter().find(|l| l.class == class)?.path;
+    path.components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .find_map(|c| FAMILIES.iter().position(|f| *f == c))
+}
+
+/// Top-1 per family of ranked answers.
+fn family_top1(g: &Grocery, ranked: &[Ranked]) -> [f64; 3] {
+    let mut hit = [0usize; 3];
+    let mut all = [0usize; 3];
+    for (class, list) in ranked {
+        if let Some(f) = family_of(g, *class) {
+            all[f] += 1;
+            hit[f] += usize::from(list.first().is_some_and(|(p, _)| p == &g.classes[*class]));
+        }
+    }
+    std::array::from_fn(|i| hit[i] as f64 / all[i].max(1) as f64)
 }
 
 /// A row of the "no product" threshold curve.
@@ -99,16 +132,23 @@ struct PictureEmb {
     main: Option<(BBox, Vec<f32>, Vec<f32>)>,
     /// Query side: the top detections, single view.
     dets: Vec<Vec<f32>>,
+    /// Catalog side: the synthetic views' embeddings (`synthetic` module).
+    synth: Vec<Vec<f32>>,
 }
 
-fn embed_picture(
-    models: &Models,
-    path: &Path,
-    views: &[f32],
+/// How the pictures of one set are embedded.
+struct EmbedPlan<'a> {
+    views: &'a [f32],
     detect: bool,
     margin: f32,
     query_dets: usize,
-) -> anyhow::Result<PictureEmb> {
+    /// Synthetic views (catalog side): the picture's product, the clutter, count and seed.
+    synth: Option<(&'a str, &'a Clutter, usize, u64)>,
+}
+
+fn embed_picture(models: &Models, path: &Path, plan: &EmbedPlan<'_>) -> anyhow::Result<PictureEmb> {
+    let (views, detect, margin, query_dets) =
+        (plan.views, plan.detect, plan.margin, plan.query_dets);
     let img = RgbImage::open(path)?;
     let mut rects: Vec<Rect> = vec![img.full_rect()];
     let mut e = PictureEmb::default();
@@ -142,6 +182,15 @@ fn embed_picture(
         .map(|d| detection_rect(d, &img, margin))
         .collect();
     e.dets = embed_regions(&models.embedder, &img, &det_rects, &[1.0])?;
+    if let Some((product, clutter, n, seed)) = plan.synth {
+        let name = path.display().to_string();
+        let views = synthetic::views(&img, product, &name, clutter, n, seed);
+        let crops: Vec<Crop<'_>> = views
+            .iter()
+            .map(|(image, rect)| Crop { image, rect: *rect })
+            .collect();
+        e.synth = models.embedder.embed_batch(&crops)?;
+    }
     Ok(e)
 }
 
@@ -155,6 +204,8 @@ enum Side {
     MainMulti,
     /// Query: each top detection and the whole picture, best match over regions.
     AllDets,
+    /// Catalog: the multi-view vector blended with the synthetic views' mean.
+    Synthetic,
 }
 
 fn vectors_of(e: &PictureEmb, side: Side) -> Vec<Vec<f32>> {
@@ -178,6 +229,7 @@ fn vectors_of(e: &PictureEmb, side: Side) -> Vec<Vec<f32>> {
             v.push(e.whole_1.clone());
             v
         }
+        Side::Synthetic => vec![synthetic::blend(&e.whole_m, &e.synth)],
     }
 }
 
@@ -194,6 +246,7 @@ fn manifest(dim: usize) -> Manifest {
         projection: false,
         catalog_views: vec![],
         detect_catalog_images: false,
+        synthetic_views: 0,
         created: String::new(),
     }
 }
@@ -266,33 +319,57 @@ pub fn run_bench(
         .unwrap_or(1);
     let models = Models::load(&inference)?;
     let dim = models.embedder.dim();
-    let embed_all =
-        |list: &[Labelled], detect: bool, what: &str| -> anyhow::Result<Vec<PictureEmb>> {
-            let t = Instant::now();
-            let out: anyhow::Result<Vec<_>> = list
-                .iter()
-                .map(|l| {
-                    embed_picture(
-                        &models,
-                        &l.path,
-                        &views,
-                        detect,
-                        cs.box_margin,
-                        cs.query_detections,
-                    )
+    // The shelf behind synthetic views, chosen as `catalog build` chooses it.
+    let shelf: Vec<Product> = g
+        .iconic
+        .iter()
+        .map(|l| {
+            let line = serde_json::json!({ "id": g.classes[l.class], "images": [l.path] });
+            Product::from_json(&line.to_string())
+        })
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
+    // The synthetic-views row: the configured count, or 16 when they are off (default).
+    let synthetic_n = if cs.synthetic_views == 0 {
+        SYNTHETIC_VIEWS_WHEN_OFF
+    } else {
+        cs.synthetic_views
+    };
+    let loader = crate::catalog::build::ImageLoader::new(&args.grocery, &cs);
+    let clutter = clutter_of(&cs, &loader, shelf.iter());
+    let embed_all = |list: &[Labelled],
+                     detect: bool,
+                     synth: bool,
+                     what: &str|
+     -> anyhow::Result<Vec<PictureEmb>> {
+        let t = Instant::now();
+        let out: anyhow::Result<Vec<_>> = list
+            .iter()
+            .map(|l| {
+                let plan = EmbedPlan {
+                    views: &views,
+                    detect,
+                    margin: cs.box_margin,
+                    query_dets: cs.query_detections,
+                    synth: synth.then(|| {
+                        let n = synthetic_n;
+                        (g.classes[l.class].as_str(), &clutter, n, cs.synthetic_seed)
+                    }),
+                };
+                embed_picture(&models, &l.path, &plan)
                     .with_context(|| format!("{}", l.path.display()))
-                })
-                .collect();
-            eprintln!(
-                "embedded {} {what} pictures in {:.1} s",
-                list.len(),
-                t.elapsed().as_secs_f64()
-            );
-            out
-        };
-    let iconic = embed_all(&g.iconic, true, "iconic")?;
-    let val = embed_all(&g.val, true, "val")?;
-    let train = embed_all(&g.train, false, "train")?;
+            })
+            .collect();
+        eprintln!(
+            "embedded {} {what} pictures in {:.1} s",
+            list.len(),
+            t.elapsed().as_secs_f64()
+        );
+        out
+    };
+    let iconic = embed_all(&g.iconic, true, true, "iconic")?;
+    let val = embed_all(&g.val, true, false, "val")?;
+    let train = embed_all(&g.train, false, false, "train")?;
     let params = IndexParams::default();
     let products: Vec<Product> = g
         .classes
@@ -315,7 +392,7 @@ pub fn run_bench(
             }
         }
         if with_train {
-            let tside = if matches!(side, Side::WholeMulti | Side::MainMulti) {
+            let tside = if matches!(side, Side::WholeMulti | Side::MainMulti | Side::Synthetic) {
                 Side::WholeMulti
             } else {
                 Side::Whole
@@ -361,7 +438,7 @@ pub fn run_bench(
             projection,
             &params,
         )?;
-        let (v1, v5, _) = score(&snap, &queries(&g.val, &val, q_side), &g.classes)?;
+        let (v1, v5, ranked) = score(&snap, &queries(&g.val, &val, q_side), &g.classes)?;
         let (t1, t5) = if on_train && !args.quick {
             let tq = match q_side {
                 Side::WholeMulti | Side::MainMulti => Side::WholeMulti,
@@ -379,6 +456,8 @@ pub fn run_bench(
             val_top5: v5,
             train_top1: t1,
             train_top5: t5,
+            family_top1: family_top1(&g, &ranked),
+            ms_per_query: None,
         });
         Ok(())
     };
@@ -402,6 +481,17 @@ pub fn run_bench(
     run(
         &format!("multi-crop {vname} both sides"),
         Side::WholeMulti,
+        Side::WholeMulti,
+        false,
+        None,
+        true,
+    )?;
+    run(
+        &format!(
+            "catalog only: {} synthetic views blended in, multi-crop {vname} both sides",
+            synthetic_n
+        ),
+        Side::Synthetic,
         Side::WholeMulti,
         false,
         None,
@@ -543,7 +633,7 @@ pub fn run_bench(
             ("no projection", &raw, &with_photos),
             ("LDA learned from them", &learned, &with_photos),
         ] {
-            let (v1, v5, _) = score(snap, q, &g.classes)?;
+            let (v1, v5, ranked) = score(snap, q, &g.classes)?;
             rows.push(AccuracyRow {
                 option: format!(
                     "{n_seen} products with labelled photos, their val photos: multi-crop, {name}"
@@ -552,13 +642,15 @@ pub fn run_bench(
                 val_top5: v5,
                 train_top1: None,
                 train_top5: None,
+                family_top1: family_top1(&g, &ranked),
+                ms_per_query: None,
             });
         }
         for (name, snap, q) in [
             ("no projection", &raw, &without),
             ("LDA learned from the others", &learned, &without),
         ] {
-            let (v1, v5, _) = score(snap, q, &g.classes)?;
+            let (v1, v5, ranked) = score(snap, q, &g.classes)?;
             rows.push(AccuracyRow {
                 option: format!(
                     "{} products WITHOUT labelled photos, their val photos: multi-crop, {name}",
@@ -568,6 +660,8 @@ pub fn run_bench(
                 val_top5: v5,
                 train_top1: None,
                 train_top5: None,
+                family_top1: family_top1(&g, &ranked),
+                ms_per_query: None,
             });
         }
     }
@@ -637,64 +731,48 @@ pub fn run_bench(
         out
     };
 
+    // End to end through the real path on one core: `catalog build` (catalog images
+    // only, as a retailer starts; then with the labelled photos), then `Analyzer` queries.
+    let mut one_core = settings.inference.clone();
+    one_core.intra_threads = 1;
+    let models_1 = Models::load(&one_core)?;
+    rows.push(end_to_end(
+        &models_1,
+        &cs,
+        &g,
+        &products_path,
+        None,
+        tmp.path(),
+    )?);
     if !args.quick {
-        // End to end through the real path: `catalog build --train-photos`, then the
-        // analyzer on each val photo (whole picture, the configured views).
-        let t = Instant::now();
-        let out = tmp.path().join("catalog");
-        let report = build(
-            &models,
+        rows.push(end_to_end(
+            &models_1,
             &cs,
-            &BuildOptions {
-                products: products_path.clone(),
-                out: out.clone(),
-                train_photos: Some(train_path.clone()),
-                strict: true,
-                progress: false,
-            },
-        )?;
-        let catalog = Arc::new(Catalog::open(&out, &cs)?);
-        let analyzer = Analyzer::new(&models, catalog, &cs)?;
-        let (mut t1, mut t5) = (0usize, 0usize);
-        for l in &g.val {
-            let img = RgbImage::open(&l.path)?;
-            let m = analyzer.query(&img, 5)?;
-            let want = &g.classes[l.class];
-            t1 += usize::from(m.first().is_some_and(|m| &m.product_id == want));
-            t5 += usize::from(m.iter().any(|m| &m.product_id == want));
-        }
-        let n = g.val.len().max(1) as f64;
-        eprintln!(
-            "end to end: built {} products / {} vectors (projection {}) and queried in {:.1} s",
-            report.products,
-            report.vectors,
-            report.projection,
-            t.elapsed().as_secs_f64()
-        );
-        rows.push(AccuracyRow {
-            option: format!(
-                "end to end: `catalog build --train-photos` + `Analyzer` (configured: views {:?}, detect catalog {}, query detections {})",
-                cs.query_views, cs.detect_catalog_images, cs.query_detections
-            ),
-            val_top1: t1 as f64 / n,
-            val_top5: t5 as f64 / n,
-            train_top1: None,
-            train_top5: None,
-        });
+            &g,
+            &products_path,
+            Some(&train_path),
+            tmp.path(),
+        )?);
     }
 
     println!(
-        "\n| option | val top-1 | val top-5 | train top-1 | train top-5 |\n|---|---|---|---|---|"
+        "\n| option | val top-1 | val top-5 | fruit top-1 | vegetables top-1 | packages top-1 | train top-1 | train top-5 | ms/query (1 core) |\n|---|---|---|---|---|---|---|---|---|"
     );
     let f = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "–".into());
     for r in &rows {
         println!(
-            "| {} | {:.3} | {:.3} | {} | {} |",
+            "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
             r.option,
             r.val_top1,
             r.val_top5,
+            r.family_top1[0],
+            r.family_top1[1],
+            r.family_top1[2],
             f(r.train_top1),
-            f(r.train_top5)
+            f(r.train_top5),
+            r.ms_per_query
+                .map(|m| format!("{m:.0}"))
+                .unwrap_or_else(|| "–".into())
         );
     }
     println!(
@@ -718,4 +796,80 @@ pub fn run_bench(
         started.elapsed().as_secs()
     );
     Ok((rows, thresholds))
+}
+
+/// One end-to-end row: `catalog build` (with `train_photos` when given) into a fresh
+/// folder, then the configured `Analyzer` on every val photo, timed.
+fn end_to_end(
+    models: &Models,
+    cs: &crate::catalog::CatalogSettings,
+    g: &Grocery,
+    products: &Path,
+    train_photos: Option<&Path>,
+    scratch: &Path,
+) -> anyhow::Result<AccuracyRow> {
+    let t = Instant::now();
+    let out = scratch.join(if train_photos.is_some() {
+        "catalog-photos"
+    } else {
+        "catalog-only"
+    });
+    let report = build(
+        models,
+        cs,
+        &BuildOptions {
+            products: products.to_path_buf(),
+            out: out.clone(),
+            train_photos: train_photos.map(Path::to_path_buf),
+            strict: true,
+            progress: false,
+        },
+    )?;
+    let built = t.elapsed();
+    let catalog = Arc::new(Catalog::open(&out, cs)?);
+    let analyzer = Analyzer::new(models, catalog, cs)?;
+    let mut ranked: Vec<Ranked> = Vec::with_capacity(g.val.len());
+    let mut busy = std::time::Duration::ZERO;
+    for l in &g.val {
+        let img = RgbImage::open(&l.path)?;
+        let q = Instant::now();
+        let m = analyzer.query(&img, 5)?;
+        busy += q.elapsed();
+        ranked.push((
+            l.class,
+            m.into_iter().map(|m| (m.product_id, m.score)).collect(),
+        ));
+    }
+    let n = g.val.len().max(1) as f64;
+    let hit = |k: usize| {
+        ranked
+            .iter()
+            .filter(|(c, list)| list.iter().take(k).any(|(p, _)| p == &g.classes[*c]))
+            .count() as f64
+            / n
+    };
+    eprintln!(
+        "end to end: built {} products / {} vectors (projection {}) in {:.1} s",
+        report.products,
+        report.vectors,
+        report.projection,
+        built.as_secs_f64()
+    );
+    let what = if train_photos.is_some() {
+        "`catalog build --train-photos`"
+    } else {
+        "catalog images only: `catalog build`"
+    };
+    Ok(AccuracyRow {
+        option: format!(
+            "end to end, {what} + `Analyzer` (configured: synthetic views {}, views {:?}, detect catalog {}, query detections {})",
+            cs.synthetic_views, cs.query_views, cs.detect_catalog_images, cs.query_detections
+        ),
+        val_top1: hit(1),
+        val_top5: hit(5),
+        train_top1: None,
+        train_top5: None,
+        family_top1: family_top1(g, &ranked),
+        ms_per_query: Some(busy.as_secs_f64() * 1000.0 / n),
+    })
 }

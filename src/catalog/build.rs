@@ -12,8 +12,12 @@ use serde::Serialize;
 use super::analyzer::{detection_rect, embed_regions, main_region};
 use super::product::{self, ImageSource, Product, Skipped};
 use super::projection::Projection;
+use super::synthetic::{self, Clutter};
 use super::{CatalogError, CatalogSettings, FORMAT_VERSION, ImageVector, Manifest, Snapshot};
-use crate::inference::{Models, Rect, RgbImage};
+use crate::inference::{Crop, Models, Rect, RgbImage};
+
+/// Products whose first image is drawn as clutter behind synthetic views.
+const CLUTTER_PRODUCTS: usize = 48;
 
 /// Reads product images from files and URLs, with size and time limits.
 pub struct ImageLoader {
@@ -111,6 +115,7 @@ pub fn picture_vectors(
     name: &str,
     img: &RgbImage,
     origin: &str,
+    synth: Option<Synthesis<'_>>,
 ) -> Result<Vec<ImageVector>, CatalogError> {
     let mut regions: Vec<(Option<crate::inference::BBox>, Rect)> = Vec::new();
     if settings.detect_catalog_images {
@@ -123,7 +128,23 @@ pub fn picture_vectors(
         regions.push((None, img.full_rect()));
     }
     let rects: Vec<Rect> = regions.iter().map(|r| r.1).collect();
-    let embs = embed_regions(&models.embedder, img, &rects, &settings.catalog_views)?;
+    let mut embs = embed_regions(&models.embedder, img, &rects, &settings.catalog_views)?;
+    if let Some(s) = synth.filter(|_| settings.synthetic_views > 0) {
+        let views = synthetic::views(
+            img,
+            s.product,
+            name,
+            s.clutter,
+            settings.synthetic_views,
+            settings.synthetic_seed,
+        );
+        let crops: Vec<Crop<'_>> = views
+            .iter()
+            .map(|(image, rect)| Crop { image, rect: *rect })
+            .collect();
+        let seen = models.embedder.embed_batch(&crops)?;
+        embs = embs.iter().map(|e| synthetic::blend(e, &seen)).collect();
+    }
     Ok(regions
         .into_iter()
         .zip(embs)
@@ -136,6 +157,35 @@ pub fn picture_vectors(
         .collect())
 }
 
+/// What synthetic views of a catalog picture need: its product and the clutter to draw
+/// behind it.
+#[derive(Clone, Copy)]
+pub struct Synthesis<'a> {
+    pub product: &'a str,
+    pub clutter: &'a Clutter,
+}
+
+/// The first loadable image of up to [`CLUTTER_PRODUCTS`] products, evenly spread over
+/// the list: the shelf behind synthetic views. Nothing when synthetic views are off.
+pub fn clutter_of<'a>(
+    settings: &CatalogSettings,
+    loader: &ImageLoader,
+    products: impl ExactSizeIterator<Item = &'a Product>,
+) -> Clutter {
+    let mut clutter = Clutter::default();
+    let n = products.len();
+    if settings.synthetic_views == 0 || n == 0 {
+        return clutter;
+    }
+    let step = n.div_ceil(CLUTTER_PRODUCTS);
+    for p in products.step_by(step) {
+        if let Some(img) = p.images.iter().find_map(|spec| loader.load(spec).ok()) {
+            clutter.push(&p.id, &img.1);
+        }
+    }
+    clutter
+}
+
 /// Load and embed every image of a product; unusable images are reported, not fatal.
 pub fn product_vectors(
     models: &Models,
@@ -143,13 +193,18 @@ pub fn product_vectors(
     loader: &ImageLoader,
     product: &Product,
     at: &str,
+    clutter: &Clutter,
 ) -> (Vec<ImageVector>, Vec<Skipped>) {
     let mut vectors = Vec::new();
     let mut skipped = Vec::new();
+    let synth = Synthesis {
+        product: &product.id,
+        clutter,
+    };
     for spec in &product.images {
-        let r = loader
-            .load(spec)
-            .and_then(|(name, img)| picture_vectors(models, settings, &name, &img, "catalog"));
+        let r = loader.load(spec).and_then(|(name, img)| {
+            picture_vectors(models, settings, &name, &img, "catalog", Some(synth))
+        });
         match r {
             Ok(v) => vectors.extend(v),
             Err(e) => skipped.push(Skipped {
@@ -239,9 +294,10 @@ pub fn build(
     let pb = progress_bar(opts.progress, total, "products");
     let mut products = Vec::new();
     let mut vectors: Vec<(String, ImageVector)> = Vec::new();
+    let clutter = clutter_of(settings, &loader, lines.iter().map(|l| &l.product));
     for pl in lines {
         let at = format!("{file}:{}", pl.line);
-        let (v, s) = product_vectors(models, settings, &loader, &pl.product, &at);
+        let (v, s) = product_vectors(models, settings, &loader, &pl.product, &at, &clutter);
         pb.inc(pl.product.images.len() as u64);
         strict_check(opts.strict, &s)?;
         skipped.extend(s);
@@ -314,6 +370,7 @@ pub fn build(
         projection: projection.is_some(),
         catalog_views: settings.catalog_views.clone(),
         detect_catalog_images: settings.detect_catalog_images,
+        synthetic_views: settings.synthetic_views,
         created: crate::frame::rfc3339_ms(&chrono::Utc::now()),
     };
     let snapshot = Snapshot::assemble(
@@ -367,7 +424,7 @@ fn train_vectors(
         }
         let r = loader
             .load(&spec)
-            .and_then(|(name, img)| picture_vectors(models, settings, &name, &img, "train"));
+            .and_then(|(name, img)| picture_vectors(models, settings, &name, &img, "train", None));
         match r {
             Ok(v) => out.extend(v.into_iter().map(|iv| (pid.clone(), iv))),
             Err(e) => {

@@ -20,6 +20,7 @@ pub mod linalg;
 pub mod product;
 pub mod projection;
 pub mod store;
+pub mod synthetic;
 pub mod upstream;
 
 use std::collections::{BTreeMap, HashMap};
@@ -118,6 +119,12 @@ pub struct CatalogSettings {
     pub projection_min_coverage: f32,
     /// Add the training photos of `--train-photos` to the catalog as product images too.
     pub train_photos_as_images: bool,
+    /// Synthetic store-like views embedded per catalog image and blended into its vector
+    /// (`synthetic` module; 0: off, the default: measured, they add nothing on top of
+    /// multi-crop views). Each costs one embedding at build time, nothing per query.
+    pub synthetic_views: usize,
+    /// Seed of the synthetic views (the same catalog and seed give the same vectors).
+    pub synthetic_seed: u64,
     /// Relative image paths in admin API requests are taken relative to this folder
     /// (empty: the catalog folder).
     pub images_root: String,
@@ -153,6 +160,8 @@ impl Default for CatalogSettings {
             projection_shrinkage: 0.1,
             projection_min_coverage: 0.9,
             train_photos_as_images: false,
+            synthetic_views: 0,
+            synthetic_seed: 1,
             images_root: String::new(),
             fetch_timeout_ms: 10_000,
             max_image_bytes: 20 << 20,
@@ -209,6 +218,9 @@ impl CatalogSettings {
                 "is 0 and query_whole_image is false: nothing would be searched",
             );
         }
+        if self.synthetic_views > 256 {
+            return bad("synthetic_views", "must be from 0 to 256");
+        }
         if !(-1.0..=1.0).contains(&self.min_score) {
             return bad("min_score", "must be from -1 to 1");
         }
@@ -247,6 +259,9 @@ pub struct Manifest {
     /// Views and detector use at build time (queries should match).
     pub catalog_views: Vec<f32>,
     pub detect_catalog_images: bool,
+    /// Synthetic views blended into each catalog vector (0 in catalogs from before them).
+    #[serde(default)]
+    pub synthetic_views: usize,
     pub created: String,
 }
 
@@ -855,6 +870,7 @@ mod tests {
             projection: false,
             catalog_views: vec![1.0],
             detect_catalog_images: false,
+            synthetic_views: 0,
             created: String::new(),
         }
     }

@@ -17,7 +17,7 @@ use axum::routing::{get, post, put};
 use serde::Serialize;
 
 use super::{ApiError, require_admin};
-use crate::catalog::build::{ImageLoader, product_vectors};
+use crate::catalog::build::{ImageLoader, clutter_of, product_vectors};
 use crate::catalog::product::ImageSource;
 use crate::catalog::upstream::ProductService;
 use crate::catalog::{CatalogError, CatalogSettings, Product, Skipped};
@@ -202,12 +202,19 @@ async fn change(
             return Err(CatalogError::DuplicateProduct(product.id.clone()).into());
         }
         let loader = ImageLoader::new(&root, &settings);
+        // New vectors are made the way the serving catalog's were.
+        let snapshot = catalog.snapshot();
+        let mut settings = settings;
+        settings.synthetic_views = snapshot.manifest.synthetic_views;
+        let shelf: Vec<&Product> = snapshot.products().map(|p| p.as_ref()).collect();
+        let clutter = clutter_of(&settings, &loader, shelf.into_iter());
         let (vectors, skipped) = product_vectors(
             &models,
             &settings,
             &loader,
             &product,
             &format!("product {}", product.id),
+            &clutter,
         );
         if vectors.is_empty() {
             let why = skipped

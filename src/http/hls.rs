@@ -76,6 +76,8 @@ pub struct HlsStats {
     /// fMP4 init sections fetched from the origin; cache flushes when full.
     pub init_fetches: AtomicU64,
     pub init_cache_flushes: AtomicU64,
+    /// Requests answered 503 because `manifest.max_origin_fetches` were all in flight.
+    pub fetches_refused: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -207,6 +209,8 @@ struct Inner {
     segment_timeout: Duration,
     /// Off: every playlist request fetches and rewrites (benchmarks, diagnostics).
     playlist_cache: AtomicBool,
+    /// One permit per origin fetch in flight (`manifest.max_origin_fetches`).
+    fetch_slots: tokio::sync::Semaphore,
     stats: HlsStats,
 }
 
@@ -269,6 +273,7 @@ impl HlsState {
                 playlist_timeout: Duration::from_millis(i.playlist_timeout_ms),
                 segment_timeout: Duration::from_millis(i.segment_timeout_ms),
                 playlist_cache: AtomicBool::new(true),
+                fetch_slots: tokio::sync::Semaphore::new(manifest.max_origin_fetches.max(1)),
                 stats: HlsStats::default(),
             }),
         })
@@ -385,6 +390,18 @@ fn error_answer(status: StatusCode, msg: &str) -> Cached {
     }
 }
 
+/// The answer when every origin fetch slot is taken: 503, try again in a second.
+fn busy(st: &Inner) -> Response {
+    st.stats.fetches_refused.fetch_add(1, Ordering::Relaxed);
+    let mut r = respond(error_answer(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many origin fetches in flight (manifest.max_origin_fetches)",
+    ));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 fn respond(c: Cached) -> Response {
     let mut r = (c.status, c.body).into_response();
     let h = r.headers_mut();
@@ -469,7 +486,7 @@ async fn handle(State(st): State<HlsState>, uri: Uri, headers: HeaderMap) -> Res
         }
     };
     if is_playlist(&rel) {
-        respond(playlist(st, ch, rel, url).await)
+        playlist(st, ch, rel, url).await
     } else if st.uri_mode == UriMode::Proxy {
         segment(st, ch, &rel, &url, &headers).await
     } else {
@@ -480,10 +497,13 @@ async fn handle(State(st): State<HlsState>, uri: Uri, headers: HeaderMap) -> Res
     }
 }
 
-async fn playlist(st: &Inner, ch: &Arc<HlsChannel>, rel: String, url: Url) -> Cached {
+async fn playlist(st: &Inner, ch: &Arc<HlsChannel>, rel: String, url: Url) -> Response {
     st.stats.playlist_requests.fetch_add(1, Ordering::Relaxed);
     if !st.playlist_cache.load(Ordering::Relaxed) {
-        return build_playlist(st, ch, &url).await;
+        let Ok(_slot) = st.fetch_slots.try_acquire() else {
+            return busy(st);
+        };
+        return respond(build_playlist(st, ch, &url).await);
     }
     let slot = {
         let mut cache = lock(&ch.playlists);
@@ -501,16 +521,19 @@ async fn playlist(st: &Inner, ch: &Arc<HlsChannel>, rel: String, url: Url) -> Ca
     };
     if let Some(c) = slot.fresh() {
         st.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-        return c;
+        return respond(c);
     }
     let _one_fetch = slot.refresh.lock().await;
     if let Some(c) = slot.fresh() {
         st.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-        return c;
+        return respond(c);
     }
+    let Ok(_fetch) = st.fetch_slots.try_acquire() else {
+        return busy(st);
+    };
     let c = build_playlist(st, ch, &url).await;
     *lock(&slot.value) = Some(c.clone());
-    c
+    respond(c)
 }
 
 fn target_duration(text: &str) -> Option<f64> {
@@ -705,6 +728,9 @@ async fn segment(
     headers: &HeaderMap,
 ) -> Response {
     let range = parse_range(headers);
+    let Ok(_slot) = st.fetch_slots.try_acquire() else {
+        return busy(st);
+    };
     let data = match st
         .fetcher
         .get(url, range, st.max_segment_bytes, st.segment_timeout)

@@ -104,6 +104,11 @@ pub struct ManifestSettings {
     pub id3: bool,
     /// Cues the date-range ledger keeps (oldest ended first out when full, counted).
     pub ledger_capacity: usize,
+    /// Origin fetches (playlists and proxied segments) the HLS proxy runs at once, all
+    /// channels together. A request that finds them all busy is answered 503 with
+    /// `Retry-After: 1` at once (counted), never queued: memory stays bounded by this
+    /// many times the size limits.
+    pub max_origin_fetches: usize,
 }
 
 impl Default for ManifestSettings {
@@ -115,6 +120,7 @@ impl Default for ManifestSettings {
             planned_duration_s: 10.0,
             id3: false,
             ledger_capacity: 4_096,
+            max_origin_fetches: 64,
         }
     }
 }
@@ -149,6 +155,9 @@ impl ManifestSettings {
         }
         if self.ledger_capacity == 0 {
             return Err(("ledger_capacity", "must be at least 1".into()));
+        }
+        if !(1..=10_000).contains(&self.max_origin_fetches) {
+            return Err(("max_origin_fetches", "must be from 1 to 10000".into()));
         }
         Ok(())
     }

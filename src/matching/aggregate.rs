@@ -12,6 +12,12 @@
 //!   shot (the id is `cue_id(channel, shot, product)`), and none within `cooldown_ms`
 //!   after its previous cue on the channel ended (samples inside the cooldown are
 //!   ignored, so a later cue still starts after it).
+//! - **One object, one cue.** Products are *siblings* for a sighting when one is among
+//!   the other's catalog candidates within `sibling_gap` similarity (flavours of one
+//!   brand). Sibling sightings whose boxes overlap by `sibling_overlap` or more (of the
+//!   smaller box; a box inside the whole-frame region overlaps it fully) are one object: in a sample only the most similar counts, and in a shot a sibling of an open
+//!   cue at the same place starts no cue of its own (the first product to gather
+//!   `min_samples` votes keeps the object).
 //! - **Updates.** Each confident sample appends a box to the cue's track (thinned to
 //!   `max_boxes`) and refreshes its score (the mean similarity of its confident samples).
 //!   An `Update` goes out when the track grew or the score moved by more than
@@ -63,6 +69,8 @@ pub struct CueStats {
     pub suppressed_repeat: u64,
     /// Products that qualified but found the shot's `max_cues_per_shot` reached.
     pub suppressed_max_cues: u64,
+    /// Sightings taken for a sibling product's object (same place, look-alike product).
+    pub suppressed_sibling: u64,
     pub cues_started: u64,
     pub cues_updated: u64,
     pub cues_ended: u64,
@@ -94,6 +102,8 @@ struct Track {
     /// Bumped on every box appended (thinning does not reset it).
     version: u64,
     phase: Phase,
+    /// Look-alike products seen near the top of this product's candidates.
+    near: Vec<String>,
 }
 
 impl Track {
@@ -120,7 +130,12 @@ struct Sighting {
     product_id: String,
     similarity: f32,
     bbox: [f32; 4],
+    /// Other products among that detection's candidates within `sibling_gap`.
+    near: Vec<String>,
 }
+
+/// Most look-alike products a track remembers.
+const MAX_NEAR: usize = 16;
 
 /// Per-channel cue state machine.
 #[derive(Debug, Clone)]
@@ -295,18 +310,28 @@ impl CueBuilder {
                     product_id,
                     similarity,
                     bbox,
-                } => match best.iter_mut().find(|s| s.product_id == product_id) {
-                    Some(s) if s.similarity >= similarity => {}
-                    Some(s) => {
-                        s.similarity = similarity;
-                        s.bbox = bbox;
-                    }
-                    None => best.push(Sighting {
-                        product_id,
+                } => {
+                    let near = near_products(
+                        &det.candidates,
+                        &product_id,
                         similarity,
-                        bbox,
-                    }),
-                },
+                        self.settings.sibling_gap,
+                    );
+                    match best.iter_mut().find(|s| s.product_id == product_id) {
+                        Some(s) if s.similarity >= similarity => {}
+                        Some(s) => {
+                            s.similarity = similarity;
+                            s.bbox = bbox;
+                            s.near = near;
+                        }
+                        None => best.push(Sighting {
+                            product_id,
+                            similarity,
+                            bbox,
+                            near,
+                        }),
+                    }
+                }
                 Judgement::ClassGated => self.stats.class_gated += 1,
                 Judgement::LowDetScore => self.stats.low_det_score += 1,
                 Judgement::InvalidBox => self.stats.invalid_box += 1,
@@ -321,7 +346,64 @@ impl CueBuilder {
                 .then_with(|| a.product_id.cmp(&b.product_id))
         });
         self.stats.confident += best.len() as u64;
-        best
+        self.one_per_object(best)
+    }
+
+    /// Of sibling sightings at one place (most similar first) only the first stays.
+    fn one_per_object(&mut self, sightings: Vec<Sighting>) -> Vec<Sighting> {
+        let mut kept: Vec<Sighting> = Vec::with_capacity(sightings.len());
+        for s in sightings {
+            let taken = kept.iter().any(|k| {
+                self.same_object(
+                    &k.product_id,
+                    &k.near,
+                    &k.bbox,
+                    &s.product_id,
+                    &s.near,
+                    &s.bbox,
+                )
+            });
+            if taken {
+                self.stats.suppressed_sibling += 1;
+            } else {
+                kept.push(s);
+            }
+        }
+        kept
+    }
+
+    /// Two sightings (product, its look-alikes, box) are one object: siblings that overlap.
+    fn same_object(
+        &self,
+        a: &str,
+        a_near: &[String],
+        a_box: &[f32; 4],
+        b: &str,
+        b_near: &[String],
+        b_box: &[f32; 4],
+    ) -> bool {
+        self.settings.sibling_gap > 0.0
+            && (a_near.iter().any(|p| p == b) || b_near.iter().any(|p| p == a))
+            && overlap(a_box, b_box) >= self.settings.sibling_overlap
+    }
+
+    /// An open cue of this shot (other than track `at`) that `sighting` is a sibling of,
+    /// at the same place.
+    fn sibling_open(&self, shot: &ShotState, at: usize, sighting: &Sighting) -> bool {
+        shot.tracks.iter().enumerate().any(|(i, t)| {
+            i != at
+                && matches!(t.phase, Phase::Open { .. })
+                && t.boxes.last().is_some_and(|b| {
+                    self.same_object(
+                        &t.product_id,
+                        &t.near,
+                        &[b.x, b.y, b.w, b.h],
+                        &sighting.product_id,
+                        &sighting.near,
+                        &sighting.bbox,
+                    )
+                })
+        })
     }
 
     fn apply(&mut self, shot: &mut ShotState, sample: &SampleResult, out: &mut Vec<CueEvent>) {
@@ -373,11 +455,18 @@ impl CueBuilder {
                         boxes: Vec::new(),
                         version: 0,
                         phase: Phase::Pending,
+                        near: Vec::new(),
                     });
                     shot.tracks.len() - 1
                 }
             };
+            let sibling_open = self.sibling_open(shot, at, sighting);
             let track = &mut shot.tracks[at];
+            for p in &sighting.near {
+                if track.near.len() < MAX_NEAR && !track.near.contains(p) {
+                    track.near.push(p.clone());
+                }
+            }
             if track.phase == Phase::Done {
                 self.stats.suppressed_repeat += 1;
                 continue;
@@ -404,6 +493,10 @@ impl CueBuilder {
                     let qualified = track.samples >= self.settings.min_samples
                         || sighting.similarity >= self.settings.single_sample_score;
                     if !qualified {
+                        continue;
+                    }
+                    if sibling_open {
+                        self.stats.suppressed_sibling += 1;
                         continue;
                     }
                     if shot.started >= self.settings.max_cues_per_shot {
@@ -455,6 +548,43 @@ pub fn fill_products(events: &mut [CueEvent], lookup: impl Fn(&str) -> Option<se
         if cue.product.is_none() {
             cue.product = lookup(&cue.product_id);
         }
+    }
+}
+
+/// Products other than `best` among `candidates` within `gap` of `similarity`, each once.
+fn near_products(
+    candidates: &[(String, f32)],
+    best: &str,
+    similarity: f32,
+    gap: f32,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if gap <= 0.0 {
+        return out;
+    }
+    for (p, s) in candidates {
+        if p != best && *s >= similarity - gap && !out.contains(p) {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+/// How much two `[x, y, w, h]` boxes overlap: their intersection over the smaller one's
+/// area (1 when one lies inside the other; 0 when either has no area or a number that is
+/// not finite).
+fn overlap(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    if a.iter().chain(b).any(|v| !v.is_finite()) {
+        return 0.0;
+    }
+    let ix = (a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0]);
+    let iy = (a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1]);
+    let inter = ix.max(0.0) * iy.max(0.0);
+    let smaller = (a[2] * a[3]).min(b[2] * b[3]);
+    if smaller > 0.0 {
+        (inter / smaller).min(1.0)
+    } else {
+        0.0
     }
 }
 

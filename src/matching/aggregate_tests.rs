@@ -691,3 +691,167 @@ fn property_generator_exercises_the_lifecycle() {
         "{cooldowns} runs re-announced a product after its cooldown"
     );
 }
+
+/// A detection at `bbox` whose candidates name `product` first and `other` close behind.
+fn look_alike(
+    product: &str,
+    sim: f32,
+    other: &str,
+    other_sim: f32,
+    bbox: [f32; 4],
+) -> MatchedDetection {
+    MatchedDetection {
+        bbox,
+        class_name: "bottle".into(),
+        det_score: 0.8,
+        candidates: vec![(product.into(), sim), (other.into(), other_sim)],
+    }
+}
+
+const HERE: [f32; 4] = [0.2, 0.3, 0.2, 0.4];
+const THERE: [f32; 4] = [0.6, 0.3, 0.2, 0.4];
+
+#[test]
+fn siblings_on_one_object_in_one_sample_count_once() {
+    let mut b = CueBuilder::new("news", &settings());
+    // Two overlapping boxes of one carton (say `bottle` and `cup`), each naming a flavour.
+    let dets = |f| {
+        sample(
+            0,
+            f,
+            vec![
+                look_alike("yoghurt-vanilla", 0.80, "yoghurt-strawberry", 0.72, HERE),
+                look_alike(
+                    "yoghurt-strawberry",
+                    0.78,
+                    "yoghurt-vanilla",
+                    0.70,
+                    [0.22, 0.3, 0.2, 0.4],
+                ),
+            ],
+        )
+    };
+    b.push(&dets(0));
+    let events = b.push(&dets(5));
+    assert_eq!(kinds(&events), vec![("start", "yoghurt-vanilla")]);
+    assert_eq!(b.stats().suppressed_sibling, 2);
+    assert_eq!(kinds(&b.flush()), vec![("end", "yoghurt-vanilla")]);
+}
+
+#[test]
+fn a_sibling_of_an_open_cue_at_its_place_starts_no_cue() {
+    let mut b = CueBuilder::new("news", &settings());
+    let juice = |p: &str, o: &str| look_alike(p, 0.8, o, 0.7, HERE);
+    let mut started = Vec::new();
+    // The carton is named apple, grapefruit, apple, grapefruit… sample after sample.
+    for (i, f) in [0u64, 5, 10, 15, 20, 25].into_iter().enumerate() {
+        let d = if i % 2 == 0 {
+            juice("juice-apple", "juice-grapefruit")
+        } else {
+            juice("juice-grapefruit", "juice-apple")
+        };
+        started.extend(b.push(&sample(0, f, vec![d])));
+    }
+    assert_eq!(kinds(&started), vec![("start", "juice-apple")]);
+    assert!(b.stats().suppressed_sibling >= 1);
+}
+
+#[test]
+fn a_look_alike_box_inside_the_named_whole_frame_starts_no_cue() {
+    let mut b = CueBuilder::new("news", &settings());
+    let dets = |f| {
+        sample(
+            0,
+            f,
+            vec![
+                MatchedDetection::whole_frame(vec![
+                    ("soy-fresh".into(), 0.82),
+                    ("soy-shelf".into(), 0.74),
+                ]),
+                look_alike("soy-shelf", 0.70, "soy-fresh", 0.62, THERE),
+            ],
+        )
+    };
+    b.push(&dets(0));
+    assert_eq!(kinds(&b.push(&dets(5))), vec![("start", "soy-fresh")]);
+    assert_eq!(b.stats().suppressed_sibling, 2);
+}
+
+#[test]
+fn siblings_at_different_places_are_two_objects() {
+    let mut b = CueBuilder::new("news", &settings());
+    let both = |f| {
+        sample(
+            0,
+            f,
+            vec![
+                look_alike("juice-apple", 0.8, "juice-grapefruit", 0.75, HERE),
+                look_alike("juice-grapefruit", 0.8, "juice-apple", 0.75, THERE),
+            ],
+        )
+    };
+    b.push(&both(0));
+    let mut got = kinds(&b.push(&both(5)))
+        .into_iter()
+        .map(|(k, p)| (k, p.to_string()))
+        .collect::<Vec<_>>();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("start", "juice-apple".into()),
+            ("start", "juice-grapefruit".into())
+        ]
+    );
+    assert_eq!(b.stats().suppressed_sibling, 0);
+}
+
+#[test]
+fn unrelated_products_at_one_place_and_sibling_gap_zero_keep_both() {
+    // Not look-alikes (neither among the other's close candidates): both count.
+    let mut b = CueBuilder::new("news", &settings());
+    let dets = |f| {
+        sample(
+            0,
+            f,
+            vec![
+                look_alike("milk", 0.8, "rival", 0.3, HERE),
+                look_alike("cereal", 0.79, "rival", 0.3, HERE),
+            ],
+        )
+    };
+    b.push(&dets(0));
+    assert_eq!(b.push(&dets(5)).len(), 2);
+    // Look-alikes with the suppression off: both count too.
+    let s = MatchingSettings {
+        sibling_gap: 0.0,
+        ..settings()
+    };
+    let mut b = CueBuilder::new("news", &s);
+    let dets = |f| {
+        sample(
+            0,
+            f,
+            vec![
+                look_alike("juice-apple", 0.8, "juice-grapefruit", 0.72, HERE),
+                look_alike("juice-grapefruit", 0.79, "juice-apple", 0.72, HERE),
+            ],
+        )
+    };
+    b.push(&dets(0));
+    assert_eq!(b.push(&dets(5)).len(), 2);
+    assert_eq!(b.stats().suppressed_sibling, 0);
+}
+
+#[test]
+fn overlap_of_boxes() {
+    assert!((overlap(&HERE, &HERE) - 1.0).abs() < 1e-6);
+    assert_eq!(overlap(&HERE, &THERE), 0.0);
+    // Half of the box: a half.
+    let half = [0.3, 0.3, 0.2, 0.4];
+    assert!((overlap(&HERE, &half) - 0.5).abs() < 1e-6);
+    // A box inside the whole frame: fully.
+    assert!((overlap(&[0.0, 0.0, 1.0, 1.0], &THERE) - 1.0).abs() < 1e-6);
+    assert_eq!(overlap(&[0.0, 0.0, 0.0, 0.0], &[0.0, 0.0, 0.0, 0.0]), 0.0);
+    assert_eq!(overlap(&[f32::NAN, 0.0, 1.0, 1.0], &HERE), 0.0);
+}

@@ -97,6 +97,12 @@ pub struct MatchingSettings {
     /// Required lead of the best product over the second-best different one (see
     /// `margin_mode`). 0 disables the test.
     pub margin: f32,
+    /// `min_similarity` and `margin` for a catalog without a learned projection (built
+    /// from catalog images alone): its raw embedder cosines are lower and closer together
+    /// (right matches about 0.5–0.7, look-alikes within 0.03), so the same thresholds
+    /// would announce nothing. See [`Self::for_catalog`].
+    pub raw_min_similarity: f32,
+    pub raw_margin: f32,
     /// Detector classes allowed to propose products; empty: all classes.
     pub allow_classes: Vec<String>,
     /// Detector classes never matched (after `allow_classes`).
@@ -120,6 +126,15 @@ pub struct MatchingSettings {
     pub score_epsilon: f32,
     /// Longest box track a cue carries; a longer one is thinned (every other box).
     pub max_boxes: usize,
+    // --- one object, one cue ---
+    /// Two products are siblings for a sighting when the second is among its candidates
+    /// within this much similarity of the best (fine-grained variants of one brand). 0
+    /// turns sibling suppression off.
+    pub sibling_gap: f32,
+    /// Sibling sightings whose boxes overlap at least this much (intersection over the
+    /// smaller box; a box inside the whole-frame region overlaps it fully) are one object: in one sample only the most similar counts, and in one shot a
+    /// sibling of an open cue at the same place starts no cue of its own.
+    pub sibling_overlap: f32,
 }
 
 impl Default for MatchingSettings {
@@ -133,6 +148,8 @@ impl Default for MatchingSettings {
             min_similarity: 0.55,
             margin_mode: MarginMode::Gap,
             margin: 0.05,
+            raw_min_similarity: 0.5,
+            raw_margin: 0.02,
             allow_classes: Vec::new(),
             deny_classes: vec!["person".into()],
             min_samples: 2,
@@ -143,11 +160,26 @@ impl Default for MatchingSettings {
             update_interval_ms: 500,
             score_epsilon: 0.02,
             max_boxes: 32,
+            sibling_gap: 0.15,
+            sibling_overlap: 0.5,
         }
     }
 }
 
 impl MatchingSettings {
+    /// The settings for a catalog: as they are when it has a learned projection, with
+    /// `raw_min_similarity` and `raw_margin` in place of `min_similarity` and `margin`
+    /// when it has none.
+    pub fn for_catalog(&self, learned_projection: bool) -> Self {
+        let mut s = self.clone();
+        if !learned_projection {
+            s.min_similarity = self.raw_min_similarity;
+            s.margin = self.raw_margin;
+            s.single_sample_score = self.single_sample_score.max(self.raw_min_similarity);
+        }
+        s
+    }
+
     /// Checks ranges; the error names the key inside `[matching]`.
     pub fn validate(&self) -> Result<(), MatchingError> {
         if self.interval_ms == 0 {
@@ -173,6 +205,15 @@ impl MatchingSettings {
         }
         if !(0.0..1.0).contains(&self.margin) {
             return Err(setting("margin", "must be from 0 to below 1"));
+        }
+        if !(self.raw_min_similarity > 0.0 && self.raw_min_similarity <= 1.0) {
+            return Err(setting(
+                "raw_min_similarity",
+                "must be greater than 0 and at most 1",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.raw_margin) {
+            return Err(setting("raw_margin", "must be from 0 to below 1"));
         }
         for (key, list) in [
             ("allow_classes", &self.allow_classes),
@@ -213,6 +254,15 @@ impl MatchingSettings {
         if !(2..=10_000).contains(&self.max_boxes) {
             return Err(setting("max_boxes", "must be from 2 to 10000"));
         }
+        if !(0.0..=1.0).contains(&self.sibling_gap) {
+            return Err(setting("sibling_gap", "must be from 0 to 1"));
+        }
+        if !(self.sibling_overlap > 0.0 && self.sibling_overlap <= 1.0) {
+            return Err(setting(
+                "sibling_overlap",
+                "must be greater than 0 and at most 1",
+            ));
+        }
         Ok(())
     }
 }
@@ -224,6 +274,22 @@ mod tests {
     #[test]
     fn defaults_validate() {
         MatchingSettings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_catalog_without_projection_gets_the_raw_thresholds() {
+        let s = MatchingSettings::default();
+        assert_eq!(s.for_catalog(true), s);
+        let raw = s.for_catalog(false);
+        assert_eq!(raw.min_similarity, s.raw_min_similarity);
+        assert_eq!(raw.margin, s.raw_margin);
+        raw.validate().unwrap();
+        let odd = MatchingSettings {
+            single_sample_score: 0.3,
+            min_similarity: 0.3,
+            ..s
+        };
+        odd.for_catalog(false).validate().unwrap();
     }
 
     type Edit = Box<dyn Fn(&mut MatchingSettings)>;
@@ -241,6 +307,11 @@ mod tests {
             ("margin", Box::new(|s| s.margin = 1.0)),
             ("margin", Box::new(|s| s.margin = f32::NAN)),
             (
+                "raw_min_similarity",
+                Box::new(|s| s.raw_min_similarity = 1.5),
+            ),
+            ("raw_margin", Box::new(|s| s.raw_margin = -0.1)),
+            (
                 "allow_classes",
                 Box::new(|s| s.allow_classes = vec![" ".into()]),
             ),
@@ -257,6 +328,8 @@ mod tests {
             ("max_cues_per_shot", Box::new(|s| s.max_cues_per_shot = 0)),
             ("score_epsilon", Box::new(|s| s.score_epsilon = -0.1)),
             ("max_boxes", Box::new(|s| s.max_boxes = 1)),
+            ("sibling_gap", Box::new(|s| s.sibling_gap = f32::NAN)),
+            ("sibling_overlap", Box::new(|s| s.sibling_overlap = 0.0)),
         ];
         for (key, edit) in cases {
             let mut s = MatchingSettings::default();

@@ -183,9 +183,15 @@ impl Pipeline {
                 source,
             }
         };
+        // A catalog's thresholds follow its similarity scale (learned projection or raw).
+        let matching = config.matching.for_catalog(
+            analyzer
+                .as_ref()
+                .is_none_or(|a| a.catalog().snapshot().projection().is_some()),
+        );
         let inference_thread = {
             let ctx = InferenceCtx {
-                builder: CueBuilder::new(config.channel.clone(), &config.matching),
+                builder: CueBuilder::new(config.channel.clone(), &matching),
                 top_k: config.matching.top_k.max(1),
                 analyzer,
                 queue: queue.clone(),
@@ -435,6 +441,7 @@ impl InferenceCtx {
                         detections: std::mem::take(&mut outcome.detections),
                     };
                     let events = self.builder.push(&result);
+                    self.sync_suppressed();
                     outcome.detections = result.detections;
                     let trigger = outcome.ticket.wallclock;
                     (self.sink)(Output::Sample(outcome));
@@ -447,6 +454,23 @@ impl InferenceCtx {
         let now = Utc::now();
         self.emit_cues(events, now);
         report_progress(&self.queue, self.progress.as_deref());
+    }
+
+    /// The builder's suppression totals into the channel's `cues_suppressed` counters.
+    fn sync_suppressed(&self) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        let s = self.builder.stats();
+        let totals = [
+            s.suppressed_sibling,
+            s.suppressed_max_cues,
+            s.suppressed_cooldown,
+            s.suppressed_repeat,
+        ];
+        for ((_, counter), total) in m.cues_suppressed.iter().zip(totals) {
+            crate::metrics::catch_up(counter, total);
+        }
     }
 
     fn analyze(&self, ticket: SampleTicket, image: &I420Image) -> SampleOutcome {

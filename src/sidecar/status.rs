@@ -273,6 +273,10 @@ pub async fn sample_every_second(st: std::sync::Arc<SidecarState>, stop: Cancell
             "hls_origin_errors",
             hs.origin_errors.load(Ordering::Relaxed),
         );
+        m.sync_counter(
+            "hls_fetches_refused",
+            hs.fetches_refused.load(Ordering::Relaxed),
+        );
         let now_ms = Utc::now().timestamp_millis();
         for rt in &st.channels {
             let cm = &rt.metrics;
