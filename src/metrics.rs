@@ -122,7 +122,7 @@ pub struct ChannelMetrics {
     pub frames: Counter,
     /// Sampled frames dropped because inference was busy (drop-oldest queue).
     pub samples_dropped: Counter,
-    /// Frames dropped before analysis (frame queue full, or the pipeline was behind).
+    /// Frames of a live (SRT) source dropped because the channel's frame queue was full.
     pub frames_dropped: Counter,
     pub shots: Counter,
     pub samples: Counter,

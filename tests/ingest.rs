@@ -534,3 +534,48 @@ async fn bad_inputs_fail_with_one_clear_error() {
     let e = start("ftp://127.0.0.1/x").await.unwrap_err().to_string();
     assert!(e.contains("unsupported scheme"), "{e}");
 }
+
+/// A segment's frames go on as they decode, under the consumer's backpressure: a consumer
+/// slower than the decode timeout does not fail the segment, every frame arrives, and
+/// the decode time reported leaves the consumer's waiting out.
+#[test]
+fn a_slow_consumer_takes_frames_as_they_decode_without_a_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let segs = shopcue::media::encode_segments(
+        &common::footage("grocery_shots.mp4"),
+        dir.path(),
+        4.0,
+        25,
+        800,
+    )
+    .expect("encode");
+    let data = bytes::Bytes::from(std::fs::read(&segs[0]).unwrap());
+    let timeout = Duration::from_millis(1500);
+    let mut decoder =
+        shopcue::media::SegmentDecoder::new(shopcue::media::Pipelines::default(), 90, timeout)
+            .expect("GStreamer decoder");
+    let started = std::time::Instant::now();
+    let mut frames = 0usize;
+    let mut first_at = None;
+    let stats = decoder
+        .decode("slow consumer", None, data, |_| {
+            first_at.get_or_insert_with(|| started.elapsed());
+            frames += 1;
+            std::thread::sleep(Duration::from_millis(25));
+        })
+        .expect("a consumer's pace is not a decode timeout");
+    let total = started.elapsed();
+    assert!(frames >= 95, "4 s at 25 fps: {frames} frames");
+    assert_eq!(stats.frames, frames);
+    assert!(total > timeout, "the consumer alone took {total:?}");
+    assert!(
+        stats.elapsed < total - Duration::from_millis(25 * 90),
+        "decode time {:?} leaves out the consumer's {total:?}",
+        stats.elapsed
+    );
+    // The first frame came long before the segment was through.
+    assert!(
+        first_at.unwrap() < total / 2,
+        "first frame at {first_at:?} of {total:?}"
+    );
+}

@@ -62,6 +62,9 @@ pub struct ChannelStats {
     pub resets: AtomicU64,
     pub stalls: AtomicU64,
     pub frames: AtomicU64,
+    /// Frames of a live source (SRT) dropped because the channel's frame queue was full:
+    /// a live stream cannot wait for a pipeline that is behind.
+    pub frames_dropped: AtomicU64,
     pub segments_behind: AtomicU64,
     /// Last segment fetch time, µs.
     pub last_fetch_us: AtomicU64,
@@ -99,6 +102,7 @@ impl Default for ChannelStats {
             resets: AtomicU64::new(0),
             stalls: AtomicU64::new(0),
             frames: AtomicU64::new(0),
+            frames_dropped: AtomicU64::new(0),
             segments_behind: AtomicU64::new(0),
             last_fetch_us: AtomicU64::new(0),
             last_decode_us: AtomicU64::new(0),
@@ -374,7 +378,7 @@ pub async fn start(
             let realtime = opts.realtime;
             tokio::task::spawn_blocking(move || {
                 s.ok();
-                let r = pump(source, tx, &s, realtime, &cancel, None);
+                let r = pump(source, tx, &s, realtime, &cancel, None, false);
                 s.set_state(if r.is_ok() {
                     ChannelState::Ended
                 } else {
@@ -405,7 +409,7 @@ pub async fn start(
                     .and_then(|src| {
                         let base = src.base_unix_ns();
                         s.ok();
-                        pump(src, tx.clone(), &s, false, &cancel, base)
+                        pump(src, tx.clone(), &s, false, &cancel, base, true)
                     });
                     if cancel.is_cancelled() || tx.is_closed() {
                         return Ok(());
@@ -513,6 +517,9 @@ struct Emitter<'a> {
     tx: mpsc::Sender<Frame>,
     stats: &'a ChannelStats,
     index: u64,
+    /// A live source: when the frame queue is full the frame is dropped and counted
+    /// (`frames_dropped`) instead of waiting. Segments and files wait (backpressure).
+    lossy: bool,
 }
 
 impl Emitter<'_> {
@@ -532,7 +539,17 @@ impl Emitter<'_> {
             image,
         };
         self.index += 1;
-        self.tx.blocking_send(frame).is_ok()
+        if !self.lossy {
+            return self.tx.blocking_send(frame).is_ok();
+        }
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.stats.frames_dropped.fetch_add(1, ORD);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
     }
 }
 
@@ -557,6 +574,7 @@ impl Pacer {
 
 /// Move frames from a continuous source to the channel, stamping index and wall clock:
 /// `base_unix_ns` (live: the real-time clock at running time 0) or the start time.
+/// `lossy`: a live source, whose frames are dropped (counted) when the queue is full.
 fn pump(
     mut source: media::FrameSource,
     tx: mpsc::Sender<Frame>,
@@ -564,6 +582,7 @@ fn pump(
     realtime: bool,
     cancel: &CancellationToken,
     base_unix_ns: Option<u64>,
+    lossy: bool,
 ) -> Result<(), IngestError> {
     let started = Utc::now();
     let mut pacer = Pacer { start: None };
@@ -572,6 +591,7 @@ fn pump(
         tx,
         stats,
         index: 0,
+        lossy,
     };
     let mut last_pts = 0u64;
     let mut last_wallclock: Option<DateTime<Utc>> = None;
@@ -715,6 +735,7 @@ fn decode_segments(
             tx,
             stats: &stats,
             index: 0,
+            lossy: false,
         },
         origin: None,
         last_wallclock: None,
@@ -760,26 +781,24 @@ fn decode_segments(
                     seg.job.msn,
                     redact_url(seg.job.url.as_str())
                 );
-                let mut frames = Vec::new();
+                // Each frame goes on as it is decoded (the frame queue bounds what waits),
+                // never a whole segment's frames at once.
+                clock.begin_segment(seg.job.wallclock, seg.job.discontinuity);
+                let mut timing = StreamTiming {
+                    start: seg.job.wallclock,
+                    first_pts: None,
+                    last_offset: None,
+                };
+                let mut gone = false;
                 let result = decoder.decode(&what, seg.init.as_ref(), seg.data.clone(), |f| {
-                    frames.push(f)
+                    gone = gone || !timing.emit(f, &mut clock);
                 });
+                if gone {
+                    return;
+                }
                 match &result {
                     Ok(s) => record_decode(&stats, s, seg.job.duration),
                     Err(e) => bad(e),
-                }
-                clock.begin_segment(seg.job.wallclock, seg.job.discontinuity);
-                let first_pts = frames.iter().filter_map(|f| f.pts_ns).min();
-                let n = frames.len().max(1) as f64;
-                for (i, f) in frames.into_iter().enumerate() {
-                    // Offset within the segment from the decoder's clock, else spread evenly.
-                    let offset_ns = match (f.pts_ns, first_pts) {
-                        (Some(p), Some(p0)) => p.saturating_sub(p0),
-                        _ => (seg.job.duration * 1e9 * i as f64 / n) as u64,
-                    };
-                    if !clock.emit(seg.job.wallclock, offset_ns, f.image) {
-                        return;
-                    }
                 }
                 segment_done(&stats, &seg.job, result.is_ok());
             }
@@ -868,6 +887,34 @@ fn segment_done(stats: &ChannelStats, job: &playlist::SegmentJob, ok: bool) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_live_source_drops_and_counts_frames_when_the_queue_is_full() {
+        let stats = ChannelStats::default();
+        let (tx, mut rx) = mpsc::channel(2);
+        let image = || crate::frame::I420Image {
+            width: 2,
+            height: 2,
+            data: vec![0; 6],
+        };
+        let mut out = Emitter {
+            tx,
+            stats: &stats,
+            index: 0,
+            lossy: true,
+        };
+        for k in 0..5u64 {
+            assert!(out.emit(k * 40_000_000, Utc::now(), image()), "not blocked");
+        }
+        assert_eq!(stats.frames.load(ORD), 5);
+        assert_eq!(stats.frames_dropped.load(ORD), 3);
+        // The oldest waiting frames are the ones kept; after a read there is room again.
+        assert_eq!(rx.try_recv().unwrap().index, 0);
+        assert!(out.emit(0, Utc::now(), image()));
+        assert_eq!(stats.frames_dropped.load(ORD), 3);
+        drop(rx);
+        assert!(!out.emit(0, Utc::now(), image()), "receiver gone");
+    }
+
     /// Frames of segments starting at `starts` (ms from T0; with a discontinuity flag),
     /// four 40 ms frames each: their (pts ms, wall clock ms from T0).
     fn stamped(starts: &[(i64, bool)]) -> Vec<(u64, i64)> {
@@ -879,6 +926,7 @@ mod tests {
                 tx,
                 stats: &stats,
                 index: 0,
+                lossy: false,
             },
             origin: None,
             last_wallclock: None,

@@ -382,15 +382,20 @@ impl SegmentStream {
     ) -> Result<SegmentDecodeStats, MediaError> {
         let started = Instant::now();
         let _ = self.src.end_of_stream();
-        let deadline = started + self.timeout;
         // All its bytes are in: a segment that yields no frame for this long never will
         // (random bytes can keep a pipeline busy without error or end).
         let idle = SEGMENT_IDLE_TIMEOUT.min(self.timeout);
         let mut last_frame = started;
+        // Time `on_frame` held us (the consumer's backpressure or pacing): not decoding,
+        // so neither the timeout nor the decode time counts it.
+        let mut waited = Duration::ZERO;
         loop {
             if let Some(sample) = self.sink.try_pull_sample(gst::ClockTime::from_mseconds(50)) {
-                on_frame(self.frame(&sample)?);
+                let frame = self.frame(&sample)?;
+                let t = Instant::now();
+                on_frame(frame);
                 last_frame = Instant::now();
+                waited += last_frame - t;
                 continue;
             }
             if self.sink.is_eos() {
@@ -398,10 +403,11 @@ impl SegmentStream {
             }
             self.check()?;
             let (now, secs) = (Instant::now(), idle.as_secs_f64());
-            if now > deadline || now - last_frame > idle {
+            let decoding = now.duration_since(started).saturating_sub(waited);
+            if decoding > self.timeout || now - last_frame > idle {
                 return Err(MediaError::Timeout {
                     what: self.what.clone(),
-                    secs: if now > deadline {
+                    secs: if decoding > self.timeout {
                         self.timeout.as_secs_f64()
                     } else {
                         secs
@@ -417,7 +423,7 @@ impl SegmentStream {
         }
         Ok(SegmentDecodeStats {
             frames: self.frames,
-            elapsed: self.busy + started.elapsed(),
+            elapsed: self.busy + started.elapsed().saturating_sub(waited),
         })
     }
 

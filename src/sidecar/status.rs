@@ -289,6 +289,10 @@ pub async fn sample_every_second(st: std::sync::Arc<SidecarState>, stop: Cancell
                 .map(|s| s.snapshot())
                 .unwrap_or_default();
             let frames = ingest.frames.load(Ordering::Relaxed);
+            crate::metrics::catch_up(
+                &cm.frames_dropped,
+                ingest.frames_dropped.load(Ordering::Relaxed),
+            );
             let fps = frames.saturating_sub(p.frames) as f64 / dt;
             cm.decode_fps.set(fps);
             let lag = ingest.lag_seconds();
