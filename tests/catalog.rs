@@ -58,6 +58,9 @@ const PRODUCTS: [(&str, &str); 6] = [
     ),
 ];
 
+/// The lime's iconic image, relative to the dataset folder (an admin images root).
+const LIME: &str = "iconic-images-and-descriptions/Fruit/Lime/Lime_Iconic.jpg";
+
 fn iconic(stem: &str) -> PathBuf {
     grocery().join(format!("iconic-images-and-descriptions/{stem}_Iconic.jpg"))
 }
@@ -481,13 +484,15 @@ async fn admin_and_product_api_over_http() {
     };
     let (upstream, hits) = start_upstream().await;
     let mut cs = s.catalog.clone();
+    // Admin image paths are relative to the images root.
+    cs.images_root = grocery().display().to_string();
     cs.upstream.url_template = upstream;
     cs.upstream.timeout_ms = 500;
     cs.upstream.cache_ttl_ms = 60_000;
     cs.upstream.fields = vec!["price".into(), "availability=/stock/state".into()];
     let service = Arc::new(ProductService::new(catalog.clone(), &cs.upstream));
     let base = start_api(CatalogApiState::new(
-        service,
+        service.clone(),
         Some(models.clone()),
         &cs,
         ADMIN_KEY,
@@ -556,7 +561,7 @@ async fn admin_and_product_api_over_http() {
 
     // Admin API: key required.
     let new_product = serde_json::json!({"id": "Lemon-2", "title": "Another lemon", "price": 0.5,
-        "images": [iconic("Fruit/Lime/Lime")]});
+        "images": [LIME]});
     let r = http
         .post(format!("{base}/v1/catalog/products"))
         .json(&new_product)
@@ -604,6 +609,48 @@ async fn admin_and_product_api_over_http() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400, "no usable image");
+    // Admin images never reach outside the images root or into the private network.
+    for (image, why) in [
+        (
+            iconic("Fruit/Lime/Lime").display().to_string(),
+            "relative to catalog.images_root",
+        ),
+        ("../grocery/x.jpg".to_string(), "without `..`"),
+        (
+            format!("{base}/v1/products/Banana/image"),
+            "not a public address",
+        ),
+    ] {
+        let r = http
+            .post(format!("{base}/v1/catalog/products"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&serde_json::json!({"id": "probe", "images": [image]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{image}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains(why), "{image}: {body}");
+    }
+    // Allowed in config, a loopback image URL is fetched.
+    let mut open = cs.clone();
+    open.admin_image_private_hosts = true;
+    let open_base = start_api(CatalogApiState::new(
+        service,
+        Some(models.clone()),
+        &open,
+        ADMIN_KEY,
+    ))
+    .await;
+    let r = http
+        .post(format!("{open_base}/v1/catalog/products"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"id": "Banana-by-url",
+            "images": [format!("{base}/v1/products/Banana/image")]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
 
     // The update is visible to search: the lime picture now finds Lemon-2 first.
     let lime = RgbImage::open(&iconic("Fruit/Lime/Lime")).unwrap();
@@ -613,7 +660,7 @@ async fn admin_and_product_api_over_http() {
     let r = http
         .put(format!("{base}/v1/catalog/products/Lemon-2"))
         .bearer_auth(ADMIN_KEY)
-        .json(&serde_json::json!({"title": "Lime really", "price": 0.6, "images": [iconic("Fruit/Lime/Lime")]}))
+        .json(&serde_json::json!({"title": "Lime really", "price": 0.6, "images": [LIME]}))
         .send()
         .await
         .unwrap();
@@ -625,7 +672,7 @@ async fn admin_and_product_api_over_http() {
     let r = http
         .put(format!("{base}/v1/catalog/products/Lemon-2"))
         .bearer_auth(ADMIN_KEY)
-        .json(&serde_json::json!({"id": "other", "images": [iconic("Fruit/Lime/Lime")]}))
+        .json(&serde_json::json!({"id": "other", "images": [LIME]}))
         .send()
         .await
         .unwrap();
@@ -677,7 +724,8 @@ async fn admin_and_product_api_over_http() {
         .unwrap();
     assert!(again.product("Banana").is_none());
     assert_eq!(again.product("Lemon-2").unwrap().price, Some(0.6));
-    assert_eq!(again.snapshot().len(), 6);
+    assert!(again.product("Banana-by-url").is_some());
+    assert_eq!(again.snapshot().len(), 7);
     let v: serde_json::Value = http
         .get(format!("{base}/v1/catalog"))
         .send()
@@ -686,7 +734,7 @@ async fn admin_and_product_api_over_http() {
         .json()
         .await
         .unwrap();
-    assert_eq!(v["products"], 6);
+    assert_eq!(v["products"], 7);
 }
 
 #[test]

@@ -25,6 +25,10 @@ pub struct ImageLoader {
     timeout: Duration,
     max_bytes: usize,
     client: reqwest::Client,
+    /// Untrusted requests (admin API): files only under `base`, URLs only to public
+    /// addresses (unless `public_only` is off), no redirects.
+    confined: bool,
+    public_only: bool,
 }
 
 impl ImageLoader {
@@ -39,7 +43,41 @@ impl ImageLoader {
                 .timeout(timeout)
                 .build()
                 .unwrap_or_else(|_| reqwest::Client::new()),
+            confined: false,
+            public_only: false,
         }
+    }
+
+    /// For images named in admin API requests: paths only relative to `root` (no
+    /// absolute path, no `..`, no symlink out of it); URLs only to public addresses
+    /// unless `catalog.admin_image_private_hosts`, checked after name resolution and
+    /// connected to the checked addresses, redirects not followed.
+    pub fn for_admin(root: &Path, settings: &CatalogSettings) -> Self {
+        Self {
+            confined: true,
+            public_only: !settings.admin_image_private_hosts,
+            ..Self::new(root, settings)
+        }
+    }
+
+    /// A confined loader's check of a file path: under the root, for real.
+    fn check_confined(&self, spec: &str, path: &Path) -> Result<(), String> {
+        let plain = Path::new(spec)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !plain {
+            return Err(format!(
+                "admin image paths must be relative to catalog.images_root ({}), without `..`",
+                self.base.display()
+            ));
+        }
+        let (Ok(root), Ok(real)) = (self.base.canonicalize(), path.canonicalize()) else {
+            return Err("no such file under catalog.images_root".into());
+        };
+        if !real.starts_with(&root) {
+            return Err("the path leads out of catalog.images_root".into());
+        }
+        Ok(())
     }
 
     /// Load and decode one image (blocking; call from a blocking thread in async code).
@@ -52,6 +90,9 @@ impl ImageLoader {
         };
         let bytes = match &source {
             ImageSource::File(p) => {
+                if self.confined {
+                    self.check_confined(spec, p).map_err(fail)?;
+                }
                 let meta = std::fs::metadata(p).map_err(|e| fail(e.to_string()))?;
                 if meta.len() as usize > self.max_bytes {
                     return Err(fail(format!(
@@ -72,10 +113,16 @@ impl ImageLoader {
     }
 
     fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {
-        let client = self.client.clone();
         let max = self.max_bytes;
         let url = url.to_string();
+        let (default_client, public_only, timeout) =
+            (self.client.clone(), self.public_only, self.timeout);
         let fut = async move {
+            let client = if public_only {
+                public_client(&url, timeout).await?
+            } else {
+                default_client
+            };
             let mut resp = client.get(&url).send().await.map_err(|e| e.to_string())?;
             if !resp.status().is_success() {
                 return Err(format!("HTTP {}", resp.status()));
@@ -103,6 +150,70 @@ impl ImageLoader {
                 .build()
                 .map_err(|e| e.to_string())?
                 .block_on(fut),
+        }
+    }
+}
+
+/// A client that reaches `url`'s host only at its public addresses (resolved and
+/// checked here, then pinned, so a second resolution cannot swap in another) and
+/// follows no redirect.
+async fn public_client(url: &str, timeout: Duration) -> Result<reqwest::Client, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("bad URL: {e}"))?;
+    let host = parsed
+        .host_str()
+        .ok_or("the URL has no host")?
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_string();
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{host} has no address"));
+    }
+    if let Some(a) = addrs.iter().find(|a| !is_public(a.ip())) {
+        return Err(format!(
+            "{host} is at {}, not a public address (set catalog.admin_image_private_hosts to allow)",
+            a.ip()
+        ));
+    }
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve_to_addrs(&host, &addrs)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Whether `ip` is an address on the public internet: not loopback, private, link-local,
+/// shared (CGNAT), unspecified, broadcast, multicast, documentation or unique-local.
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(a) => {
+            let [o0, o1, ..] = a.octets();
+            !(a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_broadcast()
+                || a.is_multicast()
+                || a.is_documentation()
+                || o0 == 0
+                || (o0 == 100 && (o1 & 0xc0) == 64))
+        }
+        IpAddr::V6(a) => {
+            if let Some(v4) = a.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s0 = a.segments()[0];
+            !(a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || (s0 & 0xfe00) == 0xfc00
+                || (s0 & 0xffc0) == 0xfe80
+                || s0 == 0x2001 && a.segments()[1] == 0x0db8)
         }
     }
 }
@@ -460,4 +571,92 @@ pub fn learn_projection(
         settings.projection_dims,
         settings.projection_shrinkage,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "192.0.2.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "2001:db8::1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:1.1.1.1",
+        ] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn admin_paths_stay_under_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("images");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(dir.path().join("secret.jpg"), b"x").unwrap();
+        std::fs::write(root.join("ok.jpg"), b"not a picture").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(dir.path().join("secret.jpg"), root.join("link.jpg")).unwrap();
+        let loader = ImageLoader::for_admin(&root, &CatalogSettings::default());
+        let why = |spec: &str| match loader.load(spec) {
+            Err(CatalogError::Image { why, .. }) => why,
+            other => panic!("{spec}: {other:?}"),
+        };
+        let abs = dir.path().join("secret.jpg").display().to_string();
+        assert!(
+            why(&abs).contains("relative to catalog.images_root"),
+            "{}",
+            why(&abs)
+        );
+        assert!(why("../secret.jpg").contains("without `..`"));
+        #[cfg(unix)]
+        assert!(why("link.jpg").contains("out of catalog.images_root"));
+        assert!(why("missing.jpg").contains("no such file"));
+        // Inside the root the file is read (and here fails only as a picture).
+        assert!(!why("ok.jpg").contains("images_root"));
+        // The command-line loader is not confined.
+        let trusted = ImageLoader::new(&root, &CatalogSettings::default());
+        assert!(
+            matches!(trusted.load("../secret.jpg"), Err(CatalogError::Image { why, .. }) if !why.contains("images_root"))
+        );
+    }
+
+    #[test]
+    fn admin_urls_to_private_addresses_are_refused_before_any_request() {
+        let loader = ImageLoader::for_admin(Path::new("."), &CatalogSettings::default());
+        for url in [
+            "http://127.0.0.1:9/x.jpg",
+            "http://localhost:9/x.jpg",
+            "http://[::1]:9/x.jpg",
+            "http://169.254.169.254/latest/meta-data",
+        ] {
+            match loader.load(url) {
+                Err(CatalogError::Image { why, .. }) => {
+                    assert!(why.contains("not a public address"), "{url}: {why}")
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+    }
 }

@@ -131,6 +131,10 @@ pub struct CatalogSettings {
     /// Image downloads (URLs in products).
     pub fetch_timeout_ms: u64,
     pub max_image_bytes: usize,
+    /// Admin API image URLs may name loopback, private, link-local or other non-public
+    /// addresses (off: such URLs are refused, so the admin API cannot be used to reach
+    /// services inside the network).
+    pub admin_image_private_hosts: bool,
     /// Live price/availability from the shop's own API.
     pub upstream: upstream::UpstreamSettings,
 }
@@ -164,6 +168,7 @@ impl Default for CatalogSettings {
             synthetic_seed: 1,
             images_root: String::new(),
             fetch_timeout_ms: 10_000,
+            admin_image_private_hosts: false,
             max_image_bytes: 20 << 20,
             upstream: upstream::UpstreamSettings::default(),
         }

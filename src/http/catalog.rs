@@ -201,13 +201,18 @@ async fn change(
         if matches!(mode, Mode::Add) && catalog.product(&product.id).is_some() {
             return Err(CatalogError::DuplicateProduct(product.id.clone()).into());
         }
-        let loader = ImageLoader::new(&root, &settings);
+        let loader = ImageLoader::for_admin(&root, &settings);
         // New vectors are made the way the serving catalog's were.
         let snapshot = catalog.snapshot();
         let mut settings = settings;
         settings.synthetic_views = snapshot.manifest.synthetic_views;
         let shelf: Vec<&Product> = snapshot.products().map(|p| p.as_ref()).collect();
-        let clutter = clutter_of(&settings, &loader, shelf.into_iter());
+        // The shelf is the catalog's own images (trusted); the request's go through `loader`.
+        let clutter = clutter_of(
+            &settings,
+            &ImageLoader::new(&root, &settings),
+            shelf.into_iter(),
+        );
         let (vectors, skipped) = product_vectors(
             &models,
             &settings,
