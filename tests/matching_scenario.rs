@@ -1,19 +1,22 @@
 //! The grocery_shots shape end to end through the pure matching pieces: six 2 s shots at
 //! 25 fps, one product each, sampled every 250 ms after a 120 ms settle, with noisy
 //! catalog candidates where the true product wins most samples; then shots with only
-//! low-confidence noise. Inference is simulated; sampler, queue and cue builder are real.
+//! low-confidence noise. Inference is simulated; the sampler, the live pipeline's work
+//! queue (`pipeline::work::WorkQueue`, shot events and samples in order, drop-oldest) and
+//! the cue builder are real.
 
 mod common;
 
 use std::path::Path;
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use shopcue::cue::CueEvent;
 use shopcue::frame::{Frame, I420Image};
 use shopcue::matching::{
-    CueBuilder, DropOldestQueue, MatchedDetection, MatchingSettings, SampleResult, SampleTicket,
-    Sampler,
+    CueBuilder, MatchedDetection, MatchingSettings, SampleResult, SampleTicket, Sampler,
 };
+use shopcue::pipeline::work::{Work, WorkQueue};
 use shopcue::shots::{Shot, ShotEvent};
 
 use common::GROCERY_PRODUCTS as PRODUCTS;
@@ -155,20 +158,59 @@ struct Run {
     dropped: u64,
 }
 
-/// Drives frames → sampler → queue → (simulated) inference → cue builder. Inference
-/// takes one queued frame every `infer_every`-th sampled frame (1: keeps up).
+/// The inference side: takes work from the queue in order, as the pipeline's inference
+/// thread does (shot events to the cue builder, samples through simulated inference).
+struct Inference<'a> {
+    builder: CueBuilder,
+    noise: Noise,
+    events: Vec<CueEvent>,
+    confident: Vec<Vec<DateTime<Utc>>>,
+    processed: u64,
+    starts: &'a [u64],
+}
+
+impl Inference<'_> {
+    /// Takes items until one sample was analysed (`one`) or the queue is empty.
+    fn take(&mut self, queue: &WorkQueue, one: bool) {
+        while let Some(work) = queue.pop(Duration::ZERO) {
+            match work {
+                Work::Shot(ev) => self.events.extend(self.builder.on_shot_event(&ev)),
+                Work::Sample(ticket, _image) => {
+                    self.processed += 1;
+                    // Shot 2's first sample is a miss, so its cue must start later.
+                    let forced_miss =
+                        ticket.shot_index == 2 && first_sample_of_shot(&ticket, self.starts);
+                    let (result, seen) = infer(&ticket, &mut self.noise, forced_miss);
+                    record(&mut self.confident, &ticket, seen);
+                    self.events.extend(self.builder.push(&result));
+                    queue.done();
+                    if one {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Drives frames → sampler → the live pipeline's work queue → (simulated) inference →
+/// cue builder. Inference takes one queued sample every `infer_every`-th sampled frame
+/// (1: keeps up), and catches up during each cut.
 fn run(settings: &MatchingSettings, infer_every: u64) -> Run {
     let mut starts = vec![0u64];
     starts.extend(CUTS);
     starts.extend((0..NOISE_SHOTS).map(|n| 300 + n * 50));
     let mut sampler = Sampler::new(settings);
-    let queue = DropOldestQueue::new(settings.queue_capacity);
-    let mut builder = CueBuilder::new("grocery", settings);
-    let mut noise = Noise(0x5EED_CAFE);
-    let mut events = Vec::new();
-    let mut confident = vec![Vec::new(); starts.len()];
+    let queue = WorkQueue::new(settings.queue_capacity);
+    let mut inference = Inference {
+        builder: CueBuilder::new("grocery", settings),
+        noise: Noise(0x5EED_CAFE),
+        events: Vec::new(),
+        confident: vec![Vec::new(); starts.len()],
+        processed: 0,
+        starts: &starts,
+    };
     let mut sampled = 0u64;
-    let mut processed = 0u64;
     for f in 0..FRAMES {
         if let Some(n) = starts.iter().position(|&s| s == f) {
             let mut shot_events = Vec::new();
@@ -180,17 +222,12 @@ fn run(settings: &MatchingSettings, infer_every: u64) -> Run {
                 )));
             }
             shot_events.push(ShotEvent::Started(shot(n as u64, f, None)));
+            for ev in shot_events {
+                sampler.on_shot_event(&ev);
+                queue.push_event(ev);
+            }
             // Frames still queued belong to the old shot: inference drains them first.
-            while let Some(ticket) = queue.try_pop() {
-                processed += 1;
-                let (result, seen) = infer(&ticket, &mut noise, false);
-                record(&mut confident, &ticket, seen);
-                events.extend(builder.push(&result));
-            }
-            for ev in &shot_events {
-                sampler.on_shot_event(ev);
-                events.extend(builder.on_shot_event(ev));
-            }
+            inference.take(&queue, false);
         }
         let frame = Frame {
             index: f,
@@ -200,37 +237,25 @@ fn run(settings: &MatchingSettings, infer_every: u64) -> Run {
         };
         if let Some(ticket) = sampler.sample(&frame) {
             sampled += 1;
-            queue.push(ticket);
-            if sampled.is_multiple_of(infer_every)
-                && let Some(ticket) = queue.try_pop()
-            {
-                processed += 1;
-                // Shot 2's first sample is a miss, so its cue must start later.
-                let forced_miss = ticket.shot_index == 2 && first_sample_of_shot(&ticket, &starts);
-                let (result, seen) = infer(&ticket, &mut noise, forced_miss);
-                record(&mut confident, &ticket, seen);
-                events.extend(builder.push(&result));
+            queue.push_sample(ticket, frame.image);
+            if sampled.is_multiple_of(infer_every) {
+                inference.take(&queue, true);
             }
         }
     }
-    while let Some(ticket) = queue.try_pop() {
-        processed += 1;
-        let (result, seen) = infer(&ticket, &mut noise, false);
-        record(&mut confident, &ticket, seen);
-        events.extend(builder.push(&result));
-    }
-    let end = ShotEvent::Ended(shot(
+    queue.push_event(ShotEvent::Ended(shot(
         starts.len() as u64 - 1,
         *starts.last().unwrap(),
         Some(FRAMES - 1),
-    ));
-    events.extend(builder.on_shot_event(&end));
-    events.extend(builder.flush());
+    )));
+    inference.take(&queue, false);
+    let mut events = inference.events;
+    events.extend(inference.builder.flush());
     Run {
         events,
-        confident,
+        confident: inference.confident,
         sampled,
-        processed,
+        processed: inference.processed,
         dropped: queue.dropped(),
     }
 }

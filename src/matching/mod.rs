@@ -5,9 +5,10 @@
 //!
 //! 1. [`Sampler`] picks the frames that go to inference: the first frame `settle_ms` after
 //!    each shot start, then one every `interval_ms` within the shot.
-//! 2. [`DropOldestQueue`] holds the sampled frames waiting for the (blocking) inference
-//!    thread: bounded, and when full the oldest frame is dropped and counted, so a live
-//!    channel never falls behind its live edge because inference is slow.
+//! 2. The pipeline's work queue (`pipeline::work::WorkQueue`, not here: it carries frames
+//!    between threads) holds the sampled frames and shot events for the inference thread:
+//!    bounded, and when full the oldest *sample* is dropped and counted, so a live channel
+//!    never falls behind its live edge because inference is slow.
 //! 3. Inference (detector → crops → embedder → catalog top-k, elsewhere) turns each sampled
 //!    frame into a [`SampleResult`]; [`CueBuilder`] judges every detection against the
 //!    thresholds ([`rules`]), aggregates confident matches over the shot and emits
@@ -17,7 +18,6 @@
 
 pub mod aggregate;
 pub mod detection;
-pub mod queue;
 pub mod rules;
 pub mod sampler;
 
@@ -25,7 +25,6 @@ use serde::{Deserialize, Serialize};
 
 pub use aggregate::{CueBuilder, CueStats, SampleResult, fill_products};
 pub use detection::{MatchedDetection, WHOLE_FRAME_CLASS};
-pub use queue::{DropOldestQueue, Popped, Pushed};
 pub use rules::{Judgement, Rules, crop_rect};
 pub use sampler::{SampleTicket, Sampler, SamplerStats};
 
