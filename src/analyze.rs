@@ -191,6 +191,7 @@ pub async fn analyze(
             shots: settings.shots.clone(),
             matching: settings.matching.clone(),
             lossless: true,
+            evidence: None,
         },
         source.frames,
         Some(analyzer),

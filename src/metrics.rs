@@ -124,6 +124,9 @@ pub struct ChannelMetrics {
     pub samples_dropped: Counter,
     /// Frames of a live (SRT) source dropped because the channel's frame queue was full.
     pub frames_dropped: Counter,
+    /// Cues whose evidence (for operator feedback) was forgotten to stay within
+    /// `matching.evidence_cues`.
+    pub evidence_dropped: Counter,
     pub shots: Counter,
     pub samples: Counter,
     pub detect_seconds: Histogram,
@@ -215,7 +218,7 @@ impl Metrics {
         r.register("frames", "Frames decoded", m.frames.clone());
         r.register(
             "dropped",
-            "Items dropped by bounded queues, by kind (samples: inference busy; frames: analysis behind)",
+            "Items dropped by bounded queues, by kind (samples: inference busy; frames: analysis behind; evidence: feedback evidence of old cues)",
             m.dropped.clone(),
         );
         r.register(
@@ -297,6 +300,7 @@ impl Metrics {
         let restarts = self.restarts.get_or_create(&c).clone();
         let samples_dropped = self.dropped.get_or_create(&kind("samples")).clone();
         let frames_dropped = self.dropped.get_or_create(&kind("frames")).clone();
+        let evidence_dropped = self.dropped.get_or_create(&kind("evidence")).clone();
         let shots = self.shots.get_or_create(&c).clone();
         let samples = self.samples.get_or_create(&c).clone();
         let detect_seconds = self.inference.get_or_create(&model("detector")).clone();
@@ -321,6 +325,7 @@ impl Metrics {
             frames,
             samples_dropped,
             frames_dropped,
+            evidence_dropped,
             shots,
             samples,
             detect_seconds,

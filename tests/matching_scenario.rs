@@ -86,12 +86,14 @@ fn infer(
             class_name: "person".into(),
             det_score: 0.9,
             candidates: vec![(PRODUCTS[0].into(), 0.92), ("Other-Product-0".into(), 0.3)],
+            embedding: None,
         },
         MatchedDetection {
             bbox: [0.05, 0.7, 0.2, 0.25],
             class_name: "book".into(),
             det_score: 0.4,
             candidates: clutter(5, noise),
+            embedding: None,
         },
     ];
     let shot = ticket.shot_index as usize;
@@ -119,6 +121,7 @@ fn infer(
             class_name: "bottle".into(),
             det_score: noise.between(0.35, 0.9),
             candidates,
+            embedding: None,
         });
         seen = Some(kind);
     }

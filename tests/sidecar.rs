@@ -395,3 +395,224 @@ async fn a_bad_channel_does_not_stop_the_others() {
         .expect("shutdown finishes")
         .expect("clean shutdown");
 }
+
+/// A copy of a catalog folder's live generation (the test changes it).
+fn copy_catalog(from: &std::path::Path, to: &std::path::Path) {
+    let current = std::fs::read_to_string(from.join("CURRENT")).unwrap();
+    let generation = current.trim();
+    std::fs::create_dir_all(to.join(generation)).unwrap();
+    for f in std::fs::read_dir(from.join(generation)).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), to.join(generation).join(f.file_name())).unwrap();
+    }
+    std::fs::write(to.join("CURRENT"), current).unwrap();
+}
+
+async fn post(url: &str, key: Option<&str>, body: &str) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(url).body(body.to_string());
+    if let Some(k) = key {
+        req = req.header("x-api-key", k);
+    }
+    let r = req.send().await.expect("HTTP answers");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Learning from the operator, live: a cue from the running channel is confirmed (and
+/// another relabelled) over the admin API, its evidence lands beside the catalog as
+/// labelled photos, `POST /v1/catalog/retrain` swaps in a catalog holding them, and the
+/// channel goes on announcing cues through the swap. Bad verdicts get one clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_feedback_is_stored_and_retrains_the_serving_catalog() {
+    const KEY: &str = "feedback-test-admin-key";
+    let origin = TestOrigin::start("grocery_shots.mp4", 2.0, 6, true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let catalog_dir = dir.path().join("catalog");
+    copy_catalog(&grocery_catalog(), &catalog_dir);
+    let mut settings = settings_for(&origin);
+    settings.catalog.dir = catalog_dir.display().to_string();
+    settings.server.admin_key = KEY.into();
+    let sidecar = Sidecar::start(settings, CancellationToken::new())
+        .await
+        .expect("sidecar starts");
+    let addr = sidecar.addr;
+    let mut ws = connect(addr, "").await;
+    // Two cues of different products.
+    let mut cues: Vec<(String, String)> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while cues.len() < 2 {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let msg = next_json(&mut ws, left).await.expect("cues arrive");
+        let product = msg["cue"]["product_id"].as_str().unwrap_or("").to_string();
+        if msg["type"] == "start" && !cues.iter().any(|(_, p)| *p == product) {
+            cues.push((msg["cue"]["id"].as_str().unwrap().to_string(), product));
+        }
+    }
+    let url = |cue: &str| format!("http://{addr}/v1/channels/grocery/cues/{cue}/feedback");
+    let confirm = r#"{"verdict":"confirm"}"#;
+
+    // Bad requests: one clear error each, nothing stored.
+    assert_eq!(post(&url(&cues[0].0), None, confirm).await.0, 401);
+    let (code, body) = post(&url("cue-0000000000000000"), Some(KEY), confirm).await;
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("no evidence"),
+        "{body}"
+    );
+    let other_channel = format!("http://{addr}/v1/channels/nope/cues/{}/feedback", cues[0].0);
+    assert_eq!(post(&other_channel, Some(KEY), confirm).await.0, 404);
+    let (code, body) = post(&url(&cues[0].0), Some(KEY), r#"{"verdict":"maybe"}"#).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("maybe"), "{body}");
+    let relabel_unknown = r#"{"verdict":"relabel","product_id":"No-Such-Product"}"#;
+    let (code, body) = post(&url(&cues[1].0), Some(KEY), relabel_unknown).await;
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("No-Such-Product"),
+        "{body}"
+    );
+    let (code, _) = post(&url(&cues[0].0), Some(KEY), "{not json").await;
+    assert_eq!(code, 400);
+    let labels = catalog_dir.join("feedback/labels.jsonl");
+    assert!(!labels.exists(), "nothing stored by bad requests");
+
+    // Confirm one cue; relabel the other as the first's product.
+    let (code, body) = post(&url(&cues[0].0), Some(KEY), confirm).await;
+    assert_eq!(code, 201, "{body}");
+    let stored = body["stored"][0]["stored"].as_u64().unwrap();
+    assert!((1..=3).contains(&stored), "{body}");
+    assert_eq!(body["stored"][0]["product_id"], cues[0].1.as_str());
+    let (code, again) = post(&url(&cues[0].0), Some(KEY), confirm).await;
+    assert_eq!(code, 201);
+    assert_eq!(
+        again["stored"][0]["stored"], 0,
+        "the same crops twice: {again}"
+    );
+    let relabel = format!(r#"{{"verdict":"relabel","product_id":"{}"}}"#, cues[0].1);
+    let (code, body) = post(&url(&cues[1].0), Some(KEY), &relabel).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["stored"][0]["kind"], "positive");
+    assert_eq!(body["stored"][1]["kind"], "negative");
+    assert_eq!(body["stored"][1]["product_id"], cues[1].1.as_str());
+    let lines = std::fs::read_to_string(&labels).unwrap().lines().count();
+    assert!(lines >= 3, "{lines} labels");
+
+    // Retrain while the channel runs: the new catalog serves, cues go on.
+    let (_, before) = get(&format!("http://{addr}/v1/catalog")).await;
+    let before: Value = serde_json::from_str(&before).unwrap();
+    let retrain = format!("http://{addr}/v1/catalog/retrain");
+    assert_eq!(post(&retrain, None, "").await.0, 401);
+    let (code, report) = post(&retrain, Some(KEY), "").await;
+    assert_eq!(code, 200, "{report}");
+    let photos = report["photos"].as_u64().unwrap();
+    assert!(photos > stored, "{report}");
+    assert_eq!(report["products"], 1, "{report}");
+    assert_eq!(report["negatives"].as_u64().unwrap(), lines as u64 - photos);
+    assert_eq!(
+        report["vectors_after"].as_u64().unwrap(),
+        report["vectors_before"].as_u64().unwrap() + photos,
+        "{report}"
+    );
+    assert!(report["projection_note"].as_str().is_some(), "{report}");
+    let (_, after) = get(&format!("http://{addr}/v1/catalog")).await;
+    let after: Value = serde_json::from_str(&after).unwrap();
+    assert_eq!(
+        after["vectors"].as_u64().unwrap(),
+        before["vectors"].as_u64().unwrap() + photos
+    );
+    let mut more = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while more < 2 {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let msg = next_json(&mut ws, left)
+            .await
+            .expect("cues go on after the swap");
+        if msg["type"] == "start" {
+            more += 1;
+        }
+    }
+    // The retrained catalog is on disk: a restart serves it.
+    let reopened = shopcue::catalog::Catalog::open(
+        &catalog_dir,
+        &shopcue::catalog::CatalogSettings::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        reopened.snapshot().vectors() as u64,
+        after["vectors"].as_u64().unwrap()
+    );
+    tokio::time::timeout(Duration::from_secs(30), sidecar.shutdown())
+        .await
+        .expect("shutdown finishes")
+        .expect("clean shutdown");
+}
+
+/// `catalog.retrain_interval_s`: feedback stored while the sidecar runs is in the serving
+/// catalog within a few intervals, without a request; a sidecar with nothing new to learn
+/// leaves the catalog alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_feedback_is_retrained_periodically() {
+    use shopcue::catalog::feedback::{FeedbackStore, Kind, NewPhoto};
+    let dir = tempfile::tempdir().unwrap();
+    let catalog_dir = dir.path().join("catalog");
+    copy_catalog(&grocery_catalog(), &catalog_dir);
+    let mut settings = test_settings();
+    settings.channels.clear();
+    settings.catalog.dir = catalog_dir.display().to_string();
+    settings.catalog.retrain_interval_s = 1;
+    let sidecar = Sidecar::start(settings.clone(), CancellationToken::new())
+        .await
+        .expect("sidecar starts");
+    let addr = sidecar.addr;
+    let vectors = || async move {
+        let (_, body) = get(&format!("http://{addr}/v1/catalog")).await;
+        serde_json::from_str::<Value>(&body).unwrap()["vectors"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = vectors().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(vectors().await, before, "nothing stored: nothing retrained");
+
+    // An operator's confirmations, as the feedback route stores them.
+    let snap = shopcue::catalog::Catalog::open(&catalog_dir, &settings.catalog)
+        .unwrap()
+        .snapshot();
+    let sha = snap.manifest.embedder_sha256.clone();
+    let raw = snap
+        .raw_vectors()
+        .expect("the test catalog keeps raw vectors");
+    let product = raw[0].0.clone();
+    let tilted: Vec<Vec<f32>> = (0..2)
+        .map(|k| {
+            let mut v = raw[0].1.embedding.clone();
+            v[k] += 0.5;
+            v
+        })
+        .collect();
+    let store = FeedbackStore::new(&catalog_dir, &settings.catalog);
+    let photos: Vec<NewPhoto<'_>> = tilted
+        .iter()
+        .map(|v| NewPhoto {
+            kind: Kind::Positive,
+            product_id: &product,
+            cue_id: "cue-test",
+            channel: "grocery",
+            embedder_sha256: &sha,
+            embedding: v,
+        })
+        .collect();
+    assert_eq!(store.record(&photos).unwrap().stored, 2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while vectors().await != before + 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stored feedback was not retrained in 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(30), sidecar.shutdown())
+        .await
+        .expect("shutdown finishes")
+        .expect("clean shutdown");
+}

@@ -22,6 +22,7 @@ use crate::catalog::analyzer::{
 };
 use crate::catalog::build::clutter_of;
 use crate::catalog::build::{BuildOptions, build};
+use crate::catalog::feedback;
 use crate::catalog::grocery::{Grocery, Labelled};
 use crate::catalog::synthetic::{self, Clutter};
 use crate::catalog::{
@@ -64,6 +65,9 @@ pub struct AccuracyRow {
 
 /// The product families of the dataset, in the table's order.
 const FAMILIES: [&str; 3] = ["Fruit", "Vegetables", "Packages"];
+
+/// Labelled photos per product in the rows of the curve (0 is the catalog-only row).
+const PHOTOS_PER_PRODUCT: [usize; 3] = [1, 3, 10];
 
 /// Synthetic views per catalog image in the comparison row when the config has them off.
 const SYNTHETIC_VIEWS_WHEN_OFF: usize = 16;
@@ -247,6 +251,7 @@ fn manifest(dim: usize) -> Manifest {
         catalog_views: vec![],
         detect_catalog_images: false,
         synthetic_views: 0,
+        labelled_photos: 0,
         created: String::new(),
     }
 }
@@ -287,6 +292,30 @@ fn score(
     }
     let n = queries.len().max(1) as f64;
     Ok((t1 as f64 / n, t5 as f64 / n, ranked))
+}
+
+/// The first `n` train photos of each product as confirmed operator feedback (their
+/// whole-picture multi-view embeddings: what a whole-frame sighting keeps as evidence).
+fn feedback_records(g: &Grocery, train: &[PictureEmb], n: usize) -> Vec<feedback::Record> {
+    let mut taken: HashMap<usize, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (l, e) in g.train.iter().zip(train) {
+        let k = taken.entry(l.class).or_default();
+        if *k >= n {
+            continue;
+        }
+        *k += 1;
+        out.push(feedback::Record {
+            kind: feedback::Kind::Positive,
+            product_id: g.classes[l.class].clone(),
+            cue_id: format!("train-{}", out.len()),
+            channel: "bench".into(),
+            at: String::new(),
+            embedder_sha256: String::new(),
+            vector: hex::encode(crate::catalog::store::f32_bytes(&e.whole_m)),
+        });
+    }
+    out
 }
 
 /// Run the benchmark; prints the markdown tables and returns the accuracy rows.
@@ -384,20 +413,27 @@ pub fn run_bench(
         embedding: v,
     };
     // Catalog vectors (product id, raw vector) for a side, iconic and optionally train.
-    let cat_vectors = |side: Side, with_train: bool| -> Vec<(String, ImageVector)> {
+    // `per_product`: the first that many train photos of each product join (0: none).
+    let cat_vectors = |side: Side, per_product: usize| -> Vec<(String, ImageVector)> {
         let mut out = Vec::new();
         for (l, e) in g.iconic.iter().zip(&iconic) {
             for v in vectors_of(e, side) {
                 out.push((g.classes[l.class].clone(), iv(v, "catalog")));
             }
         }
-        if with_train {
+        if per_product > 0 {
             let tside = if matches!(side, Side::WholeMulti | Side::MainMulti | Side::Synthetic) {
                 Side::WholeMulti
             } else {
                 Side::Whole
             };
+            let mut taken: HashMap<usize, usize> = HashMap::new();
             for (l, e) in g.train.iter().zip(&train) {
+                let k = taken.entry(l.class).or_default();
+                if *k >= per_product {
+                    continue;
+                }
+                *k += 1;
                 for v in vectors_of(e, tside) {
                     out.push((g.classes[l.class].clone(), iv(v, "train")));
                 }
@@ -412,10 +448,9 @@ pub fn run_bench(
                 .map(|(l, e)| (l.class, vectors_of(e, side)))
                 .collect()
         };
-    let learned = |multi: bool| -> Option<Projection> {
-        let side = if multi { Side::WholeMulti } else { Side::Whole };
+    let learned_from = |side: Side, per_product: usize| -> Option<Projection> {
         // The same vectors as the catalog's, plus the labelled train photos.
-        let all = cat_vectors(side, true);
+        let all = cat_vectors(side, per_product);
         let mut groups: HashMap<String, Vec<&[f32]>> = HashMap::new();
         for (pid, v) in &all {
             groups.entry(pid.clone()).or_default().push(&v.embedding);
@@ -423,11 +458,15 @@ pub fn run_bench(
         let groups: Vec<Vec<&[f32]>> = groups.into_values().collect();
         Projection::learn(&groups, cs.projection_dims, cs.projection_shrinkage)
     };
+    let learned = |multi: bool| {
+        let side = if multi { Side::WholeMulti } else { Side::Whole };
+        learned_from(side, usize::MAX)
+    };
     let mut rows = Vec::new();
     let mut run = |name: &str,
                    cat_side: Side,
                    q_side: Side,
-                   with_train: bool,
+                   with_train: usize,
                    projection: Option<Projection>,
                    on_train: bool|
      -> anyhow::Result<()> {
@@ -466,7 +505,7 @@ pub fn run_bench(
         "whole image / whole image (baseline)",
         Side::Whole,
         Side::Whole,
-        false,
+        0,
         None,
         true,
     )?;
@@ -474,7 +513,7 @@ pub fn run_bench(
         &format!("query multi-crop {vname}"),
         Side::Whole,
         Side::WholeMulti,
-        false,
+        0,
         None,
         true,
     )?;
@@ -482,7 +521,7 @@ pub fn run_bench(
         &format!("multi-crop {vname} both sides"),
         Side::WholeMulti,
         Side::WholeMulti,
-        false,
+        0,
         None,
         true,
     )?;
@@ -493,7 +532,7 @@ pub fn run_bench(
         ),
         Side::Synthetic,
         Side::WholeMulti,
-        false,
+        0,
         None,
         true,
     )?;
@@ -501,7 +540,7 @@ pub fn run_bench(
         "detector crops, query side (top detections + whole, best region)",
         Side::Whole,
         Side::AllDets,
-        false,
+        0,
         None,
         false,
     )?;
@@ -509,7 +548,7 @@ pub fn run_bench(
         "detector crop, catalog side (main product)",
         Side::Main,
         Side::Whole,
-        false,
+        0,
         None,
         false,
     )?;
@@ -517,7 +556,7 @@ pub fn run_bench(
         "detector crops both sides",
         Side::Main,
         Side::AllDets,
-        false,
+        0,
         None,
         false,
     )?;
@@ -532,7 +571,7 @@ pub fn run_bench(
         "centred on the catalog mean",
         Side::Whole,
         Side::Whole,
-        false,
+        0,
         Some(Projection::centering(&mean)),
         true,
     )?;
@@ -540,7 +579,7 @@ pub fn run_bench(
         "PCA-whitened on the catalog (shrinkage 0.5)",
         Side::Whole,
         Side::Whole,
-        false,
+        0,
         Projection::whitening(&icon_whole, 0.5),
         true,
     )?;
@@ -548,7 +587,7 @@ pub fn run_bench(
         "+ train photos as catalog images (1-NN)",
         Side::Whole,
         Side::Whole,
-        true,
+        usize::MAX,
         None,
         false,
     )?;
@@ -557,7 +596,7 @@ pub fn run_bench(
         "LDA projection learned from train photos",
         Side::Whole,
         Side::Whole,
-        false,
+        0,
         p1.clone(),
         false,
     )?;
@@ -565,7 +604,7 @@ pub fn run_bench(
         "LDA projection + train photos as images",
         Side::Whole,
         Side::Whole,
-        true,
+        usize::MAX,
         p1,
         false,
     )?;
@@ -574,7 +613,7 @@ pub fn run_bench(
         &format!("LDA projection + multi-crop {vname} both sides"),
         Side::WholeMulti,
         Side::WholeMulti,
-        false,
+        0,
         pm.clone(),
         false,
     )?;
@@ -582,7 +621,7 @@ pub fn run_bench(
         &format!("LDA projection + multi-crop {vname} + train photos as images"),
         Side::WholeMulti,
         Side::WholeMulti,
-        true,
+        usize::MAX,
         pm.clone(),
         false,
     )?;
@@ -590,10 +629,65 @@ pub fn run_bench(
         &format!("LDA projection + multi-crop {vname} + detector crops both sides"),
         Side::MainMulti,
         Side::WholeMulti,
-        false,
+        0,
         pm.clone(),
         false,
     )?;
+
+    // The curve: top-1 against the labelled photos per product (the first n train photos
+    // of each product, as confirmed feedback brings them), multi-crop: the photos as
+    // catalog images (what `catalog retrain` does below full coverage) and an LDA
+    // projection learned from them.
+    for n in PHOTOS_PER_PRODUCT {
+        run(
+            &format!("{n} labelled photo(s) per product as catalog images, multi-crop {vname}"),
+            Side::WholeMulti,
+            Side::WholeMulti,
+            n,
+            None,
+            false,
+        )?;
+        run(
+            &format!("{n} labelled photo(s) per product: LDA + multi-crop {vname}"),
+            Side::WholeMulti,
+            Side::WholeMulti,
+            0,
+            learned_from(Side::WholeMulti, n),
+            false,
+        )?;
+    }
+    // The same photos as operator feedback through `catalog retrain` (the code the admin
+    // API runs): stored records over the catalog-only catalog.
+    let base = Snapshot::assemble(
+        manifest(dim),
+        products.clone(),
+        cat_vectors(Side::WholeMulti, 0),
+        None,
+        &params,
+    )?;
+    for n in PHOTOS_PER_PRODUCT {
+        let records = feedback_records(&g, &train, n);
+        let (snap, report) = feedback::retrained(&base, &records, &cs, &params)?;
+        let (v1, v5, ranked) = score(&snap, &queries(&g.val, &val, Side::WholeMulti), &g.classes)?;
+        let name = format!(
+            "{n} confirmed photo(s) per product through `catalog retrain` ({})",
+            if report.projection_learned {
+                "projection learned, photos as images"
+            } else {
+                "photos as images"
+            }
+        );
+        eprintln!("{name}: val top-1 {v1:.3} top-5 {v5:.3}");
+        rows.push(AccuracyRow {
+            option: name,
+            val_top1: v1,
+            val_top5: v5,
+            train_top1: None,
+            train_top5: None,
+            family_top1: family_top1(&g, &ranked),
+            ms_per_query: None,
+        });
+    }
 
     // Products without labelled photos: the projection learned as `catalog build` would
     // with photos of every other product only; val photos of each half scored apart.
@@ -620,7 +714,7 @@ pub fn run_bench(
             .into_iter()
             .partition(|(c, _)| seen(*c));
         let n_seen = (0..g.classes.len()).filter(|c| seen(*c)).count();
-        let catalog = cat_vectors(Side::WholeMulti, false);
+        let catalog = cat_vectors(Side::WholeMulti, 0);
         let raw = Snapshot::assemble(
             manifest(dim),
             products.clone(),

@@ -20,6 +20,9 @@ pub struct RegionMatch {
     pub detection: Option<Detection>,
     /// Best products first, `(product id, cosine score)`, at or above `min_score`.
     pub candidates: Vec<(String, f32)>,
+    /// The region's query embedding (embedder space, before any projection).
+    #[serde(skip)]
+    pub embedding: Option<Arc<[f32]>>,
 }
 
 /// Everything found in one picture.
@@ -204,6 +207,7 @@ impl Analyzer {
         let embs = embed_regions(&self.embedder, img, &rects, &s.query_views)?;
         let t2 = std::time::Instant::now();
         let hits = self.catalog.search_batch(&embs, k)?;
+        let embs = embs.into_iter().map(|e| Some(Arc::from(e)));
         let timings = AnalysisTimings {
             detect,
             embed: t2 - t1,
@@ -213,7 +217,8 @@ impl Analyzer {
             .iter()
             .zip(sources)
             .zip(hits)
-            .map(|((r, det), cands)| RegionMatch {
+            .zip(embs)
+            .map(|(((r, det), cands), embedding)| RegionMatch {
                 bbox: det
                     .as_ref()
                     .map(|d| d.bbox)
@@ -223,6 +228,7 @@ impl Analyzer {
                     .into_iter()
                     .filter(|(_, sc)| *sc >= s.min_score)
                     .collect(),
+                embedding,
             })
             .collect();
         Ok(FrameAnalysis {
@@ -279,6 +285,7 @@ mod tests {
                     },
                     detection: None,
                     candidates: vec![("p1".into(), 0.8), ("p2".into(), 0.5)],
+                    embedding: None,
                 },
                 RegionMatch {
                     bbox: BBox {
@@ -289,6 +296,7 @@ mod tests {
                     },
                     detection: None,
                     candidates: vec![("p2".into(), 0.9), ("p3".into(), 0.1)],
+                    embedding: None,
                 },
             ],
             timings: AnalysisTimings::default(),

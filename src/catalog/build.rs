@@ -482,6 +482,7 @@ pub fn build(
         catalog_views: settings.catalog_views.clone(),
         detect_catalog_images: settings.detect_catalog_images,
         synthetic_views: settings.synthetic_views,
+        labelled_photos: if projection.is_some() { train_count } else { 0 },
         created: crate::frame::rfc3339_ms(&chrono::Utc::now()),
     };
     let snapshot = Snapshot::assemble(

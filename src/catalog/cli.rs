@@ -1,4 +1,4 @@
-//! `shopcue catalog build|query`.
+//! `shopcue catalog build|query|retrain|grocery`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +21,10 @@ pub enum CatalogCommand {
     Build(BuildArgs),
     /// Find the products in a picture: detect → crop → embed → search.
     Query(QueryArgs),
+    /// Rebuild a catalog from its stored operator feedback (confirmed cue crops): they
+    /// join their products as images, and a projection is learned again when they cover
+    /// enough products. A running sidecar does the same on `POST /v1/catalog/retrain`.
+    Retrain(RetrainArgs),
     /// Build the demo catalog from the Grocery Store dataset: its 81 products with their
     /// iconic images, and a projection learned from the labelled in-store photos.
     Grocery(GroceryArgs),
@@ -76,6 +80,16 @@ pub enum IndexArg {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct RetrainArgs {
+    /// Catalog folder (its `feedback/labels.jsonl` holds the operator's verdicts).
+    #[arg(long, value_name = "DIR")]
+    pub catalog: PathBuf,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct QueryArgs {
     /// Catalog folder (from `catalog build`).
     #[arg(long, value_name = "DIR")]
@@ -101,6 +115,7 @@ pub fn run(
     match args.command {
         CatalogCommand::Build(a) => run_build(a, catalog, inference),
         CatalogCommand::Query(a) => run_query(a, catalog, inference),
+        CatalogCommand::Retrain(a) => run_retrain(a, catalog),
         CatalogCommand::Grocery(a) => {
             let models = Models::load(inference).context("loading the models")?;
             let r = super::grocery::build_catalog(
@@ -171,6 +186,37 @@ fn run_build(
             report.skipped.len()
         );
     }
+    Ok(())
+}
+
+fn run_retrain(a: RetrainArgs, settings: &CatalogSettings) -> anyhow::Result<()> {
+    let catalog = Catalog::open(&a.catalog, settings)?;
+    let store = super::feedback::FeedbackStore::new(&a.catalog, settings);
+    let r = super::feedback::retrain(&catalog, &store, settings)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    for (why, n) in &r.skipped {
+        eprintln!("skipped {n} photo(s): {why}");
+    }
+    if let Some(note) = &r.projection_note {
+        eprintln!("note: {note}");
+    }
+    eprintln!(
+        "catalog {}: {} confirmed photos of {} products ({} negatives kept aside); {} → {} vectors{}",
+        a.catalog.display(),
+        r.photos,
+        r.products,
+        r.negatives,
+        r.vectors_before,
+        r.vectors_after,
+        if r.projection_learned {
+            ", projection learned again"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 

@@ -14,6 +14,7 @@
 pub mod analyzer;
 pub mod build;
 pub mod cli;
+pub mod feedback;
 pub mod grocery;
 pub mod index;
 pub mod linalg;
@@ -125,6 +126,15 @@ pub struct CatalogSettings {
     pub synthetic_views: usize,
     /// Seed of the synthetic views (the same catalog and seed give the same vectors).
     pub synthetic_seed: u64,
+    /// Operator feedback (`feedback` module): confirmed photos kept per product (and
+    /// negatives per product); past it the oldest is replaced.
+    pub feedback_max_per_product: usize,
+    /// A confirmed photo this similar (cosine) to a stored one of the same product is a
+    /// duplicate and not stored again.
+    pub feedback_duplicate_similarity: f32,
+    /// A running sidecar retrains from the stored feedback every this many seconds when
+    /// it changed since (0: only on `POST /v1/catalog/retrain` or `catalog retrain`).
+    pub retrain_interval_s: u64,
     /// Relative image paths in admin API requests are taken relative to this folder
     /// (empty: the catalog folder).
     pub images_root: String,
@@ -166,6 +176,9 @@ impl Default for CatalogSettings {
             train_photos_as_images: false,
             synthetic_views: 0,
             synthetic_seed: 1,
+            feedback_max_per_product: 20,
+            feedback_duplicate_similarity: 0.98,
+            retrain_interval_s: 0,
             images_root: String::new(),
             fetch_timeout_ms: 10_000,
             admin_image_private_hosts: false,
@@ -229,6 +242,19 @@ impl CatalogSettings {
         if !(-1.0..=1.0).contains(&self.min_score) {
             return bad("min_score", "must be from -1 to 1");
         }
+        if self.retrain_interval_s > 7 * 24 * 3600 {
+            return bad("retrain_interval_s", "must be at most 604800 (a week)");
+        }
+        if !(1..=10_000).contains(&self.feedback_max_per_product) {
+            return bad("feedback_max_per_product", "must be from 1 to 10000");
+        }
+        if !(self.feedback_duplicate_similarity > 0.0 && self.feedback_duplicate_similarity <= 1.0)
+        {
+            return bad(
+                "feedback_duplicate_similarity",
+                "must be greater than 0 and at most 1",
+            );
+        }
         if !(0.0..1.0).contains(&self.projection_shrinkage) {
             return bad("projection_shrinkage", "must be from 0 to below 1");
         }
@@ -267,6 +293,9 @@ pub struct Manifest {
     /// Synthetic views blended into each catalog vector (0 in catalogs from before them).
     #[serde(default)]
     pub synthetic_views: usize,
+    /// Labelled photos the projection was learned from (0: none, or not recorded).
+    #[serde(default)]
+    pub labelled_photos: usize,
     pub created: String,
 }
 
@@ -280,8 +309,13 @@ pub struct Entry {
     /// Region of the image (normalised), when the detector found the product.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bbox: Option<BBox>,
-    /// `catalog` (a product image) or `train` (a labelled photo from `--train-photos`).
+    /// `catalog` (a product image), `train` (a labelled photo from `--train-photos`) or
+    /// `feedback` (an operator-confirmed crop, see [`feedback`]).
     pub origin: String,
+    /// The raw (embedder-space) vector when the indexed one is projected; kept so a
+    /// projection can be learned again (`catalog retrain`). Stored as `raw.f32`.
+    #[serde(skip)]
+    pub raw: Option<Arc<[f32]>>,
 }
 
 /// A raw embedding with where it came from, before projection.
@@ -338,6 +372,7 @@ impl Snapshot {
                 });
             }
             let v = project(projection.as_deref(), &iv.embedding);
+            let raw = projection.as_ref().map(|_| Arc::from(iv.embedding));
             entries.push(Arc::new((
                 Entry {
                     label: label as i64,
@@ -345,6 +380,7 @@ impl Snapshot {
                     image: iv.image,
                     bbox: iv.bbox,
                     origin: iv.origin,
+                    raw,
                 },
                 v,
             )));
@@ -417,6 +453,30 @@ impl Snapshot {
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.iter().map(|e| &e.0)
     }
+    /// Every entry's raw (embedder-space) vector with its product, or `None` when a
+    /// projected catalog does not hold them.
+    pub fn raw_vectors(&self) -> Option<Vec<(String, ImageVector)>> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let embedding = match (&self.projection, &e.0.raw) {
+                    (None, _) => e.1.clone(),
+                    (Some(_), Some(raw)) => raw.to_vec(),
+                    (Some(_), None) => return None,
+                };
+                Some((
+                    e.0.product_id.clone(),
+                    ImageVector {
+                        image: e.0.image.clone(),
+                        bbox: e.0.bbox,
+                        origin: e.0.origin.clone(),
+                        embedding,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     pub fn projection(&self) -> Option<&Projection> {
         self.projection.as_deref()
     }
@@ -492,6 +552,13 @@ impl Snapshot {
         }
         w.write("entries.jsonl", entries.as_bytes())?;
         w.write("vectors.f32", &store::f32_bytes(&vectors))?;
+        if let Some(raw) = self.raw_vectors().filter(|_| self.projection.is_some()) {
+            let flat: Vec<f32> = raw
+                .iter()
+                .flat_map(|(_, iv)| iv.embedding.iter().copied())
+                .collect();
+            w.write("raw.f32", &store::f32_bytes(&flat))?;
+        }
         if let Some(p) = &self.projection {
             w.write("projection.f32", &store::f32_bytes(&p.to_floats()))?;
         }
@@ -556,6 +623,9 @@ impl Snapshot {
                 ));
             }
             entries.push(Arc::new((e, v.to_vec())));
+        }
+        if manifest.projection {
+            attach_raw(&gen_dir.join("raw.f32"), &mut entries, manifest.raw_dim)?;
         }
         let projection = if manifest.projection {
             let p = gen_dir.join("projection.f32");
@@ -622,6 +692,7 @@ impl Snapshot {
             let v = project(self.projection.as_deref(), &iv.embedding);
             new_flat.extend_from_slice(&v);
             new_labels.push(label);
+            let raw = self.projection.as_ref().map(|_| Arc::from(iv.embedding));
             entries.push(Arc::new((
                 Entry {
                     label,
@@ -629,6 +700,7 @@ impl Snapshot {
                     image: iv.image,
                     bbox: iv.bbox,
                     origin: iv.origin,
+                    raw,
                 },
                 v,
             )));
@@ -637,6 +709,69 @@ impl Snapshot {
         let index = self.changed_index(&old, &new_flat, &new_labels, &entries, params)?;
         let mut s = Self::with_index(manifest, products, entries, self.projection.clone(), index);
         s.next_label = s.next_label.max(label);
+        Ok(s)
+    }
+
+    /// The vectors of one origin (e.g. `feedback`) replaced by `vectors` (raw; projected
+    /// as the catalog's own), products unchanged.
+    pub fn with_origin_replaced(
+        &self,
+        origin: &str,
+        vectors: Vec<(String, ImageVector)>,
+        params: &IndexParams,
+    ) -> Result<Self, CatalogError> {
+        let of_origin = |e: &Arc<(Entry, Vec<f32>)>| e.0.origin == origin;
+        let old: Vec<i64> = self
+            .entries
+            .iter()
+            .filter(|e| of_origin(e))
+            .map(|e| e.0.label)
+            .collect();
+        let mut entries: Vec<_> = self
+            .entries
+            .iter()
+            .filter(|e| !of_origin(e))
+            .cloned()
+            .collect();
+        let mut label = self.next_label;
+        let mut new_flat = Vec::new();
+        let mut new_labels = Vec::new();
+        for (pid, iv) in vectors {
+            if !self.products.contains_key(&pid) {
+                return Err(CatalogError::UnknownProduct(pid));
+            }
+            if iv.embedding.len() != self.manifest.raw_dim {
+                return Err(CatalogError::Dimension {
+                    expected: self.manifest.raw_dim,
+                    got: iv.embedding.len(),
+                });
+            }
+            let v = project(self.projection.as_deref(), &iv.embedding);
+            new_flat.extend_from_slice(&v);
+            new_labels.push(label);
+            let raw = self.projection.as_ref().map(|_| Arc::from(iv.embedding));
+            entries.push(Arc::new((
+                Entry {
+                    label,
+                    product_id: pid,
+                    image: iv.image,
+                    bbox: iv.bbox,
+                    origin: iv.origin,
+                    raw,
+                },
+                v,
+            )));
+            label += 1;
+        }
+        let index = self.changed_index(&old, &new_flat, &new_labels, &entries, params)?;
+        let mut s = Self::with_index(
+            self.manifest.clone(),
+            self.products.clone(),
+            entries,
+            self.projection.clone(),
+            index,
+        );
+        s.next_label = s.next_label.max(label).max(self.next_label);
         Ok(s)
     }
 
@@ -698,6 +833,31 @@ impl Snapshot {
 }
 
 /// The vectors and labels of `entries`, packed for FAISS.
+/// The raw vectors of a projected catalog's entries from `raw.f32`, when it has one of
+/// the right size (catalogs from before it have none: they cannot learn a projection
+/// again).
+fn attach_raw(
+    path: &Path,
+    entries: &mut [Arc<(Entry, Vec<f32>)>],
+    raw_dim: usize,
+) -> Result<(), CatalogError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let flat = store::read_f32s(path)?;
+    if raw_dim == 0 || flat.len() != entries.len() * raw_dim {
+        tracing::warn!(path = %path.display(), floats = flat.len(), entries = entries.len(),
+            "raw vectors do not match the entries; ignored (no projection can be learned again)");
+        return Ok(());
+    }
+    for (e, raw) in entries.iter_mut().zip(flat.chunks_exact(raw_dim)) {
+        let mut entry = e.0.clone();
+        entry.raw = Some(Arc::from(raw));
+        *e = Arc::new((entry, e.1.clone()));
+    }
+    Ok(())
+}
+
 fn flatten(entries: &[Arc<(Entry, Vec<f32>)>], dim: usize) -> (Vec<f32>, Vec<i64>) {
     let mut flat = Vec::with_capacity(entries.len() * dim);
     let mut labels = Vec::with_capacity(entries.len());
@@ -825,30 +985,31 @@ impl Catalog {
 
     /// Add a new product (`DuplicateProduct` if the id exists).
     pub fn add(&self, product: Product, vectors: Vec<ImageVector>) -> Result<(), CatalogError> {
-        self.change(|s| {
+        self.change(|s, params| {
             if s.product(&product.id).is_some() {
                 return Err(CatalogError::DuplicateProduct(product.id.clone()));
             }
-            s.with_product(product.clone(), vectors.clone(), &self.params)
+            s.with_product(product, vectors, params)
         })
     }
 
     /// Add or replace a product and its vectors.
     pub fn upsert(&self, product: Product, vectors: Vec<ImageVector>) -> Result<(), CatalogError> {
-        self.change(|s| s.with_product(product.clone(), vectors.clone(), &self.params))
+        self.change(|s, params| s.with_product(product, vectors, params))
     }
 
     /// Remove a product (`UnknownProduct` if absent).
     pub fn remove(&self, id: &str) -> Result<(), CatalogError> {
-        self.change(|s| s.without_product(id, &self.params))
+        self.change(|s, params| s.without_product(id, params))
     }
 
-    fn change(
+    /// One change: the next state from the current one, on disk first, then swapped in.
+    pub(crate) fn change(
         &self,
-        f: impl Fn(&Snapshot) -> Result<Snapshot, CatalogError>,
+        f: impl FnOnce(&Snapshot, &IndexParams) -> Result<Snapshot, CatalogError>,
     ) -> Result<(), CatalogError> {
         let _one_writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let next = f(&self.snapshot())?;
+        let next = f(&self.snapshot(), &self.params)?;
         if let Some(dir) = &self.dir {
             // On disk first: if that fails the live catalog is unchanged.
             next.save(dir)?;
@@ -876,6 +1037,7 @@ mod tests {
             catalog_views: vec![1.0],
             detect_catalog_images: false,
             synthetic_views: 0,
+            labelled_photos: 0,
             created: String::new(),
         }
     }

@@ -3,7 +3,8 @@
 //! ```text
 //! DIR/CURRENT          name of the live generation, replaced by rename
 //! DIR/gen-000007/      manifest.json, products.jsonl, entries.jsonl, vectors.f32,
-//!                      projection.f32 (optional), index.faiss
+//!                      projection.f32 and raw.f32 (with a projection), index.faiss
+//! DIR/feedback/        labels.jsonl: operator feedback (`catalog::feedback`), not a generation
 //! ```
 //! A new generation is written into a temporary folder, synced, renamed into place, and only
 //! then named in `CURRENT` (written to a temporary file and renamed). A crash leaves the
@@ -16,6 +17,8 @@ use std::path::{Path, PathBuf};
 use super::CatalogError;
 
 pub const CURRENT: &str = "CURRENT";
+/// Operator feedback beside the generations (see `catalog::feedback`); kept across them.
+pub const FEEDBACK: &str = "feedback";
 const GEN_PREFIX: &str = "gen-";
 const TMP_MARK: &str = ".tmp-";
 
@@ -69,7 +72,7 @@ impl GenerationWriter {
                 // A write that died half-way: never named in CURRENT, safe to drop.
                 let _ = std::fs::remove_dir_all(entry.path())
                     .or_else(|_| std::fs::remove_file(entry.path()));
-            } else if name != CURRENT {
+            } else if name != CURRENT && name != FEEDBACK {
                 foreign.push(name);
             }
         }

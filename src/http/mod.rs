@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod cors;
 pub mod dashboard;
 pub mod feed;
+pub mod feedback;
 pub mod hls;
 pub mod origin;
 pub mod server;

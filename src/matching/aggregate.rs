@@ -29,12 +29,14 @@
 //! All times come from the samples (the frames' wall clock); nothing reads a clock.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::cue::{BoxSample, Cue, CueEvent, cue_id};
 use crate::matching::MatchingSettings;
 use crate::matching::detection::MatchedDetection;
+use crate::matching::evidence::{CueEvidence, keep_best};
 use crate::matching::rules::{Judgement, Rules};
 use crate::shots::ShotEvent;
 
@@ -104,6 +106,8 @@ struct Track {
     phase: Phase,
     /// Look-alike products seen near the top of this product's candidates.
     near: Vec<String>,
+    /// The most similar sightings' query embeddings (see [`super::evidence`]).
+    evidence: Vec<(f32, Arc<[f32]>)>,
 }
 
 impl Track {
@@ -132,6 +136,7 @@ struct Sighting {
     bbox: [f32; 4],
     /// Other products among that detection's candidates within `sibling_gap`.
     near: Vec<String>,
+    embedding: Option<Arc<[f32]>>,
 }
 
 /// Most look-alike products a track remembers.
@@ -149,6 +154,8 @@ pub struct CueBuilder {
     /// Product → end of its latest cue, while that end is within the cooldown.
     recent_ends: HashMap<String, DateTime<Utc>>,
     stats: CueStats,
+    /// Evidence of the cues emitted since the last [`CueBuilder::take_evidence`].
+    evidence_out: Vec<CueEvidence>,
 }
 
 fn millis(ms: u64) -> TimeDelta {
@@ -167,6 +174,7 @@ impl CueBuilder {
             floor: None,
             recent_ends: HashMap::new(),
             stats: CueStats::default(),
+            evidence_out: Vec::new(),
         }
     }
 
@@ -174,8 +182,36 @@ impl CueBuilder {
         &self.channel
     }
 
+    /// New thresholds from now on (e.g. the catalog learned a projection and its
+    /// similarity scale changed); open cues and counters stay.
+    pub fn retune(&mut self, settings: &MatchingSettings) {
+        self.settings = settings.clone();
+        self.rules = Rules::new(settings);
+    }
+
     pub fn stats(&self) -> CueStats {
         self.stats
+    }
+
+    /// The evidence of every cue emitted (started, updated, ended) since the last call, as
+    /// of that event; cues without evidence are left out.
+    pub fn take_evidence(&mut self) -> Vec<CueEvidence> {
+        std::mem::take(&mut self.evidence_out)
+    }
+
+    fn note_evidence(&mut self, shot: u64, track: &Track) {
+        if track.evidence.is_empty() {
+            return;
+        }
+        let cue_id = cue_id(&self.channel, shot, &track.product_id);
+        self.evidence_out.retain(|e| e.cue_id != cue_id);
+        self.evidence_out.push(CueEvidence {
+            cue_id,
+            channel: self.channel.clone(),
+            product_id: track.product_id.clone(),
+            shot,
+            sightings: track.evidence.clone(),
+        });
     }
 
     /// Cues started and not yet ended.
@@ -281,6 +317,7 @@ impl CueBuilder {
             .or_insert(end);
         *previous = (*previous).max(end);
         self.stats.cues_ended += 1;
+        self.note_evidence(shot, track);
         out.push(CueEvent::End(self.cue(shot, track, Some(end))));
     }
 
@@ -323,12 +360,14 @@ impl CueBuilder {
                             s.similarity = similarity;
                             s.bbox = bbox;
                             s.near = near;
+                            s.embedding = det.embedding.clone();
                         }
                         None => best.push(Sighting {
                             product_id,
                             similarity,
                             bbox,
                             near,
+                            embedding: det.embedding.clone(),
                         }),
                     }
                 }
@@ -456,6 +495,7 @@ impl CueBuilder {
                         version: 0,
                         phase: Phase::Pending,
                         near: Vec::new(),
+                        evidence: Vec::new(),
                     });
                     shot.tracks.len() - 1
                 }
@@ -479,12 +519,20 @@ impl CueBuilder {
                 track.samples = 0;
                 track.similarity_sum = 0.0;
                 track.boxes.clear();
+                track.evidence.clear();
             }
             track.last_wallclock = now;
             track.samples = track.samples.saturating_add(1);
             track.similarity_sum += f64::from(sighting.similarity);
             let [x, y, w, h] = sighting.bbox;
             track.boxes.push(BoxSample { t: now, x, y, w, h });
+            if let Some(e) = &sighting.embedding {
+                keep_best(
+                    &mut track.evidence,
+                    (sighting.similarity, e.clone()),
+                    self.settings.evidence_per_cue,
+                );
+            }
             track.version += 1;
             thin(&mut track.boxes, self.settings.max_boxes);
 
@@ -510,6 +558,7 @@ impl CueBuilder {
                         emitted_version: track.version,
                     };
                     self.stats.cues_started += 1;
+                    self.note_evidence(shot.index, track);
                     out.push(CueEvent::Start(self.cue(shot.index, track, None)));
                 }
                 Phase::Open {
@@ -529,6 +578,7 @@ impl CueBuilder {
                             emitted_version: track.version,
                         };
                         self.stats.cues_updated += 1;
+                        self.note_evidence(shot.index, track);
                         out.push(CueEvent::Update(self.cue(shot.index, track, None)));
                     }
                 }

@@ -37,6 +37,7 @@ fn det(product: &str, sim: f32) -> MatchedDetection {
         class_name: "bottle".into(),
         det_score: 0.8,
         candidates: vec![(product.into(), sim), ("rival".into(), 0.3)],
+        embedding: None,
     }
 }
 
@@ -463,6 +464,7 @@ fn arb_detection() -> impl Strategy<Value = MatchedDetection> {
                 class_name: class.into(),
                 det_score,
                 candidates,
+                embedding: None,
             },
         )
 }
@@ -705,6 +707,7 @@ fn look_alike(
         class_name: "bottle".into(),
         det_score: 0.8,
         candidates: vec![(product.into(), sim), (other.into(), other_sim)],
+        embedding: None,
     }
 }
 
@@ -854,4 +857,73 @@ fn overlap_of_boxes() {
     assert!((overlap(&[0.0, 0.0, 1.0, 1.0], &THERE) - 1.0).abs() < 1e-6);
     assert_eq!(overlap(&[0.0, 0.0, 0.0, 0.0], &[0.0, 0.0, 0.0, 0.0]), 0.0);
     assert_eq!(overlap(&[f32::NAN, 0.0, 1.0, 1.0], &HERE), 0.0);
+}
+
+fn det_with(product: &str, sim: f32, embedding: f32) -> MatchedDetection {
+    MatchedDetection {
+        embedding: Some(Arc::from(vec![embedding; 4])),
+        ..det(product, sim)
+    }
+}
+
+#[test]
+fn a_cue_carries_its_most_similar_sightings_as_evidence() {
+    let s = MatchingSettings {
+        evidence_per_cue: 2,
+        ..settings()
+    };
+    let mut b = CueBuilder::new("news", &s);
+    b.push(&sample(0, 10, vec![det_with("cola", 0.7, 1.0)]));
+    assert!(b.take_evidence().is_empty(), "pending: nothing emitted yet");
+    let ev = b.push(&sample(0, 20, vec![det_with("cola", 0.8, 2.0)]));
+    assert_eq!(kinds(&ev), vec![("start", "cola")]);
+    let evidence = b.take_evidence();
+    assert_eq!(evidence.len(), 1);
+    assert_eq!(evidence[0].cue_id, ev[0].cue().id);
+    assert_eq!(evidence[0].product_id, "cola");
+    let sims: Vec<f32> = evidence[0].sightings.iter().map(|(s, _)| *s).collect();
+    assert_eq!(sims, vec![0.8, 0.7], "the pending sightings count too");
+    assert!(b.take_evidence().is_empty(), "taken once");
+    // A better sighting replaces the weakest; the end carries it.
+    b.push(&sample(0, 30, vec![det_with("cola", 0.9, 3.0)]));
+    b.push(&sample(0, 35, vec![det("cola", 0.95)])); // no embedding kept: nothing to add
+    let end = b.flush();
+    assert_eq!(kinds(&end), vec![("end", "cola")]);
+    let evidence = b.take_evidence();
+    let kept: Vec<(f32, f32)> = evidence[0]
+        .sightings
+        .iter()
+        .map(|(s, e)| (*s, e[0]))
+        .collect();
+    assert_eq!(kept, vec![(0.9, 3.0), (0.8, 2.0)]);
+}
+
+#[test]
+fn no_evidence_is_kept_when_switched_off() {
+    let s = MatchingSettings {
+        evidence_per_cue: 0,
+        ..settings()
+    };
+    let mut b = CueBuilder::new("news", &s);
+    b.push(&sample(0, 10, vec![det_with("cola", 0.7, 1.0)]));
+    let ev = b.push(&sample(0, 20, vec![det_with("cola", 0.8, 2.0)]));
+    assert_eq!(kinds(&ev), vec![("start", "cola")]);
+    assert!(b.take_evidence().is_empty());
+}
+
+#[test]
+fn retuned_thresholds_apply_to_the_next_samples() {
+    let mut b = CueBuilder::new("news", &settings());
+    b.push(&sample(0, 10, vec![det("cola", 0.58)]));
+    assert!(
+        b.push(&sample(0, 20, vec![det("cola", 0.58)])).is_empty(),
+        "below 0.6"
+    );
+    b.retune(&MatchingSettings {
+        min_similarity: 0.5,
+        ..settings()
+    });
+    b.push(&sample(0, 30, vec![det("cola", 0.58)]));
+    let ev = b.push(&sample(0, 40, vec![det("cola", 0.58)]));
+    assert_eq!(kinds(&ev), vec![("start", "cola")]);
 }

@@ -1,6 +1,8 @@
 //! A detection of a sampled frame with its catalog candidates: what inference hands to
 //! the matching rules and the per-shot aggregation.
 
+use std::sync::Arc;
+
 /// Class name of the whole-frame fallback detection (see [`MatchedDetection::whole_frame`]).
 pub const WHOLE_FRAME_CLASS: &str = "frame";
 
@@ -15,6 +17,9 @@ pub struct MatchedDetection {
     /// Catalog neighbours `(product_id, similarity)`, best first (several may name the
     /// same product when the catalog holds several images of it).
     pub candidates: Vec<(String, f32)>,
+    /// The region's query embedding (embedder space, before any projection), kept so a
+    /// cue can carry its evidence to operator feedback; `None` when not kept.
+    pub embedding: Option<Arc<[f32]>>,
 }
 
 impl MatchedDetection {
@@ -27,6 +32,7 @@ impl MatchedDetection {
             class_name: WHOLE_FRAME_CLASS.into(),
             det_score: 1.0,
             candidates,
+            embedding: None,
         }
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod aggregate;
 pub mod detection;
+pub mod evidence;
 pub mod rules;
 pub mod sampler;
 
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use aggregate::{CueBuilder, CueStats, SampleResult, fill_products};
 pub use detection::{MatchedDetection, WHOLE_FRAME_CLASS};
+pub use evidence::{CueEvidence, EvidenceStore};
 pub use rules::{Judgement, Rules, crop_rect};
 pub use sampler::{SampleTicket, Sampler, SamplerStats};
 
@@ -134,6 +136,13 @@ pub struct MatchingSettings {
     /// smaller box; a box inside the whole-frame region overlaps it fully) are one object: in one sample only the most similar counts, and in one shot a
     /// sibling of an open cue at the same place starts no cue of its own.
     pub sibling_overlap: f32,
+    // --- learning from the operator ---
+    /// Query embeddings a cue keeps as its evidence (its most similar sightings), for
+    /// operator feedback to store as labelled photos; 0 keeps none.
+    pub evidence_per_cue: usize,
+    /// Cues per channel whose evidence is kept for feedback; the oldest is forgotten
+    /// first (counted in `shopcue_dropped_total{kind="evidence"}`).
+    pub evidence_cues: usize,
 }
 
 impl Default for MatchingSettings {
@@ -161,6 +170,8 @@ impl Default for MatchingSettings {
             max_boxes: 32,
             sibling_gap: 0.15,
             sibling_overlap: 0.5,
+            evidence_per_cue: 3,
+            evidence_cues: 256,
         }
     }
 }
@@ -262,6 +273,12 @@ impl MatchingSettings {
                 "must be greater than 0 and at most 1",
             ));
         }
+        if self.evidence_per_cue > 32 {
+            return Err(setting("evidence_per_cue", "must be at most 32"));
+        }
+        if self.evidence_cues > 100_000 {
+            return Err(setting("evidence_cues", "must be at most 100000"));
+        }
         Ok(())
     }
 }
@@ -329,6 +346,8 @@ mod tests {
             ("max_boxes", Box::new(|s| s.max_boxes = 1)),
             ("sibling_gap", Box::new(|s| s.sibling_gap = f32::NAN)),
             ("sibling_overlap", Box::new(|s| s.sibling_overlap = 0.0)),
+            ("evidence_per_cue", Box::new(|s| s.evidence_per_cue = 33)),
+            ("evidence_cues", Box::new(|s| s.evidence_cues = 100_001)),
         ];
         for (key, edit) in cases {
             let mut s = MatchingSettings::default();

@@ -162,6 +162,7 @@ mod tests {
             class_name: class.into(),
             det_score: score,
             candidates: cands.iter().map(|(p, s)| (p.to_string(), *s)).collect(),
+            embedding: None,
         }
     }
 

@@ -39,8 +39,8 @@ use crate::cue::CueEvent;
 use crate::frame::{Frame, I420Image};
 use crate::ingest::progress::AnalysisProgress;
 use crate::matching::{
-    CueBuilder, MatchedDetection, MatchingSettings, SampleResult, SampleTicket, Sampler,
-    WHOLE_FRAME_CLASS, fill_products,
+    CueBuilder, EvidenceStore, MatchedDetection, MatchingSettings, SampleResult, SampleTicket,
+    Sampler, WHOLE_FRAME_CLASS, fill_products,
 };
 use crate::metrics::ChannelMetrics;
 use crate::shots::{ShotConfig, ShotDetector, ShotEvent};
@@ -72,6 +72,9 @@ pub struct PipelineConfig {
     /// Batch mode: every sample is analysed (the frame thread waits for inference)
     /// instead of the oldest being dropped when inference falls behind.
     pub lossless: bool,
+    /// Where cues leave their evidence for operator feedback (`None`: none kept, and
+    /// query embeddings are not carried past inference).
+    pub evidence: Option<Arc<EvidenceStore>>,
 }
 
 /// Everything the pipeline produces, in order, from the inference thread.
@@ -184,11 +187,8 @@ impl Pipeline {
             }
         };
         // A catalog's thresholds follow its similarity scale (learned projection or raw).
-        let matching = config.matching.for_catalog(
-            analyzer
-                .as_ref()
-                .is_none_or(|a| a.catalog().snapshot().projection().is_some()),
-        );
+        let learned = learned_projection(analyzer.as_ref());
+        let matching = config.matching.for_catalog(learned);
         let inference_thread = {
             let ctx = InferenceCtx {
                 builder: CueBuilder::new(config.channel.clone(), &matching),
@@ -199,6 +199,9 @@ impl Pipeline {
                 metrics: metrics.clone(),
                 progress: progress.clone(),
                 sink,
+                evidence: config.evidence.clone(),
+                matching: config.matching.clone(),
+                learned,
             };
             std::thread::Builder::new()
                 .name(format!("infer-{}", config.channel))
@@ -408,6 +411,15 @@ struct InferenceCtx {
     metrics: Option<ChannelMetrics>,
     progress: Option<Arc<AnalysisProgress>>,
     sink: Sink,
+    evidence: Option<Arc<EvidenceStore>>,
+    /// The configured thresholds, and whether the builder's follow a learned projection.
+    matching: MatchingSettings,
+    learned: bool,
+}
+
+/// Whether the analyzer's catalog has a learned projection (no analyzer: as if it had).
+fn learned_projection(analyzer: Option<&Analyzer>) -> bool {
+    analyzer.is_none_or(|a| a.catalog().snapshot().projection().is_some())
 }
 
 impl InferenceCtx {
@@ -430,6 +442,7 @@ impl InferenceCtx {
                     (self.sink)(Output::Shot(e));
                 }
                 Work::Sample(ticket, image) => {
+                    self.follow_catalog();
                     let mut outcome = self.analyze(ticket, &image);
                     self.queue.done();
                     // The detections go to the builder and come back for the sink: no copy.
@@ -454,6 +467,20 @@ impl InferenceCtx {
         let now = Utc::now();
         self.emit_cues(events, now);
         report_progress(&self.queue, self.progress.as_deref());
+    }
+
+    /// A catalog retrained while the channel runs may have gained (or lost) a learned
+    /// projection: its similarity scale changed, and so do the thresholds.
+    fn follow_catalog(&mut self) {
+        let learned = learned_projection(self.analyzer.as_ref());
+        if learned != self.learned {
+            self.learned = learned;
+            self.builder.retune(&self.matching.for_catalog(learned));
+            tracing::info!(
+                learned,
+                "catalog changed its similarity scale; matching thresholds follow"
+            );
+        }
     }
 
     /// The builder's suppression totals into the channel's `cues_suppressed` counters.
@@ -508,6 +535,7 @@ impl InferenceCtx {
                         ),
                         det_score: r.detection.as_ref().map_or(1.0, |d| d.score),
                         candidates: r.candidates,
+                        embedding: self.evidence.as_ref().and(r.embedding),
                     })
                     .collect();
                 SampleOutcome {
@@ -534,6 +562,12 @@ impl InferenceCtx {
     }
 
     fn emit_cues(&mut self, mut events: Vec<CueEvent>, trigger: DateTime<Utc>) {
+        let evidence = self.builder.take_evidence();
+        if let Some(store) = &self.evidence {
+            for e in evidence {
+                store.put(e);
+            }
+        }
         if events.is_empty() {
             return;
         }

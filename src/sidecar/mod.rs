@@ -26,6 +26,7 @@ use anyhow::Context;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::feedback::FeedbackStore;
 use crate::catalog::upstream::ProductService;
 use crate::catalog::{Analyzer, Catalog};
 use crate::config::{ChannelSettings, Settings};
@@ -34,6 +35,7 @@ use crate::http;
 use crate::inference::Models;
 use crate::ingest::progress::AnalysisProgress;
 use crate::ingest::{self, ChannelState, ChannelStats, IngestOptions, OnError, SourceSpec};
+use crate::matching::EvidenceStore;
 use crate::metrics::{ChannelMetrics, Metrics};
 use crate::pipeline::{Output, Pipeline, PipelineConfig, PipelineStats};
 use supervise::{AttemptEnd, Supervision};
@@ -97,12 +99,15 @@ pub struct ChannelRuntime {
     pub metrics: ChannelMetrics,
     pub progress: Arc<AnalysisProgress>,
     pub supervision: Supervision,
+    /// The evidence of the channel's latest cues, for operator feedback; kept across
+    /// attempts.
+    pub evidence: Arc<EvidenceStore>,
     ingest: Arc<ChannelStats>,
     pipeline: Mutex<Option<Arc<PipelineStats>>>,
 }
 
 impl ChannelRuntime {
-    fn new(c: &ChannelSettings, metrics: &Metrics) -> Self {
+    fn new(c: &ChannelSettings, metrics: &Metrics, evidence_cues: usize) -> Self {
         let progress = Arc::new(AnalysisProgress::default());
         let metrics = metrics.channel(&c.id);
         Self {
@@ -112,6 +117,7 @@ impl ChannelRuntime {
             metrics,
             progress,
             supervision: Supervision::default(),
+            evidence: Arc::new(EvidenceStore::new(evidence_cues)),
             pipeline: Mutex::new(None),
         }
     }
@@ -190,7 +196,13 @@ impl Sidecar {
         let channels: Vec<Arc<ChannelRuntime>> = settings
             .channels
             .iter()
-            .map(|c| Arc::new(ChannelRuntime::new(c, &metrics)))
+            .map(|c| {
+                Arc::new(ChannelRuntime::new(
+                    c,
+                    &metrics,
+                    settings.matching.evidence_cues,
+                ))
+            })
             .collect();
         let progress: HashMap<String, Arc<AnalysisProgress>> = channels
             .iter()
@@ -249,6 +261,23 @@ impl Sidecar {
         ))
         .merge(http::hls::router(hls.clone()).layer(cors.clone()))
         .merge(http::web::router().layer(cors.clone()));
+        let mut feedback = None;
+        if let Some(dir) = catalog.as_ref().and_then(|c| c.dir()) {
+            let store = Arc::new(FeedbackStore::new(dir, &settings.catalog));
+            let evidence = channels
+                .iter()
+                .map(|c| (c.id.clone(), c.evidence.clone()))
+                .collect();
+            let state = http::feedback::FeedbackState::new(
+                catalog.clone().expect("a catalog with a folder"),
+                store,
+                evidence,
+                &settings.catalog,
+                &settings.server.admin_key,
+            );
+            router = router.merge(http::feedback::router(state.clone()));
+            feedback = Some(state);
+        }
         if let Some(catalog) = &catalog {
             let products = Arc::new(ProductService::new(
                 catalog.clone(),
@@ -281,6 +310,10 @@ impl Sidecar {
             state.clone(),
             cancel.child_token(),
         )));
+        let every = Duration::from_secs(settings.catalog.retrain_interval_s);
+        if let Some(fb) = feedback.filter(|_| !every.is_zero()) {
+            background.push(tokio::spawn(retrain_every(fb, every, cancel.child_token())));
+        }
         let settings = Arc::new(settings);
         let channel_tasks = channels
             .iter()
@@ -514,6 +547,33 @@ fn outcome(
     }
 }
 
+/// The periodic retrain (`catalog.retrain_interval_s`): when the stored feedback changed
+/// since the last look, the catalog is rebuilt from it and swapped in.
+async fn retrain_every(
+    st: http::feedback::FeedbackState,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = modified(st.store.path());
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = modified(st.store.path());
+        if now.is_none() || now == seen {
+            continue;
+        }
+        match http::feedback::retrain_now(&st).await {
+            Ok(_) => seen = now,
+            Err(e) => {
+                tracing::warn!(error = %e, "periodic retrain from feedback failed; the catalog is unchanged")
+            }
+        }
+    }
+}
+
 /// The analysis pipeline of one attempt, its cue events published on the bus.
 fn spawn_pipeline(
     ctx: &ChannelCtx,
@@ -525,6 +585,7 @@ fn spawn_pipeline(
         shots: ctx.settings.shots.clone(),
         matching: ctx.settings.matching.clone(),
         lossless: false,
+        evidence: Some(rt.evidence.clone()),
     };
     let sink = {
         let metrics = rt.metrics.clone();

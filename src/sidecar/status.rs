@@ -293,6 +293,7 @@ pub async fn sample_every_second(st: std::sync::Arc<SidecarState>, stop: Cancell
                 &cm.frames_dropped,
                 ingest.frames_dropped.load(Ordering::Relaxed),
             );
+            crate::metrics::catch_up(&cm.evidence_dropped, rt.evidence.forgotten());
             let fps = frames.saturating_sub(p.frames) as f64 / dt;
             cm.decode_fps.set(fps);
             let lag = ingest.lag_seconds();

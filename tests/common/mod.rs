@@ -307,8 +307,9 @@ pub fn grocery_catalog() -> PathBuf {
     if let Some(p) = g.as_ref() {
         return p.clone();
     }
+    // v2: generations keep raw.f32 beside a projection (`catalog retrain` learns it again).
     let dir = root().join(format!(
-        "target/test-data/grocery-catalog-v1-{TEST_CATALOG_PHOTOS}"
+        "target/test-data/grocery-catalog-v2-{TEST_CATALOG_PHOTOS}"
     ));
     if !dir.join("CURRENT").is_file() {
         // Built aside and renamed, so concurrent test binaries never see half a catalog.
