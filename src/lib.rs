@@ -21,11 +21,12 @@
 //! from the settings each module owns (file, then `SHOPCUE__SECTION__KEY` environment),
 //! validated at start-up, and nothing below the runtime imports it (tests/layout.rs fails
 //! on any import cycle); [`redact`] strips secrets from URLs that leave the process; [`telemetry`] sets
-//! up structured logs; [`bench`] holds the benchmarks; [`cli`] the subcommands that
-//! combine modules. `main.rs` is a thin command line over these.
+//! up structured logs; [`cli`] the subcommands that combine modules. `main.rs` is a thin
+//! command line over these; the benchmarks (`shopcue bench …`, src/bench/) belong to that
+//! binary, not to the library.
 
 pub mod analyze;
-pub mod bench;
+
 pub mod catalog;
 pub mod cli;
 pub mod config;

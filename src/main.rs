@@ -1,6 +1,9 @@
 //! The `shopcue` command line: parses arguments, loads settings, sets up logs, and calls
 //! into the library.
 
+/// The benchmarks (`shopcue bench …`): tools of the binary, not part of the library.
+mod bench;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -54,9 +57,9 @@ enum BenchCommand {
         max_channels: usize,
     },
     /// Glass-to-cue latency through the whole sidecar (HLS test origin and SRT).
-    Glass(shopcue::bench::glass::GlassArgs),
+    Glass(bench::glass::GlassArgs),
     /// One channel's cues fanned out to many WebSocket subscribers, shopcue vs Node `ws`.
-    Fanout(shopcue::bench::fanout::FanoutArgs),
+    Fanout(bench::fanout::FanoutArgs),
     /// Shot detection F1 and speed, side by side with PySceneDetect.
     Shots {
         /// Where the generated transition clips are kept (default: a temp folder).
@@ -64,11 +67,11 @@ enum BenchCommand {
         clips_dir: Option<PathBuf>,
     },
     /// Catalog matching accuracy on the Grocery Store dataset (top-1/top-5, options compared).
-    CatalogAccuracy(shopcue::bench::catalog_accuracy::AccuracyArgs),
+    CatalogAccuracy(bench::catalog_accuracy::AccuracyArgs),
     /// Detector/embedder latency and FAISS query latency (flat vs HNSW) at scale.
-    CatalogSpeed(shopcue::bench::catalog_speed::SpeedArgs),
+    CatalogSpeed(bench::catalog_speed::SpeedArgs),
     /// HLS proxy playlist requests/s and latency under wrk, side by side with nginx.
-    Hls(shopcue::bench::hls::HlsBenchArgs),
+    Hls(bench::hls::HlsBenchArgs),
     /// Playlist rewriting cost (µs per rewrite).
     Manifest {
         #[arg(long, default_value_t = 1.0)]
@@ -145,25 +148,25 @@ fn run(args: Cli) -> anyhow::Result<()> {
                     seconds,
                     max_channels,
                 } => {
-                    shopcue::bench::ingest::run_bench(&input, &settings, seconds, max_channels)
+                    bench::ingest::run_bench(&input, &settings, seconds, max_channels)
                         .await
                 }
                 BenchCommand::Shots { clips_dir } => {
-                    shopcue::bench::shots::run_bench(clips_dir.as_deref()).map(|_| ())
+                    bench::shots::run_bench(clips_dir.as_deref()).map(|_| ())
                 }
                 BenchCommand::CatalogAccuracy(a) => {
-                    shopcue::bench::catalog_accuracy::run_bench(&settings, &a).map(|_| ())
+                    bench::catalog_accuracy::run_bench(&settings, &a).map(|_| ())
                 }
                 BenchCommand::CatalogSpeed(a) => {
-                    shopcue::bench::catalog_speed::run_bench(&settings, &a).map(|_| ())
+                    bench::catalog_speed::run_bench(&settings, &a).map(|_| ())
                 }
-                BenchCommand::Glass(a) => shopcue::bench::glass::run_bench(&settings, &a)
+                BenchCommand::Glass(a) => bench::glass::run_bench(&settings, &a)
                     .await
                     .map(|_| ()),
-                BenchCommand::Fanout(a) => shopcue::bench::fanout::run_bench(&a).map(|_| ()),
-                BenchCommand::Hls(a) => shopcue::bench::hls::run_bench(&a).map(|_| ()),
+                BenchCommand::Fanout(a) => bench::fanout::run_bench(&a).map(|_| ()),
+                BenchCommand::Hls(a) => bench::hls::run_bench(&a).map(|_| ()),
                 BenchCommand::Manifest { seconds_per_case } => {
-                    shopcue::bench::manifest::run_bench(seconds_per_case)
+                    bench::manifest::run_bench(seconds_per_case)
                         .map(|_| ())
                         .map_err(Into::into)
                 }

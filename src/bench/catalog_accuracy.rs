@@ -17,20 +17,20 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::catalog::analyzer::{
+use shopcue::catalog::analyzer::{
     average_views, detection_rect, embed_region_views, embed_regions, main_region,
 };
-use crate::catalog::build::clutter_of;
-use crate::catalog::build::{BuildOptions, build};
-use crate::catalog::feedback;
-use crate::catalog::grocery::{Grocery, Labelled};
-use crate::catalog::synthetic::{self, Clutter};
-use crate::catalog::{
+use shopcue::catalog::build::clutter_of;
+use shopcue::catalog::build::{BuildOptions, build};
+use shopcue::catalog::feedback;
+use shopcue::catalog::grocery::{Grocery, Labelled};
+use shopcue::catalog::synthetic::{self, Clutter};
+use shopcue::catalog::{
     Analyzer, Catalog, FORMAT_VERSION, ImageVector, IndexParams, Manifest, Product, Projection,
     Snapshot,
 };
-use crate::config::Settings;
-use crate::inference::{BBox, Crop, Models, Rect, RgbImage};
+use shopcue::config::Settings;
+use shopcue::inference::{BBox, Crop, Models, Rect, RgbImage};
 
 /// Options of the accuracy benchmark.
 #[derive(Debug, Clone, clap::Args)]
@@ -244,7 +244,7 @@ fn manifest(dim: usize) -> Manifest {
         embedder_sha256: String::new(),
         raw_dim: dim,
         dim,
-        index: crate::catalog::IndexKind::Flat,
+        index: shopcue::catalog::IndexKind::Flat,
         products: 0,
         vectors: 0,
         projection: false,
@@ -312,7 +312,7 @@ fn feedback_records(g: &Grocery, train: &[PictureEmb], n: usize) -> Vec<feedback
             channel: "bench".into(),
             at: String::new(),
             embedder_sha256: String::new(),
-            vector: hex::encode(crate::catalog::store::f32_bytes(&e.whole_m)),
+            vector: hex::encode(shopcue::catalog::store::f32_bytes(&e.whole_m)),
         });
     }
     out
@@ -364,7 +364,7 @@ pub fn run_bench(
     } else {
         cs.synthetic_views
     };
-    let loader = crate::catalog::build::ImageLoader::new(&args.grocery, &cs);
+    let loader = shopcue::catalog::build::ImageLoader::new(&args.grocery, &cs);
     let clutter = clutter_of(&cs, &loader, shelf.iter());
     let embed_all = |list: &[Labelled],
                      detect: bool,
@@ -896,7 +896,7 @@ pub fn run_bench(
 /// folder, then the configured `Analyzer` on every val photo, timed.
 fn end_to_end(
     models: &Models,
-    cs: &crate::catalog::CatalogSettings,
+    cs: &shopcue::catalog::CatalogSettings,
     g: &Grocery,
     products: &Path,
     train_photos: Option<&Path>,

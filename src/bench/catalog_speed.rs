@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::catalog::{IndexKind, IndexParams, VectorIndex};
-use crate::config::Settings;
-use crate::inference::image::resample;
-use crate::inference::{Crop, Detector, Embedder, RgbImage};
+use shopcue::catalog::{IndexKind, IndexParams, VectorIndex};
+use shopcue::config::Settings;
+use shopcue::inference::image::resample;
+use shopcue::inference::{Crop, Detector, Embedder, RgbImage};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SpeedArgs {
@@ -69,7 +69,7 @@ fn synthetic(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     for i in 0..n {
         let k = i % centres;
         let mut v: Vec<f32> = (0..dim).map(|j| c[k * dim + j] + 0.35 * next()).collect();
-        crate::inference::postprocess::l2_normalize(&mut v);
+        shopcue::inference::postprocess::l2_normalize(&mut v);
         out.extend(v);
     }
     out
@@ -113,7 +113,7 @@ fn time_models(
         let crops: Vec<Crop<'_>> = (0..batch)
             .map(|i| Crop {
                 image: &frame,
-                rect: crate::inference::Rect {
+                rect: shopcue::inference::Rect {
                     x: (i * 20) as f32,
                     y: 10.0,
                     w: 200.0,
@@ -156,7 +156,7 @@ fn time_index(args: &SpeedArgs, n: usize, rows: &mut Vec<SpeedRow>) -> anyhow::R
         let mut v: Vec<f32> = (0..dim)
             .map(|j| data[src * dim + j] + 0.5 * noise[i * dim + j])
             .collect();
-        crate::inference::postprocess::l2_normalize(&mut v);
+        shopcue::inference::postprocess::l2_normalize(&mut v);
         queries.extend(v);
     }
     let mut truth: Vec<Vec<i64>> = Vec::new();

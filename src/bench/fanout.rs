@@ -28,9 +28,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::{Notify, Semaphore, watch};
 
-use crate::cue::{BoxSample, Cue, CueEvent};
-use crate::cuebus::{CueBus, memory::MemoryBus};
-use crate::http::feed::{self, FeedSettings, FeedState};
+use shopcue::cue::{BoxSample, Cue, CueEvent};
+use shopcue::cuebus::{CueBus, memory::MemoryBus};
+use shopcue::http::feed::{self, FeedSettings, FeedState};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct FanoutArgs {
@@ -213,7 +213,7 @@ fn event_line(i: usize, sent_ns: u64) -> String {
     let k = i / 5;
     let product_id = format!("sku-{:05}", k % 997);
     let cue = Cue {
-        id: crate::cue::cue_id("bench", k as u64, &product_id),
+        id: shopcue::cue::cue_id("bench", k as u64, &product_id),
         channel: "bench".into(),
         product_id,
         start: t,

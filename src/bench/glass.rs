@@ -31,9 +31,9 @@ use futures::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ChannelSettings, Settings};
-use crate::origin::LiveOrigin;
-use crate::sidecar::Sidecar;
+use shopcue::config::{ChannelSettings, Settings};
+use shopcue::origin::LiveOrigin;
+use shopcue::sidecar::Sidecar;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct GlassArgs {
@@ -80,8 +80,8 @@ pub fn ensure_catalog(settings: &Settings, dir: &Path, dataset: &Path) -> anyhow
         return Ok(());
     }
     eprintln!("building the grocery catalog in {} ...", dir.display());
-    let models = crate::inference::Models::load(&settings.inference).context("models")?;
-    crate::catalog::grocery::build_catalog(&models, &settings.catalog, dataset, dir, None, true)?;
+    let models = shopcue::inference::Models::load(&settings.inference).context("models")?;
+    shopcue::catalog::grocery::build_catalog(&models, &settings.catalog, dataset, dir, None, true)?;
     Ok(())
 }
 
@@ -147,7 +147,7 @@ async fn measure(
         }
     }
     let ch = sidecar.state.metrics.channel("bench");
-    let (sum, count, _) = crate::metrics::histogram_parts(&ch.glass_to_cue_seconds);
+    let (sum, count, _) = shopcue::metrics::histogram_parts(&ch.glass_to_cue_seconds);
     row.server_mean_ms = (count > 0).then(|| sum / count as f64 * 1e3);
     sidecar.shutdown().await?;
     Ok(row)
@@ -182,7 +182,7 @@ pub async fn run_bench(settings: &Settings, args: &GlassArgs) -> anyhow::Result<
         let stop = CancellationToken::new();
         {
             let stop = stop.clone();
-            tokio::spawn(crate::http::origin::serve(
+            tokio::spawn(shopcue::http::origin::serve(
                 listener,
                 origin.clone(),
                 async move { stop.cancelled().await },

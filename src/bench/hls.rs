@@ -27,11 +27,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 
-use crate::config::{ChannelSettings, Settings};
-use crate::cue::{BoxSample, Cue, CueEvent};
-use crate::http::hls::{self, HlsState};
-use crate::ingest::hls::Fetcher;
-use crate::ingest::progress::AnalysisProgress;
+use shopcue::config::{ChannelSettings, Settings};
+use shopcue::cue::{BoxSample, Cue, CueEvent};
+use shopcue::http::hls::{self, HlsState};
+use shopcue::ingest::hls::Fetcher;
+use shopcue::ingest::progress::AnalysisProgress;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct HlsBenchArgs {
@@ -108,7 +108,7 @@ pub fn media_playlist(variant: &str, n: usize) -> String {
     );
     for i in 0..n as u64 {
         let msn = FIRST_MSN + i;
-        let pdt = crate::frame::rfc3339_ms(&segment_start(msn));
+        let pdt = shopcue::frame::rfc3339_ms(&segment_start(msn));
         if i == n as u64 / 2 {
             s.push_str(&format!(
                 "#EXT-X-DATERANGE:ID=\"origin-{msn}\",START-DATE=\"{pdt}\",X-COM-EXAMPLE-CHAPTER=\"2\"\n"
@@ -139,7 +139,7 @@ fn cues(segments: usize) -> Vec<Cue> {
         .map(|i| {
             let start = segment_start(FIRST_MSN + i) + chrono::TimeDelta::milliseconds(500);
             Cue {
-                id: crate::cue::cue_id("bench", i, "sku-42"),
+                id: shopcue::cue::cue_id("bench", i, "sku-42"),
                 channel: "bench".into(),
                 product_id: format!("sku-{i}"),
                 start,

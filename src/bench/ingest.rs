@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
-use crate::frame::Frame;
-use crate::ingest::{self, IngestOptions, SourceSpec};
-use crate::media::{self, Pipelines, SegmentDecoder};
-use crate::origin::{LiveOrigin, SourceSegment};
-use crate::shots::ShotDetector;
+use shopcue::config::Settings;
+use shopcue::frame::Frame;
+use shopcue::ingest::{self, IngestOptions, SourceSpec};
+use shopcue::media::{self, Pipelines, SegmentDecoder};
+use shopcue::origin::{LiveOrigin, SourceSegment};
+use shopcue::shots::ShotDetector;
 
 /// One encoded test rendition.
 #[derive(Clone)]
@@ -104,7 +104,6 @@ pub fn realtime_factor(r: &Rendition, settings: &Settings) -> anyhow::Result<Rtf
 
 pub struct LiveRow {
     pub channels: usize,
-    pub seconds: f64,
     pub frames_per_channel_min: u64,
     pub expected_frames: u64,
     pub skipped: u64,
@@ -133,7 +132,7 @@ pub async fn live_channels(
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/live/index.m3u8", listener.local_addr()?);
         let c = cancel.clone();
-        tokio::spawn(crate::http::origin::serve(listener, origin, async move {
+        tokio::spawn(shopcue::http::origin::serve(listener, origin, async move {
             c.cancelled().await
         }));
         let ch = ingest::start(
@@ -185,7 +184,6 @@ pub async fn live_channels(
     let sustained = skipped == 0 && max_lag < 2.0 * 2.0 + 0.5 && min_frames >= expected;
     Ok(LiveRow {
         channels: n,
-        seconds: secs,
         frames_per_channel_min: min_frames,
         expected_frames: expected,
         skipped,

@@ -8,8 +8,8 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, Utc};
 use url::Url;
 
-use crate::cue::{BoxSample, Cue};
-use crate::manifest::{
+use shopcue::cue::{BoxSample, Cue};
+use shopcue::manifest::{
     ChannelOrigin, CueLedger, ManifestError, RewriteContext, UriMode, rewrite_media_playlist,
 };
 
@@ -59,7 +59,7 @@ pub fn synthetic_ledger(n: usize, first_msn: u64) -> CueLedger {
     for i in (0..n).step_by(2) {
         let start = t0 + Duration::milliseconds((first_msn as i64 + i as i64) * 2000 + 500);
         let cue = Cue {
-            id: crate::cue::cue_id("bench", i as u64, "sku-42"),
+            id: shopcue::cue::cue_id("bench", i as u64, "sku-42"),
             channel: "bench".into(),
             product_id: format!("sku-{}", i % 97),
             start,
