@@ -9,4 +9,5 @@ pub mod glass;
 pub mod hls;
 pub mod ingest;
 pub mod manifest;
+pub mod shot_file;
 pub mod shots;

@@ -18,9 +18,9 @@ use anyhow::{Context, bail};
 use chrono::Utc;
 use serde::Serialize;
 
+use super::shot_file::detect_file;
 use shopcue::media::{FrameSource, Pipelines};
 use shopcue::shots::ShotConfig;
-use shopcue::shots::file::detect_file;
 
 /// Frames an analysis queue holds ahead (as `media.frame_queue` defaults).
 const QUEUE: usize = 64;

@@ -43,7 +43,6 @@
 //! [`cli`] is the one impure corner: `shopcue shots FILE` decodes a file through `media`.
 
 pub mod features;
-pub mod file;
 
 use std::collections::VecDeque;
 

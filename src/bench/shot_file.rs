@@ -1,5 +1,6 @@
-//! Shots of a whole file, decoded at `shots.decode_height`, with timings (the benchmark's
-//! path; `shopcue shots` itself goes through `ingest` like every source).
+//! Shots of a whole file, decoded at `shots.decode_height`, with timings: the shot
+//! benchmark's path (`shopcue shots` itself goes through `ingest` like every source). Kept
+//! out of the library so the pure shot detector does not depend on GStreamer.
 //! The decoding goes through `media` (the only module touching GStreamer); detection is the
 //! pure [`ShotDetector`].
 
@@ -8,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::{Shot, ShotConfig, ShotDetector, ShotEvent};
-use crate::frame::Frame;
-use crate::media::{FrameSource, MediaError, Pipelines};
+use shopcue::frame::Frame;
+use shopcue::media::{FrameSource, MediaError, Pipelines};
+use shopcue::shots::{Shot, ShotConfig, ShotDetector, ShotEvent};
 
 /// What decoding and analysing one file gave.
 #[derive(Debug, Clone)]
@@ -18,14 +19,10 @@ pub struct FileShots {
     /// Closed shots, in order.
     pub shots: Vec<Shot>,
     pub frames: u64,
-    pub width: u32,
-    pub height: u32,
     /// Wall time of the whole run, decoding included.
     pub elapsed: Duration,
     /// Time spent inside the detector (`push` and `finish`).
     pub detecting: Duration,
-    /// Frames whose picture the detector could not read.
-    pub malformed: u64,
 }
 
 impl FileShots {
@@ -50,7 +47,7 @@ pub fn detect_file(
     let mut detector = ShotDetector::new(config);
     let mut shots = Vec::new();
     let mut detecting = Duration::ZERO;
-    let (mut frames, mut width, mut got_height) = (0u64, 0, 0);
+    let mut frames = 0u64;
     let mut last_pts = 0u64;
     let collect = |events: Vec<ShotEvent>, shots: &mut Vec<Shot>| {
         shots.extend(events.into_iter().filter_map(|e| match e {
@@ -62,8 +59,6 @@ pub fn detect_file(
         // A frame without a time stamp keeps the previous one's.
         let pts_ns = decoded.pts_ns.unwrap_or(last_pts);
         last_pts = pts_ns;
-        width = decoded.image.width;
-        got_height = decoded.image.height;
         let frame = Frame {
             index: frames,
             pts_ns,
@@ -83,10 +78,7 @@ pub fn detect_file(
     Ok(FileShots {
         shots,
         frames,
-        width,
-        height: got_height,
         elapsed: started.elapsed(),
         detecting,
-        malformed: detector.malformed_frames(),
     })
 }
