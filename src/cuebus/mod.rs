@@ -7,10 +7,12 @@
 //! - [`redis::RedisBus`] (when `redis.url` is set): Redis Streams, so cues made on one
 //!   machine reach WebSocket servers on others. One stream per channel (`XADD … MAXLEN`),
 //!   the stream ids are the offsets, and a hash per channel holds the active cues (written
-//!   in the same MULTI as the XADD, so a snapshot and its offset always agree). Publishing
-//!   never blocks and never fails: while Redis is unreachable, events wait in a bounded
-//!   outbox (`redis.outage_buffer`; when full the OLDEST is dropped, counted and logged)
-//!   and are flushed, in order, on reconnect.
+//!   in the same atomic script as the XADD, so a snapshot and its offset always agree).
+//!   Publishing never blocks and never fails: while Redis is unreachable, events wait in a
+//!   bounded outbox (`redis.outage_buffer`; when full the OLDEST is dropped, counted and
+//!   logged) and are flushed, in order and exactly once, on reconnect. A channel whose
+//!   keys Redis refuses for good (wrong type) has its events dropped and counted
+//!   (`rejected`), not retried, and the other channels keep flowing.
 //!
 //! Every record carries an [`Offset`]: strictly increasing per channel, rendered like a
 //! Redis stream id (`1763719200000-0`), opaque to clients. A subscriber that takes a
@@ -37,7 +39,7 @@ pub use self::redis::RedisSettings;
 /// (the WebSocket feed's per-channel hub drains this promptly and recovers from history).
 pub const LIVE_CAPACITY: usize = 4096;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
     #[error("redis url `{url}`: {why}")]
     BadUrl { url: String, why: String },
@@ -45,6 +47,15 @@ pub enum BusError {
     Redis {
         op: &'static str,
         channel: String,
+        why: String,
+    },
+    /// Redis refused a channel's events for good (they are dropped, not retried).
+    #[error(
+        "redis refuses the cue events of channel `{channel}` (dropped, not retried): key `{key}` {why}"
+    )]
+    Rejected {
+        channel: String,
+        key: String,
         why: String,
     },
     #[error("bus is shut down")]
@@ -174,6 +185,11 @@ pub struct BusStats {
     pub reconnects: u64,
     /// Whether the last operation against the store succeeded.
     pub healthy: bool,
+    /// Events the store refused for good (Redis: e.g. the channel's key holds another
+    /// type); dropped, not retried, so they never hold up other channels.
+    pub rejected: u64,
+    /// The latest such refusal, naming the channel, the key and why.
+    pub last_rejection: Option<String>,
 }
 
 /// A cue bus. Cheap to share as `Arc<dyn CueBus>`; must be created inside a tokio runtime.

@@ -2,19 +2,23 @@
 //!
 //! Layout, per channel `C` (prefix `redis.key_prefix`, default `shopcue`):
 //! - `shopcue:cues:C`: a stream, one entry per event, field `e` = the event's JSON
-//!   (`{"type":"start","cue":{…}}`), trimmed with `XADD … MAXLEN bus.history`. The entry
-//!   ids are the offsets.
+//!   (`{"type":"start","cue":{…}}`) and field `w` = `<writer id>:<sequence>` (which bus
+//!   wrote it, for exactly-once retries), trimmed with `XADD … MAXLEN bus.history`. The
+//!   entry ids are the offsets.
 //! - `shopcue:active:C`: a hash, cue id → cue JSON, for cues started and not ended. It is
-//!   written in the same MULTI/EXEC as the XADD, so a snapshot (`HGETALL` + the stream's
-//!   last id, read in one MULTI) is exactly the state as of that id.
+//!   written by the same atomic Lua script as the XADD, so a snapshot (`HGETALL` + the
+//!   stream's last id, read in one MULTI) is exactly the state as of that id.
 //!
 //! Publishing: `publish` puts the event in an outbox (bounded by `redis.outage_buffer`;
 //! when full the OLDEST event is dropped, counted in `dropped` and logged) and one writer
-//! task drains it in order, in MULTI batches. While Redis is unreachable the writer retries
-//! with exponential back-off (`redis.retry_initial_ms` doubling up to `redis.retry_max_ms`)
-//! and logs the outage once when it starts and once when it ends. Delivery is at least
-//! once: a batch whose reply is lost is written again (events are idempotent for readers:
-//! each carries the whole cue).
+//! task drains it in order, in batches of `redis.batch` split by channel (see [`writer`]).
+//! While Redis is unreachable the writer retries with exponential back-off
+//! (`redis.retry_initial_ms` doubling up to `redis.retry_max_ms`) and logs the outage once
+//! when it starts and once when it ends. Delivery is exactly once per bus: a batch whose
+//! reply is lost is sent again and the script skips what it already wrote. A channel whose
+//! keys hold the wrong type is refused for good: its events are dropped, counted in
+//! `rejected`, its error kept ([`RedisBus::rejection`]) and logged, and nothing waits on
+//! it.
 //!
 //! Reading: one task per subscribed channel per process (`XREAD BLOCK` on its own
 //! connection) feeds a local broadcast, so ten thousand WebSocket clients cost one Redis
@@ -27,7 +31,7 @@
 //! detected yet (XINFO's max-deleted-entry-id could tell). Redis restarted without persistence loses the streams and
 //! hashes: clients resuming with an old offset get a fresh snapshot instead.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +49,8 @@ use super::{
 };
 use crate::cue::{Cue, CueEvent};
 
+mod writer;
+
 /// `[redis]`: the Redis Streams bus. An empty `url` means the in-memory bus.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -55,7 +61,7 @@ pub struct RedisSettings {
     pub key_prefix: String,
     /// Events kept while Redis is unreachable; when full the oldest is dropped and counted.
     pub outage_buffer: usize,
-    /// Events written per MULTI.
+    /// Events taken from the outbox per write round (one script call per channel in it).
     pub batch: usize,
     /// Connect and reply timeout for ordinary commands.
     pub timeout_ms: u64,
@@ -140,6 +146,13 @@ struct Inner {
     reconnects: AtomicU64,
     healthy: AtomicBool,
     shutdown: CancellationToken,
+    /// Random per bus: tags its stream entries so a retry can tell what it already wrote.
+    writer_id: String,
+    /// Events Redis refused for good (dropped, not retried), and the current refusal of
+    /// each channel that has one.
+    rejected: AtomicU64,
+    faults: Mutex<HashMap<String, BusError>>,
+    last_rejection: Mutex<Option<String>>,
 }
 
 enum Q<'a> {
@@ -184,9 +197,25 @@ impl RedisBus {
             reconnects: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             shutdown: CancellationToken::new(),
+            writer_id: format!("{:016x}", rand::random::<u64>()),
+            rejected: AtomicU64::new(0),
+            faults: Mutex::new(HashMap::new()),
+            last_rejection: Mutex::new(None),
         });
-        tokio::spawn(writer(inner.clone()));
+        tokio::spawn(writer::run(inner.clone()));
         Ok(Arc::new(Self { inner }))
+    }
+
+    /// Why Redis refuses `channel`'s events, while it does (the last write of the channel
+    /// was refused for good: for example its stream key holds a string). `None` once a
+    /// write of the channel succeeds again.
+    pub fn rejection(&self, channel: &str) -> Option<BusError> {
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(channel)
+            .cloned()
     }
 }
 
@@ -255,45 +284,6 @@ impl Inner {
         }
     }
 
-    async fn write_batch(&self, batch: &[(u64, CueEvent)]) -> redis::RedisResult<()> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (_, event) in batch {
-            let cue = event.cue();
-            let event_json = serde_json::to_string(event).unwrap_or_default();
-            pipe.cmd("XADD")
-                .arg(self.stream_key(&cue.channel))
-                .arg("MAXLEN")
-                .arg(self.history)
-                .arg("*")
-                .arg("e")
-                .arg(event_json)
-                .ignore();
-            match event {
-                CueEvent::Start(c) | CueEvent::Update(c) => {
-                    let cue_json = serde_json::to_string(c).unwrap_or_default();
-                    pipe.cmd("HSET")
-                        .arg(self.active_key(&c.channel))
-                        .arg(&c.id)
-                        .arg(cue_json)
-                        .ignore();
-                }
-                CueEvent::End(c) => {
-                    pipe.cmd("HDEL")
-                        .arg(self.active_key(&c.channel))
-                        .arg(&c.id)
-                        .ignore();
-                }
-            }
-        }
-        let mut conn = self.conn().await?;
-        let result: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
-        if result.is_err() {
-            self.drop_conn().await;
-        }
-        result
-    }
-
     fn outbox_len(&self) -> usize {
         self.outbox
             .lock()
@@ -301,75 +291,51 @@ impl Inner {
             .items
             .len()
     }
-}
 
-/// The one writer: drains the outbox in order, batch by batch, retrying with back-off.
-async fn writer(inner: Arc<Inner>) {
-    let initial = Duration::from_millis(inner.settings.retry_initial_ms);
-    let max = Duration::from_millis(inner.settings.retry_max_ms);
-    let mut backoff = initial;
-    let mut outage_since: Option<std::time::Instant> = None;
-    loop {
-        let batch: Vec<(u64, CueEvent)> = {
-            let ob = inner.outbox.lock().unwrap_or_else(|p| p.into_inner());
-            ob.items
-                .iter()
-                .take(inner.settings.batch)
-                .cloned()
-                .collect()
+    /// Take these events out of the outbox (written or refused). They are all among its
+    /// first `redis.batch` entries, at or below the highest of them.
+    fn remove_from_outbox(&self, done: &HashSet<u64>) {
+        let Some(&last) = done.iter().max() else {
+            return;
         };
-        if batch.is_empty() {
-            inner.progress.notify_waiters();
-            tokio::select! {
-                _ = inner.wake.notified() => continue,
-                _ = inner.shutdown.cancelled() => return,
-            }
+        let mut ob = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        let head = ob.items.iter().take_while(|(s, _)| *s <= last).count();
+        let kept: Vec<_> = ob
+            .items
+            .drain(..head)
+            .filter(|(s, _)| !done.contains(s))
+            .collect();
+        for item in kept.into_iter().rev() {
+            ob.items.push_front(item);
         }
-        match inner.write_batch(&batch).await {
-            Ok(()) => {
-                let last_seq = batch.last().map(|(s, _)| *s).unwrap_or(0);
-                {
-                    let mut ob = inner.outbox.lock().unwrap_or_else(|p| p.into_inner());
-                    while ob.items.front().is_some_and(|(s, _)| *s <= last_seq) {
-                        ob.items.pop_front();
-                    }
-                }
-                inner
-                    .stored
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                inner.healthy.store(true, Ordering::Relaxed);
-                if let Some(since) = outage_since.take() {
-                    inner.reconnects.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(
-                        url = %crate::redact::redact_url(&inner.url),
-                        outage_ms = since.elapsed().as_millis() as u64,
-                        buffered = inner.outbox_len(),
-                        dropped_total = inner.dropped.load(Ordering::Relaxed),
-                        "cue bus: redis reachable again, flushing buffered cues"
-                    );
-                }
-                backoff = initial;
-                inner.progress.notify_waiters();
-            }
-            Err(e) => {
-                inner.healthy.store(false, Ordering::Relaxed);
-                if outage_since.is_none() {
-                    outage_since = Some(std::time::Instant::now());
-                    tracing::warn!(
-                        url = %crate::redact::redact_url(&inner.url),
-                        error = %e,
-                        buffered = inner.outbox_len(),
-                        "cue bus: cannot write to redis; buffering cues and retrying"
-                    );
-                } else {
-                    tracing::debug!(url = %crate::redact::redact_url(&inner.url), error = %e, "cue bus: redis write retry failed");
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = inner.shutdown.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(max);
-            }
+    }
+
+    /// Redis refused `n` events of `channel` for good: count them and keep the error as
+    /// the channel's fault, logged when it starts or changes.
+    fn reject(&self, channel: &str, n: usize, error: BusError) {
+        let total = self.rejected.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        let message = error.to_string();
+        *self
+            .last_rejection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(message.clone());
+        let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let new = faults
+            .get(channel)
+            .is_none_or(|old| old.to_string() != message);
+        if new {
+            tracing::error!(channel = %channel, events = n, rejected_total = total, error = %message, "cue bus: redis refuses this channel's cue events; dropping them (not retried)");
+        } else {
+            tracing::debug!(channel = %channel, events = n, rejected_total = total, "cue bus: redis still refuses this channel's cue events");
+        }
+        faults.insert(channel.to_string(), error);
+    }
+
+    /// A write of `channel` went through: its fault, if any, is over.
+    fn clear_fault(&self, channel: &str) {
+        let mut faults = self.faults.lock().unwrap_or_else(|p| p.into_inner());
+        if faults.remove(channel).is_some() {
+            tracing::info!(channel = %channel, "cue bus: redis accepts this channel's cue events again");
         }
     }
 }
@@ -662,6 +628,12 @@ impl CueBus for RedisBus {
             dropped: i.dropped.load(Ordering::Relaxed),
             reconnects: i.reconnects.load(Ordering::Relaxed),
             healthy: i.healthy.load(Ordering::Relaxed),
+            rejected: i.rejected.load(Ordering::Relaxed),
+            last_rejection: i
+                .last_rejection
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }

@@ -123,18 +123,47 @@ impl RedisServer {
         Self::spawn(port).unwrap_or_else(|why| panic!("redis-server did not start: {why}"))
     }
 
+    /// A server that keeps its data in `dir`: an append-only file fsynced before every
+    /// reply (`appendfsync always`), so a `kill` (SIGKILL, a crash) followed by
+    /// `start_persistent_on(port, dir)` loses nothing the server acknowledged.
+    pub fn start_persistent(dir: &std::path::Path) -> Self {
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Self::spawn_with(free_port(), Some(dir)) {
+                Ok(server) => return server,
+                Err(why) => last = why,
+            }
+        }
+        panic!("redis-server did not start: {last}");
+    }
+
+    /// A persistent server on this port, reloading what `dir` holds (after `kill`).
+    pub fn start_persistent_on(port: u16, dir: &std::path::Path) -> Self {
+        Self::spawn_with(port, Some(dir))
+            .unwrap_or_else(|why| panic!("redis-server did not start: {why}"))
+    }
+
     fn spawn(port: u16) -> Result<Self, String> {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
+        Self::spawn_with(port, None)
+    }
+
+    fn spawn_with(port: u16, data_dir: Option<&std::path::Path>) -> Result<Self, String> {
+        let port_arg = port.to_string();
+        let mut args = vec!["--port", &port_arg, "--bind", "127.0.0.1", "--save", ""];
+        let dir_arg = data_dir.map(|d| d.display().to_string());
+        match dir_arg.as_deref() {
+            Some(dir) => args.extend([
+                "--dir",
+                dir,
                 "--appendonly",
-                "no",
-            ])
+                "yes",
+                "--appendfsync",
+                "always",
+            ]),
+            None => args.extend(["--appendonly", "no"]),
+        }
+        let child = Command::new("redis-server")
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
