@@ -192,6 +192,7 @@ pub async fn analyze(
             matching: settings.matching.clone(),
             lossless: true,
             evidence: None,
+            controls: None,
         },
         source.frames,
         Some(analyzer),

@@ -29,6 +29,27 @@ pub struct Cue {
     /// Product details for display (title, price, url, image...), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub product: Option<serde_json::Value>,
+    /// Who made it: recognition (the default, left out of the JSON) or an operator's pin
+    /// (`"source": "operator"`).
+    #[serde(default, skip_serializing_if = "CueSource::is_auto")]
+    pub source: CueSource,
+}
+
+/// Who made a cue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CueSource {
+    /// Recognition (the pipeline).
+    #[default]
+    Auto,
+    /// An operator pinned the product (console or `POST /v1/channels/{id}/pins`).
+    Operator,
+}
+
+impl CueSource {
+    pub fn is_auto(&self) -> bool {
+        *self == CueSource::Auto
+    }
 }
 
 /// A box at one instant: `x, y, w, h` in [0, 1] of the picture.
@@ -137,6 +158,7 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         let cue = Cue {
+            source: Default::default(),
             id: cue_id("news", 3, "sku-1"),
             channel: "news".into(),
             product_id: "sku-1".into(),

@@ -40,6 +40,7 @@ pub mod manifest;
 pub mod matching;
 pub mod media;
 pub mod metrics;
+pub mod operator;
 pub mod origin;
 pub mod pipeline;
 pub mod redact;

@@ -29,6 +29,7 @@ fn origin() -> ChannelOrigin {
 
 fn cue(id: &str, product: &str, start: DateTime<Utc>, end: Option<DateTime<Utc>>) -> Cue {
     Cue {
+        source: Default::default(),
         id: id.into(),
         channel: "news".into(),
         product_id: product.into(),

@@ -131,6 +131,7 @@ fn product_cue_sections_decode_to_the_intended_fields() {
 #[test]
 fn daterange_scte35_cmd_decodes() {
     let cue = Cue {
+        source: Default::default(),
         id: "cue-abc".into(),
         channel: "news".into(),
         product_id: "sku-77".into(),

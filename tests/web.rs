@@ -245,6 +245,7 @@ fn ms(t: DateTime<Utc>) -> i64 {
 fn product_cue(n: u64, start: DateTime<Utc>, end: Option<DateTime<Utc>>, span: TimeDelta) -> Cue {
     let product_id = format!("sku-{n}");
     Cue {
+        source: Default::default(),
         id: cue_id(CHANNEL, n, &product_id),
         channel: CHANNEL.into(),
         product_id,

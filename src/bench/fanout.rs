@@ -213,6 +213,7 @@ fn event_line(i: usize, sent_ns: u64) -> String {
     let k = i / 5;
     let product_id = format!("sku-{:05}", k % 997);
     let cue = Cue {
+        source: Default::default(),
         id: shopcue::cue::cue_id("bench", k as u64, &product_id),
         channel: "bench".into(),
         product_id,

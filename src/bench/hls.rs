@@ -139,6 +139,7 @@ fn cues(segments: usize) -> Vec<Cue> {
         .map(|i| {
             let start = segment_start(FIRST_MSN + i) + chrono::TimeDelta::milliseconds(500);
             Cue {
+                source: Default::default(),
                 id: shopcue::cue::cue_id("bench", i, "sku-42"),
                 channel: "bench".into(),
                 product_id: format!("sku-{i}"),

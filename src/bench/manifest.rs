@@ -59,6 +59,7 @@ pub fn synthetic_ledger(n: usize, first_msn: u64) -> CueLedger {
     for i in (0..n).step_by(2) {
         let start = t0 + Duration::milliseconds((first_msn as i64 + i as i64) * 2000 + 500);
         let cue = Cue {
+            source: Default::default(),
             id: shopcue::cue::cue_id("bench", i as u64, "sku-42"),
             channel: "bench".into(),
             product_id: format!("sku-{}", i % 97),

@@ -17,12 +17,24 @@ struct Asset {
 }
 
 const INDEX: &str = include_str!("../../web/dashboard/index.html");
+/// The operator console (its API needs the admin key; the page itself holds nothing).
+const CONSOLE: &str = include_str!("../../web/dashboard/console.html");
 
 const ASSETS: &[Asset] = &[
     Asset {
         path: "dashboard.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_str!("../../web/dashboard/dashboard.js"),
+    },
+    Asset {
+        path: "console.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("../../web/dashboard/console.js"),
+    },
+    Asset {
+        path: "console.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_str!("../../web/dashboard/console.css"),
     },
     Asset {
         path: "dashboard.css",
@@ -49,13 +61,17 @@ const ASSETS: &[Asset] = &[
 /// Same-origin only: the page talks to the sidecar that served it and nothing else.
 /// uPlot sizes its elements through inline styles, hence `'unsafe-inline'` for styles.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-                   img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
+                   img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'";
 
 /// The dashboard routes; merge into the sidecar's router.
 pub fn router() -> Router {
     let mut r = Router::new()
         .route("/dashboard", get(index))
-        .route("/dashboard/", get(index));
+        .route("/dashboard/", get(index))
+        .route(
+            "/dashboard/console",
+            get(|| async { file("text/html; charset=utf-8", CONSOLE) }),
+        );
     for a in ASSETS {
         r = r.route(
             &format!("/dashboard/{}", a.path),
@@ -98,7 +114,7 @@ mod tests {
             .collect();
         let mut named = 0;
         for attr in ["src=\"", "href=\""] {
-            for part in INDEX.split(attr).skip(1) {
+            for part in [INDEX, CONSOLE].iter().flat_map(|p| p.split(attr).skip(1)) {
                 let url = part.split('"').next().unwrap_or("");
                 if url.starts_with("/dashboard/") {
                     assert!(served.iter().any(|s| s == url), "{url} is not served");

@@ -764,6 +764,7 @@ mod tests {
     fn events_encode_with_type_offset_and_cue() {
         let t = chrono::DateTime::from_timestamp_millis(1_795_000_000_040).unwrap();
         let cue = Cue {
+            source: Default::default(),
             id: cue_id("news", 1, "sku"),
             channel: "news".into(),
             product_id: "sku".into(),

@@ -27,6 +27,7 @@ use super::{ApiError, require_admin};
 use crate::catalog::feedback::{self, FeedbackStore, Kind, NewPhoto, RetrainReport, Stored};
 use crate::catalog::{Catalog, CatalogError, CatalogSettings};
 use crate::matching::{CueEvidence, EvidenceStore};
+use crate::operator::{AuditEntry, AuditLog, key_id};
 
 /// What the feedback routes need.
 #[derive(Clone)]
@@ -39,6 +40,8 @@ pub struct FeedbackState {
     pub admin_key: String,
     /// One retrain at a time; a second request while one runs is answered 409.
     retraining: Arc<tokio::sync::Mutex<()>>,
+    /// Where verdicts and retrains are recorded (the console's audit log).
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl FeedbackState {
@@ -56,6 +59,25 @@ impl FeedbackState {
             settings: settings.clone(),
             admin_key: admin_key.to_string(),
             retraining: Arc::default(),
+            audit: None,
+        }
+    }
+
+    /// Record verdicts and retrains in `audit`.
+    pub fn with_audit(mut self, audit: Arc<AuditLog>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    fn audit(&self, channel: Option<&str>, action: &str, detail: String) {
+        if let Some(log) = &self.audit {
+            log.record(AuditEntry {
+                at: chrono::Utc::now(),
+                key_id: key_id(&self.admin_key),
+                channel: channel.map(str::to_string),
+                action: action.into(),
+                detail,
+            });
         }
     }
 }
@@ -181,7 +203,15 @@ async fn give_feedback(
     })
     .await
     .map_err(|e| ApiError::Internal(format!("feedback task: {e}")))??;
-    tracing::info!(%channel, cue = %cue_id, verdict = %verdict.verdict, "operator feedback stored");
+    let what: Vec<String> = stored
+        .iter()
+        .map(|s| format!("{} {:?} +{}", s.product_id, s.kind, s.done.stored))
+        .collect();
+    st.audit(
+        Some(&channel),
+        "feedback",
+        format!("{} {cue_id}: {}", verdict.verdict, what.join(", ")),
+    );
     Ok((StatusCode::CREATED, Json(FeedbackAnswer { cue_id, stored })))
 }
 
@@ -190,7 +220,24 @@ async fn retrain(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     require_admin(&headers, &st.admin_key)?;
-    Ok(Json(retrain_now(&st).await?))
+    let report = retrain_now(&st).await?;
+    st.audit(
+        None,
+        "retrain",
+        format!(
+            "{} photos of {} products; {} -> {} vectors{}",
+            report.photos,
+            report.products,
+            report.vectors_before,
+            report.vectors_after,
+            if report.projection_learned {
+                ", projection learned"
+            } else {
+                ""
+            }
+        ),
+    );
+    Ok(Json(report))
 }
 
 /// Retrain from the stored feedback now, off the async workers (the admin route and the

@@ -105,6 +105,26 @@ impl RgbImage {
         out
     }
 
+    /// A JPEG no larger than `max_side` on either side (the console's cue crops).
+    pub fn to_jpeg_thumbnail(&self, max_side: u32, quality: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        let Some(buf) = image::RgbImage::from_raw(self.width, self.height, self.data.clone())
+        else {
+            return out;
+        };
+        let scale = (max_side.max(1) as f32 / self.width.max(self.height).max(1) as f32).min(1.0);
+        let (w, h) = (
+            ((self.width as f32 * scale).round() as u32).max(1),
+            ((self.height as f32 * scale).round() as u32).max(1),
+        );
+        let small = image::imageops::thumbnail(&buf, w, h);
+        let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
+        use image::ImageEncoder;
+        // Writing into a Vec only fails on inconsistent sizes, which `thumbnail` rules out.
+        let _ = enc.write_image(small.as_raw(), w, h, image::ExtendedColorType::Rgb8);
+        out
+    }
+
     #[inline]
     pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
         let o = (y as usize * self.width as usize + x as usize) * 3;

@@ -248,6 +248,7 @@ mod tests {
 
     pub(crate) fn cue(id: &str, start: &str, end: Option<&str>) -> Cue {
         Cue {
+            source: Default::default(),
             id: id.into(),
             channel: "news".into(),
             product_id: "sku-1".into(),

@@ -199,6 +199,7 @@ pub(crate) mod tests {
             .unwrap()
             .with_timezone(&Utc);
         Cue {
+            source: Default::default(),
             id: crate::cue::cue_id("news", 3, "sku-1"),
             channel: "news".into(),
             product_id: "sku-1".into(),

@@ -323,6 +323,7 @@ impl CueBuilder {
 
     fn cue(&self, shot: u64, track: &Track, end: Option<DateTime<Utc>>) -> Cue {
         Cue {
+            source: Default::default(),
             id: cue_id(&self.channel, shot, &track.product_id),
             channel: self.channel.clone(),
             product_id: track.product_id.clone(),

@@ -19,6 +19,9 @@ pub struct CueEvidence {
     pub sightings: Vec<(f32, Arc<[f32]>)>,
 }
 
+/// A cue's crop (JPEG) as the channel saw it when the cue started, for the console.
+pub type Crop = Arc<Vec<u8>>;
+
 /// The evidence of a channel's latest `capacity` cues.
 #[derive(Debug)]
 pub struct EvidenceStore {
@@ -30,6 +33,7 @@ pub struct EvidenceStore {
 #[derive(Debug, Default)]
 struct Inner {
     by_cue: HashMap<String, CueEvidence>,
+    crops: HashMap<String, Crop>,
     /// Cue ids, oldest first.
     order: VecDeque<String>,
 }
@@ -57,9 +61,23 @@ impl EvidenceStore {
         while inner.order.len() > self.capacity {
             if let Some(old) = inner.order.pop_front() {
                 inner.by_cue.remove(&old);
+                inner.crops.remove(&old);
                 self.forgotten.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Keep a cue's crop (only for a cue whose evidence is held).
+    pub fn put_crop(&self, cue_id: &str, jpeg: Vec<u8>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.by_cue.contains_key(cue_id) && !jpeg.is_empty() {
+            inner.crops.insert(cue_id.to_string(), Arc::new(jpeg));
+        }
+    }
+
+    pub fn crop(&self, cue_id: &str) -> Option<Crop> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.crops.get(cue_id).cloned()
     }
 
     pub fn get(&self, cue_id: &str) -> Option<CueEvidence> {
@@ -129,6 +147,13 @@ mod tests {
         assert!(store.get("a").is_none(), "a was the oldest");
         assert!(store.get("b").is_some() && store.get("c").is_some());
         assert_eq!(store.forgotten(), 1);
+        // Crops go with their cue's evidence.
+        store.put_crop("b", vec![1, 2, 3]);
+        store.put_crop("zzz", vec![1]);
+        assert_eq!(store.crop("b").unwrap().as_slice(), &[1, 2, 3]);
+        assert!(store.crop("zzz").is_none(), "no evidence, no crop");
+        store.put(ev("d", &[0.5]));
+        assert!(store.crop("b").is_none(), "forgotten with its cue");
     }
 
     #[test]

@@ -35,14 +35,16 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::catalog::{Analyzer, Product};
-use crate::cue::CueEvent;
+use crate::cue::{BoxSample, CueEvent};
 use crate::frame::{Frame, I420Image};
+use crate::inference::{BBox, RgbImage};
 use crate::ingest::progress::AnalysisProgress;
 use crate::matching::{
     CueBuilder, EvidenceStore, MatchedDetection, MatchingSettings, SampleResult, SampleTicket,
     Sampler, WHOLE_FRAME_CLASS, fill_products,
 };
 use crate::metrics::ChannelMetrics;
+use crate::operator::ChannelControls;
 use crate::shots::{ShotConfig, ShotDetector, ShotEvent};
 
 pub use work::{Work, WorkQueue};
@@ -75,6 +77,8 @@ pub struct PipelineConfig {
     /// Where cues leave their evidence for operator feedback (`None`: none kept, and
     /// query embeddings are not carried past inference).
     pub evidence: Option<Arc<EvidenceStore>>,
+    /// The operator's controls of the channel (its live similarity threshold).
+    pub controls: Option<Arc<ChannelControls>>,
 }
 
 /// Everything the pipeline produces, in order, from the inference thread.
@@ -202,6 +206,8 @@ impl Pipeline {
                 evidence: config.evidence.clone(),
                 matching: config.matching.clone(),
                 learned,
+                controls: config.controls.clone(),
+                threshold: None,
             };
             std::thread::Builder::new()
                 .name(format!("infer-{}", config.channel))
@@ -415,7 +421,13 @@ struct InferenceCtx {
     /// The configured thresholds, and whether the builder's follow a learned projection.
     matching: MatchingSettings,
     learned: bool,
+    controls: Option<Arc<ChannelControls>>,
+    /// The operator's threshold the builder follows, when set.
+    threshold: Option<f32>,
 }
+
+/// Longest side of a cue's crop kept for the console, in pixels.
+const CROP_SIDE: u32 = 192;
 
 /// Whether the analyzer's catalog has a learned projection (no analyzer: as if it had).
 fn learned_projection(analyzer: Option<&Analyzer>) -> bool {
@@ -442,7 +454,7 @@ impl InferenceCtx {
                     (self.sink)(Output::Shot(e));
                 }
                 Work::Sample(ticket, image) => {
-                    self.follow_catalog();
+                    self.follow_settings();
                     let mut outcome = self.analyze(ticket, &image);
                     self.queue.done();
                     // The detections go to the builder and come back for the sink: no copy.
@@ -458,7 +470,15 @@ impl InferenceCtx {
                     outcome.detections = result.detections;
                     let trigger = outcome.ticket.wallclock;
                     (self.sink)(Output::Sample(outcome));
+                    let starts: Vec<(String, BoxSample)> = events
+                        .iter()
+                        .filter_map(|e| match e {
+                            CueEvent::Start(c) => c.boxes.last().map(|b| (c.id.clone(), *b)),
+                            _ => None,
+                        })
+                        .collect();
                     self.emit_cues(events, trigger);
+                    self.keep_crops(&starts, &image);
                 }
             }
             report_progress(&self.queue, self.progress.as_deref());
@@ -470,16 +490,47 @@ impl InferenceCtx {
     }
 
     /// A catalog retrained while the channel runs may have gained (or lost) a learned
-    /// projection: its similarity scale changed, and so do the thresholds.
-    fn follow_catalog(&mut self) {
+    /// projection: its similarity scale changed, and so do the thresholds. An operator may
+    /// have set the channel's similarity threshold.
+    fn follow_settings(&mut self) {
         let learned = learned_projection(self.analyzer.as_ref());
-        if learned != self.learned {
-            self.learned = learned;
-            self.builder.retune(&self.matching.for_catalog(learned));
-            tracing::info!(
-                learned,
-                "catalog changed its similarity scale; matching thresholds follow"
-            );
+        let threshold = self.controls.as_ref().and_then(|c| c.threshold());
+        if learned == self.learned && threshold == self.threshold {
+            return;
+        }
+        self.learned = learned;
+        self.threshold = threshold;
+        let mut s = self.matching.for_catalog(learned);
+        if let Some(t) = threshold {
+            s.min_similarity = t;
+        }
+        self.builder.retune(&s);
+        tracing::info!(
+            learned,
+            ?threshold,
+            min_similarity = s.min_similarity,
+            "matching thresholds follow the catalog's scale and the operator"
+        );
+    }
+
+    /// Crops of the cues that start (their last box in this frame) for the console.
+    fn keep_crops(&self, starts: &[(String, BoxSample)], image: &I420Image) {
+        let Some(store) = &self.evidence else {
+            return;
+        };
+        if starts.is_empty() {
+            return;
+        }
+        let rgb = RgbImage::from_i420(image);
+        for (id, b) in starts {
+            let bbox = BBox {
+                x: b.x,
+                y: b.y,
+                w: b.w,
+                h: b.h,
+            };
+            let crop = rgb.crop(bbox.to_rect(rgb.width, rgb.height));
+            store.put_crop(id, crop.to_jpeg_thumbnail(CROP_SIDE, 80));
         }
     }
 

@@ -36,6 +36,10 @@ use crate::inference::Models;
 use crate::ingest::progress::AnalysisProgress;
 use crate::ingest::{self, ChannelState, ChannelStats, IngestOptions, OnError, SourceSpec};
 use crate::matching::EvidenceStore;
+use crate::operator::{AuditLog, ChannelControls};
+
+/// Operator actions the console's audit log keeps (newest first).
+const AUDIT_ENTRIES: usize = 1000;
 use crate::metrics::{ChannelMetrics, Metrics};
 use crate::pipeline::{Output, Pipeline, PipelineConfig, PipelineStats};
 use supervise::{AttemptEnd, Supervision};
@@ -102,6 +106,8 @@ pub struct ChannelRuntime {
     /// The evidence of the channel's latest cues, for operator feedback; kept across
     /// attempts.
     pub evidence: Arc<EvidenceStore>,
+    /// The operator's pins, suppressions and threshold; kept across attempts.
+    pub controls: Arc<ChannelControls>,
     ingest: Arc<ChannelStats>,
     pipeline: Mutex<Option<Arc<PipelineStats>>>,
 }
@@ -118,6 +124,7 @@ impl ChannelRuntime {
             progress,
             supervision: Supervision::default(),
             evidence: Arc::new(EvidenceStore::new(evidence_cues)),
+            controls: Arc::new(ChannelControls::new(c.id.clone())),
             pipeline: Mutex::new(None),
         }
     }
@@ -261,6 +268,25 @@ impl Sidecar {
         ))
         .merge(http::hls::router(hls.clone()).layer(cors.clone()))
         .merge(http::web::router().layer(cors.clone()));
+        let audit = Arc::new(AuditLog::new(AUDIT_ENTRIES));
+        router = router.merge(http::console::router(http::console::ConsoleState {
+            channels: Arc::new(
+                channels
+                    .iter()
+                    .map(|c| {
+                        let ch = http::console::ConsoleChannel {
+                            controls: c.controls.clone(),
+                            evidence: c.evidence.clone(),
+                        };
+                        (c.id.clone(), ch)
+                    })
+                    .collect(),
+            ),
+            bus: bus.clone(),
+            catalog: catalog.clone(),
+            audit: audit.clone(),
+            admin_key: settings.server.admin_key.clone(),
+        }));
         let mut feedback = None;
         if let Some(dir) = catalog.as_ref().and_then(|c| c.dir()) {
             let store = Arc::new(FeedbackStore::new(dir, &settings.catalog));
@@ -274,7 +300,8 @@ impl Sidecar {
                 evidence,
                 &settings.catalog,
                 &settings.server.admin_key,
-            );
+            )
+            .with_audit(audit.clone());
             router = router.merge(http::feedback::router(state.clone()));
             feedback = Some(state);
         }
@@ -586,11 +613,13 @@ fn spawn_pipeline(
         matching: ctx.settings.matching.clone(),
         lossless: false,
         evidence: Some(rt.evidence.clone()),
+        controls: Some(rt.controls.clone()),
     };
     let sink = {
         let metrics = rt.metrics.clone();
         let channel = rt.id.clone();
         let bus = ctx.bus.clone();
+        let controls = rt.controls.clone();
         Box::new(move |out: Output| match out {
             Output::Cue { event, trigger } => {
                 let latency = (Utc::now() - trigger).num_microseconds().unwrap_or(0);
@@ -598,14 +627,24 @@ fn spawn_pipeline(
                     .glass_to_cue_seconds
                     .observe(latency.max(0) as f64 / 1e6);
                 tracing::debug!(%channel, kind = event.kind(), product = %event.cue().product_id, "cue");
-                bus.publish(event);
+                // An operator's suppression holds the product's automatic cues.
+                if let Some(event) = controls.filter(event, Utc::now()) {
+                    bus.publish(event);
+                }
             }
             Output::Shot(e) => {
                 if let crate::shots::ShotEvent::Started(s) = e {
                     tracing::debug!(%channel, shot = s.index, frame = s.start_frame, "shot");
                 }
             }
-            Output::Sample(o) => trace_sample(&channel, &o),
+            Output::Sample(o) => {
+                controls.note_sample(
+                    o.ticket.shot_index,
+                    o.ticket.pts_ns as f64 / 1e9,
+                    o.ticket.wallclock,
+                );
+                trace_sample(&channel, &o);
+            }
         })
     };
     Pipeline::spawn(

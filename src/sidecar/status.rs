@@ -259,6 +259,7 @@ pub async fn sample_every_second(st: std::sync::Arc<SidecarState>, stop: Cancell
         m.sync_counter("bus_published", bus.published);
         m.sync_counter("bus_stored", bus.stored);
         m.sync_counter("bus_dropped", bus.dropped);
+        m.sync_counter("bus_rejected", bus.rejected);
         m.sync_counter("bus_reconnects", bus.reconnects);
         let hs = st.hls.stats();
         m.sync_counter(

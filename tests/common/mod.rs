@@ -251,6 +251,7 @@ pub fn t(ms: i64) -> DateTime<Utc> {
 pub fn cue(channel: &str, n: u64) -> Cue {
     let product_id = format!("sku-{n}");
     Cue {
+        source: Default::default(),
         id: cue_id(channel, n, &product_id),
         channel: channel.into(),
         product_id,
