@@ -71,6 +71,10 @@ pub struct ServerSettings {
     /// the feed, the player SDK): `["*"]` for any, or exact origins
     /// (`https://shop.example`). Admin routes never answer other origins.
     pub cors_origins: Vec<String>,
+    /// `/v1/status`, `/v1/status/history` and `/metrics` need the admin key too (the
+    /// dashboard page then asks for it; Prometheus sends it as a bearer token).
+    /// `/healthz` and `/readyz` stay open for probes.
+    pub protect_ops: bool,
 }
 
 impl Default for ServerSettings {
@@ -79,6 +83,7 @@ impl Default for ServerSettings {
             listen: "127.0.0.1:8080".into(),
             admin_key: String::new(),
             cors_origins: vec![crate::http::cors::ANY.to_string()],
+            protect_ops: false,
         }
     }
 }
@@ -150,6 +155,13 @@ impl Settings {
                     "is {key_len} bytes; an admin key needs at least {MIN_ADMIN_KEY_BYTES} \
                      (e.g. `openssl rand -hex 24`), or leave it empty to disable admin endpoints"
                 ),
+            ));
+        }
+        if self.server.protect_ops && key_len == 0 {
+            return Err(invalid(
+                "server.protect_ops",
+                "needs server.admin_key: without a key nobody could read status or metrics"
+                    .to_string(),
             ));
         }
         for origin in &self.server.cors_origins {
@@ -381,6 +393,12 @@ mod tests {
         let e = short.unwrap_err().to_string();
         assert!(
             e.contains("server.admin_key") && e.contains("5 bytes"),
+            "{e}"
+        );
+        let locked = Settings::load(None, env(&[("SHOPCUE__SERVER__PROTECT_OPS", "true")]));
+        let e = locked.unwrap_err().to_string();
+        assert!(
+            e.contains("server.protect_ops") && e.contains("admin_key"),
             "{e}"
         );
     }

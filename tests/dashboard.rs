@@ -236,3 +236,87 @@ async fn dashboard_shows_live_channels_in_a_browser() {
         .expect("shutdown finishes")
         .expect("clean shutdown");
 }
+
+/// `server.protect_ops`: status, history and metrics need the admin key (header or bearer
+/// token), the probes do not, and the dashboard asks for the key and then shows the live
+/// status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_status_needs_the_key_and_the_dashboard_asks_for_it() {
+    const KEY: &str = "ops-test-admin-key-123";
+    let mut s = test_settings();
+    s.channels.clear();
+    s.server.admin_key = KEY.into();
+    s.server.protect_ops = true;
+    s.validate().expect("settings are valid");
+    let sidecar = Sidecar::start(s, CancellationToken::new())
+        .await
+        .expect("sidecar starts");
+    let base = format!("http://{}", sidecar.addr);
+    let client = reqwest::Client::new();
+    for path in ["/v1/status", "/v1/status/history", "/metrics"] {
+        let r = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path} without the key");
+        let r = client
+            .get(format!("{base}{path}"))
+            .header("x-api-key", "wrong-key-wrong-key")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path} with a wrong key");
+        let r = client
+            .get(format!("{base}{path}"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path} with the key");
+    }
+    for probe in ["/healthz", "/readyz"] {
+        assert_eq!(get(&format!("{base}{probe}")).await.0, 200, "{probe}");
+    }
+    // The page itself is served; it asks for the key, then goes live.
+    assert_eq!(get(&format!("{base}/dashboard")).await.0, 200);
+    if let Some(mut b) = common::browser::Browser::launch(
+        "protected_status_needs_the_key_and_the_dashboard_asks_for_it",
+    )
+    .await
+    {
+        b.goto(&format!("{base}/dashboard")).await;
+        let poll = |js: &'static str| js;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while b
+            .eval(poll("!document.getElementById('signin').hidden"))
+            .await
+            != true
+        {
+            assert!(tokio::time::Instant::now() < deadline, "no sign-in form");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        b.eval(&format!(
+            "document.getElementById('key').value = '{KEY}';
+             document.getElementById('signin').requestSubmit(); true"
+        ))
+        .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while b
+            .eval(poll("document.getElementById('conn').dataset.conn"))
+            .await
+            != "live"
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the dashboard did not go live"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(
+            b.eval("document.getElementById('signin').hidden").await,
+            true
+        );
+        b.close().await;
+    }
+    tokio::time::timeout(Duration::from_secs(30), sidecar.shutdown())
+        .await
+        .expect("shutdown finishes")
+        .expect("clean shutdown");
+}

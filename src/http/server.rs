@@ -33,25 +33,44 @@ struct Ops {
     history: HistoryFn,
 }
 
-/// The operational routes; merge the feature routers into the result.
+/// The operational routes; merge the feature routers into the result. With `key`, status,
+/// history and metrics need it (`x-api-key` or a bearer token); the probes never do.
 pub fn ops_router(
     metrics: Arc<Metrics>,
     ready: ReadyFn,
     status: StatusFn,
     history: HistoryFn,
+    key: Option<String>,
 ) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    let ops = Ops {
+        metrics,
+        ready,
+        status,
+        history,
+    };
+    let mut protected = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/v1/status", get(status_json))
         .route("/v1/status/history", get(history_json))
-        .with_state(Ops {
-            metrics,
-            ready,
-            status,
-            history,
-        })
+        .with_state(ops.clone());
+    if let Some(key) = key {
+        protected = protected.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let key = key.clone();
+                async move {
+                    match super::require_admin(req.headers(), &key) {
+                        Ok(()) => next.run(req).await,
+                        Err(e) => e.into_response(),
+                    }
+                }
+            },
+        ));
+    }
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(ops)
+        .merge(protected)
 }
 
 async fn healthz() -> impl IntoResponse {

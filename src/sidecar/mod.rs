@@ -260,6 +260,10 @@ impl Sidecar {
                     serde_json::to_value(st.history.since(since)).unwrap_or_default()
                 })
             },
+            settings
+                .server
+                .protect_ops
+                .then(|| settings.server.admin_key.clone()),
         )
         .merge(http::dashboard::router())
         .merge(http::cors::guard_websocket(

@@ -63,7 +63,11 @@
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(), TIMEOUT_MS);
     try {
-      const r = await fetch(url, { signal: ctl.signal, cache: 'no-store' });
+      const key = sessionStorage.getItem('shopcue.key');
+      const headers = key ? { 'x-api-key': key } : {};
+      const r = await fetch(url, { signal: ctl.signal, cache: 'no-store', headers });
+      // server.protect_ops: status needs the admin key; ask for it.
+      $('signin').hidden = r.status !== 401 && r.status !== 403;
       if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
       return await r.json();
     } finally {
@@ -339,6 +343,12 @@
     channels: () => [...channels.keys()],
     seriesLengths: (id) => (channels.get(id)?.charts || []).map((c) => c.u.data[0].length),
   };
+
+  $('signin').addEventListener('submit', (e) => {
+    e.preventDefault();
+    sessionStorage.setItem('shopcue.key', $('key').value);
+    $('signin').hidden = true;
+  });
 
   setInterval(renderConnection, 1000);
   poll();
