@@ -682,3 +682,93 @@ async fn proxied_fmp4_segment_carries_id3_emsg_and_still_decodes() {
     assert_eq!(st.emsg_segments.load(Relaxed), 2);
     assert_eq!(st.id3_errors.load(Relaxed), 0);
 }
+
+/// An origin that records every request target (path and query) and answers playlists:
+/// a multivariant playlist naming `index.m3u8?token=abc` (a signed URL) and a media one.
+async fn recording_origin() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let target = head.split(' ').nth(1).unwrap_or("").to_string();
+                log.lock().unwrap().push(target.clone());
+                let body = if target.starts_with("/live/master.m3u8") {
+                    "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nindex.m3u8?token=abc\n"
+                } else {
+                    "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:6\n\
+                     #EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:6.0,\nseg1.ts\n"
+                };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.apple.mpegurl\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// `manifest.client_query = "origin"` (the default): a player's cache-busters neither reach
+/// the origin nor miss the cache; the origin's own parameters (a token in its playlist's
+/// URIs) and LL-HLS directives pass. With `"all"` every parameter passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_query_strings_do_not_bust_the_cache_or_reach_the_origin() {
+    let (origin, seen) = recording_origin().await;
+    let sc = sidecar(&format!("http://{origin}/live/master.m3u8"), |_| {}).await;
+    let (code, master) = get(sc.addr, "/hls/ch/master.m3u8?_=1").await;
+    assert_eq!(code, 200, "{master}");
+    assert!(master.contains("token=abc"), "{master}");
+    for buster in ["1", "2", "3"] {
+        let (code, body) = get(sc.addr, &format!("/hls/ch/index.m3u8?token=abc&_={buster}")).await;
+        assert_eq!(code, 200, "{body}");
+    }
+    let (code, _) = get(sc.addr, "/hls/ch/index.m3u8?_HLS_msn=1&cb=9&token=abc").await;
+    assert_eq!(code, 200);
+    let targets = seen.lock().unwrap().clone();
+    assert_eq!(
+        targets,
+        vec![
+            "/live/master.m3u8".to_string(),
+            "/live/index.m3u8?token=abc".to_string(),
+            "/live/index.m3u8?_HLS_msn=1&token=abc".to_string(),
+        ],
+        "one origin fetch per distinct origin URL, no client parameter"
+    );
+    let ignored = sc
+        .state
+        .stats()
+        .client_query_ignored
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(ignored, 5);
+
+    // "all": the old behaviour, every distinct query is its own origin request.
+    let (origin, seen) = recording_origin().await;
+    let sc = sidecar(&format!("http://{origin}/live/master.m3u8"), |s| {
+        s.manifest.client_query = "all".into();
+    })
+    .await;
+    for buster in ["1", "2"] {
+        assert_eq!(
+            get(sc.addr, &format!("/hls/ch/index.m3u8?token=abc&_={buster}"))
+                .await
+                .0,
+            200
+        );
+    }
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        vec![
+            "/live/index.m3u8?token=abc&_=1".to_string(),
+            "/live/index.m3u8?token=abc&_=2".to_string(),
+        ]
+    );
+}

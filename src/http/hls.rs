@@ -8,7 +8,7 @@
 //! proxied segments overlapping a cue get it as timed ID3: a PES stream in MPEG-TS, `emsg`
 //! boxes in fMP4 (segments under an `EXT-X-MAP`; init sections fetched once, kept bounded).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -78,6 +78,8 @@ pub struct HlsStats {
     pub init_cache_flushes: AtomicU64,
     /// Requests answered 503 because `manifest.max_origin_fetches` were all in flight.
     pub fetches_refused: AtomicU64,
+    /// Requests whose client query parameters were left out (`manifest.client_query`).
+    pub client_query_ignored: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +119,32 @@ pub struct HlsChannel {
     /// Cue events applied; events the ledger refused.
     pub cue_events: AtomicU64,
     pub cue_errors: AtomicU64,
+    /// Query parameter names the origin writes in its URIs (and the channel URL's): the
+    /// ones a client request keeps (`manifest.client_query = "origin"`), bounded.
+    query_names: Mutex<HashSet<String>>,
+}
+
+/// Query parameter names a channel learns from its origin at most.
+const MAX_QUERY_NAMES: usize = 64;
+
+impl HlsChannel {
+    fn learn_query_names(&self, text: &str) {
+        let names = crate::manifest::query::uri_query_names(text);
+        if names.is_empty() {
+            return;
+        }
+        let mut known = lock(&self.query_names);
+        for n in names {
+            if known.len() >= MAX_QUERY_NAMES {
+                break;
+            }
+            known.insert(n);
+        }
+    }
+
+    fn knows_query_name(&self, name: &str) -> bool {
+        lock(&self.query_names).contains(name)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -209,6 +237,8 @@ struct Inner {
     segment_timeout: Duration,
     /// Off: every playlist request fetches and rewrites (benchmarks, diagnostics).
     playlist_cache: AtomicBool,
+    /// `manifest.client_query = "all"`: client query strings pass on whole.
+    client_query_all: bool,
     /// One permit per origin fetch in flight (`manifest.max_origin_fetches`).
     fetch_slots: tokio::sync::Semaphore,
     stats: HlsStats,
@@ -258,7 +288,10 @@ impl HlsState {
                 holdback_forced: AtomicU64::new(0),
                 cue_events: AtomicU64::new(0),
                 cue_errors: AtomicU64::new(0),
+                query_names: Mutex::new(HashSet::new()),
             };
+            // The channel URL's own parameters (e.g. a token) are the origin's too.
+            ch.learn_query_names(&c.url);
             channels.insert(c.id.clone(), Arc::new(ch));
         }
         let i = ingest;
@@ -273,6 +306,7 @@ impl HlsState {
                 playlist_timeout: Duration::from_millis(i.playlist_timeout_ms),
                 segment_timeout: Duration::from_millis(i.segment_timeout_ms),
                 playlist_cache: AtomicBool::new(true),
+                client_query_all: manifest.client_query == "all",
                 fetch_slots: tokio::sync::Semaphore::new(manifest.max_origin_fetches.max(1)),
                 stats: HlsStats::default(),
             }),
@@ -474,7 +508,21 @@ async fn handle(State(st): State<HlsState>, uri: Uri, headers: HeaderMap) -> Res
         return respond(c);
     }
     let rel = match uri.query() {
-        Some(q) => format!("{path}?{q}"),
+        Some(q) if st.client_query_all => format!("{path}?{q}"),
+        Some(q) => {
+            let (kept, dropped) = crate::manifest::query::filter_query(q, |n| {
+                crate::manifest::query::is_delivery_directive(n) || ch.knows_query_name(n)
+            });
+            if dropped {
+                st.stats
+                    .client_query_ignored
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            match kept {
+                Some(kept) => format!("{path}?{kept}"),
+                None => path.to_string(),
+            }
+        }
         None => path.to_string(),
     };
     let url = match ch.origin.origin_url(&rel) {
@@ -561,6 +609,7 @@ async fn build_playlist(st: &Inner, ch: &HlsChannel, url: &Url) -> Cached {
         st.stats.origin_errors.fetch_add(1, Ordering::Relaxed);
         return error_answer(StatusCode::BAD_GATEWAY, "origin playlist is not UTF-8");
     };
+    ch.learn_query_names(text);
     match rewrite(st, ch, url, text, Utc::now()) {
         Ok((text, ttl)) => Cached {
             at: Instant::now(),

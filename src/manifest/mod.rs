@@ -25,6 +25,7 @@ pub mod holdback;
 pub mod id3;
 pub mod path;
 pub mod playlist;
+pub mod query;
 pub mod scte35;
 pub mod ts;
 
@@ -109,6 +110,12 @@ pub struct ManifestSettings {
     /// `Retry-After: 1` at once (counted), never queued: memory stays bounded by this
     /// many times the size limits.
     pub max_origin_fetches: usize,
+    /// Query strings of requests for proxied playlists and segments: `origin` keeps only
+    /// the parameters the origin writes in its playlists' URIs (and the channel URL's, and
+    /// LL-HLS `_HLS_*` directives) for the origin request and the cache key, so client
+    /// additions (cache-busters) neither reach the origin nor miss the cache; `all` passes
+    /// every parameter on.
+    pub client_query: String,
 }
 
 impl Default for ManifestSettings {
@@ -121,6 +128,7 @@ impl Default for ManifestSettings {
             id3: false,
             ledger_capacity: 4_096,
             max_origin_fetches: 64,
+            client_query: "origin".into(),
         }
     }
 }
@@ -158,6 +166,12 @@ impl ManifestSettings {
         }
         if !(1..=10_000).contains(&self.max_origin_fetches) {
             return Err(("max_origin_fetches", "must be from 1 to 10000".into()));
+        }
+        if !["origin", "all"].contains(&self.client_query.as_str()) {
+            return Err((
+                "client_query",
+                format!("`{}` is not `origin` or `all`", self.client_query),
+            ));
         }
         Ok(())
     }

@@ -278,6 +278,10 @@ pub async fn sample_every_second(st: std::sync::Arc<SidecarState>, stop: Cancell
             "hls_fetches_refused",
             hs.fetches_refused.load(Ordering::Relaxed),
         );
+        m.sync_counter(
+            "hls_client_query_ignored",
+            hs.client_query_ignored.load(Ordering::Relaxed),
+        );
         let now_ms = Utc::now().timestamp_millis();
         for rt in &st.channels {
             let cm = &rt.metrics;
