@@ -772,3 +772,44 @@ async fn client_query_strings_do_not_bust_the_cache_or_reach_the_origin() {
         ]
     );
 }
+
+/// The playlist ledger falls behind the bus (more events in one burst than the live
+/// channel holds) while a cue ends: once it catches up the cue's DATERANGE has its
+/// END-DATE (the missed end is replayed, or, when the history no longer has it, found by
+/// comparing with the snapshot), instead of staying open for ever. A single-threaded
+/// runtime guarantees the lag: the burst is published without yielding.
+#[tokio::test]
+async fn a_lagging_playlist_ledger_still_ends_the_cues_it_missed() {
+    let origin = TestOrigin::start("intel_concat.mp4", 1.0, 6, true).await;
+    let sc = sidecar(&origin.media_url(), |_| {}).await;
+    let mut a = common::cue("ch", 1);
+    a.start = Utc::now() - chrono::TimeDelta::seconds(2);
+    for b in &mut a.boxes {
+        b.t = a.start;
+    }
+    sc.bus.publish(CueEvent::Start(a.clone()));
+    wait_for(sc.addr, "/hls/ch/index.m3u8", "the open cue", |p| {
+        daterange_line(p, &a.id).is_some_and(|l| !l.contains("END-DATE"))
+    })
+    .await;
+    // The burst: far more than the live channel's capacity, then the end of `a`, then a
+    // little more, all before the ledger's task can run.
+    let mut b = common::cue("ch", 2);
+    b.start = Utc::now() - chrono::TimeDelta::seconds(1);
+    for i in 0..(shopcue::cuebus::LIVE_CAPACITY + 500) {
+        b.score = (i % 100) as f32 / 100.0;
+        sc.bus.publish(CueEvent::Update(b.clone()));
+    }
+    let mut ended = a.clone();
+    ended.end = Some(Utc::now());
+    sc.bus.publish(CueEvent::End(ended));
+    sc.bus.publish(CueEvent::Update(b.clone()));
+    let media = wait_for(
+        sc.addr,
+        "/hls/ch/index.m3u8",
+        "the END-DATE of the missed end",
+        |p| daterange_line(p, &a.id).is_some_and(|l| l.contains("END-DATE")),
+    )
+    .await;
+    assert!(daterange_line(&media, &b.id).is_some(), "{media}");
+}

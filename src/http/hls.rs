@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::cue::{Cue, CueEvent};
-use crate::cuebus::{CueBus, Offset};
+use crate::cuebus::{CueBus, Offset, Replay};
 use crate::ingest::hls::{FetchError, Fetcher};
 use crate::ingest::progress::AnalysisProgress;
 use crate::ingest::settings::{ChannelSettings, IngestSettings};
@@ -179,8 +179,22 @@ impl HlsChannel {
         slot.fresh()
     }
 
-    fn observe_active(&self, cue: &Cue) {
-        self.apply(&CueEvent::Start(cue.clone()));
+    /// The bus's open cues (a snapshot) into the ledger; a cue the ledger holds open that
+    /// the snapshot does not list has ended unseen: it ends at its last known sighting.
+    fn reconcile(&self, open: &[Cue]) {
+        let missed: Vec<Cue> = lock(&self.cues)
+            .values()
+            .filter(|c| c.end.is_none() && !open.iter().any(|o| o.id == c.id))
+            .cloned()
+            .collect();
+        for mut cue in missed {
+            let last = cue.boxes.iter().map(|b| b.t).max().unwrap_or(cue.start);
+            cue.end = Some(last.max(cue.start));
+            self.apply(&CueEvent::End(cue));
+        }
+        for cue in open {
+            self.apply(&CueEvent::Start(cue.clone()));
+        }
     }
 
     fn prune(&self, now: DateTime<Utc>) {
@@ -349,6 +363,9 @@ impl HlsState {
 
 async fn feed_ledger(ch: Arc<HlsChannel>, bus: Arc<dyn CueBus>, stop: CancellationToken) {
     let retry = Duration::from_secs(1);
+    // The offset the ledger reflects, kept across re-subscriptions: after a lag the
+    // missed events are replayed, so a cue that ended meanwhile gets its END-DATE.
+    let mut seen: Option<Offset> = None;
     loop {
         let mut rx = tokio::select! {
             _ = stop.cancelled() => return,
@@ -360,18 +377,7 @@ async fn feed_ledger(ch: Arc<HlsChannel>, bus: Arc<dyn CueBus>, stop: Cancellati
                 }
             },
         };
-        let mut seen = Offset::ZERO;
-        match bus.snapshot(&ch.id).await {
-            Ok(s) => {
-                seen = s.offset;
-                for c in &s.cues {
-                    ch.observe_active(c);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(channel = %ch.id, error = %e, "HLS cue feed: snapshot failed; live events only")
-            }
-        }
+        let mut at = catch_up(&ch, bus.as_ref(), seen).await;
         let mut prune = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
@@ -379,12 +385,13 @@ async fn feed_ledger(ch: Arc<HlsChannel>, bus: Arc<dyn CueBus>, stop: Cancellati
                 _ = prune.tick() => ch.prune(Utc::now()),
                 r = rx.recv() => match r {
                     Ok(rec) => {
-                        if rec.offset > seen {
+                        if rec.offset > at {
                             ch.apply(&rec.event);
+                            at = rec.offset;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(channel = %ch.id, missed = n, "HLS cue feed lagged; re-reading the snapshot");
+                        tracing::warn!(channel = %ch.id, missed = n, "HLS cue feed lagged; replaying what it missed");
                         break;
                     }
                     Err(broadcast::error::RecvError::Closed) => {
@@ -392,6 +399,41 @@ async fn feed_ledger(ch: Arc<HlsChannel>, bus: Arc<dyn CueBus>, stop: Cancellati
                     }
                 },
             }
+        }
+        seen = Some(at);
+    }
+}
+
+/// Bring the ledger up to the bus: the records after `seen` when the history still has
+/// them, else the snapshot, with every cue the ledger holds open that the snapshot does
+/// not list ended (its end was missed). The offset the ledger now reflects.
+async fn catch_up(ch: &HlsChannel, bus: &dyn CueBus, seen: Option<Offset>) -> Offset {
+    if let Some(after) = seen {
+        match bus.replay(&ch.id, after).await {
+            Ok(Replay::Records(records)) => {
+                let mut at = after;
+                for r in records.iter().filter(|r| r.offset > after) {
+                    ch.apply(&r.event);
+                    at = r.offset;
+                }
+                return at;
+            }
+            Ok(Replay::NotInHistory) => {
+                tracing::warn!(channel = %ch.id, "HLS cue feed: missed events are no longer in the history; reconciling with the snapshot");
+            }
+            Err(e) => {
+                tracing::warn!(channel = %ch.id, error = %e, "HLS cue feed: replay failed; reconciling with the snapshot");
+            }
+        }
+    }
+    match bus.snapshot(&ch.id).await {
+        Ok(s) => {
+            ch.reconcile(&s.cues);
+            s.offset
+        }
+        Err(e) => {
+            tracing::warn!(channel = %ch.id, error = %e, "HLS cue feed: snapshot failed; live events only");
+            seen.unwrap_or(Offset::ZERO)
         }
     }
 }
