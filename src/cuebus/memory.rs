@@ -2,7 +2,7 @@
 //! active cues, all under one lock so an offset, the history and the snapshot agree.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,7 +39,12 @@ pub struct MemoryBus {
     history: usize,
     channels: Mutex<HashMap<String, ChannelState>>,
     published: AtomicU64,
+    /// Channel count at which the next new channel first prunes the empty ones.
+    prune_at: AtomicUsize,
 }
+
+/// Below this many channels nothing is pruned.
+const PRUNE_FLOOR: usize = 64;
 
 impl MemoryBus {
     pub fn new(history: usize) -> Self {
@@ -47,12 +52,22 @@ impl MemoryBus {
             history: history.max(1),
             channels: Mutex::new(HashMap::new()),
             published: AtomicU64::new(0),
+            prune_at: AtomicUsize::new(PRUNE_FLOOR),
         }
     }
 
     fn with_channel<T>(&self, channel: &str, f: impl FnOnce(&mut ChannelState) -> T) -> T {
         // A poisoned lock only means another thread panicked mid-update of plain data.
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if !map.contains_key(channel) && map.len() >= self.prune_at.load(Ordering::Relaxed) {
+            // A channel nothing was published on and nobody subscribes to any more holds
+            // nothing worth keeping; without this every channel id a client ever asked for
+            // would keep its state (and its live buffer) for good. Amortised: the map has
+            // doubled since the last prune.
+            map.retain(|_, st| st.last != Offset::ZERO || st.live.receiver_count() > 0);
+            self.prune_at
+                .store((map.len() * 2).max(PRUNE_FLOOR), Ordering::Relaxed);
+        }
         let state = map
             .entry(channel.to_string())
             .or_insert_with(ChannelState::new);
@@ -154,5 +169,43 @@ fn replay_from(history: &VecDeque<Arc<CueRecord>>, trimmed: bool, after: Offset)
     match history.binary_search_by(|r| r.offset.cmp(&after)) {
         Ok(i) => Replay::Records(history.iter().skip(i + 1).cloned().collect()),
         Err(_) => Replay::NotInHistory,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channels(bus: &MemoryBus) -> usize {
+        bus.channels.lock().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn channels_only_asked_about_do_not_accumulate() {
+        let bus = MemoryBus::new(10);
+        let kept = bus.subscribe("held").await.unwrap();
+        for i in 0..10_000 {
+            let id = format!("random-{i}");
+            drop(bus.subscribe(&id).await.unwrap());
+            bus.snapshot(&id).await.unwrap();
+        }
+        assert!(channels(&bus) <= 2 * PRUNE_FLOOR, "{}", channels(&bus));
+        // A held subscription survives the pruning and still gets its channel's records.
+        let mut kept = kept;
+        let cue = crate::cue::Cue {
+            source: Default::default(),
+            id: "c".into(),
+            channel: "held".into(),
+            product_id: "p".into(),
+            start: chrono::DateTime::from_timestamp_millis(1_795_000_000_000).unwrap(),
+            end: None,
+            pts: 0.0,
+            score: 0.5,
+            shot: 0,
+            boxes: vec![],
+            product: None,
+        };
+        bus.publish(CueEvent::Start(cue));
+        assert_eq!(kept.try_recv().unwrap().channel(), "held");
     }
 }

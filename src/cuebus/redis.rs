@@ -23,7 +23,10 @@
 //! Reading: one task per subscribed channel per process (`XREAD BLOCK` on its own
 //! connection) feeds a local broadcast, so ten thousand WebSocket clients cost one Redis
 //! reader. It resumes from its last id after an error. The task ends when the channel has
-//! had no subscriber for one block interval.
+//! had no subscriber for one block interval. Each reader holds its own connection, so
+//! readers are bounded by whoever subscribes: the WebSocket feed serves at most
+//! `feed.max_channels` channels at once (any channel id a client asks for would otherwise
+//! open one).
 //!
 //! Limits: a cue whose End was never published stays in the active hash (until an End for
 //! it or the key is deleted). A reader that falls more than `bus.history` entries behind

@@ -8,6 +8,15 @@
 //! into its own queue (bounded by `feed.client_queue`) and from there into the socket. A
 //! client that falls `client_queue` behind (ring or queue) is closed with 1008 and counted
 //! in `slow_closed`; nobody else waits for it.
+//!
+//! Channels: each channel with clients costs a hub here and, on Redis, a reader with its
+//! own Redis connection (`src/cuebus/redis.rs`). Without a fixed channel list any valid id
+//! would open one, so at most `feed.max_channels` channels are served at once: a
+//! connection to a NEW channel beyond that is answered 503 before the upgrade (counted in
+//! `rejected_channels`); channels already served are not affected. A channel's slot is
+//! freed a few seconds after its last client leaves (the hub's idle check, 5 s). One
+//! shared Redis reader for all channels was the alternative; it would bound connections
+//! but not the hubs and buffers each channel costs here, so the cap is needed anyway.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -38,6 +47,10 @@ use crate::cuebus::{BusError, CueBus, CueRecord, Offset, Replay};
 pub mod close_code {
     /// The server is shutting down.
     pub const GOING_AWAY: u16 = 1001;
+    /// Frames that break the WebSocket protocol (reserved bits or opcodes, unmasked).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// Slow client, token expired, too many bad messages, keepalive timeout.
     pub const POLICY: u16 = 1008;
     /// A client message over `feed.max_client_message`.
@@ -60,6 +73,9 @@ pub struct FeedSettings {
     pub token_secret: String,
     /// Largest message a client may send, in bytes; larger closes the connection (1009).
     pub max_client_message: usize,
+    /// Channels served at once (each costs a hub and, on Redis, a reader connection); a
+    /// connection to another channel beyond that is answered 503 before the upgrade.
+    pub max_channels: usize,
 }
 
 impl Default for FeedSettings {
@@ -70,6 +86,7 @@ impl Default for FeedSettings {
             ping_interval_ms: 30_000,
             token_secret: String::new(),
             max_client_message: 4096,
+            max_channels: 1000,
         }
     }
 }
@@ -82,6 +99,9 @@ impl FeedSettings {
         }
         if self.max_connections == 0 {
             return Err(("max_connections", "must be at least 1".into()));
+        }
+        if !(1..=1_000_000).contains(&self.max_channels) {
+            return Err(("max_channels", "must be from 1 to 1000000".into()));
         }
         if self.ping_interval_ms < 100 {
             return Err(("ping_interval_ms", "must be at least 100".into()));
@@ -99,16 +119,24 @@ impl FeedSettings {
     }
 }
 
-/// Counters of the feed (connections now, and totals since start).
+/// Counters of the feed (connections and channels now, and totals since start).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct FeedStats {
     pub connected: u64,
+    /// Channels served now (hubs; on Redis, each has a reader connection).
+    pub channels: u64,
     pub accepted: u64,
     pub rejected_full: u64,
     pub rejected_auth: u64,
+    /// Connections refused because `feed.max_channels` other channels were being served.
+    pub rejected_channels: u64,
     pub slow_closed: u64,
     pub keepalive_closed: u64,
     pub bad_messages: u64,
+    /// Connections closed for a message over `feed.max_client_message` (1009).
+    pub oversized_closed: u64,
+    /// Connections closed for frames that break the WebSocket protocol (1002).
+    pub protocol_closed: u64,
     pub events_sent: u64,
     pub hub_lags: u64,
 }
@@ -116,18 +144,36 @@ pub struct FeedStats {
 #[derive(Default)]
 struct Counters {
     connected: AtomicU64,
+    /// Mirrors `Inner::hubs.len()`, readable without the lock.
+    channels: AtomicU64,
     accepted: AtomicU64,
     rejected_full: AtomicU64,
     rejected_auth: AtomicU64,
+    rejected_channels: AtomicU64,
     slow_closed: AtomicU64,
     keepalive_closed: AtomicU64,
     bad_messages: AtomicU64,
+    oversized_closed: AtomicU64,
+    protocol_closed: AtomicU64,
     events_sent: AtomicU64,
     hub_lags: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Why a client gets no hub.
+#[derive(Debug, thiserror::Error)]
+enum HubError {
+    #[error("too many channels")]
+    TooManyChannels,
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+fn set_channels(inner: &Inner, n: usize) {
+    inner.counters.channels.store(n as u64, Ordering::Relaxed);
 }
 
 /// What a channel's hub sends its clients.
@@ -200,12 +246,16 @@ impl FeedState {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         FeedStats {
             connected: l(&c.connected),
+            channels: l(&c.channels),
             accepted: l(&c.accepted),
             rejected_full: l(&c.rejected_full),
             rejected_auth: l(&c.rejected_auth),
+            rejected_channels: l(&c.rejected_channels),
             slow_closed: l(&c.slow_closed),
             keepalive_closed: l(&c.keepalive_closed),
             bad_messages: l(&c.bad_messages),
+            oversized_closed: l(&c.oversized_closed),
+            protocol_closed: l(&c.protocol_closed),
             events_sent: l(&c.events_sent),
             hub_lags: l(&c.hub_lags),
         }
@@ -216,15 +266,19 @@ impl FeedState {
         self.inner.shutdown.cancel();
     }
 
-    /// A live receiver of the channel's hub, starting the hub if needed.
-    async fn hub(&self, channel: &str) -> Result<broadcast::Receiver<HubMsg>, BusError> {
+    /// A live receiver of the channel's hub, starting the hub if needed and there is room.
+    async fn hub(&self, channel: &str) -> Result<broadcast::Receiver<HubMsg>, HubError> {
         let mut hubs = self.inner.hubs.lock().await;
         if let Some(tx) = hubs.get(channel) {
             return Ok(tx.subscribe());
         }
+        if hubs.len() >= self.inner.settings.max_channels {
+            return Err(HubError::TooManyChannels);
+        }
         let bus_rx = self.inner.bus.subscribe(channel).await?;
         let (tx, rx) = broadcast::channel(self.inner.settings.client_queue);
         hubs.insert(channel.to_string(), tx.clone());
+        set_channels(&self.inner, hubs.len());
         tokio::spawn(hub_task(
             self.inner.clone(),
             channel.to_string(),
@@ -376,13 +430,28 @@ async fn cues(
         bump(&inner.counters.rejected_full);
         return ApiError::Unavailable("too many feed connections".into()).into_response();
     };
+    // The channel's live receiver is taken before the upgrade, so that a channel beyond
+    // `feed.max_channels` is refused with a status, and before the starting point (in
+    // `session`), so that no event falls between the two.
+    let hub = match state.hub(&channel).await {
+        Err(HubError::TooManyChannels) => {
+            bump(&inner.counters.rejected_channels);
+            return ApiError::Unavailable(format!(
+                "too many channels: {} others are being served",
+                inner.settings.max_channels
+            ))
+            .into_response();
+        }
+        Err(HubError::Bus(e)) => Err(e),
+        Ok(rx) => Ok(rx),
+    };
     let max = inner.settings.max_client_message;
     upgrade
         .read_buffer_size(4096)
         .write_buffer_size(16 * 1024)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| session(state, channel, since, expires, permit, socket))
+        .on_upgrade(move |socket| session(state, channel, since, expires, permit, hub, socket))
 }
 
 type Sink = SplitSink<WebSocket, Message>;
@@ -401,6 +470,7 @@ async fn session(
     since: Option<Offset>,
     expires_unix: Option<i64>,
     _permit: OwnedSemaphorePermit,
+    hub: Result<broadcast::Receiver<HubMsg>, BusError>,
     socket: WebSocket,
 ) {
     let inner = &state.inner;
@@ -411,8 +481,7 @@ async fn session(
     let (mut sink, stream) = socket.split();
     let mut queue: VecDeque<Message> = VecDeque::new();
 
-    // Live receiver first, then the starting point: no event falls between the two.
-    let rx = match state.hub(&channel).await {
+    let rx = match hub {
         Ok(rx) => rx,
         Err(e) => {
             tracing::warn!(channel = %channel, error = %e, "feed: cannot subscribe to the cue bus");
@@ -602,11 +671,22 @@ async fn run(
                     Ok(m) => m,
                     Err(e) => {
                         let text = e.to_string();
-                        if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big") {
-                            break Some((close_code::TOO_BIG, "message too big".to_string()));
-                        }
                         tracing::debug!(error = %text, "feed: client stream error");
-                        break None;
+                        break match client_fault(&text) {
+                            Some(ClientFault::TooBig) => {
+                                bump(&counters.oversized_closed);
+                                Some((close_code::TOO_BIG, "message too big".to_string()))
+                            }
+                            Some(ClientFault::BadUtf8) => {
+                                bump(&counters.protocol_closed);
+                                Some((close_code::INVALID_DATA, "text message is not UTF-8".to_string()))
+                            }
+                            Some(ClientFault::Protocol) => {
+                                bump(&counters.protocol_closed);
+                                Some((close_code::PROTOCOL_ERROR, "websocket protocol error".to_string()))
+                            }
+                            None => None,
+                        };
                     }
                 };
                 last_heard = tokio::time::Instant::now();
@@ -655,6 +735,31 @@ async fn run(
             }
             _ = &mut expired, if expiry.is_some() => break Some((close_code::POLICY, "token expired".to_string())),
         }
+    }
+}
+
+/// What a client did wrong, from the WebSocket layer's error.
+#[derive(Debug, PartialEq)]
+enum ClientFault {
+    /// A frame or message over `feed.max_client_message`.
+    TooBig,
+    /// A text message that is not UTF-8.
+    BadUtf8,
+    /// Any other broken framing: reserved bits or opcodes, an unmasked frame, …
+    Protocol,
+}
+
+/// The WebSocket layer reports errors as `axum::Error` around tungstenite's error, so
+/// they are told apart by their text. A peer that just vanished is no fault.
+fn client_fault(error: &str) -> Option<ClientFault> {
+    if error.contains("Space limit exceeded") || error.contains("too long") {
+        Some(ClientFault::TooBig)
+    } else if error.contains("UTF-8") {
+        Some(ClientFault::BadUtf8)
+    } else if error.contains("protocol error") && !error.contains("without closing handshake") {
+        Some(ClientFault::Protocol)
+    } else {
+        None
     }
 }
 
@@ -741,6 +846,7 @@ async fn hub_task(
                     if tx.receiver_count() == 0 {
                         if hubs.get(&channel).is_some_and(|t| t.same_channel(&tx)) {
                             hubs.remove(&channel);
+                            set_channels(&inner, hubs.len());
                         }
                         return;
                     }
@@ -752,6 +858,7 @@ async fn hub_task(
     let mut hubs = inner.hubs.lock().await;
     if hubs.get(&channel).is_some_and(|t| t.same_channel(&tx)) {
         hubs.remove(&channel);
+        set_channels(&inner, hubs.len());
     }
 }
 
@@ -802,6 +909,36 @@ mod tests {
     }
 
     #[test]
+    fn client_faults_are_told_from_their_error_text() {
+        let cases = [
+            (
+                "Space limit exceeded: Message too long: 65536 > 4096",
+                Some(ClientFault::TooBig),
+            ),
+            (
+                "WebSocket protocol error: Reserved bits are non-zero",
+                Some(ClientFault::Protocol),
+            ),
+            (
+                "WebSocket protocol error: Received an unmasked frame from client",
+                Some(ClientFault::Protocol),
+            ),
+            (
+                "UTF-8 encoding error: invalid utf-8 sequence",
+                Some(ClientFault::BadUtf8),
+            ),
+            (
+                "WebSocket protocol error: Connection reset without closing handshake",
+                None,
+            ),
+            ("IO error: Connection reset by peer (os error 104)", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(client_fault(text), want, "{text}");
+        }
+    }
+
+    #[test]
     fn default_settings_validate() {
         assert!(FeedSettings::default().validate().is_ok());
         let short = FeedSettings {
@@ -809,5 +946,10 @@ mod tests {
             ..FeedSettings::default()
         };
         assert_eq!(short.validate().unwrap_err().0, "token_secret");
+        let no_channels = FeedSettings {
+            max_channels: 0,
+            ..FeedSettings::default()
+        };
+        assert_eq!(no_channels.validate().unwrap_err().0, "max_channels");
     }
 }
