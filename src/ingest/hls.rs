@@ -108,11 +108,37 @@ pub struct Fetcher {
     client: reqwest::Client,
 }
 
+/// Redirects one request follows at most.
+const MAX_REDIRECTS: usize = 5;
+
 impl Fetcher {
+    /// Redirects are followed within the requested URL's host only.
     pub fn new() -> Result<Self, IngestError> {
+        Self::with_redirect_hosts(&[])
+    }
+
+    /// Redirects are followed within the requested URL's host and to `hosts`
+    /// (`ingest.redirect_hosts`); one to any other host fails the request, naming it.
+    pub fn with_redirect_hosts(hosts: &[String]) -> Result<Self, IngestError> {
+        let hosts: Vec<String> = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+            }
+            let host = |u: &Url| u.host_str().unwrap_or("").to_ascii_lowercase();
+            let to = host(attempt.url());
+            let from = attempt.previous().first().map(host).unwrap_or_default();
+            if to == from || hosts.contains(&to) {
+                attempt.follow()
+            } else {
+                attempt.error(format!(
+                    "redirect from `{from}` to `{to}` refused: not the origin's host nor in ingest.redirect_hosts"
+                ))
+            }
+        });
         let client = reqwest::Client::builder()
             .user_agent(concat!("shopcue/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .redirect(policy)
             .no_proxy()
             .build()
             .map_err(|e| IngestError::Http(e.to_string()))?;

@@ -332,7 +332,7 @@ pub async fn start(
     media::init()?;
     let task = match spec {
         SourceSpec::Hls(url) => {
-            let fetcher = hls::Fetcher::new()?;
+            let fetcher = hls::Fetcher::with_redirect_hosts(&ingest.redirect_hosts)?;
             let opened = match opts.on_error {
                 OnError::Fail => Some(hls::open(&fetcher, &url, ingest).await?),
                 OnError::Retry => None,

@@ -34,6 +34,9 @@ pub struct IngestSettings {
     pub stall_target_durations: f64,
     /// SRT: receive latency in ms (srtsrc `latency`).
     pub srt_latency_ms: u32,
+    /// Hosts an origin may redirect to besides its own (a CDN's); a redirect to any other
+    /// host is refused with an error naming it.
+    pub redirect_hosts: Vec<String>,
 }
 
 impl Default for IngestSettings {
@@ -50,6 +53,7 @@ impl Default for IngestSettings {
             segment_attempts: 3,
             stall_target_durations: 3.0,
             srt_latency_ms: 125,
+            redirect_hosts: Vec::new(),
         }
     }
 }

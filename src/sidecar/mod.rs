@@ -219,7 +219,7 @@ impl Sidecar {
             &settings.channels,
             &settings.manifest,
             &settings.ingest,
-            ingest::hls::Fetcher::new()?,
+            ingest::hls::Fetcher::with_redirect_hosts(&settings.ingest.redirect_hosts)?,
             &progress,
         )?;
         // In memory, only this process's channels exist. On Redis, channels analysed by
@@ -432,7 +432,8 @@ async fn run_channel(
             Ok(SourceSpec::Hls(u)) => Some(u),
             _ => None,
         };
-        let fetcher = ingest::hls::Fetcher::new().ok();
+        let fetcher =
+            ingest::hls::Fetcher::with_redirect_hosts(&ctx.settings.ingest.redirect_hosts).ok();
         let ingest = ctx.settings.ingest.clone();
         move || {
             let (url, fetcher, ingest) = (url.clone(), fetcher.clone(), ingest.clone());

@@ -207,7 +207,11 @@ pub fn status(st: &SidecarState) -> Value {
             "slow_closed": feed.slow_closed,
             "rejected_full": feed.rejected_full,
             "rejected_auth": feed.rejected_auth,
+            "rejected_channels": feed.rejected_channels,
+            "channels": feed.channels,
             "bad_messages": feed.bad_messages,
+            "oversized_closed": feed.oversized_closed,
+            "protocol_closed": feed.protocol_closed,
         },
         "catalog": st.catalog.as_ref().map(|c| {
             let m = c.manifest();
@@ -250,9 +254,14 @@ pub async fn sample_every_second(st: std::sync::Arc<SidecarState>, stop: Cancell
         m.sync_counter("websocket_slow_closed", feed.slow_closed);
         m.sync_counter(
             "websocket_rejected",
-            feed.rejected_full + feed.rejected_auth,
+            feed.rejected_full + feed.rejected_auth + feed.rejected_channels,
         );
+        m.set_gauge("websocket_channels", feed.channels as f64);
         m.sync_counter("websocket_bad_messages", feed.bad_messages);
+        m.sync_counter(
+            "websocket_abuse_closed",
+            feed.oversized_closed + feed.protocol_closed,
+        );
         let bus = st.bus.stats();
         m.set_gauge("bus_healthy", f64::from(u8::from(bus.healthy)));
         m.set_gauge("bus_buffered", bus.buffered as f64);
