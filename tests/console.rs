@@ -42,18 +42,6 @@ async fn next_event(ws: &mut Ws, limit: Duration) -> Option<Value> {
     }
 }
 
-/// A copy of a catalog's live generation (feedback is written beside it).
-fn copy_catalog(from: &std::path::Path, to: &std::path::Path) {
-    let current = std::fs::read_to_string(from.join("CURRENT")).unwrap();
-    let generation = current.trim();
-    std::fs::create_dir_all(to.join(generation)).unwrap();
-    for f in std::fs::read_dir(from.join(generation)).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), to.join(generation).join(f.file_name())).unwrap();
-    }
-    std::fs::write(to.join("CURRENT"), current).unwrap();
-}
-
 /// Polls `js` (evaluated in the page) until it is truthy; its value. (Playwright's own
 /// wait evaluates strings with `eval`, which the console's CSP forbids.)
 async fn wait_for(b: &mut Browser, what: &str, js: &str, limit: Duration) -> Value {
@@ -86,7 +74,7 @@ async fn operator_console_pins_suppresses_and_confirms_in_a_browser() {
     let origin = TestOrigin::start("grocery_shots.mp4", 2.0, 6, true).await;
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("catalog");
-    copy_catalog(&grocery_catalog(), &catalog);
+    common::copy_catalog(&grocery_catalog(), &catalog);
     let mut s = test_settings();
     s.channels = vec![ChannelSettings {
         id: "grocery".into(),

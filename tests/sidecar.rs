@@ -396,18 +396,6 @@ async fn a_bad_channel_does_not_stop_the_others() {
         .expect("clean shutdown");
 }
 
-/// A copy of a catalog folder's live generation (the test changes it).
-fn copy_catalog(from: &std::path::Path, to: &std::path::Path) {
-    let current = std::fs::read_to_string(from.join("CURRENT")).unwrap();
-    let generation = current.trim();
-    std::fs::create_dir_all(to.join(generation)).unwrap();
-    for f in std::fs::read_dir(from.join(generation)).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), to.join(generation).join(f.file_name())).unwrap();
-    }
-    std::fs::write(to.join("CURRENT"), current).unwrap();
-}
-
 async fn post(url: &str, key: Option<&str>, body: &str) -> (u16, Value) {
     let mut req = reqwest::Client::new().post(url).body(body.to_string());
     if let Some(k) = key {
@@ -428,7 +416,7 @@ async fn operator_feedback_is_stored_and_retrains_the_serving_catalog() {
     let origin = TestOrigin::start("grocery_shots.mp4", 2.0, 6, true).await;
     let dir = tempfile::tempdir().unwrap();
     let catalog_dir = dir.path().join("catalog");
-    copy_catalog(&grocery_catalog(), &catalog_dir);
+    common::copy_catalog(&grocery_catalog(), &catalog_dir);
     let mut settings = settings_for(&origin);
     settings.catalog.dir = catalog_dir.display().to_string();
     settings.server.admin_key = KEY.into();
@@ -555,7 +543,7 @@ async fn stored_feedback_is_retrained_periodically() {
     use shopcue::catalog::feedback::{FeedbackStore, Kind, NewPhoto};
     let dir = tempfile::tempdir().unwrap();
     let catalog_dir = dir.path().join("catalog");
-    copy_catalog(&grocery_catalog(), &catalog_dir);
+    common::copy_catalog(&grocery_catalog(), &catalog_dir);
     let mut settings = test_settings();
     settings.channels.clear();
     settings.catalog.dir = catalog_dir.display().to_string();

@@ -664,52 +664,10 @@ impl Snapshot {
         params: &IndexParams,
     ) -> Result<Self, CatalogError> {
         let id = product.id.clone();
-        let manifest = self.manifest.clone();
         let mut products = self.products.clone();
         products.insert(id.clone(), Arc::new(product));
-        let old: Vec<i64> = self
-            .entries
-            .iter()
-            .filter(|e| e.0.product_id == id)
-            .map(|e| e.0.label)
-            .collect();
-        let mut entries: Vec<_> = self
-            .entries
-            .iter()
-            .filter(|e| e.0.product_id != id)
-            .cloned()
-            .collect();
-        let mut label = self.next_label;
-        let mut new_flat = Vec::new();
-        let mut new_labels = Vec::new();
-        for iv in vectors {
-            if iv.embedding.len() != manifest.raw_dim {
-                return Err(CatalogError::Dimension {
-                    expected: manifest.raw_dim,
-                    got: iv.embedding.len(),
-                });
-            }
-            let v = project(self.projection.as_deref(), &iv.embedding);
-            new_flat.extend_from_slice(&v);
-            new_labels.push(label);
-            let raw = self.projection.as_ref().map(|_| Arc::from(iv.embedding));
-            entries.push(Arc::new((
-                Entry {
-                    label,
-                    product_id: id.clone(),
-                    image: iv.image,
-                    bbox: iv.bbox,
-                    origin: iv.origin,
-                    raw,
-                },
-                v,
-            )));
-            label += 1;
-        }
-        let index = self.changed_index(&old, &new_flat, &new_labels, &entries, params)?;
-        let mut s = Self::with_index(manifest, products, entries, self.projection.clone(), index);
-        s.next_label = s.next_label.max(label);
-        Ok(s)
+        let vectors = vectors.into_iter().map(|iv| (id.clone(), iv)).collect();
+        self.replaced(|e| e.product_id == id, products, vectors, params)
     }
 
     /// The vectors of one origin (e.g. `feedback`) replaced by `vectors` (raw; projected
@@ -720,26 +678,42 @@ impl Snapshot {
         vectors: Vec<(String, ImageVector)>,
         params: &IndexParams,
     ) -> Result<Self, CatalogError> {
-        let of_origin = |e: &Arc<(Entry, Vec<f32>)>| e.0.origin == origin;
+        if let Some((pid, _)) = vectors.iter().find(|(p, _)| !self.products.contains_key(p)) {
+            return Err(CatalogError::UnknownProduct(pid.clone()));
+        }
+        self.replaced(
+            |e| e.origin == origin,
+            self.products.clone(),
+            vectors,
+            params,
+        )
+    }
+
+    /// The entries `drop` picks replaced by `vectors` (raw, projected as the catalog's
+    /// own, new labels), with `products`; the index changed in place where it can.
+    fn replaced(
+        &self,
+        drop: impl Fn(&Entry) -> bool,
+        products: BTreeMap<String, Arc<Product>>,
+        vectors: Vec<(String, ImageVector)>,
+        params: &IndexParams,
+    ) -> Result<Self, CatalogError> {
         let old: Vec<i64> = self
             .entries
             .iter()
-            .filter(|e| of_origin(e))
+            .filter(|e| drop(&e.0))
             .map(|e| e.0.label)
             .collect();
         let mut entries: Vec<_> = self
             .entries
             .iter()
-            .filter(|e| !of_origin(e))
+            .filter(|e| !drop(&e.0))
             .cloned()
             .collect();
         let mut label = self.next_label;
         let mut new_flat = Vec::new();
         let mut new_labels = Vec::new();
-        for (pid, iv) in vectors {
-            if !self.products.contains_key(&pid) {
-                return Err(CatalogError::UnknownProduct(pid));
-            }
+        for (product_id, iv) in vectors {
             if iv.embedding.len() != self.manifest.raw_dim {
                 return Err(CatalogError::Dimension {
                     expected: self.manifest.raw_dim,
@@ -753,7 +727,7 @@ impl Snapshot {
             entries.push(Arc::new((
                 Entry {
                     label,
-                    product_id: pid,
+                    product_id,
                     image: iv.image,
                     bbox: iv.bbox,
                     origin: iv.origin,
@@ -766,11 +740,12 @@ impl Snapshot {
         let index = self.changed_index(&old, &new_flat, &new_labels, &entries, params)?;
         let mut s = Self::with_index(
             self.manifest.clone(),
-            self.products.clone(),
+            products,
             entries,
             self.projection.clone(),
             index,
         );
+        // Labels are never reused, so an old search result can never name a new vector.
         s.next_label = s.next_label.max(label).max(self.next_label);
         Ok(s)
     }

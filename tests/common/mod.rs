@@ -4,7 +4,7 @@
 
 pub mod browser;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use shopcue::origin::LiveOrigin;
@@ -417,4 +417,17 @@ pub async fn serve_router(app: axum::Router) -> String {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     base
+}
+
+/// A copy of a catalog folder's live generation, for a test that changes it (operator
+/// feedback, retrains) without touching the shared one.
+pub fn copy_catalog(from: &Path, to: &Path) {
+    let current = std::fs::read_to_string(from.join("CURRENT")).unwrap();
+    let generation = current.trim();
+    std::fs::create_dir_all(to.join(generation)).unwrap();
+    for f in std::fs::read_dir(from.join(generation)).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), to.join(generation).join(f.file_name())).unwrap();
+    }
+    std::fs::write(to.join("CURRENT"), current).unwrap();
 }
