@@ -173,22 +173,7 @@ impl Sidecar {
     /// bus settings); a channel that cannot run is reported and the others go on.
     pub async fn start(settings: Settings, cancel: CancellationToken) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
-        let (analyzer, catalog, models) = if settings.catalog.dir.trim().is_empty() {
-            tracing::warn!("no catalog (catalog.dir / --catalog): shots only, no product cues");
-            (None, None, None)
-        } else {
-            let s = settings.clone();
-            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let models = Models::load(&s.inference).context("loading the models")?;
-                let catalog = Arc::new(
-                    Catalog::open(std::path::Path::new(&s.catalog.dir), &s.catalog)
-                        .with_context(|| format!("opening the catalog {}", s.catalog.dir))?,
-                );
-                let analyzer = Analyzer::new(&models, catalog.clone(), &s.catalog)?;
-                Ok((Some(analyzer), Some(catalog), Some(models)))
-            })
-            .await??
-        };
+        let (analyzer, catalog, models) = load_recognition(&settings).await?;
         let mut providers = Vec::new();
         if let Some(m) = &models {
             for (model, provider) in [
@@ -233,97 +218,16 @@ impl Sidecar {
         let state = Arc::new(SidecarState {
             settings: settings.clone(),
             started: Utc::now(),
-            metrics: metrics.clone(),
+            metrics,
             bus: bus.clone(),
-            feed: feed.clone(),
+            feed,
             hls: hls.clone(),
-            catalog: catalog.clone(),
+            catalog,
             providers,
             channels: channels.clone(),
             history: status::History::default(),
         });
-
-        let cors = http::cors::read_only(&settings.server.cors_origins);
-        let mut router = http::server::ops_router(
-            metrics.clone(),
-            {
-                let st = state.clone();
-                Arc::new(move || status::readiness(&st))
-            },
-            {
-                let st = state.clone();
-                Arc::new(move || status::status(&st))
-            },
-            {
-                let st = state.clone();
-                Arc::new(move |since| {
-                    serde_json::to_value(st.history.since(since)).unwrap_or_default()
-                })
-            },
-            settings
-                .server
-                .protect_ops
-                .then(|| settings.server.admin_key.clone()),
-        )
-        .merge(http::dashboard::router())
-        .merge(http::cors::guard_websocket(
-            http::feed::router(feed.clone()),
-            &settings.server.cors_origins,
-        ))
-        .merge(http::hls::router(hls.clone()).layer(cors.clone()))
-        .merge(http::web::router().layer(cors.clone()));
-        let audit = Arc::new(AuditLog::new(AUDIT_ENTRIES));
-        router = router.merge(http::console::router(http::console::ConsoleState {
-            channels: Arc::new(
-                channels
-                    .iter()
-                    .map(|c| {
-                        let ch = http::console::ConsoleChannel {
-                            controls: c.controls.clone(),
-                            evidence: c.evidence.clone(),
-                        };
-                        (c.id.clone(), ch)
-                    })
-                    .collect(),
-            ),
-            bus: bus.clone(),
-            catalog: catalog.clone(),
-            audit: audit.clone(),
-            admin_key: settings.server.admin_key.clone(),
-        }));
-        let mut feedback = None;
-        if let Some(dir) = catalog.as_ref().and_then(|c| c.dir()) {
-            let store = Arc::new(FeedbackStore::new(dir, &settings.catalog));
-            let evidence = channels
-                .iter()
-                .map(|c| (c.id.clone(), c.evidence.clone()))
-                .collect();
-            let state = http::feedback::FeedbackState::new(
-                catalog.clone().expect("a catalog with a folder"),
-                store,
-                evidence,
-                &settings.catalog,
-                &settings.server.admin_key,
-            )
-            .with_audit(audit.clone());
-            router = router.merge(http::feedback::router(state.clone()));
-            feedback = Some(state);
-        }
-        if let Some(catalog) = &catalog {
-            let products = Arc::new(ProductService::new(
-                catalog.clone(),
-                &settings.catalog.upstream,
-            ));
-            router = router.merge(http::catalog::router(
-                http::catalog::CatalogApiState::new(
-                    products,
-                    models.clone(),
-                    &settings.catalog,
-                    &settings.server.admin_key,
-                ),
-                cors,
-            ));
-        }
+        let (router, feedback) = routes(&state, models);
         let listener = tokio::net::TcpListener::bind(&settings.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
@@ -400,6 +304,114 @@ impl Sidecar {
         }
         tracing::info!("sidecar stopped");
         Ok(())
+    }
+}
+
+/// The models, the catalog and the analyzer over them (none without `catalog.dir`).
+async fn load_recognition(
+    settings: &Settings,
+) -> anyhow::Result<(Option<Analyzer>, Option<Arc<Catalog>>, Option<Models>)> {
+    if settings.catalog.dir.trim().is_empty() {
+        tracing::warn!("no catalog (catalog.dir / --catalog): shots only, no product cues");
+        return Ok((None, None, None));
+    }
+    let s = settings.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let models = Models::load(&s.inference).context("loading the models")?;
+        let catalog = Arc::new(
+            Catalog::open(std::path::Path::new(&s.catalog.dir), &s.catalog)
+                .with_context(|| format!("opening the catalog {}", s.catalog.dir))?,
+        );
+        let analyzer = Analyzer::new(&models, catalog.clone(), &s.catalog)?;
+        Ok((Some(analyzer), Some(catalog), Some(models)))
+    })
+    .await?
+}
+
+/// Every route of the process on one router, and the feedback state (for the periodic
+/// retrain) when the catalog has a folder.
+fn routes(
+    state: &Arc<SidecarState>,
+    models: Option<Models>,
+) -> (axum::Router, Option<http::feedback::FeedbackState>) {
+    let settings = &state.settings;
+    let cors = http::cors::read_only(&settings.server.cors_origins);
+    let st = state.clone();
+    let ready: http::server::ReadyFn = Arc::new(move || status::readiness(&st));
+    let st = state.clone();
+    let status_doc: http::server::StatusFn = Arc::new(move || status::status(&st));
+    let st = state.clone();
+    let history: http::server::HistoryFn =
+        Arc::new(move |since| serde_json::to_value(st.history.since(since)).unwrap_or_default());
+    let ops_key = settings
+        .server
+        .protect_ops
+        .then(|| settings.server.admin_key.clone());
+    let mut router =
+        http::server::ops_router(state.metrics.clone(), ready, status_doc, history, ops_key)
+            .merge(http::dashboard::router())
+            .merge(http::cors::guard_websocket(
+                http::feed::router(state.feed.clone()),
+                &settings.server.cors_origins,
+            ))
+            .merge(http::hls::router(state.hls.clone()).layer(cors.clone()))
+            .merge(http::web::router().layer(cors.clone()));
+    let audit = Arc::new(AuditLog::new(AUDIT_ENTRIES));
+    router = router.merge(http::console::router(console_state(state, audit.clone())));
+    let mut feedback = None;
+    if let Some(catalog) = &state.catalog {
+        if let Some(dir) = catalog.dir() {
+            let evidence = state
+                .channels
+                .iter()
+                .map(|c| (c.id.clone(), c.evidence.clone()))
+                .collect();
+            let fb = http::feedback::FeedbackState::new(
+                catalog.clone(),
+                Arc::new(FeedbackStore::new(dir, &settings.catalog)),
+                evidence,
+                &settings.catalog,
+                &settings.server.admin_key,
+            )
+            .with_audit(audit);
+            router = router.merge(http::feedback::router(fb.clone()));
+            feedback = Some(fb);
+        }
+        let products = Arc::new(ProductService::new(
+            catalog.clone(),
+            &settings.catalog.upstream,
+        ));
+        router = router.merge(http::catalog::router(
+            http::catalog::CatalogApiState::new(
+                products,
+                models,
+                &settings.catalog,
+                &settings.server.admin_key,
+            ),
+            cors,
+        ));
+    }
+    (router, feedback)
+}
+
+fn console_state(state: &SidecarState, audit: Arc<AuditLog>) -> http::console::ConsoleState {
+    let channels = state
+        .channels
+        .iter()
+        .map(|c| {
+            let ch = http::console::ConsoleChannel {
+                controls: c.controls.clone(),
+                evidence: c.evidence.clone(),
+            };
+            (c.id.clone(), ch)
+        })
+        .collect();
+    http::console::ConsoleState {
+        channels: Arc::new(channels),
+        bus: state.bus.clone(),
+        catalog: state.catalog.clone(),
+        audit,
+        admin_key: state.settings.server.admin_key.clone(),
     }
 }
 
