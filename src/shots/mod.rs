@@ -40,7 +40,7 @@
 //! [`ShotDetector::lookahead_frames`] frames after the shot's first frame was pushed: 36
 //! frames with the defaults, 1.44 s at 25 fps, 1.2 s at 30 fps.
 //!
-//! Pure: no I/O, no clock. `shopcue shots FILE` (`crate::cli`) feeds it frames from `ingest`.
+//! Pure: no I/O, no clock. `shopcue shots FILE` (the `cli` module) feeds it frames from `ingest`.
 
 pub mod features;
 
