@@ -686,34 +686,23 @@ async fn proxied_fmp4_segment_carries_id3_emsg_and_still_decodes() {
 /// An origin that records every request target (path and query) and answers playlists:
 /// a multivariant playlist naming `index.m3u8?token=abc` (a signed URL) and a media one.
 async fn recording_origin() -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let n = sock.read(&mut buf).await.unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]).to_string();
-                let target = head.split(' ').nth(1).unwrap_or("").to_string();
-                log.lock().unwrap().push(target.clone());
-                let body = if target.starts_with("/live/master.m3u8") {
-                    "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nindex.m3u8?token=abc\n"
-                } else {
-                    "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:6\n\
-                     #EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:6.0,\nseg1.ts\n"
-                };
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.apple.mpegurl\r\n\
-                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
+    let addr = common::scripted_origin(move |_, target| {
+        log.lock().unwrap().push(target.to_string());
+        let body = if target.starts_with("/live/master.m3u8") {
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nindex.m3u8?token=abc\n"
+        } else {
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:6\n\
+             #EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:6.0,\nseg1.ts\n"
+        };
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.apple.mpegurl\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    })
+    .await;
     (addr, seen)
 }
 

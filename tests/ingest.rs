@@ -583,32 +583,17 @@ fn a_slow_consumer_takes_frames_as_they_decode_without_a_timeout() {
 /// An origin at 127.0.0.1 whose `/same` redirects within its host, `/away` to
 /// `localhost` (another host name of this machine), and `/b.m3u8` answers.
 async fn redirecting_origin() -> std::net::SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let n = sock.read(&mut buf).await.unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]).to_string();
-                let target = head.split(' ').nth(1).unwrap_or("").to_string();
-                let answer = match target.as_str() {
-                    "/same" => format!(
-                        "HTTP/1.1 302 Found\r\nLocation: http://{addr}/b.m3u8\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    ),
-                    "/away" => format!(
-                        "HTTP/1.1 302 Found\r\nLocation: http://localhost:{}/b.m3u8\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        addr.port()
-                    ),
-                    _ => "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\n#EXTM3U"
-                        .to_string(),
-                };
-                let _ = sock.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    addr
+    common::scripted_origin(|addr, target| match target {
+        "/same" => format!(
+            "HTTP/1.1 302 Found\r\nLocation: http://{addr}/b.m3u8\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+        "/away" => format!(
+            "HTTP/1.1 302 Found\r\nLocation: http://localhost:{}/b.m3u8\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            addr.port()
+        ),
+        _ => "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\n#EXTM3U".to_string(),
+    })
+    .await
 }
 
 /// Origin redirects are followed within the origin's host and to `ingest.redirect_hosts`

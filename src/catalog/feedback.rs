@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::build::learn_projection;
+use super::store::io;
 use super::{Catalog, CatalogError, CatalogSettings, ImageVector, Snapshot, store};
 
 /// The file of the labels, inside [`store::FEEDBACK`].
@@ -52,15 +53,7 @@ pub struct Record {
 impl Record {
     pub fn embedding(&self) -> Option<Vec<f32>> {
         let bytes = hex::decode(&self.vector).ok()?;
-        if bytes.is_empty() || bytes.len() % 4 != 0 {
-            return None;
-        }
-        Some(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        )
+        store::f32s_from_bytes(&bytes).filter(|v| !v.is_empty())
     }
 }
 
@@ -92,13 +85,6 @@ pub struct NewPhoto<'a> {
     pub channel: &'a str,
     pub embedder_sha256: &'a str,
     pub embedding: &'a [f32],
-}
-
-fn io(path: &Path, e: impl std::fmt::Display) -> CatalogError {
-    CatalogError::Io {
-        path: path.to_path_buf(),
-        why: e.to_string(),
-    }
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -284,6 +270,7 @@ fn cannot_learn(
     settings: &CatalogSettings,
     photos: usize,
     covered: usize,
+    has_raw: bool,
 ) -> Option<String> {
     let m = &snapshot.manifest;
     let coverage = covered as f32 / snapshot.len().max(1) as f32;
@@ -299,7 +286,7 @@ fn cannot_learn(
             "the catalog's projection was learned from {} labelled photos, more than the {photos} confirmed: kept, the photos join their products as images",
             m.labelled_photos
         ))
-    } else if snapshot.raw_vectors().is_none() {
+    } else if !has_raw {
         Some("the catalog holds no raw vectors (built before they were kept): rebuild it to learn a projection again".into())
     } else {
         None
@@ -330,7 +317,13 @@ pub fn retrained(
         .chain(base.iter().flatten().filter(|(_, iv)| iv.origin == "train"))
         .map(|(p, _)| p.as_str())
         .collect();
-    report.projection_note = cannot_learn(snapshot, settings, photos.len(), covered.len());
+    report.projection_note = cannot_learn(
+        snapshot,
+        settings,
+        photos.len(),
+        covered.len(),
+        base.is_some(),
+    );
     let next = match (base, &report.projection_note) {
         (Some(base), None) => {
             let projection = learn_projection(settings, &base, &photos);

@@ -552,12 +552,9 @@ impl Snapshot {
         }
         w.write("entries.jsonl", entries.as_bytes())?;
         w.write("vectors.f32", &store::f32_bytes(&vectors))?;
-        if let Some(raw) = self.raw_vectors().filter(|_| self.projection.is_some()) {
-            let flat: Vec<f32> = raw
-                .iter()
-                .flat_map(|(_, iv)| iv.embedding.iter().copied())
-                .collect();
-            w.write("raw.f32", &store::f32_bytes(&flat))?;
+        let raw: Option<Vec<&[f32]>> = self.entries.iter().map(|e| e.0.raw.as_deref()).collect();
+        if let Some(raw) = raw.filter(|_| self.projection.is_some()) {
+            w.write("raw.f32", &store::f32_bytes(&raw.concat()))?;
         }
         if let Some(p) = &self.projection {
             w.write("projection.f32", &store::f32_bytes(&p.to_floats()))?;
@@ -612,9 +609,14 @@ impl Snapshot {
                 format!("{} floats for {} entries of {dim}", flat.len(), lines.len()),
             ));
         }
+        let raw = if manifest.projection {
+            raw_of(&gen_dir.join("raw.f32"), lines.len(), manifest.raw_dim)?
+        } else {
+            None
+        };
         let mut entries = Vec::with_capacity(lines.len());
         for (i, (line, v)) in lines.iter().zip(flat.chunks_exact(dim)).enumerate() {
-            let e: Entry = serde_json::from_str(line)
+            let mut e: Entry = serde_json::from_str(line)
                 .map_err(|e| corrupt(&ep, format!("line {}: {e}", i + 1)))?;
             if !products.contains_key(&e.product_id) {
                 return Err(corrupt(
@@ -622,10 +624,10 @@ impl Snapshot {
                     format!("line {}: unknown product `{}`", i + 1, e.product_id),
                 ));
             }
+            e.raw = raw
+                .as_ref()
+                .map(|r| Arc::from(&r[i * manifest.raw_dim..(i + 1) * manifest.raw_dim]));
             entries.push(Arc::new((e, v.to_vec())));
-        }
-        if manifest.projection {
-            attach_raw(&gen_dir.join("raw.f32"), &mut entries, manifest.raw_dim)?;
         }
         let projection = if manifest.projection {
             let p = gen_dir.join("projection.f32");
@@ -808,29 +810,20 @@ impl Snapshot {
 }
 
 /// The vectors and labels of `entries`, packed for FAISS.
-/// The raw vectors of a projected catalog's entries from `raw.f32`, when it has one of
-/// the right size (catalogs from before it have none: they cannot learn a projection
-/// again).
-fn attach_raw(
-    path: &Path,
-    entries: &mut [Arc<(Entry, Vec<f32>)>],
-    raw_dim: usize,
-) -> Result<(), CatalogError> {
+/// The raw vectors of a projected catalog's `entries` entries from `raw.f32`, when it has
+/// them at the right size (catalogs from before it have none: they cannot learn a
+/// projection again).
+fn raw_of(path: &Path, entries: usize, raw_dim: usize) -> Result<Option<Vec<f32>>, CatalogError> {
     if !path.exists() {
-        return Ok(());
+        return Ok(None);
     }
     let flat = store::read_f32s(path)?;
-    if raw_dim == 0 || flat.len() != entries.len() * raw_dim {
-        tracing::warn!(path = %path.display(), floats = flat.len(), entries = entries.len(),
+    if raw_dim == 0 || flat.len() != entries * raw_dim {
+        tracing::warn!(path = %path.display(), floats = flat.len(), entries,
             "raw vectors do not match the entries; ignored (no projection can be learned again)");
-        return Ok(());
+        return Ok(None);
     }
-    for (e, raw) in entries.iter_mut().zip(flat.chunks_exact(raw_dim)) {
-        let mut entry = e.0.clone();
-        entry.raw = Some(Arc::from(raw));
-        *e = Arc::new((entry, e.1.clone()));
-    }
-    Ok(())
+    Ok(Some(flat))
 }
 
 fn flatten(entries: &[Arc<(Entry, Vec<f32>)>], dim: usize) -> (Vec<f32>, Vec<i64>) {

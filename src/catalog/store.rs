@@ -22,7 +22,7 @@ pub const FEEDBACK: &str = "feedback";
 const GEN_PREFIX: &str = "gen-";
 const TMP_MARK: &str = ".tmp-";
 
-fn io(path: &Path, e: impl std::fmt::Display) -> CatalogError {
+pub(crate) fn io(path: &Path, e: impl std::fmt::Display) -> CatalogError {
     CatalogError::Io {
         path: path.to_path_buf(),
         why: e.to_string(),
@@ -174,16 +174,20 @@ pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
 
 pub fn read_f32s(path: &Path) -> Result<Vec<f32>, CatalogError> {
     let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
-    if !bytes.len().is_multiple_of(4) {
-        return Err(CatalogError::Corrupt {
-            path: path.to_path_buf(),
-            why: format!("{} bytes is not a whole number of floats", bytes.len()),
-        });
-    }
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    f32s_from_bytes(&bytes).ok_or_else(|| CatalogError::Corrupt {
+        path: path.to_path_buf(),
+        why: format!("{} bytes is not a whole number of floats", bytes.len()),
+    })
+}
+
+/// Little-endian f32s back, or `None` when the length is not a whole number of them.
+pub fn f32s_from_bytes(bytes: &[u8]) -> Option<Vec<f32>> {
+    bytes.len().is_multiple_of(4).then(|| {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    })
 }
 
 #[cfg(test)]

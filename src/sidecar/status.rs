@@ -271,26 +271,15 @@ pub async fn sample_every_second(st: std::sync::Arc<SidecarState>, stop: Cancell
         m.sync_counter("bus_rejected", bus.rejected);
         m.sync_counter("bus_reconnects", bus.reconnects);
         let hs = st.hls.stats();
-        m.sync_counter(
-            "hls_playlist_requests",
-            hs.playlist_requests.load(Ordering::Relaxed),
-        );
-        m.sync_counter(
-            "hls_segments_proxied",
-            hs.segments_proxied.load(Ordering::Relaxed),
-        );
-        m.sync_counter(
-            "hls_origin_errors",
-            hs.origin_errors.load(Ordering::Relaxed),
-        );
-        m.sync_counter(
-            "hls_fetches_refused",
-            hs.fetches_refused.load(Ordering::Relaxed),
-        );
-        m.sync_counter(
-            "hls_client_query_ignored",
-            hs.client_query_ignored.load(Ordering::Relaxed),
-        );
+        for (name, counter) in [
+            ("hls_playlist_requests", &hs.playlist_requests),
+            ("hls_segments_proxied", &hs.segments_proxied),
+            ("hls_origin_errors", &hs.origin_errors),
+            ("hls_fetches_refused", &hs.fetches_refused),
+            ("hls_client_query_ignored", &hs.client_query_ignored),
+        ] {
+            m.sync_counter(name, counter.load(Ordering::Relaxed));
+        }
         let now_ms = Utc::now().timestamp_millis();
         for rt in &st.channels {
             let cm = &rt.metrics;

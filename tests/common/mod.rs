@@ -431,3 +431,28 @@ pub fn copy_catalog(from: &Path, to: &Path) {
     }
     std::fs::write(to.join("CURRENT"), current).unwrap();
 }
+
+/// A raw HTTP/1.1 origin on 127.0.0.1:0 for hand-written answers: each request's target
+/// (path and query) goes to `answer` (with the origin's address) and its return value is
+/// written back whole, then the connection closes.
+pub async fn scripted_origin(
+    answer: impl Fn(std::net::SocketAddr, &str) -> String + Send + Sync + 'static,
+) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = std::sync::Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let target = head.split(' ').nth(1).unwrap_or("");
+                let _ = sock.write_all(answer(addr, target).as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
