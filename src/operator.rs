@@ -96,7 +96,20 @@ impl ChannelControls {
 
     /// An automatic cue event on its way to the bus: `None` when a suppression holds it.
     pub fn filter(&self, event: CueEvent, now: DateTime<Utc>) -> Option<CueEvent> {
+        Self::filter_in(&mut self.state(), event, now)
+    }
+
+    /// [`Self::filter`], and `publish` the event that passes while the controls are held:
+    /// a suppression that comes at the same time publishes the open cue's end after its
+    /// start, never before it.
+    pub fn pass(&self, event: CueEvent, now: DateTime<Utc>, publish: impl FnOnce(CueEvent)) {
         let mut st = self.state();
+        if let Some(event) = Self::filter_in(&mut st, event, now) {
+            publish(event);
+        }
+    }
+
+    fn filter_in(st: &mut State, event: CueEvent, now: DateTime<Utc>) -> Option<CueEvent> {
         let cue = event.cue();
         let id = cue.id.clone();
         if st.cut.contains(&id) {
@@ -180,12 +193,14 @@ impl ChannelControls {
     }
 
     /// Suppress `product_id` until `until` (`None`: until lifted). The end events of its
-    /// open automatic cues, to publish.
+    /// open automatic cues go to `publish` while the controls are held (see [`Self::pass`]);
+    /// they are returned too.
     pub fn suppress(
         &self,
         product_id: &str,
         until: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
+        mut publish: impl FnMut(CueEvent),
     ) -> Result<Vec<CueEvent>, OperatorError> {
         if let Some(u) = until
             && u <= now
@@ -208,6 +223,9 @@ impl ChannelControls {
                 st.remember(&cue);
                 ends.push(CueEvent::End(cue));
             }
+        }
+        for e in &ends {
+            publish(e.clone());
         }
         Ok(ends)
     }
@@ -396,8 +414,12 @@ mod tests {
         assert!(c.filter(CueEvent::Start(open.clone()), t(0)).is_some());
         let other = auto("b", "chips", 0);
         assert!(c.filter(CueEvent::Start(other.clone()), t(0)).is_some());
-        let ends = c.suppress("cola", Some(t(60)), t(10)).unwrap();
+        let mut published = Vec::new();
+        let ends = c
+            .suppress("cola", Some(t(60)), t(10), |e| published.push(e))
+            .unwrap();
         assert_eq!(ends.len(), 1);
+        assert_eq!(published, ends);
         assert_eq!(ends[0].cue().id, "a");
         assert_eq!(ends[0].cue().end, Some(t(10)));
         // The rest of the cut cue is dropped, its end too.
@@ -422,7 +444,7 @@ mod tests {
     #[test]
     fn a_lifted_suppression_lets_cues_through() {
         let c = ChannelControls::new("ch");
-        assert!(c.suppress("cola", None, t(0)).unwrap().is_empty());
+        assert!(c.suppress("cola", None, t(0), |_| {}).unwrap().is_empty());
         assert!(
             c.filter(CueEvent::Start(auto("a", "cola", 1)), t(1))
                 .is_none()
@@ -437,7 +459,7 @@ mod tests {
                 .is_some()
         );
         assert!(matches!(
-            c.suppress("cola", Some(t(1)), t(2)),
+            c.suppress("cola", Some(t(1)), t(2), |_| {}),
             Err(OperatorError::BadUntil(_))
         ));
     }

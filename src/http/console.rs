@@ -267,11 +267,10 @@ async fn suppress(
             )));
         }
     };
-    let ends = ch.controls.suppress(&b.product_id, until, now)?;
+    let ends = ch
+        .controls
+        .suppress(&b.product_id, until, now, |e| st.bus.publish(e))?;
     let ended: Vec<String> = ends.iter().map(|e| e.cue().id.clone()).collect();
-    for e in ends {
-        st.bus.publish(e);
-    }
     let how_long = b
         .seconds
         .map_or_else(|| "until lifted".to_string(), |s| format!("for {s} s"));

@@ -645,9 +645,7 @@ fn spawn_pipeline(
                     .observe(latency.max(0) as f64 / 1e6);
                 tracing::debug!(%channel, kind = event.kind(), product = %event.cue().product_id, "cue");
                 // An operator's suppression holds the product's automatic cues.
-                if let Some(event) = controls.filter(event, Utc::now()) {
-                    bus.publish(event);
-                }
+                controls.pass(event, Utc::now(), |e| bus.publish(e));
             }
             Output::Shot(e) => {
                 if let crate::shots::ShotEvent::Started(s) = e {
