@@ -130,7 +130,10 @@ pub struct FrameItem {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunStats {
     pub samples: u64,
+    /// Samples inference ran on.
     pub analysed: u64,
+    /// Samples that reused the last analysed sample of their shot (`matching.change_gate`).
+    pub reused: u64,
     pub inference_errors: u64,
     pub elapsed_s: f64,
     /// Processing time per second of video (below 1: faster than real time).
@@ -248,7 +251,7 @@ pub fn assemble(
     let mut shots: Vec<ShotItems> = Vec::new();
     let mut frame_items: Vec<FrameItems> = Vec::new();
     let mut cues: Vec<Cue> = Vec::new();
-    let (mut samples, mut analysed, mut errors) = (0u64, 0u64, 0u64);
+    let (mut samples, mut analysed, mut reused, mut errors) = (0u64, 0u64, 0u64, 0u64);
     let mut last_pts_ns = 0u64;
     let secs = |ns: u64| (ns as f64 / 1e6).round() / 1e3;
     for o in outputs {
@@ -275,6 +278,8 @@ pub fn assemble(
                 samples += 1;
                 if outcome.error.is_some() {
                     errors += 1;
+                } else if outcome.reused {
+                    reused += 1;
                 } else {
                     analysed += 1;
                 }
@@ -368,6 +373,7 @@ pub fn assemble(
         stats: RunStats {
             samples,
             analysed,
+            reused,
             inference_errors: errors,
             elapsed_s: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
             realtime_factor: if duration_s > 0.0 {

@@ -95,6 +95,7 @@ pub struct Metrics {
     segments: Family<KindLabel, Counter>,
     shots: Family<ChannelLabel, Counter>,
     samples: Family<ChannelLabel, Counter>,
+    samples_reused: Family<ChannelLabel, Counter>,
     inference: HistFamily<ModelLabel>,
     search: HistFamily<ChannelLabel>,
     analysis: HistFamily<ChannelLabel>,
@@ -129,6 +130,8 @@ pub struct ChannelMetrics {
     pub evidence_dropped: Counter,
     pub shots: Counter,
     pub samples: Counter,
+    /// Sampled frames that reused the last analysis of their shot (change gate).
+    pub samples_reused: Counter,
     pub detect_seconds: Histogram,
     pub embed_seconds: Histogram,
     pub search_seconds: Histogram,
@@ -167,6 +170,7 @@ impl Metrics {
             segments: Family::default(),
             shots: Family::default(),
             samples: Family::default(),
+            samples_reused: Family::default(),
             inference: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             search: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             analysis: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
@@ -228,6 +232,11 @@ impl Metrics {
         );
         r.register("shots", "Shot changes found", m.shots.clone());
         r.register("samples", "Frames sent to inference", m.samples.clone());
+        r.register(
+            "samples_reused",
+            "Sampled frames that barely changed since the last analysed one of their shot and reused its result (matching.change_gate)",
+            m.samples_reused.clone(),
+        );
         r.register(
             "inference_seconds",
             "Inference latency per model and sampled frame",
@@ -303,6 +312,7 @@ impl Metrics {
         let evidence_dropped = self.dropped.get_or_create(&kind("evidence")).clone();
         let shots = self.shots.get_or_create(&c).clone();
         let samples = self.samples.get_or_create(&c).clone();
+        let samples_reused = self.samples_reused.get_or_create(&c).clone();
         let detect_seconds = self.inference.get_or_create(&model("detector")).clone();
         let embed_seconds = self.inference.get_or_create(&model("embedder")).clone();
         let search_seconds = self.search.get_or_create(&c).clone();
@@ -328,6 +338,7 @@ impl Metrics {
             evidence_dropped,
             shots,
             samples,
+            samples_reused,
             detect_seconds,
             embed_seconds,
             search_seconds,

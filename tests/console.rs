@@ -216,7 +216,10 @@ async fn operator_console_pins_suppresses_and_confirms_in_a_browser() {
     // of the footage (12 s), while the other products still get theirs. What the feed
     // delivered before is read first; a start published before the suppression may still
     // be on its way, so a start of the product must begin before it.
-    while next_event(&mut ws, Duration::from_millis(100)).await.is_some() {}
+    while next_event(&mut ws, Duration::from_millis(100))
+        .await
+        .is_some()
+    {}
     let suppressed_at = chrono::Utc::now();
     b.eval(&format!(
         "{card}.querySelector('[data-role=product]').value = '{SUPPRESSED}';

@@ -131,6 +131,7 @@ fn infer(
         wallclock: ticket.wallclock,
         shot_index: ticket.shot_index,
         detections,
+        reused: false,
     };
     (result, seen)
 }

@@ -90,7 +90,8 @@ pub struct InferenceSettings {
     pub intra_threads: usize,
     /// Threads across operators (0: default).
     pub inter_threads: usize,
-    /// Sessions per model; more lets that many inferences of the model run at once.
+    /// Sessions per model; more lets that many inferences of the model run at once (every
+    /// channel shares them). 0: one per core.
     pub sessions_per_model: usize,
     /// Folder of the model files and of the checksum list.
     pub models_dir: String,
@@ -101,6 +102,21 @@ pub struct InferenceSettings {
     pub embedder: String,
     /// Model descriptions by name.
     pub models: BTreeMap<String, ModelSpec>,
+}
+
+/// Most sessions per model.
+const MAX_SESSIONS: usize = 64;
+
+impl InferenceSettings {
+    /// Sessions per model: `sessions_per_model`, or one per core when it is 0.
+    pub fn sessions(&self) -> usize {
+        match self.sessions_per_model {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_SESSIONS),
+            n => n,
+        }
+    }
 }
 
 impl Default for InferenceSettings {
@@ -122,7 +138,7 @@ impl Default for InferenceSettings {
             tensorrt_cache_dir: String::new(),
             intra_threads: 1,
             inter_threads: 1,
-            sessions_per_model: 1,
+            sessions_per_model: 0,
             models_dir: "models".into(),
             checksums_file: "SHA256SUMS".into(),
             detector: "yolox_nano".into(),
@@ -382,8 +398,11 @@ impl InferenceSettings {
                 ));
             }
         }
-        if self.sessions_per_model == 0 {
-            return Err(("sessions_per_model".into(), "must be at least 1".into()));
+        if self.sessions_per_model > MAX_SESSIONS {
+            return Err((
+                "sessions_per_model".into(),
+                format!("must be at most {MAX_SESSIONS} (0: one per core)"),
+            ));
         }
         for (name, spec) in &self.models {
             spec.validate()
@@ -568,7 +587,7 @@ impl LoadedModel {
         let mut sessions = Vec::new();
         let mut provider = String::new();
         let mut fallbacks = Vec::new();
-        for _ in 0..settings.sessions_per_model {
+        for _ in 0..settings.sessions() {
             let (s, p, f) = create_session(rt, settings, name, &bytes)?;
             sessions.push(Mutex::new(s));
             provider = p;

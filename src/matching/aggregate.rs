@@ -48,6 +48,10 @@ pub struct SampleResult {
     pub wallclock: DateTime<Utc>,
     pub shot_index: u64,
     pub detections: Vec<MatchedDetection>,
+    /// The detections are an earlier analysed sample's, reused because the picture barely
+    /// changed (`matching.change_gate`): they keep tracks and cues alive and extend box
+    /// tracks, but are no new evidence (they add nothing to `min_samples` or the score).
+    pub reused: bool,
 }
 
 /// Counters of what the builder saw and did (for metrics).
@@ -523,16 +527,23 @@ impl CueBuilder {
                 track.evidence.clear();
             }
             track.last_wallclock = now;
-            track.samples = track.samples.saturating_add(1);
-            track.similarity_sum += f64::from(sighting.similarity);
             let [x, y, w, h] = sighting.bbox;
             track.boxes.push(BoxSample { t: now, x, y, w, h });
-            if let Some(e) = &sighting.embedding {
-                keep_best(
-                    &mut track.evidence,
-                    (sighting.similarity, e.clone()),
-                    self.settings.evidence_per_cue,
-                );
+            if sample.reused {
+                // No new evidence: a pending product is only kept from being lost.
+                if track.phase == Phase::Pending {
+                    continue;
+                }
+            } else {
+                track.samples = track.samples.saturating_add(1);
+                track.similarity_sum += f64::from(sighting.similarity);
+                if let Some(e) = &sighting.embedding {
+                    keep_best(
+                        &mut track.evidence,
+                        (sighting.similarity, e.clone()),
+                        self.settings.evidence_per_cue,
+                    );
+                }
             }
             track.version += 1;
             thin(&mut track.boxes, self.settings.max_boxes);

@@ -48,6 +48,7 @@ fn sample(shot: u64, frame: u64, dets: Vec<MatchedDetection>) -> SampleResult {
         wallclock: at(frame),
         shot_index: shot,
         detections: dets,
+        reused: false,
     }
 }
 
@@ -86,6 +87,38 @@ fn one_confident_sample_is_not_enough() {
             .is_empty()
     );
     assert_eq!(b.stats().cues_started, 0);
+}
+
+/// A sample reused by the change gate (the picture did not change) is no second opinion:
+/// it does not confirm a pending product, but it keeps an open cue from being lost and
+/// leaves its score alone.
+#[test]
+fn reused_samples_keep_cues_alive_but_confirm_nothing() {
+    let reused = |frame, dets| SampleResult {
+        reused: true,
+        ..sample(0, frame, dets)
+    };
+    let mut b = CueBuilder::new("news", &settings());
+    b.on_shot_event(&ShotEvent::Started(shot(0, 0, None)));
+    assert!(b.push(&sample(0, 3, vec![det("milk", 0.8)])).is_empty());
+    for f in [10, 20, 30] {
+        assert!(b.push(&reused(f, vec![det("milk", 0.8)])).is_empty());
+    }
+    assert_eq!(b.stats().cues_started, 0);
+    // A fresh look confirms it; the pending track was kept alive meanwhile (frame 3 is
+    // 1.4 s before frame 38, longer than lost_after_ms, yet the cue starts at frame 3).
+    let events = b.push(&sample(0, 38, vec![det("milk", 0.6)]));
+    assert_eq!(kinds(&events), vec![("start", "milk")]);
+    assert_eq!(events[0].cue().start, at(3));
+    assert!((events[0].cue().score - 0.7).abs() < 1e-6);
+    // Reused samples for longer than lost_after_ms: the cue stays open, its score as is.
+    for f in (60..200).step_by(20) {
+        for e in b.push(&reused(f, vec![det("milk", 0.99)])) {
+            assert_ne!(e.kind(), "end", "{e:?}");
+            assert!((e.cue().score - 0.7).abs() < 1e-6);
+        }
+    }
+    assert_eq!(b.open_cues(), 1);
 }
 
 #[test]

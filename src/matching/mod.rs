@@ -19,6 +19,7 @@
 pub mod aggregate;
 pub mod detection;
 pub mod evidence;
+pub mod gate;
 pub mod rules;
 pub mod sampler;
 
@@ -85,6 +86,16 @@ pub struct MatchingSettings {
     /// dropped and counted. Live HLS hands over a whole segment's frames at once, so this
     /// should hold one segment's samples (segment duration / `interval_ms`).
     pub queue_capacity: usize,
+    /// Change-gated inference (see [`gate`]): a sample that barely changed since the last
+    /// analysed sample of its shot reuses that result.
+    pub change_gate: bool,
+    /// Largest mean change of the luma thumbnail (0–255 levels) that still counts as the
+    /// same picture.
+    pub change_gate_mean: f32,
+    /// Largest change of any one thumbnail cell (a region) that still counts as the same.
+    pub change_gate_cell: f32,
+    /// A result is reused for at most this long (media time) before a fresh analysis.
+    pub change_gate_max_age_ms: u64,
     // --- judging one detection ---
     /// Catalog neighbours the caller asks for per crop (the margin test looks among them
     /// for the second-best different product).
@@ -151,6 +162,10 @@ impl Default for MatchingSettings {
             settle_ms: 120,
             interval_ms: 250,
             queue_capacity: 8,
+            change_gate: true,
+            change_gate_mean: 3.0,
+            change_gate_cell: 16.0,
+            change_gate_max_age_ms: 1_000,
             top_k: 5,
             min_det_score: 0.25,
             min_similarity: 0.55,
@@ -177,6 +192,16 @@ impl Default for MatchingSettings {
 }
 
 impl MatchingSettings {
+    /// The change gate's settings.
+    pub fn gate(&self) -> gate::GateSettings {
+        gate::GateSettings {
+            enabled: self.change_gate,
+            mean: self.change_gate_mean,
+            cell: self.change_gate_cell,
+            max_age_ms: self.change_gate_max_age_ms,
+        }
+    }
+
     /// The settings for a catalog: as they are when it has a learned projection, with
     /// `raw_min_similarity` and `raw_margin` in place of `min_similarity` and `margin`
     /// when it has none.
@@ -200,6 +225,15 @@ impl MatchingSettings {
         }
         if self.queue_capacity == 0 {
             return Err(setting("queue_capacity", "must be at least 1"));
+        }
+        if !(0.0..=255.0).contains(&self.change_gate_mean) {
+            return Err(setting("change_gate_mean", "must be from 0 to 255"));
+        }
+        if !(0.0..=255.0).contains(&self.change_gate_cell) {
+            return Err(setting("change_gate_cell", "must be from 0 to 255"));
+        }
+        if self.change_gate_max_age_ms > 60_000 {
+            return Err(setting("change_gate_max_age_ms", "must be at most 60000"));
         }
         if self.top_k == 0 || self.top_k > 1000 {
             return Err(setting("top_k", "must be from 1 to 1000"));

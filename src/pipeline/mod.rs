@@ -39,6 +39,7 @@ use crate::cue::{BoxSample, CueEvent};
 use crate::frame::{Frame, I420Image};
 use crate::inference::{BBox, RgbImage};
 use crate::ingest::progress::AnalysisProgress;
+use crate::matching::gate::{ChangeGate, Decision, Thumbnail};
 use crate::matching::{
     CueBuilder, EvidenceStore, MatchedDetection, MatchingSettings, SampleResult, SampleTicket,
     Sampler, WHOLE_FRAME_CLASS, fill_products,
@@ -105,6 +106,9 @@ pub struct SampleOutcome {
     pub elapsed: Duration,
     /// Set when inference failed on this frame (nothing was detected then).
     pub error: Option<String>,
+    /// The picture barely changed since the last analysed sample of its shot: these are
+    /// that sample's detections (`matching.change_gate`).
+    pub reused: bool,
 }
 
 /// Where the outputs go; called on the inference thread, must not block for long.
@@ -118,6 +122,8 @@ pub struct PipelineStats {
     pub samples: AtomicU64,
     pub samples_dropped: AtomicU64,
     pub analysed: AtomicU64,
+    /// Samples that reused the last analysis of their shot (change gate).
+    pub reused: AtomicU64,
     pub inference_errors: AtomicU64,
     pub cue_events: AtomicU64,
     pub last_analysis_us: AtomicU64,
@@ -133,6 +139,7 @@ pub struct PipelineSnapshot {
     pub samples: u64,
     pub samples_dropped: u64,
     pub analysed: u64,
+    pub reused: u64,
     pub inference_errors: u64,
     pub cue_events: u64,
     pub last_analysis_ms: f64,
@@ -147,6 +154,7 @@ impl PipelineStats {
             samples: l(&self.samples),
             samples_dropped: l(&self.samples_dropped),
             analysed: l(&self.analysed),
+            reused: l(&self.reused),
             inference_errors: l(&self.inference_errors),
             cue_events: l(&self.cue_events),
             last_analysis_ms: l(&self.last_analysis_us) as f64 / 1000.0,
@@ -208,6 +216,8 @@ impl Pipeline {
                 learned,
                 controls: config.controls.clone(),
                 threshold: None,
+                gate: ChangeGate::new(config.matching.gate()),
+                last_result: Vec::new(),
             };
             std::thread::Builder::new()
                 .name(format!("infer-{}", config.channel))
@@ -424,6 +434,9 @@ struct InferenceCtx {
     controls: Option<Arc<ChannelControls>>,
     /// The operator's threshold the builder follows, when set.
     threshold: Option<f32>,
+    /// Change-gated inference, and the result of the sample it compares with.
+    gate: ChangeGate,
+    last_result: Vec<MatchedDetection>,
 }
 
 /// Longest side of a cue's crop kept for the console, in pixels.
@@ -455,7 +468,7 @@ impl InferenceCtx {
                 }
                 Work::Sample(ticket, image) => {
                     self.follow_settings();
-                    let mut outcome = self.analyze(ticket, &image);
+                    let mut outcome = self.analyze_or_reuse(ticket, &image);
                     self.queue.done();
                     // The detections go to the builder and come back for the sink: no copy.
                     let result = SampleResult {
@@ -464,6 +477,7 @@ impl InferenceCtx {
                         wallclock: outcome.ticket.wallclock,
                         shot_index: outcome.ticket.shot_index,
                         detections: std::mem::take(&mut outcome.detections),
+                        reused: outcome.reused,
                     };
                     let events = self.builder.push(&result);
                     self.sync_suppressed();
@@ -551,6 +565,37 @@ impl InferenceCtx {
         }
     }
 
+    /// The sample's detections: the last analysed sample's when the change gate says the
+    /// picture is the same, else a fresh analysis.
+    fn analyze_or_reuse(&mut self, ticket: SampleTicket, image: &I420Image) -> SampleOutcome {
+        if self.analyzer.is_none() {
+            return self.analyze(ticket, image);
+        }
+        let thumb = Thumbnail::of(image);
+        let (shot, pts) = (ticket.shot_index, ticket.pts_ns);
+        if self.gate.decide(shot, pts, &thumb) == Decision::Reuse {
+            self.stats.reused.fetch_add(1, Ordering::Relaxed);
+            if let Some(m) = &self.metrics {
+                m.samples_reused.inc();
+            }
+            return SampleOutcome {
+                ticket,
+                detections: self.last_result.clone(),
+                elapsed: Duration::ZERO,
+                error: None,
+                reused: true,
+            };
+        }
+        let outcome = self.analyze(ticket, image);
+        if outcome.error.is_none() {
+            self.gate.analysed(shot, pts, thumb);
+            self.last_result.clone_from(&outcome.detections);
+        } else {
+            self.gate.forget();
+        }
+        outcome
+    }
+
     fn analyze(&self, ticket: SampleTicket, image: &I420Image) -> SampleOutcome {
         let Some(analyzer) = &self.analyzer else {
             return SampleOutcome {
@@ -558,6 +603,7 @@ impl InferenceCtx {
                 detections: Vec::new(),
                 elapsed: Duration::ZERO,
                 error: None,
+                reused: false,
             };
         };
         let t0 = Instant::now();
@@ -594,6 +640,7 @@ impl InferenceCtx {
                     detections,
                     elapsed,
                     error: None,
+                    reused: false,
                 }
             }
             Err(e) => {
@@ -607,6 +654,7 @@ impl InferenceCtx {
                     detections: Vec::new(),
                     elapsed,
                     error: Some(e.to_string()),
+                    reused: false,
                 }
             }
         }
