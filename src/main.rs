@@ -56,6 +56,9 @@ enum BenchCommand {
         #[arg(long, default_value_t = 8)]
         max_channels: usize,
     },
+    /// Live 720p30 channels with the full analysis this machine sustains, and the CPU per
+    /// channel-second, for named config variants side by side.
+    Capacity(bench::capacity::CapacityArgs),
     /// Glass-to-cue latency through the whole sidecar (HLS test origin and SRT).
     Glass(bench::glass::GlassArgs),
     /// One channel's cues fanned out to many WebSocket subscribers, shopcue vs Node `ws`.
@@ -159,6 +162,11 @@ fn run(args: Cli) -> anyhow::Result<()> {
                 }
                 BenchCommand::CatalogSpeed(a) => {
                     bench::catalog_speed::run_bench(&settings, &a).map(|_| ())
+                }
+                BenchCommand::Capacity(a) => {
+                    bench::capacity::run_bench(config.as_deref(), &a)
+                        .await
+                        .map(|_| ())
                 }
                 BenchCommand::Glass(a) => bench::glass::run_bench(&settings, &a)
                     .await

@@ -2,6 +2,7 @@
 //! rows where callers need them); peers named by an issue run in the same invocation and
 //! share the table. Numbers are recorded in docs/BENCHMARKS.md.
 
+pub mod capacity;
 pub mod catalog_accuracy;
 pub mod catalog_speed;
 pub mod fanout;
