@@ -96,6 +96,7 @@ pub struct Metrics {
     shots: Family<ChannelLabel, Counter>,
     samples: Family<ChannelLabel, Counter>,
     samples_reused: Family<ChannelLabel, Counter>,
+    regions_reused: Family<ChannelLabel, Counter>,
     inference: HistFamily<ModelLabel>,
     search: HistFamily<ChannelLabel>,
     analysis: HistFamily<ChannelLabel>,
@@ -132,6 +133,8 @@ pub struct ChannelMetrics {
     pub samples: Counter,
     /// Sampled frames that reused the last analysis of their shot (change gate).
     pub samples_reused: Counter,
+    /// Regions of analysed samples that reused an embedding (change gate).
+    pub regions_reused: Counter,
     pub detect_seconds: Histogram,
     pub embed_seconds: Histogram,
     pub search_seconds: Histogram,
@@ -171,6 +174,7 @@ impl Metrics {
             shots: Family::default(),
             samples: Family::default(),
             samples_reused: Family::default(),
+            regions_reused: Family::default(),
             inference: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             search: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             analysis: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
@@ -236,6 +240,11 @@ impl Metrics {
             "samples_reused",
             "Sampled frames that barely changed since the last analysed one of their shot and reused its result (matching.change_gate)",
             m.samples_reused.clone(),
+        );
+        r.register(
+            "regions_reused",
+            "Regions (detections, whole picture) of analysed samples whose crop did not change since the previous analysed sample of the shot and reused its embedding",
+            m.regions_reused.clone(),
         );
         r.register(
             "inference_seconds",
@@ -313,6 +322,7 @@ impl Metrics {
         let shots = self.shots.get_or_create(&c).clone();
         let samples = self.samples.get_or_create(&c).clone();
         let samples_reused = self.samples_reused.get_or_create(&c).clone();
+        let regions_reused = self.regions_reused.get_or_create(&c).clone();
         let detect_seconds = self.inference.get_or_create(&model("detector")).clone();
         let embed_seconds = self.inference.get_or_create(&model("embedder")).clone();
         let search_seconds = self.search.get_or_create(&c).clone();
@@ -339,6 +349,7 @@ impl Metrics {
             shots,
             samples,
             samples_reused,
+            regions_reused,
             detect_seconds,
             embed_seconds,
             search_seconds,

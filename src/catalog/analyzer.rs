@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::reuse::{Luma, RegionMemory};
 use super::{Catalog, CatalogError, CatalogSettings};
 use crate::frame::I420Image;
 use crate::inference::{BBox, Crop, Detection, Detector, Embedder, Models, Rect, RgbImage};
@@ -184,35 +185,38 @@ impl Analyzer {
 
     /// Detect, crop, embed, search one picture; `k` candidates per region.
     pub fn analyze(&self, img: &RgbImage, k: usize) -> Result<FrameAnalysis, CatalogError> {
-        let s = &self.settings;
+        self.analyze_reusing(img, k, None)
+    }
+
+    /// [`Self::analyze`], re-embedding only the regions `memory` (at media time `pts_ns`)
+    /// has no embedding for; the memory then holds this picture's regions.
+    pub fn analyze_reusing(
+        &self,
+        img: &RgbImage,
+        k: usize,
+        memory: Option<(&mut RegionMemory, u64)>,
+    ) -> Result<FrameAnalysis, CatalogError> {
         let t0 = std::time::Instant::now();
-        let mut dets = if s.query_detections > 0 {
-            self.detector.detect(img)?
-        } else {
-            Vec::new()
-        };
+        let (rects, sources) = self.regions(img)?;
         let detect = t0.elapsed();
-        dets.sort_by(|a, b| b.score.total_cmp(&a.score));
-        dets.truncate(s.query_detections);
-        let mut rects: Vec<Rect> = dets
-            .iter()
-            .map(|d| detection_rect(d, img, s.box_margin))
-            .collect();
-        let mut sources: Vec<Option<Detection>> = dets.into_iter().map(Some).collect();
-        if s.query_whole_image || rects.is_empty() {
-            rects.push(img.full_rect());
-            sources.push(None);
-        }
         let t1 = std::time::Instant::now();
-        let embs = embed_regions(&self.embedder, img, &rects, &s.query_views)?;
+        let embs = match memory {
+            Some((m, pts_ns)) if m.enabled() => {
+                self.embed_reusing(img, &rects, &sources, m, pts_ns)?
+            }
+            _ => embed_regions(&self.embedder, img, &rects, &self.settings.query_views)?
+                .into_iter()
+                .map(Arc::from)
+                .collect(),
+        };
         let t2 = std::time::Instant::now();
         let hits = self.catalog.search_batch(&embs, k)?;
-        let embs = embs.into_iter().map(|e| Some(Arc::from(e)));
         let timings = AnalysisTimings {
             detect,
             embed: t2 - t1,
             search: t2.elapsed(),
         };
+        let min_score = self.settings.min_score;
         let regions = rects
             .iter()
             .zip(sources)
@@ -226,9 +230,9 @@ impl Analyzer {
                 detection: det,
                 candidates: cands
                     .into_iter()
-                    .filter(|(_, sc)| *sc >= s.min_score)
+                    .filter(|(_, sc)| *sc >= min_score)
                     .collect(),
-                embedding,
+                embedding: Some(embedding),
             })
             .collect();
         Ok(FrameAnalysis {
@@ -237,6 +241,70 @@ impl Analyzer {
             regions,
             timings,
         })
+    }
+
+    /// The regions searched: the best detections, then the whole picture.
+    fn regions(&self, img: &RgbImage) -> Result<(Vec<Rect>, Vec<Option<Detection>>), CatalogError> {
+        let s = &self.settings;
+        let mut dets = if s.query_detections > 0 {
+            self.detector.detect(img)?
+        } else {
+            Vec::new()
+        };
+        dets.sort_by(|a, b| b.score.total_cmp(&a.score));
+        dets.truncate(s.query_detections);
+        let mut rects: Vec<Rect> = dets
+            .iter()
+            .map(|d| detection_rect(d, img, s.box_margin))
+            .collect();
+        let mut sources: Vec<Option<Detection>> = dets.into_iter().map(Some).collect();
+        if s.query_whole_image || rects.is_empty() {
+            rects.push(img.full_rect());
+            sources.push(None);
+        }
+        Ok((rects, sources))
+    }
+
+    /// Embeddings of `rects`: remembered ones where the region did not change, the rest
+    /// embedded in one batch.
+    fn embed_reusing(
+        &self,
+        img: &RgbImage,
+        rects: &[Rect],
+        sources: &[Option<Detection>],
+        memory: &mut RegionMemory,
+        pts_ns: u64,
+    ) -> Result<Vec<Arc<[f32]>>, CatalogError> {
+        let picture = Luma::of(img);
+        let found: Vec<Option<(Arc<[f32]>, u64)>> = rects
+            .iter()
+            .zip(sources)
+            .map(|(r, d)| memory.lookup(&picture, r, d.is_none(), pts_ns))
+            .collect();
+        let missing: Vec<Rect> = rects
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|(r, _)| *r)
+            .collect();
+        let fresh = embed_regions(&self.embedder, img, &missing, &self.settings.query_views)?;
+        memory.reused += (rects.len() - missing.len()) as u64;
+        memory.embedded += missing.len() as u64;
+        let mut found = found;
+        let empty = found.iter_mut().filter(|f| f.is_none());
+        for (slot, e) in empty.zip(fresh) {
+            *slot = Some((Arc::from(e), pts_ns));
+        }
+        // One embedding per missing region came back: every slot is filled.
+        let remembered: Vec<(Rect, bool, Arc<[f32]>, u64)> = rects
+            .iter()
+            .zip(sources)
+            .zip(found)
+            .filter_map(|((r, d), f)| f.map(|(e, born)| (*r, d.is_none(), e, born)))
+            .collect();
+        let out = remembered.iter().map(|(_, _, e, _)| e.clone()).collect();
+        memory.remember(picture, remembered);
+        Ok(out)
     }
 
     /// A decoded video frame.

@@ -20,6 +20,7 @@ pub mod index;
 pub mod linalg;
 pub mod product;
 pub mod projection;
+pub mod reuse;
 pub mod store;
 pub mod synthetic;
 pub mod upstream;
@@ -494,9 +495,9 @@ impl Snapshot {
 
     /// Best `k` products for each raw embedding, best first; a product's score is its best
     /// vector's cosine.
-    pub fn search_batch(
+    pub fn search_batch<E: AsRef<[f32]>>(
         &self,
-        embeddings: &[Vec<f32>],
+        embeddings: &[E],
         k: usize,
         oversample: usize,
     ) -> Result<Vec<Vec<(String, f32)>>, CatalogError> {
@@ -505,7 +506,7 @@ impl Snapshot {
         }
         let mut q = Vec::with_capacity(embeddings.len() * self.manifest.dim);
         for e in embeddings {
-            q.extend(self.to_index_space(e)?);
+            q.extend(self.to_index_space(e.as_ref())?);
         }
         let hits = self
             .index
@@ -939,9 +940,9 @@ impl Catalog {
             .unwrap_or_default())
     }
 
-    pub fn search_batch(
+    pub fn search_batch<E: AsRef<[f32]>>(
         &self,
-        embeddings: &[Vec<f32>],
+        embeddings: &[E],
         k: usize,
     ) -> Result<Vec<Vec<(String, f32)>>, CatalogError> {
         self.snapshot().search_batch(embeddings, k, self.oversample)

@@ -96,6 +96,14 @@ pub struct MatchingSettings {
     pub change_gate_cell: f32,
     /// A result is reused for at most this long (media time) before a fresh analysis.
     pub change_gate_max_age_ms: u64,
+    /// In an analysed sample, a region (a detection or the whole picture) whose box
+    /// overlaps one of the previous analysed sample of the shot by this IoU, and whose
+    /// pixels did not change between the two samples (`change_gate_mean` /
+    /// `change_gate_cell` on an 8x8 thumbnail of both boxes' area in both pictures), reuses
+    /// that region's embedding; 0 turns it off.
+    pub change_gate_region_iou: f32,
+    /// A region's embedding is reused for at most this long (media time).
+    pub change_gate_region_max_age_ms: u64,
     // --- judging one detection ---
     /// Catalog neighbours the caller asks for per crop (the margin test looks among them
     /// for the second-best different product).
@@ -166,6 +174,8 @@ impl Default for MatchingSettings {
             change_gate_mean: 3.0,
             change_gate_cell: 16.0,
             change_gate_max_age_ms: 1_000,
+            change_gate_region_iou: 0.8,
+            change_gate_region_max_age_ms: 3_000,
             top_k: 5,
             min_det_score: 0.25,
             min_similarity: 0.55,
@@ -231,6 +241,15 @@ impl MatchingSettings {
         }
         if !(0.0..=255.0).contains(&self.change_gate_cell) {
             return Err(setting("change_gate_cell", "must be from 0 to 255"));
+        }
+        if !(0.0..=1.0).contains(&self.change_gate_region_iou) {
+            return Err(setting("change_gate_region_iou", "must be from 0 to 1"));
+        }
+        if self.change_gate_region_max_age_ms > 600_000 {
+            return Err(setting(
+                "change_gate_region_max_age_ms",
+                "must be at most 600000",
+            ));
         }
         if self.change_gate_max_age_ms > 60_000 {
             return Err(setting("change_gate_max_age_ms", "must be at most 60000"));

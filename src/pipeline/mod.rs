@@ -34,6 +34,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::catalog::reuse::{RegionMemory, ReuseSettings};
 use crate::catalog::{Analyzer, Product};
 use crate::cue::{BoxSample, CueEvent};
 use crate::frame::{Frame, I420Image};
@@ -124,6 +125,8 @@ pub struct PipelineStats {
     pub analysed: AtomicU64,
     /// Samples that reused the last analysis of their shot (change gate).
     pub reused: AtomicU64,
+    /// Regions of analysed samples that reused an embedding (change gate).
+    pub regions_reused: AtomicU64,
     pub inference_errors: AtomicU64,
     pub cue_events: AtomicU64,
     pub last_analysis_us: AtomicU64,
@@ -140,6 +143,7 @@ pub struct PipelineSnapshot {
     pub samples_dropped: u64,
     pub analysed: u64,
     pub reused: u64,
+    pub regions_reused: u64,
     pub inference_errors: u64,
     pub cue_events: u64,
     pub last_analysis_ms: f64,
@@ -155,6 +159,7 @@ impl PipelineStats {
             samples_dropped: l(&self.samples_dropped),
             analysed: l(&self.analysed),
             reused: l(&self.reused),
+            regions_reused: l(&self.regions_reused),
             inference_errors: l(&self.inference_errors),
             cue_events: l(&self.cue_events),
             last_analysis_ms: l(&self.last_analysis_us) as f64 / 1000.0,
@@ -218,6 +223,7 @@ impl Pipeline {
                 threshold: None,
                 gate: ChangeGate::new(config.matching.gate()),
                 last_result: Vec::new(),
+                regions: RegionMemory::new(region_reuse(&config.matching)),
             };
             std::thread::Builder::new()
                 .name(format!("infer-{}", config.channel))
@@ -437,6 +443,19 @@ struct InferenceCtx {
     /// Change-gated inference, and the result of the sample it compares with.
     gate: ChangeGate,
     last_result: Vec<MatchedDetection>,
+    /// Region embeddings of the last analysed sample, for the next one of its shot.
+    regions: RegionMemory,
+}
+
+/// When a region of an analysed sample reuses an embedding (`matching.change_gate_region_*`).
+fn region_reuse(m: &MatchingSettings) -> ReuseSettings {
+    ReuseSettings {
+        enabled: m.change_gate && m.change_gate_region_iou > 0.0,
+        iou: m.change_gate_region_iou,
+        mean: m.change_gate_mean,
+        cell: m.change_gate_cell,
+        max_age_ms: m.change_gate_region_max_age_ms,
+    }
 }
 
 /// Longest side of a cue's crop kept for the console, in pixels.
@@ -596,7 +615,7 @@ impl InferenceCtx {
         outcome
     }
 
-    fn analyze(&self, ticket: SampleTicket, image: &I420Image) -> SampleOutcome {
+    fn analyze(&mut self, ticket: SampleTicket, image: &I420Image) -> SampleOutcome {
         let Some(analyzer) = &self.analyzer else {
             return SampleOutcome {
                 ticket,
@@ -607,7 +626,20 @@ impl InferenceCtx {
             };
         };
         let t0 = Instant::now();
-        let result = analyzer.analyze_i420(image, self.top_k);
+        self.regions.enter_shot(ticket.shot_index);
+        let before = self.regions.reused;
+        let result = analyzer.analyze_reusing(
+            &RgbImage::from_i420(image),
+            self.top_k,
+            Some((&mut self.regions, ticket.pts_ns)),
+        );
+        let reused = self.regions.reused - before;
+        self.stats
+            .regions_reused
+            .fetch_add(reused, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.regions_reused.inc_by(reused);
+        }
         let elapsed = t0.elapsed();
         self.stats.analysed.fetch_add(1, Ordering::Relaxed);
         self.stats
