@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::reuse::{Luma, RegionMemory};
 use super::{Catalog, CatalogError, CatalogSettings};
 use crate::frame::I420Image;
+use crate::inference::fair::FairSlots;
 use crate::inference::{BBox, Crop, Detection, Detector, Embedder, Models, Rect, RgbImage};
 
 /// The candidates of one region of a picture.
@@ -151,6 +152,9 @@ pub struct Analyzer {
     embedder: Arc<Embedder>,
     catalog: Arc<Catalog>,
     settings: CatalogSettings,
+    /// Analyses admitted first come, first served, as many at once as the models have
+    /// sessions (every clone, so every channel, shares them).
+    slots: Arc<FairSlots>,
 }
 
 impl std::fmt::Debug for Analyzer {
@@ -176,6 +180,9 @@ impl Analyzer {
             embedder: models.embedder.clone(),
             catalog,
             settings: settings.clone(),
+            slots: Arc::new(FairSlots::new(
+                models.detector.sessions().min(models.embedder.sessions()),
+            )),
         })
     }
 
@@ -196,6 +203,7 @@ impl Analyzer {
         k: usize,
         memory: Option<(&mut RegionMemory, u64)>,
     ) -> Result<FrameAnalysis, CatalogError> {
+        let slot = self.slots.acquire();
         let t0 = std::time::Instant::now();
         let (rects, sources) = self.regions(img)?;
         let detect = t0.elapsed();
@@ -209,6 +217,7 @@ impl Analyzer {
                 .map(Arc::from)
                 .collect(),
         };
+        drop(slot);
         let t2 = std::time::Instant::now();
         let hits = self.catalog.search_batch(&embs, k)?;
         let timings = AnalysisTimings {

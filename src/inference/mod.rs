@@ -11,6 +11,7 @@
 //!
 //! Pre-processing ([`image`]) and post-processing ([`postprocess`]) are plain Rust.
 
+pub mod fair;
 pub mod image;
 pub mod postprocess;
 
@@ -847,6 +848,11 @@ impl std::fmt::Debug for Detector {
 }
 
 impl Detector {
+    /// Sessions of the model (inferences that can run at once).
+    pub fn sessions(&self) -> usize {
+        self.model.sessions.len()
+    }
+
     /// Load the detector `name` (`inference.detector` when `None`).
     pub fn load(settings: &InferenceSettings, name: Option<&str>) -> Result<Self, InferenceError> {
         let rt = Runtime::init(settings)?;
@@ -1014,6 +1020,11 @@ impl std::fmt::Debug for Embedder {
 }
 
 impl Embedder {
+    /// Sessions of the model (inferences that can run at once).
+    pub fn sessions(&self) -> usize {
+        self.model.sessions.len()
+    }
+
     /// Load the embedder `name` (`inference.embedder` when `None`).
     pub fn load(settings: &InferenceSettings, name: Option<&str>) -> Result<Self, InferenceError> {
         let rt = Runtime::init(settings)?;
