@@ -55,6 +55,8 @@ pub struct Settings {
     pub feed: crate::http::feed::FeedSettings,
     pub inference: crate::inference::InferenceSettings,
     pub catalog: crate::catalog::CatalogSettings,
+    /// Where channels added at runtime are kept, and how many may run.
+    pub registry: crate::registry::RegistrySettings,
     /// Channels to analyse: `[[channels]] id = "news" url = "https://…/master.m3u8"`.
     pub channels: Vec<ChannelSettings>,
 }
@@ -244,18 +246,30 @@ impl Settings {
         self.catalog
             .validate()
             .map_err(|(k, why)| invalid(&format!("catalog.{k}"), why))?;
+        self.registry
+            .validate(&self.redis)
+            .map_err(|(k, why)| invalid(&format!("registry.{k}"), why))?;
+        if self.channels.len() > self.registry.max_channels {
+            return Err(invalid(
+                "channels",
+                format!(
+                    "{} channels, more than registry.max_channels ({})",
+                    self.channels.len(),
+                    self.registry.max_channels
+                ),
+            ));
+        }
         let mut seen = std::collections::HashSet::new();
         for (n, c) in self.channels.iter().enumerate() {
             let key = format!("channels[{n}]");
-            validate_channel_id(&c.id).map_err(|why| invalid(&format!("{key}.id"), why))?;
+            c.validate()
+                .map_err(|(field, why)| invalid(&format!("{key}.{field}"), why))?;
             if !seen.insert(c.id.as_str()) {
                 return Err(invalid(
                     &format!("{key}.id"),
                     format!("duplicate channel id `{}`", c.id),
                 ));
             }
-            crate::ingest::SourceSpec::parse(&c.url)
-                .map_err(|e| invalid(&format!("{key}.url"), e.to_string()))?;
         }
         Ok(())
     }

@@ -20,7 +20,8 @@
 //! is the only module that touches axum/hyper. [`config`] assembles the settings tree
 //! from the settings each module owns (file, then `SHOPCUE__SECTION__KEY` environment),
 //! validated at start-up, and nothing below the runtime imports it (tests/layout.rs fails
-//! on any import cycle); [`redact`] strips secrets from URLs that leave the process; [`telemetry`] sets
+//! on any import cycle); [`redact`] strips secrets from URLs that leave the process;
+//! [`registry`] keeps the channels added at runtime (memory, a file, or Redis); [`telemetry`] sets
 //! up structured logs; [`cli`] the subcommands that combine modules. `main.rs` is a thin
 //! command line over these; the benchmarks (`shopcue bench …`, src/bench/) belong to that
 //! binary, not to the library.
@@ -44,6 +45,7 @@ pub mod operator;
 pub mod origin;
 pub mod pipeline;
 pub mod redact;
+pub mod registry;
 pub mod shots;
 pub mod sidecar;
 pub mod telemetry;

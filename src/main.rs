@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// The sidecar: channels in, product cues out (WebSocket feed, HLS proxy), until Ctrl-C.
     Run(shopcue::sidecar::RunArgs),
+    /// Add, restart or remove a running sidecar's channels (admin API `/v1/channels`).
+    Channels(shopcue::sidecar::cli::ChannelsArgs),
     /// Batch mode: a file or VOD playlist into shoppable metadata JSON (per-frame and
     /// per-shot items, cues with product details).
     Analyze(shopcue::analyze::AnalyzeArgs),
@@ -120,6 +122,7 @@ fn run(args: Cli) -> anyhow::Result<()> {
                 println!("shopcue listening on http://{}", sidecar.addr);
                 sidecar.run_until_cancelled().await
             }
+            Command::Channels(a) => shopcue::sidecar::cli::run(&a).await,
             Command::Analyze(a) => {
                 let doc = shopcue::analyze::analyze(&settings, &a, cancel).await?;
                 shopcue::analyze::write(&doc, &a.out)?;

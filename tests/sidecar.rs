@@ -162,7 +162,7 @@ async fn grocery_cues_reach_websocket_clients_and_playlists() {
         .await
         .expect("sidecar starts");
     let addr = sidecar.addr;
-    let progress = sidecar.state.channels[0].progress.clone();
+    let progress = sidecar.state.channels.list()[0].progress.clone();
     assert_eq!(get(&format!("http://{addr}/healthz")).await.0, 200);
 
     let mut ws = connect(addr, "").await;

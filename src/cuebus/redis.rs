@@ -52,6 +52,7 @@ use super::{
 };
 use crate::cue::{Cue, CueEvent};
 
+pub mod records;
 mod writer;
 
 /// `[redis]`: the Redis Streams bus. An empty `url` means the in-memory bus.

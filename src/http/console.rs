@@ -43,7 +43,8 @@ pub struct ConsoleChannel {
 /// What the console routes need.
 #[derive(Clone)]
 pub struct ConsoleState {
-    pub channels: Arc<HashMap<String, ConsoleChannel>>,
+    /// The channels analysed here now (added and removed at runtime).
+    pub channels: Arc<std::sync::RwLock<HashMap<String, ConsoleChannel>>>,
     pub bus: Arc<dyn CueBus>,
     /// Product details for pins, and the check that a pinned product exists.
     pub catalog: Option<Arc<Catalog>>,
@@ -84,9 +85,12 @@ fn admin(headers: &HeaderMap, st: &ConsoleState) -> Result<String, ApiError> {
     Ok(key_id(&st.admin_key))
 }
 
-fn channel<'a>(st: &'a ConsoleState, id: &str) -> Result<&'a ConsoleChannel, ApiError> {
+fn channel(st: &ConsoleState, id: &str) -> Result<ConsoleChannel, ApiError> {
     st.channels
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
         .get(id)
+        .cloned()
         .ok_or_else(|| ApiError::NotFound(format!("channel `{id}` is not analysed here")))
 }
 
@@ -119,9 +123,15 @@ async fn channels(
 ) -> Result<impl IntoResponse, ApiError> {
     admin(&headers, &st)?;
     let now = Utc::now();
-    let mut out: Vec<ChannelView> = st
+    let channels: Vec<ConsoleChannel> = st
         .channels
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
         .values()
+        .cloned()
+        .collect();
+    let mut out: Vec<ChannelView> = channels
+        .iter()
         .map(|c| {
             let controls = c.controls.view(now);
             let held = |f: &dyn Fn(&str) -> bool| {

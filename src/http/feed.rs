@@ -33,7 +33,7 @@ use chrono::Utc;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +57,13 @@ pub mod close_code {
     pub const TOO_BIG: u16 = 1009;
     /// The cue bus is unreachable or the channel's feed was interrupted: reconnect with `since`.
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The channel was removed (`DELETE /v1/channels/{id}`) after its last events were sent.
+    pub const CHANNEL_REMOVED: u16 = 4404;
 }
+
+/// How long a removed channel's hub waits for the channel's last events before it closes
+/// its clients anyway.
+const REMOVE_GRACE: Duration = Duration::from_secs(3);
 
 /// `[feed]`: the WebSocket cue feed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -185,6 +191,8 @@ enum HubMsg {
     },
     /// The hub lost events it could not recover: clients must reconnect with `since`.
     Reset,
+    /// The channel was removed: clients are closed once their queue is written.
+    Removed,
 }
 
 /// Shared state of the feed; cheap to clone.
@@ -200,7 +208,11 @@ struct Inner {
     hubs: tokio::sync::Mutex<HashMap<String, broadcast::Sender<HubMsg>>>,
     counters: Counters,
     shutdown: CancellationToken,
-    channels: Option<HashSet<String>>,
+    /// Only these channels are served, when set (changed at runtime).
+    channels: Option<std::sync::RwLock<HashSet<String>>>,
+    /// Channels being removed: their hubs close their clients once they have forwarded
+    /// the channel's last offset, or at the deadline.
+    removing: watch::Sender<HashMap<String, (Offset, tokio::time::Instant)>>,
 }
 
 impl FeedState {
@@ -236,7 +248,8 @@ impl FeedState {
                 hubs: tokio::sync::Mutex::new(HashMap::new()),
                 counters: Counters::default(),
                 shutdown: CancellationToken::new(),
-                channels,
+                channels: channels.map(std::sync::RwLock::new),
+                removing: watch::Sender::new(HashMap::new()),
             }),
         }
     }
@@ -259,6 +272,41 @@ impl FeedState {
             events_sent: l(&c.events_sent),
             hub_lags: l(&c.hub_lags),
         }
+    }
+
+    /// Serve `channel` (when the feed serves a fixed list of channels).
+    pub fn allow(&self, channel: &str) {
+        if let Some(set) = &self.inner.channels {
+            set.write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(channel.to_string());
+        }
+        self.inner
+            .removing
+            .send_if_modified(|m| m.remove(channel).is_some());
+    }
+
+    /// `channel` was removed: new connections answer 404 (fixed list), and its clients are
+    /// closed with [`close_code::CHANNEL_REMOVED`] once its events up to `last` are sent.
+    pub fn remove(&self, channel: &str, last: Offset) {
+        if let Some(set) = &self.inner.channels {
+            set.write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(channel);
+        }
+        let now = tokio::time::Instant::now();
+        self.inner.removing.send_modify(|m| {
+            m.retain(|_, (_, deadline)| *deadline > now);
+            m.insert(channel.to_string(), (last, now + REMOVE_GRACE));
+        });
+    }
+
+    fn serves(&self, channel: &str) -> bool {
+        self.inner.channels.as_ref().is_none_or(|set| {
+            set.read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(channel)
+        })
     }
 
     /// Close every client with 1001 and stop the hubs (and [`serve`]).
@@ -386,11 +434,7 @@ async fn cues(
     if let Err(why) = crate::cue::validate_channel_id(&channel) {
         return ApiError::BadRequest(format!("channel id: {why}")).into_response();
     }
-    if inner
-        .channels
-        .as_ref()
-        .is_some_and(|set| !set.contains(&channel))
-    {
+    if !state.serves(&channel) {
         return ApiError::NotFound(format!("no channel `{channel}`")).into_response();
     }
     let since = match query.since.as_deref().map(str::parse::<Offset>).transpose() {
@@ -650,6 +694,10 @@ async fn run(
                     queue.push_back(Message::Text(text));
                     bump(&counters.events_sent);
                 }
+                Some(Ok(HubMsg::Removed)) => {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain(sink, queue)).await;
+                    break Some((close_code::CHANNEL_REMOVED, "channel removed".to_string()));
+                }
                 Some(Ok(HubMsg::Reset)) | None => {
                     break Some((close_code::TRY_AGAIN_LATER, "feed interrupted: reconnect with since".to_string()));
                 }
@@ -816,8 +864,20 @@ async fn hub_task(
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = inner.shutdown.cancelled();
     tokio::pin!(shutdown);
+    let mut removing = inner.removing.subscribe();
+    let mut closing: Option<(Offset, tokio::time::Instant)> = None;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     loop {
+        if closing.is_some_and(|(after, _)| last.unwrap_or(Offset::ZERO) >= after) {
+            let _ = tx.send(HubMsg::Removed);
+            break;
+        }
         tokio::select! {
+            _ = removing.changed() => closing = removing.borrow_and_update().get(&channel).copied(),
+            _ = tokio::time::sleep_until(closing.map_or(far, |(_, d)| d)), if closing.is_some() => {
+                let _ = tx.send(HubMsg::Removed);
+                break;
+            }
             r = bus_rx.recv() => match r {
                 Ok(record) => forward(&record, &mut last),
                 Err(broadcast::error::RecvError::Lagged(n)) => {

@@ -29,13 +29,18 @@ use crate::catalog::{Catalog, CatalogError, CatalogSettings};
 use crate::matching::{CueEvidence, EvidenceStore};
 use crate::operator::{AuditEntry, AuditLog, key_id};
 
+/// Each channel's evidence store by channel id, shared with the sidecar (channels are
+/// added and removed at runtime).
+pub type EvidenceByChannel = Arc<std::sync::RwLock<HashMap<String, Arc<EvidenceStore>>>>;
+
 /// What the feedback routes need.
 #[derive(Clone)]
 pub struct FeedbackState {
     pub catalog: Arc<Catalog>,
     pub store: Arc<FeedbackStore>,
     /// Each channel's evidence of its latest cues.
-    pub evidence: Arc<HashMap<String, Arc<EvidenceStore>>>,
+    /// Each channel's evidence of its latest cues (channels added and removed at runtime).
+    pub evidence: EvidenceByChannel,
     pub settings: CatalogSettings,
     pub admin_key: String,
     /// One retrain at a time; a second request while one runs is answered 409.
@@ -55,7 +60,7 @@ impl FeedbackState {
         Self {
             catalog,
             store,
-            evidence: Arc::new(evidence),
+            evidence: Arc::new(std::sync::RwLock::new(evidence)),
             settings: settings.clone(),
             admin_key: admin_key.to_string(),
             retraining: Arc::default(),
@@ -155,7 +160,10 @@ fn targets(
 fn evidence_of(st: &FeedbackState, channel: &str, cue_id: &str) -> Result<CueEvidence, ApiError> {
     let store = st
         .evidence
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
         .get(channel)
+        .cloned()
         .ok_or_else(|| ApiError::NotFound(format!("channel `{channel}` is not analysed here")))?;
     store.get(cue_id).ok_or_else(|| {
         ApiError::NotFound(format!(

@@ -151,6 +151,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
 impl HlsChannel {
     /// Feed one cue event (what the bus task does; public for tests and other feeders).
     pub fn apply(&self, event: &CueEvent) {
@@ -241,7 +249,8 @@ impl Slot {
 }
 
 struct Inner {
-    channels: HashMap<String, Arc<HlsChannel>>,
+    /// The channels served now (added and removed at runtime).
+    channels: RwLock<HashMap<String, Arc<HlsChannel>>>,
     fetcher: Fetcher,
     manifest: ManifestSettings,
     uri_mode: UriMode,
@@ -276,42 +285,10 @@ impl HlsState {
         fetcher: Fetcher,
         progress: &HashMap<String, Arc<AnalysisProgress>>,
     ) -> Result<Self, HlsError> {
-        let list = channels;
-        let mut channels = HashMap::new();
-        for (index, c) in list.iter().enumerate() {
-            if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
-                continue;
-            }
-            let origin = ChannelOrigin::new(&c.url, &ChannelOrigin::default_prefix(&c.id))
-                .map_err(|e| HlsError::Channel {
-                    index,
-                    id: c.id.clone(),
-                    why: e.to_string(),
-                })?;
-            let ch = HlsChannel {
-                id: c.id.clone(),
-                origin,
-                ledger: RwLock::new(CueLedger::from_settings(manifest)),
-                cues: Mutex::new(HashMap::new()),
-                analysis: progress.get(&c.id).cloned().unwrap_or_default(),
-                segments: Mutex::new(HashMap::new()),
-                inits: Mutex::new(HashMap::new()),
-                init_fetch: tokio::sync::Mutex::new(()),
-                playlists: Mutex::new(HashMap::new()),
-                holdback_delay_ms: AtomicU64::new(0),
-                holdback_forced: AtomicU64::new(0),
-                cue_events: AtomicU64::new(0),
-                cue_errors: AtomicU64::new(0),
-                query_names: Mutex::new(HashSet::new()),
-            };
-            // The channel URL's own parameters (e.g. a token) are the origin's too.
-            ch.learn_query_names(&c.url);
-            channels.insert(c.id.clone(), Arc::new(ch));
-        }
         let i = ingest;
-        Ok(Self {
+        let state = Self {
             inner: Arc::new(Inner {
-                channels,
+                channels: RwLock::new(HashMap::new()),
                 fetcher,
                 uri_mode: manifest.uri_mode(),
                 manifest: manifest.clone(),
@@ -324,11 +301,61 @@ impl HlsState {
                 fetch_slots: tokio::sync::Semaphore::new(manifest.max_origin_fetches.max(1)),
                 stats: HlsStats::default(),
             }),
-        })
+        };
+        for (index, c) in channels.iter().enumerate() {
+            let analysis = progress.get(&c.id).cloned().unwrap_or_default();
+            state.add(c, analysis).map_err(|why| HlsError::Channel {
+                index,
+                id: c.id.clone(),
+                why,
+            })?;
+        }
+        Ok(state)
+    }
+
+    /// Serve channel `c` (replacing one of the same id) with its analysis progress; `None`
+    /// for a channel that is not HTTP(S) (SRT, a file: nothing to proxy). `Err(why)` when
+    /// its URL cannot be an origin.
+    pub fn add(
+        &self,
+        c: &ChannelSettings,
+        analysis: Arc<AnalysisProgress>,
+    ) -> Result<Option<Arc<HlsChannel>>, String> {
+        if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+            self.remove(&c.id);
+            return Ok(None);
+        }
+        let origin = ChannelOrigin::new(&c.url, &ChannelOrigin::default_prefix(&c.id))
+            .map_err(|e| e.to_string())?;
+        let ch = Arc::new(HlsChannel {
+            id: c.id.clone(),
+            origin,
+            ledger: RwLock::new(CueLedger::from_settings(&self.inner.manifest)),
+            cues: Mutex::new(HashMap::new()),
+            analysis,
+            segments: Mutex::new(HashMap::new()),
+            inits: Mutex::new(HashMap::new()),
+            init_fetch: tokio::sync::Mutex::new(()),
+            playlists: Mutex::new(HashMap::new()),
+            holdback_delay_ms: AtomicU64::new(0),
+            holdback_forced: AtomicU64::new(0),
+            cue_events: AtomicU64::new(0),
+            cue_errors: AtomicU64::new(0),
+            query_names: Mutex::new(HashSet::new()),
+        });
+        // The channel URL's own parameters (e.g. a token) are the origin's too.
+        ch.learn_query_names(&c.url);
+        write(&self.inner.channels).insert(c.id.clone(), ch.clone());
+        Ok(Some(ch))
+    }
+
+    /// Stop serving channel `id` (its requests answer 404 from now on).
+    pub fn remove(&self, id: &str) -> Option<Arc<HlsChannel>> {
+        write(&self.inner.channels).remove(id)
     }
 
     pub fn channel(&self, id: &str) -> Option<Arc<HlsChannel>> {
-        self.inner.channels.get(id).cloned()
+        read(&self.inner.channels).get(id).cloned()
     }
 
     pub fn stats(&self) -> &HlsStats {
@@ -340,7 +367,7 @@ impl HlsState {
     pub fn set_playlist_cache(&self, on: bool) {
         self.inner.playlist_cache.store(on, Ordering::Relaxed);
         if !on {
-            for ch in self.inner.channels.values() {
+            for ch in read(&self.inner.channels).values() {
                 lock(&ch.playlists).clear();
             }
         }
@@ -353,12 +380,31 @@ impl HlsState {
         bus: Arc<dyn CueBus>,
         stop: CancellationToken,
     ) -> Vec<tokio::task::JoinHandle<()>> {
-        self.inner
-            .channels
+        read(&self.inner.channels)
             .values()
-            .map(|ch| tokio::spawn(feed_ledger(ch.clone(), bus.clone(), stop.clone())))
+            .map(|ch| spawn_cue_feed(ch.clone(), bus.clone(), stop.clone()))
             .collect()
     }
+}
+
+/// Whether channel `c` can be served: `Err(why)` when its HTTP(S) URL cannot be an origin
+/// (other URLs are not proxied, and pass).
+pub fn check_origin(c: &ChannelSettings) -> Result<(), String> {
+    if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+        return Ok(());
+    }
+    ChannelOrigin::new(&c.url, &ChannelOrigin::default_prefix(&c.id))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The task keeping one channel's ledger in step with the bus until `stop`.
+pub fn spawn_cue_feed(
+    ch: Arc<HlsChannel>,
+    bus: Arc<dyn CueBus>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(feed_ledger(ch, bus, stop))
 }
 
 async fn feed_ledger(ch: Arc<HlsChannel>, bus: Arc<dyn CueBus>, stop: CancellationToken) {
@@ -532,7 +578,7 @@ async fn handle(State(st): State<HlsState>, uri: Uri, headers: HeaderMap) -> Res
         return respond(error_answer(StatusCode::NOT_FOUND, "not found"));
     };
     let (chan, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let Some(ch) = st.channels.get(chan) else {
+    let Some(ch) = read(&st.channels).get(chan).cloned() else {
         return respond(error_answer(StatusCode::NOT_FOUND, "unknown channel"));
     };
     // Hot path: a fresh cached playlist, found by the raw rel path with no allocation and
@@ -576,9 +622,9 @@ async fn handle(State(st): State<HlsState>, uri: Uri, headers: HeaderMap) -> Res
         }
     };
     if is_playlist(&rel) {
-        playlist(st, ch, rel, url).await
+        playlist(st, &ch, rel, url).await
     } else if st.uri_mode == UriMode::Proxy {
-        segment(st, ch, &rel, &url, &headers).await
+        segment(st, &ch, &rel, &url, &headers).await
     } else {
         respond(error_answer(
             StatusCode::NOT_FOUND,

@@ -3,6 +3,7 @@
 //! Status mapping lives in one place: [`ApiError`].
 
 pub mod catalog;
+pub mod channels;
 pub mod console;
 pub mod cors;
 pub mod dashboard;

@@ -11,6 +11,22 @@ pub struct ChannelSettings {
     pub url: String,
 }
 
+/// Longest channel URL accepted (a signed CDN URL fits easily).
+pub const MAX_CHANNEL_URL_BYTES: usize = 4096;
+
+impl ChannelSettings {
+    /// The one check of a channel, for the settings file and the admin API alike:
+    /// `Err((field, why))` with `field` `id` or `url`.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        crate::cue::validate_channel_id(&self.id).map_err(|why| ("id", why))?;
+        if self.url.len() > MAX_CHANNEL_URL_BYTES {
+            return Err(("url", format!("longer than {MAX_CHANNEL_URL_BYTES} bytes")));
+        }
+        super::SourceSpec::parse(&self.url).map_err(|e| ("url", e.to_string()))?;
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestSettings {

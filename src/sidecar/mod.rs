@@ -8,11 +8,17 @@
 //! operational routes (`/healthz`, `/readyz`, `/metrics`, `/v1/status`,
 //! `/v1/status/history`) with the ops dashboard (`/dashboard`).
 //!
+//! Channels change at runtime (`/v1/channels`, `shopcue channels`): [`channels`] holds the
+//! live set the routes read at request time, and the registry that adds, restarts and
+//! removes channels and keeps them (`registry.store`: memory, a JSON file, or Redis).
+//!
 //! Cancellation: the caller's token is the root; the server, each channel and the
 //! once-a-second metrics sampler hang off it. [`Sidecar::shutdown`] cancels it, closes
 //! WebSocket clients with 1001, lets each pipeline drain (open cues end), flushes the bus
 //! and waits for the server to finish in-flight requests.
 
+pub mod channels;
+pub mod cli;
 pub mod status;
 pub mod supervise;
 
@@ -110,10 +116,19 @@ pub struct ChannelRuntime {
     pub controls: Arc<ChannelControls>,
     ingest: Arc<ChannelStats>,
     pipeline: Mutex<Option<Arc<PipelineStats>>>,
+    /// The channel's own child of the process's token: cancelled, it drains and stops.
+    cancel: CancellationToken,
+    /// Its supervisor task, taken by whoever waits for it to stop.
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl ChannelRuntime {
-    fn new(c: &ChannelSettings, metrics: &Metrics, evidence_cues: usize) -> Self {
+    fn new(
+        c: &ChannelSettings,
+        metrics: &Metrics,
+        evidence_cues: usize,
+        cancel: CancellationToken,
+    ) -> Self {
         let progress = Arc::new(AnalysisProgress::default());
         let metrics = metrics.channel(&c.id);
         Self {
@@ -126,6 +141,8 @@ impl ChannelRuntime {
             evidence: Arc::new(EvidenceStore::new(evidence_cues)),
             controls: Arc::new(ChannelControls::new(c.id.clone())),
             pipeline: Mutex::new(None),
+            cancel,
+            task: Mutex::new(None),
         }
     }
 
@@ -153,7 +170,8 @@ pub struct SidecarState {
     pub catalog: Option<Arc<Catalog>>,
     /// Execution provider per model (`detector`, `embedder`).
     pub providers: Vec<(String, String)>,
-    pub channels: Vec<Arc<ChannelRuntime>>,
+    /// The channels running now (changed at runtime through `/v1/channels`).
+    pub channels: channels::ChannelSet,
     pub history: status::History,
 }
 
@@ -163,7 +181,7 @@ pub struct Sidecar {
     pub state: Arc<SidecarState>,
     cancel: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    channels: Vec<tokio::task::JoinHandle<()>>,
+    registry: Arc<channels::Registry>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -185,49 +203,27 @@ impl Sidecar {
             }
         }
         let bus = cuebus::connect(&settings.bus, &settings.redis).context("cue bus")?;
-        let channels: Vec<Arc<ChannelRuntime>> = settings
-            .channels
-            .iter()
-            .map(|c| {
-                Arc::new(ChannelRuntime::new(
-                    c,
-                    &metrics,
-                    settings.matching.evidence_cues,
-                ))
-            })
-            .collect();
-        let progress: HashMap<String, Arc<AnalysisProgress>> = channels
-            .iter()
-            .map(|c| (c.id.clone(), c.progress.clone()))
-            .collect();
-        let hls = http::hls::HlsState::new(
-            &settings.channels,
-            &settings.manifest,
-            &settings.ingest,
-            ingest::hls::Fetcher::with_redirect_hosts(&settings.ingest.redirect_hosts)?,
-            &progress,
-        )?;
-        // In memory, only this process's channels exist. On Redis, channels analysed by
-        // other machines are served too (a feed-only replica has no channels of its own).
-        let feed = http::feed::FeedState::new(bus.clone(), settings.feed.clone());
-        let feed = if bus.kind() == "redis" {
-            feed
-        } else {
-            feed.with_channels(channels.iter().map(|c| c.id.clone()))
-        };
+        let (hls, feed) = outputs(&settings, &bus)?;
         let state = Arc::new(SidecarState {
             settings: settings.clone(),
             started: Utc::now(),
-            metrics,
+            metrics: metrics.clone(),
             bus: bus.clone(),
-            feed,
+            feed: feed.clone(),
             hls: hls.clone(),
             catalog,
             providers,
-            channels: channels.clone(),
+            channels: channels::ChannelSet::default(),
             history: status::History::default(),
         });
-        let (router, feedback) = routes(&state, models);
+        let runner = channels::Runner {
+            settings: Arc::new(settings.clone()),
+            analyzer,
+            bus: bus.clone(),
+            metrics,
+            root: cancel.clone(),
+        };
+        let (router, feedback, registry) = routes(&state, models, runner).await?;
         let listener = tokio::net::TcpListener::bind(&settings.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
@@ -238,36 +234,22 @@ impl Sidecar {
                 stop.cancelled().await
             }))
         };
-        tracing::info!(%addr, channels = channels.len(), bus = bus.kind(), "sidecar listening");
-
-        let mut background = hls.spawn_cue_feeds(bus.clone(), cancel.child_token());
-        background.push(tokio::spawn(status::sample_every_second(
+        registry.start_all().await.context("channels")?;
+        tracing::info!(%addr, channels = state.channels.len(), bus = bus.kind(), "sidecar listening");
+        let mut background = vec![tokio::spawn(status::sample_every_second(
             state.clone(),
             cancel.child_token(),
-        )));
+        ))];
         let every = Duration::from_secs(settings.catalog.retrain_interval_s);
         if let Some(fb) = feedback.filter(|_| !every.is_zero()) {
             background.push(tokio::spawn(retrain_every(fb, every, cancel.child_token())));
         }
-        let settings = Arc::new(settings);
-        let channel_tasks = channels
-            .iter()
-            .map(|rt| {
-                tokio::spawn(run_channel(
-                    rt.clone(),
-                    settings.clone(),
-                    analyzer.clone(),
-                    bus.clone(),
-                    cancel.child_token(),
-                ))
-            })
-            .collect();
         Ok(Self {
             addr,
             state,
             cancel,
             server,
-            channels: channel_tasks,
+            registry,
             background,
         })
     }
@@ -282,7 +264,7 @@ impl Sidecar {
     /// clients are closed with 1001, the bus is flushed, the server finishes.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.cancel.cancel();
-        for c in self.channels {
+        for c in self.registry.take_tasks() {
             if tokio::time::timeout(Duration::from_secs(15), c)
                 .await
                 .is_err()
@@ -307,6 +289,29 @@ impl Sidecar {
     }
 }
 
+/// The HLS proxy and the feed, with no channel yet (the registry adds them).
+fn outputs(
+    settings: &Settings,
+    bus: &Arc<dyn CueBus>,
+) -> anyhow::Result<(http::hls::HlsState, http::feed::FeedState)> {
+    let hls = http::hls::HlsState::new(
+        &[],
+        &settings.manifest,
+        &settings.ingest,
+        ingest::hls::Fetcher::with_redirect_hosts(&settings.ingest.redirect_hosts)?,
+        &HashMap::new(),
+    )?;
+    // In memory, only this process's channels exist. On Redis, channels analysed by
+    // other machines are served too (a feed-only replica has no channels of its own).
+    let feed = http::feed::FeedState::new(bus.clone(), settings.feed.clone());
+    let feed = if bus.kind() == "redis" {
+        feed
+    } else {
+        feed.with_channels(std::iter::empty())
+    };
+    Ok((hls, feed))
+}
+
 /// The models, the catalog and the analyzer over them (none without `catalog.dir`).
 async fn load_recognition(
     settings: &Settings,
@@ -328,48 +333,69 @@ async fn load_recognition(
     .await?
 }
 
-/// Every route of the process on one router, and the feedback state (for the periodic
-/// retrain) when the catalog has a folder.
-fn routes(
+/// Every route of the process on one router, the feedback state (for the periodic
+/// retrain) when the catalog has a folder, and the channel registry behind
+/// `/v1/channels` (loaded and seeded, its channels not started yet).
+async fn routes(
     state: &Arc<SidecarState>,
     models: Option<Models>,
+    runner: channels::Runner,
+) -> anyhow::Result<(
+    axum::Router,
+    Option<http::feedback::FeedbackState>,
+    Arc<channels::Registry>,
+)> {
+    let settings = &state.settings;
+    let cors = http::cors::read_only(&settings.server.cors_origins);
+    let mut router = ops_routes(state)
+        .merge(http::dashboard::router())
+        .merge(http::cors::guard_websocket(
+            http::feed::router(state.feed.clone()),
+            &settings.server.cors_origins,
+        ))
+        .merge(http::hls::router(state.hls.clone()).layer(cors.clone()))
+        .merge(http::web::router().layer(cors.clone()));
+    let audit = Arc::new(AuditLog::new(AUDIT_ENTRIES));
+    let console = console_state(state, audit.clone());
+    let consoles = console.channels.clone();
+    router = router.merge(http::console::router(console));
+    let (catalog_routes, feedback) = catalog_routes(state, models, audit);
+    router = router.merge(catalog_routes);
+    let consumers = channels::Consumers {
+        hls: state.hls.clone(),
+        feed: state.feed.clone(),
+        console: consoles,
+        evidence: feedback.as_ref().map(|f| f.evidence.clone()),
+    };
+    let registry = Arc::new(
+        channels::Registry::open(state.channels.clone(), runner, consumers)
+            .await
+            .context("channel registry")?,
+    );
+    router = router.merge(http::channels::router(http::channels::ChannelsApiState {
+        admin: registry.clone(),
+        admin_key: settings.server.admin_key.clone(),
+    }));
+    Ok((router, feedback, registry))
+}
+
+/// The product, catalog and feedback routes when there is a catalog, and the feedback
+/// state when the catalog has a folder.
+fn catalog_routes(
+    state: &SidecarState,
+    models: Option<Models>,
+    audit: Arc<AuditLog>,
 ) -> (axum::Router, Option<http::feedback::FeedbackState>) {
     let settings = &state.settings;
     let cors = http::cors::read_only(&settings.server.cors_origins);
-    let st = state.clone();
-    let ready: http::server::ReadyFn = Arc::new(move || status::readiness(&st));
-    let st = state.clone();
-    let status_doc: http::server::StatusFn = Arc::new(move || status::status(&st));
-    let st = state.clone();
-    let history: http::server::HistoryFn =
-        Arc::new(move |since| serde_json::to_value(st.history.since(since)).unwrap_or_default());
-    let ops_key = settings
-        .server
-        .protect_ops
-        .then(|| settings.server.admin_key.clone());
-    let mut router =
-        http::server::ops_router(state.metrics.clone(), ready, status_doc, history, ops_key)
-            .merge(http::dashboard::router())
-            .merge(http::cors::guard_websocket(
-                http::feed::router(state.feed.clone()),
-                &settings.server.cors_origins,
-            ))
-            .merge(http::hls::router(state.hls.clone()).layer(cors.clone()))
-            .merge(http::web::router().layer(cors.clone()));
-    let audit = Arc::new(AuditLog::new(AUDIT_ENTRIES));
-    router = router.merge(http::console::router(console_state(state, audit.clone())));
+    let mut router = axum::Router::new();
     let mut feedback = None;
     if let Some(catalog) = &state.catalog {
         if let Some(dir) = catalog.dir() {
-            let evidence = state
-                .channels
-                .iter()
-                .map(|c| (c.id.clone(), c.evidence.clone()))
-                .collect();
             let fb = http::feedback::FeedbackState::new(
                 catalog.clone(),
                 Arc::new(FeedbackStore::new(dir, &settings.catalog)),
-                evidence,
+                HashMap::new(),
                 &settings.catalog,
                 &settings.server.admin_key,
             )
@@ -394,20 +420,27 @@ fn routes(
     (router, feedback)
 }
 
+/// `/healthz`, `/readyz`, `/metrics`, `/v1/status` and its history.
+fn ops_routes(state: &Arc<SidecarState>) -> axum::Router {
+    let settings = &state.settings;
+    let st = state.clone();
+    let ready: http::server::ReadyFn = Arc::new(move || status::readiness(&st));
+    let st = state.clone();
+    let status_doc: http::server::StatusFn = Arc::new(move || status::status(&st));
+    let st = state.clone();
+    let history: http::server::HistoryFn =
+        Arc::new(move |since| serde_json::to_value(st.history.since(since)).unwrap_or_default());
+    let ops_key = settings
+        .server
+        .protect_ops
+        .then(|| settings.server.admin_key.clone());
+    http::server::ops_router(state.metrics.clone(), ready, status_doc, history, ops_key)
+}
+
+/// The console's state; its channels are filled in as channels start.
 fn console_state(state: &SidecarState, audit: Arc<AuditLog>) -> http::console::ConsoleState {
-    let channels = state
-        .channels
-        .iter()
-        .map(|c| {
-            let ch = http::console::ConsoleChannel {
-                controls: c.controls.clone(),
-                evidence: c.evidence.clone(),
-            };
-            (c.id.clone(), ch)
-        })
-        .collect();
     http::console::ConsoleState {
-        channels: Arc::new(channels),
+        channels: Arc::default(),
         bus: state.bus.clone(),
         catalog: state.catalog.clone(),
         audit,

@@ -123,7 +123,7 @@ pub fn readiness(st: &SidecarState) -> Result<(), Vec<String>> {
     if !st.bus.stats().healthy {
         reasons.push(format!("cue bus ({}) unreachable", st.bus.kind()));
     }
-    for rt in &st.channels {
+    for rt in st.channels.list().iter() {
         match channel_state(rt) {
             "up" | "degraded" => {}
             s => reasons.push(format!("channel {} is {s}", rt.id)),
@@ -146,6 +146,7 @@ pub fn status(st: &SidecarState) -> Value {
     let bus = st.bus.stats();
     let channels: Vec<Value> = st
         .channels
+        .list()
         .iter()
         .map(|rt| {
             let m = &rt.metrics;
@@ -281,7 +282,7 @@ pub async fn sample_every_second(st: std::sync::Arc<SidecarState>, stop: Cancell
             m.sync_counter(name, counter.load(Ordering::Relaxed));
         }
         let now_ms = Utc::now().timestamp_millis();
-        for rt in &st.channels {
+        for rt in st.channels.list().iter() {
             let cm = &rt.metrics;
             let state = channel_state(rt);
             m.set_channel_state(&rt.id, state);
