@@ -364,6 +364,14 @@ async fn channels_are_added_restarted_and_removed_at_runtime_and_survive_a_resta
             .all(|c| c["id"] != "shop"),
         "{st}"
     );
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let stopped = r#"shopcue_channel_state{channel="shop",state="stopped"} 1"#;
+    assert!(metrics.contains(stopped), "{metrics}");
     let out = cli(addr, &["rm", "seeded"]).await;
     assert_eq!(out.trim(), "removed seeded");
     sidecar.shutdown().await.expect("clean shutdown");

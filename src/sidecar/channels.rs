@@ -215,6 +215,8 @@ impl Registry {
     /// channel's last event, and `/hls/{id}/` answers 404.
     async fn forget(&self, id: &str) {
         self.set.write().remove(id);
+        // Its series stay (a Prometheus family keeps its labels), last seen stopped.
+        self.runner.metrics.set_channel_state(id, "stopped");
         write(&self.consumers.console).remove(id);
         if let Some(e) = &self.consumers.evidence {
             write(e).remove(id);
