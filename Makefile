@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: setup demo test lint bench clips
+.PHONY: setup demo test lint bench clips quantize
 
 setup:
 	scripts/setup.sh base
@@ -23,3 +23,11 @@ test:
 bench:
 	scripts/setup.sh bench
 	$(CARGO) run --release -- bench all
+
+# Static int8 versions of the detector and the embedder (issue 14): models/*_int8.onnx,
+# calibrated on the footage and the catalog images, their sha256 written to
+# models/SHA256SUMS. About 3 minutes on 2 cores; skipped when they are up to date. Not part
+# of test/demo: select them with inference.detector / inference.embedder (config/shopcue.toml).
+quantize:
+	scripts/setup.sh base
+	python3 scripts/quantize.py

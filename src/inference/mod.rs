@@ -132,6 +132,14 @@ impl Default for InferenceSettings {
             "mobilenetv2_deepsort".to_string(),
             ModelSpec::mobilenetv2_deepsort(),
         );
+        // Static int8 versions made by scripts/quantize.py (`make quantize`).
+        for (name, spec) in [
+            ("yolox_nano_int8", ModelSpec::yolox_nano()),
+            ("efficientnet_lite0_int8", ModelSpec::efficientnet_lite0()),
+        ] {
+            let file = format!("{name}.onnx");
+            models.insert(name.to_string(), ModelSpec { file, ..spec });
+        }
         Self {
             ort_library: DEFAULT_ORT_LIBRARY.into(),
             providers: vec!["cuda".into(), "cpu".into()],
