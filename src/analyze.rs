@@ -196,6 +196,7 @@ pub async fn analyze(
             lossless: true,
             evidence: None,
             controls: None,
+            epoch: 0,
         },
         source.frames,
         Some(analyzer),

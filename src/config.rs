@@ -57,6 +57,8 @@ pub struct Settings {
     pub catalog: crate::catalog::CatalogSettings,
     /// Where channels added at runtime are kept, and how many may run.
     pub registry: crate::registry::RegistrySettings,
+    /// Analysers sharing the registry's channels with Redis leases.
+    pub fleet: crate::registry::FleetSettings,
     /// Channels to analyse: `[[channels]] id = "news" url = "https://…/master.m3u8"`.
     pub channels: Vec<ChannelSettings>,
 }
@@ -249,6 +251,9 @@ impl Settings {
         self.registry
             .validate(&self.redis)
             .map_err(|(k, why)| invalid(&format!("registry.{k}"), why))?;
+        self.fleet
+            .validate(self.registry.store == crate::registry::STORE_REDIS)
+            .map_err(|(k, why)| invalid(&format!("fleet.{k}"), why))?;
         if self.channels.len() > self.registry.max_channels {
             return Err(invalid(
                 "channels",

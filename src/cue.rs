@@ -92,9 +92,20 @@ impl CueEvent {
 
 /// A stable cue id from its channel, shot and product.
 pub fn cue_id(channel: &str, shot: u64, product_id: &str) -> String {
+    cue_id_in_epoch(channel, 0, shot, product_id)
+}
+
+/// [`cue_id`] for a channel analysed in lease `epoch` of a fleet (0: not leased, the same
+/// id as [`cue_id`]): shot indexes start again with each owner, the epoch keeps the ids of
+/// two owners apart.
+pub fn cue_id_in_epoch(channel: &str, epoch: u64, shot: u64, product_id: &str) -> String {
     use sha2::Digest;
-    let digest =
-        sha2::Sha256::digest(format!("{channel}\u{1f}{shot}\u{1f}{product_id}").as_bytes());
+    let text = if epoch == 0 {
+        format!("{channel}\u{1f}{shot}\u{1f}{product_id}")
+    } else {
+        format!("{channel}\u{1f}{epoch}\u{1f}{shot}\u{1f}{product_id}")
+    };
+    let digest = sha2::Sha256::digest(text.as_bytes());
     format!("cue-{}", hex::encode(&digest[..8]))
 }
 

@@ -12,6 +12,8 @@
 //! its id is remembered, so a config channel removed through the API stays removed after
 //! a restart (a new config channel is still added).
 
+pub mod fleet;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -20,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::cuebus::RedisSettings;
 use crate::cuebus::redis::records::RedisRecords;
 use crate::ingest::settings::ChannelSettings;
+
+pub use fleet::FleetSettings;
 
 /// `registry.store` value that keeps the registry in Redis.
 pub const STORE_REDIS: &str = "redis";

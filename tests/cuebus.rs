@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::Duration;
 
-use common::{RedisServer, end, start, update};
+use common::{RedisServer, end, redis_settings, start, update};
 use shopcue::cue::CueEvent;
 use shopcue::cuebus::memory::MemoryBus;
 use shopcue::cuebus::redis::RedisBus;
@@ -101,17 +101,6 @@ async fn memory_subscribe_then_snapshot_gives_each_event_once() {
     assert_eq!(snap.cues.len(), 2);
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].event, end("news", 1));
-}
-
-fn redis_settings(url: &str) -> RedisSettings {
-    RedisSettings {
-        url: url.into(),
-        retry_initial_ms: 50,
-        retry_max_ms: 300,
-        block_ms: 500,
-        timeout_ms: 1000,
-        ..RedisSettings::default()
-    }
 }
 
 fn redis_bus(url: &str, history: usize) -> Arc<RedisBus> {

@@ -190,6 +190,9 @@ pub struct BusStats {
     pub rejected: u64,
     /// The latest such refusal, naming the channel, the key and why.
     pub last_rejection: Option<String>,
+    /// Events refused because this process no longer held the channel's lease (fleet
+    /// fencing, Redis only): a former owner's late writes.
+    pub fenced: u64,
 }
 
 /// A cue bus. Cheap to share as `Arc<dyn CueBus>`; must be created inside a tokio runtime.
@@ -222,6 +225,14 @@ pub trait CueBus: Send + Sync + 'static {
     fn flush(&self, timeout: Duration) -> BoxFuture<'_, bool>;
 
     fn stats(&self) -> BusStats;
+
+    /// Fleet fencing (`[fleet]`, Redis only; nothing in memory). After the first call every
+    /// write of any channel must carry the lease it is written under: `Some(holder)` is
+    /// this process's lease of `channel` (the lease key's value), `None` says it holds none.
+    /// The store refuses a write whose holder is not the lease key's value at that moment
+    /// (counted in [`BusStats::fenced`]), so a paused or cut-off former owner never writes
+    /// again once another has the lease.
+    fn fence(&self, _channel: &str, _holder: Option<String>) {}
 }
 
 /// The bus the settings ask for: Redis when `redis.url` is set, else in memory. Redis

@@ -52,6 +52,7 @@ use super::{
 };
 use crate::cue::{Cue, CueEvent};
 
+pub mod lease;
 pub mod records;
 mod writer;
 
@@ -157,6 +158,11 @@ struct Inner {
     rejected: AtomicU64,
     faults: Mutex<HashMap<String, BusError>>,
     last_rejection: Mutex<Option<String>>,
+    /// Fleet fencing: `None` until [`CueBus::fence`] is first called; then the lease
+    /// holder of each channel this process holds.
+    fences: Mutex<Option<HashMap<String, String>>>,
+    /// Events refused by fencing.
+    fenced: AtomicU64,
 }
 
 enum Q<'a> {
@@ -205,6 +211,8 @@ impl RedisBus {
             rejected: AtomicU64::new(0),
             faults: Mutex::new(HashMap::new()),
             last_rejection: Mutex::new(None),
+            fences: Mutex::new(None),
+            fenced: AtomicU64::new(0),
         });
         tokio::spawn(writer::run(inner.clone()));
         Ok(Arc::new(Self { inner }))
@@ -229,6 +237,17 @@ impl Inner {
     }
     fn active_key(&self, channel: &str) -> String {
         format!("{}:active:{channel}", self.prefix)
+    }
+    fn lease_key(&self, channel: &str) -> String {
+        lease::lease_key(&self.prefix, channel)
+    }
+    /// What a write of `channel` must carry: `""` when not fencing; else this process's
+    /// lease holder of it, or `-` (matches no lease) when it holds none.
+    fn fence_of(&self, channel: &str) -> String {
+        match &*self.fences.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => String::new(),
+            Some(map) => map.get(channel).cloned().unwrap_or_else(|| "-".into()),
+        }
     }
     fn timeout(&self) -> Duration {
         Duration::from_millis(self.settings.timeout_ms)
@@ -638,7 +657,17 @@ impl CueBus for RedisBus {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            fenced: i.fenced.load(Ordering::Relaxed),
         }
+    }
+
+    fn fence(&self, channel: &str, holder: Option<String>) {
+        let mut fences = self.inner.fences.lock().unwrap_or_else(|p| p.into_inner());
+        let map = fences.get_or_insert_with(HashMap::new);
+        match holder {
+            Some(h) => map.insert(channel.to_string(), h),
+            None => map.remove(channel),
+        };
     }
 }
 

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::cue::{BoxSample, Cue, CueEvent, cue_id};
+use crate::cue::{BoxSample, Cue, CueEvent, cue_id_in_epoch};
 use crate::matching::MatchingSettings;
 use crate::matching::detection::MatchedDetection;
 use crate::matching::evidence::{CueEvidence, keep_best};
@@ -150,6 +150,8 @@ const MAX_NEAR: usize = 16;
 #[derive(Debug, Clone)]
 pub struct CueBuilder {
     channel: String,
+    /// The lease epoch in cue ids (0 unless the channel is leased in a fleet).
+    epoch: u64,
     settings: MatchingSettings,
     rules: Rules,
     shot: Option<ShotState>,
@@ -172,6 +174,7 @@ impl CueBuilder {
     pub fn new(channel: impl Into<String>, settings: &MatchingSettings) -> Self {
         Self {
             channel: channel.into(),
+            epoch: 0,
             settings: settings.clone(),
             rules: Rules::new(settings),
             shot: None,
@@ -184,6 +187,17 @@ impl CueBuilder {
 
     pub fn channel(&self) -> &str {
         &self.channel
+    }
+
+    /// Cue ids of lease `epoch` (a fleet's analyser; 0 = not leased): see
+    /// [`cue_id_in_epoch`].
+    pub fn with_epoch(mut self, epoch: u64) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    fn cue_id(&self, shot: u64, product_id: &str) -> String {
+        cue_id_in_epoch(&self.channel, self.epoch, shot, product_id)
     }
 
     /// New thresholds from now on (e.g. the catalog learned a projection and its
@@ -207,7 +221,7 @@ impl CueBuilder {
         if track.evidence.is_empty() {
             return;
         }
-        let cue_id = cue_id(&self.channel, shot, &track.product_id);
+        let cue_id = self.cue_id(shot, &track.product_id);
         self.evidence_out.retain(|e| e.cue_id != cue_id);
         self.evidence_out.push(CueEvidence {
             cue_id,
@@ -328,7 +342,7 @@ impl CueBuilder {
     fn cue(&self, shot: u64, track: &Track, end: Option<DateTime<Utc>>) -> Cue {
         Cue {
             source: Default::default(),
-            id: cue_id(&self.channel, shot, &track.product_id),
+            id: self.cue_id(shot, &track.product_id),
             channel: self.channel.clone(),
             product_id: track.product_id.clone(),
             start: track.first_wallclock,

@@ -81,6 +81,9 @@ pub struct PipelineConfig {
     pub evidence: Option<Arc<EvidenceStore>>,
     /// The operator's controls of the channel (its live similarity threshold).
     pub controls: Option<Arc<ChannelControls>>,
+    /// The channel's lease epoch in a fleet (0: not leased); part of every cue id, so the
+    /// cues of two owners never share an id.
+    pub epoch: u64,
 }
 
 /// Everything the pipeline produces, in order, from the inference thread.
@@ -208,7 +211,8 @@ impl Pipeline {
         let matching = config.matching.for_catalog(learned);
         let inference_thread = {
             let ctx = InferenceCtx {
-                builder: CueBuilder::new(config.channel.clone(), &matching),
+                builder: CueBuilder::new(config.channel.clone(), &matching)
+                    .with_epoch(config.epoch),
                 top_k: config.matching.top_k.max(1),
                 analyzer,
                 queue: queue.clone(),

@@ -8,7 +8,7 @@
 //! `/hls/{id}/` answers 404. A change is stored (`registry.store`) before it takes effect;
 //! changes are serialised by one lock.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -98,6 +98,9 @@ pub struct Registry {
     store: Store,
     /// What the store holds; its lock serialises changes.
     stored: tokio::sync::Mutex<Stored>,
+    /// `[fleet] leases`: the lease keeper (`sidecar/fleet.rs`) decides which stored channels
+    /// run here; the API only changes the store.
+    fleet: bool,
 }
 
 impl Registry {
@@ -116,17 +119,22 @@ impl Registry {
             store.seeded(&seeded, &stored).await?;
         }
         tracing::info!(store = %store.describe(), channels = stored.channels.len(), seeded = seeded.len(), "channel registry loaded");
+        let fleet = s.fleet.leases;
         Ok(Self {
             set,
             runner,
             consumers,
             store,
             stored: tokio::sync::Mutex::new(stored),
+            fleet,
         })
     }
 
     /// Start every stored channel (up to `registry.max_channels`, in id order).
     pub(super) async fn start_all(&self) -> Result<(), RegistryError> {
+        if self.fleet {
+            return Ok(());
+        }
         let stored = self.stored.lock().await;
         let max = self.runner.settings.registry.max_channels;
         if stored.channels.len() > max {
@@ -137,9 +145,44 @@ impl Registry {
             );
         }
         for c in stored.channels.values().take(max) {
-            self.start(c)?;
+            self.start(c, 0)?;
         }
         Ok(())
+    }
+
+    /// Every registered channel, read from the store now (other analysers change it).
+    pub(super) async fn registered(
+        &self,
+    ) -> Result<BTreeMap<String, ChannelSettings>, RegistryError> {
+        let mut stored = self.stored.lock().await;
+        *stored = self.store.load().await?;
+        Ok(stored.channels.clone())
+    }
+
+    /// Start `c` under its lease (`epoch`: the fencing token, in its cue ids).
+    pub(super) fn start_leased(
+        &self,
+        c: &ChannelSettings,
+        epoch: u64,
+    ) -> Result<Arc<ChannelRuntime>, RegistryError> {
+        if self.runner.root.is_cancelled() {
+            return Err(RegistryError::ShuttingDown);
+        }
+        self.start(c, epoch)
+    }
+
+    /// Stop channel `id` here (its lease moves): it drains, and this process stops serving
+    /// it; feed clients stay (on Redis they follow the channel to its next owner).
+    pub(super) async fn stop_leased(&self, id: &str) {
+        let Some(rt) = self.set.get(id) else { return };
+        self.stop(&rt).await;
+        self.set.write().remove(id);
+        self.runner.metrics.set_channel_state(id, "stopped");
+        write(&self.consumers.console).remove(id);
+        if let Some(e) = &self.consumers.evidence {
+            write(e).remove(id);
+        }
+        self.consumers.hls.remove(id);
     }
 
     /// The running channel tasks, taken (for the shutdown to await).
@@ -153,13 +196,14 @@ impl Registry {
 
     /// Start channel `c`: its runtime, its HLS proxy and ledger feed, feed and console
     /// entries, and its supervisor task, under a child of the root token.
-    fn start(&self, c: &ChannelSettings) -> Result<Arc<ChannelRuntime>, RegistryError> {
+    fn start(&self, c: &ChannelSettings, epoch: u64) -> Result<Arc<ChannelRuntime>, RegistryError> {
         let r = &self.runner;
         let cancel = r.root.child_token();
         let rt = Arc::new(ChannelRuntime::new(
             c,
             &r.metrics,
             r.settings.matching.evidence_cues,
+            epoch,
             cancel.clone(),
         ));
         let hls = self
@@ -246,6 +290,9 @@ impl Registry {
 
     async fn put_channel(&self, c: ChannelSettings) -> Result<PutOutcome, RegistryError> {
         RegistryError::check(&c)?;
+        if self.fleet {
+            return self.put_fleet(c).await;
+        }
         let mut stored = self.stored.lock().await;
         self.check_room(&c.id)?;
         let old = self.set.get(&c.id);
@@ -265,14 +312,56 @@ impl Registry {
         if let Some(old) = &old {
             self.stop(old).await;
         }
-        let rt = self.start(&c)?;
+        let rt = self.start(&c, 0)?;
         Ok(match old {
             Some(_) => PutOutcome::Restarted(view(&rt)),
             None => PutOutcome::Created(view(&rt)),
         })
     }
 
+    /// In a fleet: record the change; whichever analyser holds (or claims) the channel
+    /// starts, restarts or stops it within a lease round.
+    async fn put_fleet(&self, c: ChannelSettings) -> Result<PutOutcome, RegistryError> {
+        let mut stored = self.stored.lock().await;
+        let mut next = self.store.load().await?;
+        let old = next.channels.get(&c.id).cloned();
+        if old.as_ref().is_some_and(|o| o.url == c.url) {
+            *stored = next;
+            return Ok(PutOutcome::Unchanged(pending(&c)));
+        }
+        if old.is_none() && next.channels.len() >= self.runner.settings.registry.max_channels {
+            return Err(RegistryError::Full(
+                self.runner.settings.registry.max_channels,
+            ));
+        }
+        http::hls::check_origin(&c).map_err(|why| RegistryError::Start {
+            id: c.id.clone(),
+            why,
+        })?;
+        next.channels.insert(c.id.clone(), c.clone());
+        self.store.put(&c, &next).await?;
+        *stored = next;
+        Ok(match old {
+            Some(_) => PutOutcome::Restarted(pending(&c)),
+            None => PutOutcome::Created(pending(&c)),
+        })
+    }
+
+    async fn remove_fleet(&self, id: &str) -> Result<(), RegistryError> {
+        let mut stored = self.stored.lock().await;
+        let mut next = self.store.load().await?;
+        if next.channels.remove(id).is_none() {
+            return Err(RegistryError::NotFound(id.to_string()));
+        }
+        self.store.remove(id, &next).await?;
+        *stored = next;
+        Ok(())
+    }
+
     async fn remove_channel(&self, id: &str) -> Result<(), RegistryError> {
+        if self.fleet {
+            return self.remove_fleet(id).await;
+        }
         let mut stored = self.stored.lock().await;
         let rt = self
             .set
@@ -292,6 +381,16 @@ fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A channel recorded in a fleet's registry, before an analyser has started it.
+fn pending(c: &ChannelSettings) -> ChannelView {
+    ChannelView {
+        id: c.id.clone(),
+        url: redact_url(&c.url),
+        state: "pending".into(),
+        restarts: 0,
+    }
+}
+
 /// A channel as the API shows it (URL redacted).
 pub fn view(rt: &ChannelRuntime) -> ChannelView {
     ChannelView {
@@ -304,7 +403,23 @@ pub fn view(rt: &ChannelRuntime) -> ChannelView {
 
 impl ChannelAdmin for Registry {
     fn list(&self) -> Vec<ChannelView> {
-        self.set.list().iter().map(|rt| view(rt)).collect()
+        let mut out: Vec<ChannelView> = self.set.list().iter().map(|rt| view(rt)).collect();
+        // In a fleet, the registry's other channels run on other analysers (or wait for
+        // one): as of this analyser's last lease round.
+        if self.fleet
+            && let Ok(stored) = self.stored.try_lock()
+        {
+            for c in stored.channels.values() {
+                if self.set.get(&c.id).is_none() {
+                    out.push(ChannelView {
+                        state: "elsewhere".into(),
+                        ..pending(c)
+                    });
+                }
+            }
+            out.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        out
     }
 
     fn put(&self, channel: ChannelSettings) -> BoxFuture<'_, Result<PutOutcome, RegistryError>> {

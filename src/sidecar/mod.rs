@@ -19,6 +19,7 @@
 
 pub mod channels;
 pub mod cli;
+pub mod fleet;
 pub mod status;
 pub mod supervise;
 
@@ -114,6 +115,8 @@ pub struct ChannelRuntime {
     pub evidence: Arc<EvidenceStore>,
     /// The operator's pins, suppressions and threshold; kept across attempts.
     pub controls: Arc<ChannelControls>,
+    /// Its lease epoch when a fleet shares the channels (`[fleet]`), else 0: in cue ids.
+    pub epoch: u64,
     ingest: Arc<ChannelStats>,
     pipeline: Mutex<Option<Arc<PipelineStats>>>,
     /// The channel's own child of the process's token: cancelled, it drains and stops.
@@ -127,6 +130,7 @@ impl ChannelRuntime {
         c: &ChannelSettings,
         metrics: &Metrics,
         evidence_cues: usize,
+        epoch: u64,
         cancel: CancellationToken,
     ) -> Self {
         let progress = Arc::new(AnalysisProgress::default());
@@ -140,6 +144,7 @@ impl ChannelRuntime {
             supervision: Supervision::default(),
             evidence: Arc::new(EvidenceStore::new(evidence_cues)),
             controls: Arc::new(ChannelControls::new(c.id.clone())),
+            epoch,
             pipeline: Mutex::new(None),
             cancel,
             task: Mutex::new(None),
@@ -173,6 +178,8 @@ pub struct SidecarState {
     /// The channels running now (changed at runtime through `/v1/channels`).
     pub channels: channels::ChannelSet,
     pub history: status::History,
+    /// The lease keeper, when `[fleet] leases` is on.
+    fleet: std::sync::OnceLock<Arc<fleet::Keeper>>,
 }
 
 /// A running sidecar.
@@ -215,6 +222,7 @@ impl Sidecar {
             providers,
             channels: channels::ChannelSet::default(),
             history: status::History::default(),
+            fleet: std::sync::OnceLock::new(),
         });
         let runner = channels::Runner {
             settings: Arc::new(settings.clone()),
@@ -240,6 +248,12 @@ impl Sidecar {
             state.clone(),
             cancel.child_token(),
         ))];
+        if settings.fleet.leases {
+            let keeper =
+                fleet::Keeper::new(&settings, registry.clone(), bus.clone()).context("fleet")?;
+            let _ = state.fleet.set(keeper.clone());
+            background.push(tokio::spawn(keeper.run(cancel.child_token())));
+        }
         let every = Duration::from_secs(settings.catalog.retrain_interval_s);
         if let Some(fb) = feedback.filter(|_| !every.is_zero()) {
             background.push(tokio::spawn(retrain_every(fb, every, cancel.child_token())));
@@ -274,6 +288,9 @@ impl Sidecar {
         }
         if !self.state.bus.flush(Duration::from_secs(3)).await {
             tracing::warn!("cue bus: some events were not stored before shutdown");
+        }
+        if let Some(keeper) = self.state.fleet.get() {
+            keeper.release_all().await;
         }
         self.state.feed.shutdown();
         for b in self.background {
@@ -664,6 +681,7 @@ fn spawn_pipeline(
         lossless: false,
         evidence: Some(rt.evidence.clone()),
         controls: Some(rt.controls.clone()),
+        epoch: rt.epoch,
     };
     let sink = {
         let metrics = rt.metrics.clone();

@@ -219,6 +219,7 @@ pub fn status(st: &SidecarState) -> Value {
             json!({"products": c.snapshot().len(), "vectors": c.snapshot().vectors(), "embedder": m.embedder})
         }),
         "providers": st.providers.iter().map(|(m, p)| json!({"model": m, "provider": p})).collect::<Vec<_>>(),
+        "fleet": st.fleet.get().map(|k| k.view()),
         "channels": channels,
     })
 }

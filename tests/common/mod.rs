@@ -98,6 +98,18 @@ pub struct RedisServer {
     child: Option<Child>,
 }
 
+/// Redis settings for tests: the server at `url`, quick retries and short timeouts.
+pub fn redis_settings(url: &str) -> shopcue::cuebus::RedisSettings {
+    shopcue::cuebus::RedisSettings {
+        url: url.into(),
+        retry_initial_ms: 50,
+        retry_max_ms: 300,
+        block_ms: 500,
+        timeout_ms: 1000,
+        ..shopcue::cuebus::RedisSettings::default()
+    }
+}
+
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("local addr").port()

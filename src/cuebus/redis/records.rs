@@ -71,7 +71,7 @@ impl RedisRecords {
     }
 
     /// Run one command; a failed one drops the connection so the next call reconnects.
-    async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, BusError>
+    pub(super) async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, BusError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,

@@ -32,8 +32,10 @@ use super::Inner;
 use crate::cue::CueEvent;
 use crate::cuebus::BusError;
 
-/// KEYS: the stream, the active hash. ARGV: MAXLEN, the writer id, then four per event:
-/// its outbox sequence, the event JSON, the cue id, the cue JSON (empty: the cue ended).
+/// KEYS: the stream, the active hash, the channel's lease. ARGV: MAXLEN, the writer id,
+/// the fence (empty: not fencing; else the lease's value the write is made under), then
+/// four per event: its outbox sequence, the event JSON, the cue id, the cue JSON (empty:
+/// the cue ended).
 const WRITE_SCRIPT: &str = r#"
 local function wrong(key, want)
   local t = redis.call('TYPE', key)['ok']
@@ -44,6 +46,9 @@ local function wrong(key, want)
 end
 local err = wrong(KEYS[1], 'stream') or wrong(KEYS[2], 'hash')
 if err then return err end
+if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[3] then
+  return redis.error_reply('FENCED ' .. KEYS[3] .. ' is not held by ' .. ARGV[3])
+end
 local done = -1
 local mine = ARGV[2] .. ':'
 for _, entry in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 16)) do
@@ -56,7 +61,7 @@ for _, entry in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 16)) 
   if done >= 0 then break end
 end
 local written = 0
-for i = 3, #ARGV, 4 do
+for i = 4, #ARGV, 4 do
   if tonumber(ARGV[i]) > done then
     redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[1], '*', 'e', ARGV[i + 1], 'w', mine .. ARGV[i])
     if ARGV[i + 3] == '' then
@@ -96,6 +101,8 @@ struct Part {
 enum Failure {
     /// Redis refused it for good: drop and report, never retry.
     Permanent(BusError),
+    /// Written under a lease this process no longer holds: dropped, counted in `fenced`.
+    Fenced(String),
     /// Try again later.
     Transient(String),
 }
@@ -141,6 +148,12 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 Err(Failure::Permanent(e)) => {
                     done.extend(part.events.iter().map(|(s, _)| *s));
                     inner.reject(&part.channel, part.events.len(), e);
+                }
+                Err(Failure::Fenced(why)) => {
+                    done.extend(part.events.iter().map(|(s, _)| *s));
+                    let n = part.events.len() as u64;
+                    let total = inner.fenced.fetch_add(n, Ordering::Relaxed) + n;
+                    tracing::warn!(channel = %part.channel, events = n, fenced_total = total, why = %why, "cue bus: events written under a lease this process no longer holds are refused (fencing)");
                 }
                 Err(Failure::Transient(why)) => transient = Some(why),
             }
@@ -195,8 +208,10 @@ async fn write_part(inner: &Inner, script: &redis::Script, part: &Part) -> Resul
     let mut call = script.prepare_invoke();
     call.key(inner.stream_key(&part.channel))
         .key(inner.active_key(&part.channel))
+        .key(inner.lease_key(&part.channel))
         .arg(inner.history)
-        .arg(&inner.writer_id);
+        .arg(&inner.writer_id)
+        .arg(inner.fence_of(&part.channel));
     for (seq, event) in &part.events {
         let cue = event.cue();
         let cue_json = match event {
@@ -232,6 +247,9 @@ fn classify(inner: &Inner, channel: &str, e: &redis::RedisError) -> Failure {
         return Failure::Transient(e.to_string());
     };
     let detail = e.detail().unwrap_or_default();
+    if code == "FENCED" {
+        return Failure::Fenced(detail.to_string());
+    }
     if TRANSIENT_CODES.contains(&code)
         || (code == "ERR" && detail.contains("max number of clients"))
     {

@@ -1,0 +1,297 @@
+//! The lease keeper (`[fleet] leases = true`): which of the registry's channels this
+//! analyser runs, decided each round with the other analysers through Redis leases
+//! ([`crate::cuebus::redis::lease`]); the plan itself is pure ([`crate::registry::fleet`]).
+//!
+//! A round, every third of `fleet.lease_ms`: heartbeat (the live analysers), read the
+//! registry and who holds each channel, renew this analyser's leases, then give up what
+//! the plan says (a channel removed from the registry or changed, or one above the fair
+//! share) and claim free channels.
+//! - **Claim**: the lease's holder becomes the bus's fence for the channel; the open cues a
+//!   former owner left (it died: nobody ended them) are ended and published; then the
+//!   channel starts at the live edge, its cue ids in the lease's epoch.
+//! - **Hand-over** (release): the channel drains (its open cues end and are published under
+//!   the lease), the bus is flushed, then the fence is dropped and the lease released.
+//! - **Lost** (renewal refused: the lease expired and another took it, e.g. after a pause):
+//!   the fence is dropped first, so whatever the draining channel still writes is refused
+//!   by Redis; the new owner ends its cues.
+//! - Redis unreachable for two thirds of a lease: every channel is stopped the same way
+//!   (fenced first): the others will take them once the leases expire.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::channels::Registry;
+use crate::cue::CueEvent;
+use crate::cuebus::redis::lease::{Lease, RedisLeases, holder_pod};
+use crate::cuebus::{BusError, CueBus};
+use crate::registry::fleet::{Plan, Round, plan};
+use crate::registry::{FleetSettings, RegistryError};
+
+/// The keeper of this analyser's leases.
+pub(super) struct Keeper {
+    leases: RedisLeases,
+    registry: Arc<Registry>,
+    bus: Arc<dyn CueBus>,
+    settings: FleetSettings,
+    max_channels: usize,
+    held: Mutex<BTreeMap<String, Held>>,
+    view: Mutex<FleetView>,
+}
+
+struct Held {
+    lease: Lease,
+    url: String,
+}
+
+/// What `/v1/status` shows of the fleet.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FleetView {
+    pub pod: String,
+    pub live_pods: Vec<String>,
+    /// Registered channels.
+    pub channels: usize,
+    /// Channels this analyser holds, with their fencing tokens.
+    pub held: BTreeMap<String, u64>,
+    pub claims: u64,
+    pub hand_overs: u64,
+    pub lost: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RoundError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl Keeper {
+    pub(super) fn new(
+        settings: &crate::config::Settings,
+        registry: Arc<Registry>,
+        bus: Arc<dyn CueBus>,
+    ) -> Result<Arc<Self>, BusError> {
+        let fleet = settings.fleet.clone();
+        let pod = fleet.pod_name();
+        let leases = RedisLeases::new(&settings.redis, &pod, fleet.lease_ms)?;
+        tracing::info!(%pod, lease_ms = fleet.lease_ms, capacity = fleet.capacity, "fleet: channels shared through redis leases");
+        Ok(Arc::new(Self {
+            leases,
+            registry,
+            bus,
+            max_channels: settings.registry.max_channels,
+            settings: fleet,
+            held: Mutex::new(BTreeMap::new()),
+            view: Mutex::new(FleetView {
+                pod,
+                ..FleetView::default()
+            }),
+        }))
+    }
+
+    /// As of the last round, with the leases held now.
+    pub fn view(&self) -> FleetView {
+        let mut v = lock(&self.view).clone();
+        v.held = lock(&self.held)
+            .iter()
+            .map(|(id, h)| (id.clone(), h.lease.token))
+            .collect();
+        v
+    }
+
+    /// Rounds until `cancel`; leases stay held for the shutdown's drain
+    /// ([`Self::release_all`] gives them up after it).
+    pub(super) async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let lease = Duration::from_millis(self.settings.lease_ms);
+        let mut last_ok = Instant::now();
+        loop {
+            match self.round().await {
+                Ok(()) => {
+                    last_ok = Instant::now();
+                    lock(&self.view).last_error = None;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "fleet: lease round failed");
+                    lock(&self.view).last_error = Some(e.to_string());
+                    if last_ok.elapsed() > lease * 2 / 3 {
+                        self.stop_all("leases cannot be renewed").await;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(lease / 3) => {}
+                _ = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    async fn round(&self) -> Result<(), RoundError> {
+        let live = self.leases.heartbeat().await?;
+        let registered = self.registry.registered().await?;
+        let ids: Vec<String> = registered.keys().cloned().collect();
+        let holders = self.leases.holders(&ids).await?;
+        self.renew(&registered).await?;
+        let channels: BTreeMap<String, Option<String>> = ids
+            .into_iter()
+            .zip(holders)
+            .map(|(id, h)| (id, h.map(|h| holder_pod(&h).to_string())))
+            .collect();
+        let mine = lock(&self.held).keys().cloned().collect();
+        let plan: Plan = plan(&Round {
+            pod: self.leases.pod(),
+            live: live.len(),
+            channels: &channels,
+            mine: &mine,
+            capacity: self.settings.capacity,
+            max_channels: self.max_channels,
+        });
+        for id in &plan.release {
+            self.hand_over(id, "above this analyser's share").await;
+        }
+        for id in &plan.claim {
+            let Some(c) = registered.get(id) else {
+                continue;
+            };
+            if let Some(lease) = self.leases.claim(id).await? {
+                self.take(c, lease).await;
+            }
+        }
+        let mut v = lock(&self.view);
+        v.live_pods = live;
+        v.channels = registered.len();
+        Ok(())
+    }
+
+    /// Renew every lease held; give up those removed or changed in the registry, and
+    /// those another analyser has now.
+    async fn renew(
+        &self,
+        registered: &BTreeMap<String, crate::config::ChannelSettings>,
+    ) -> Result<(), BusError> {
+        let held: Vec<(String, Lease, String)> = lock(&self.held)
+            .iter()
+            .map(|(id, h)| (id.clone(), h.lease.clone(), h.url.clone()))
+            .collect();
+        for (id, lease, url) in held {
+            match registered.get(&id) {
+                None => self.hand_over(&id, "removed from the registry").await,
+                Some(c) if c.url != url => self.hand_over(&id, "its URL changed").await,
+                Some(_) => {
+                    if !self.leases.renew(&id, &lease).await? {
+                        self.lose(&id).await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Start `c` under `lease`, after ending the open cues a former owner left.
+    async fn take(&self, c: &crate::config::ChannelSettings, lease: Lease) {
+        self.bus.fence(&c.id, Some(lease.holder.clone()));
+        let ended = self.end_orphans(&c.id).await;
+        match self.registry.start_leased(c, lease.token) {
+            Ok(_) => {
+                tracing::info!(channel = %c.id, token = lease.token, orphans_ended = ended, "fleet: channel claimed");
+                lock(&self.view).claims += 1;
+                lock(&self.held).insert(
+                    c.id.clone(),
+                    Held {
+                        lease,
+                        url: c.url.clone(),
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!(channel = %c.id, error = %e, "fleet: claimed channel cannot start; lease released");
+                self.bus.fence(&c.id, None);
+                if let Err(e) = self.leases.release(&c.id, &lease).await {
+                    tracing::warn!(channel = %c.id, error = %e, "fleet: lease release failed (it expires)");
+                }
+            }
+        }
+    }
+
+    /// End (and publish) every cue the channel's snapshot still lists as open: at a claim,
+    /// nobody else writes to the channel, so these are a former owner's.
+    async fn end_orphans(&self, channel: &str) -> usize {
+        let snapshot = match self.bus.snapshot(channel).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%channel, error = %e, "fleet: cannot read the open cues a former owner left");
+                return 0;
+            }
+        };
+        let now = Utc::now();
+        let n = snapshot.cues.len();
+        for mut cue in snapshot.cues {
+            cue.end = Some(now.max(cue.start));
+            self.bus.publish(CueEvent::End(cue));
+        }
+        n
+    }
+
+    /// Drain `id` (its open cues end under the lease), then give the lease up.
+    async fn hand_over(&self, id: &str, why: &str) {
+        let Some(held) = lock(&self.held).remove(id) else {
+            return;
+        };
+        self.registry.stop_leased(id).await;
+        if !self.bus.flush(Duration::from_secs(3)).await {
+            tracing::warn!(channel = %id, "fleet: the channel's last events are not all stored before its release");
+        }
+        self.bus.fence(id, None);
+        if let Err(e) = self.leases.release(id, &held.lease).await {
+            tracing::warn!(channel = %id, error = %e, "fleet: lease release failed (it expires)");
+        }
+        lock(&self.view).hand_overs += 1;
+        tracing::info!(channel = %id, why, "fleet: channel handed over");
+    }
+
+    /// The lease of `id` is gone: fence first, then stop.
+    async fn lose(&self, id: &str) {
+        if lock(&self.held).remove(id).is_none() {
+            return;
+        }
+        self.bus.fence(id, None);
+        self.registry.stop_leased(id).await;
+        lock(&self.view).lost += 1;
+        tracing::warn!(channel = %id, "fleet: lease lost to another analyser; channel stopped, its late writes refused");
+    }
+
+    async fn stop_all(&self, why: &str) {
+        let ids: Vec<String> = lock(&self.held).keys().cloned().collect();
+        for id in ids {
+            tracing::warn!(channel = %id, why, "fleet: stopping channel");
+            self.lose(&id).await;
+        }
+    }
+
+    /// After the shutdown's drain and flush: release every lease and leave the fleet, so
+    /// the others take the channels at once instead of after a lease time.
+    pub(super) async fn release_all(&self) {
+        let held: Vec<(String, Lease)> = std::mem::take(&mut *lock(&self.held))
+            .into_iter()
+            .map(|(id, h)| (id, h.lease))
+            .collect();
+        for (id, lease) in held {
+            self.bus.fence(&id, None);
+            if let Err(e) = self.leases.release(&id, &lease).await {
+                tracing::warn!(channel = %id, error = %e, "fleet: lease release failed (it expires)");
+            }
+        }
+        if let Err(e) = self.leases.leave().await {
+            tracing::warn!(error = %e, "fleet: could not leave the fleet (the heartbeat expires)");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
