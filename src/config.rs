@@ -98,6 +98,17 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let settings = Self::assemble(file, env)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Defaults, then `file`, then `env`, **not** validated: for a caller that applies
+    /// command-line flags on top and validates the result once (`shopcue run --redis`).
+    pub fn assemble(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let mut tree = toml::Value::try_from(Settings::default()).expect("defaults serialise");
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -135,7 +146,6 @@ impl Settings {
                 message,
             }
         })?;
-        settings.validate()?;
         Ok(settings)
     }
 

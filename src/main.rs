@@ -102,7 +102,16 @@ fn run(args: Cli) -> anyhow::Result<()> {
         let default = PathBuf::from("config/shopcue.toml");
         default.is_file().then_some(default)
     });
-    let settings = Settings::from_env(config.as_deref()).context("settings")?;
+    // `shopcue run`'s flags are applied before the one validation (a `--redis` URL can be
+    // what makes `registry.store = "redis"` valid).
+    let settings = Settings::assemble(config.as_deref(), std::env::vars()).context("settings")?;
+    let settings = match &args.command {
+        Command::Run(a) => a.apply(&settings)?,
+        _ => {
+            settings.validate().context("settings")?;
+            settings
+        }
+    };
     shopcue::telemetry::init(&settings.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -116,8 +125,7 @@ fn run(args: Cli) -> anyhow::Result<()> {
             signal.cancel();
         });
         match args.command {
-            Command::Run(a) => {
-                let settings = a.apply(&settings)?;
+            Command::Run(_) => {
                 let sidecar = shopcue::sidecar::Sidecar::start(settings, cancel).await?;
                 println!("shopcue listening on http://{}", sidecar.addr);
                 sidecar.run_until_cancelled().await

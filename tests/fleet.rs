@@ -131,12 +131,14 @@ impl Pod {
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_shopcue"));
         cmd.arg("run")
-            .args(["--listen", &format!("127.0.0.1:{port}")]);
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--redis", redis]);
         for i in 0..CHANNELS {
             cmd.args(["--channel", &format!("ch{i}={origin}")]);
         }
-        cmd.env("SHOPCUE__REDIS__URL", redis)
-            .env("SHOPCUE__REGISTRY__STORE", "redis")
+        // `--redis` is what makes `registry.store = "redis"` valid: flags are applied
+        // before the settings are validated.
+        cmd.env("SHOPCUE__REGISTRY__STORE", "redis")
             .env("SHOPCUE__FLEET__LEASES", "true")
             .env("SHOPCUE__FLEET__POD", name)
             .env("SHOPCUE__SERVER__ADMIN_KEY", KEY)
