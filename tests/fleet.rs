@@ -125,6 +125,10 @@ struct Pod {
 
 impl Pod {
     fn start(name: &'static str, redis: &str, origin: &str) -> Self {
+        Self::start_with(name, redis, origin, &[])
+    }
+
+    fn start_with(name: &'static str, redis: &str, origin: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleet");
         std::fs::create_dir_all(&dir).unwrap();
@@ -148,6 +152,7 @@ impl Pod {
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .kill_on_drop(true);
+        cmd.envs(env.iter().copied());
         let child = cmd.spawn().expect("shopcue run starts");
         Self { name, port, child }
     }
@@ -224,6 +229,55 @@ async fn wait_for(
     }
 }
 
+/// Every channel's playlist, fetched from every pod at once, is the same on all of them
+/// (a few tries: the origin and the analysis move on between fetches). Prints how often.
+async fn same_playlists_everywhere(pods: &[&Pod], origin_url: &str) {
+    let file = origin_url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap();
+    let http = reqwest::Client::new();
+    for i in 0..CHANNELS {
+        let path = format!("/hls/ch{i}/{file}");
+        let t0 = Instant::now();
+        let (mut tries, mut same) = (0, 0);
+        while same < 3 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "{path}: the pods' playlists differed in {tries} of {tries} tries"
+            );
+            let bodies = futures::future::join_all(pods.iter().map(|p| {
+                let r = http
+                    .get(p.url(&path))
+                    .timeout(Duration::from_secs(5))
+                    .send();
+                async move {
+                    let r = r.await.ok()?;
+                    r.status().is_success().then_some(())?;
+                    r.text().await.ok()
+                }
+            }))
+            .await;
+            tries += 1;
+            let Some(first) = bodies[0].clone() else {
+                continue;
+            };
+            assert!(first.contains("#EXTINF"), "{path}: {first}");
+            if bodies.iter().all(|b| b.as_deref() == Some(first.as_str())) {
+                same += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        eprintln!(
+            "{path}: identical on {} pods in {same} of {tries} tries",
+            pods.len()
+        );
+    }
+}
+
 fn balanced(seen: &BTreeMap<&str, BTreeSet<String>>, per_pod: usize) -> bool {
     seen.values().map(BTreeSet::len).sum::<usize>() == CHANNELS
         && seen.values().all(|r| r.len() == per_pod)
@@ -245,6 +299,31 @@ async fn three_analysers_share_channels_and_take_over_from_a_dead_one() {
     })
     .await;
     eprintln!("balanced 2/2/2 in {took:?}");
+
+    // Any pod serves any channel: an edge pod that analyses nothing serves every
+    // channel's playlist, byte for byte what the analysing pods serve, and the feed of
+    // registered channels only.
+    let d = Pod::start_with(
+        "pod-d",
+        &redis.url(),
+        &url,
+        &[("SHOPCUE__FLEET__ANALYSE", "false")],
+    );
+    same_playlists_everywhere(&[&a, &b, &c, &d], &url).await;
+    let feed = |ch: &str| format!("ws://127.0.0.1:{}/v1/channels/{ch}/cues", d.port);
+    tokio_tungstenite::connect_async(feed("ch0"))
+        .await
+        .expect("a registered channel's feed");
+    let refused = tokio_tungstenite::connect_async(feed("nope"))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("404"), "{refused}");
+    let held = d.status().await.unwrap()["fleet"]["held"]
+        .as_object()
+        .unwrap()
+        .len();
+    assert_eq!(held, 0, "the edge pod claims nothing");
+    drop(d);
 
     // An operator cue on one of pod a's channels, seen by a feed client on pod b.
     let mine = a.running().await.unwrap();

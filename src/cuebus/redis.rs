@@ -53,6 +53,7 @@ use super::{
 use crate::cue::{Cue, CueEvent};
 
 pub mod lease;
+pub mod progress;
 pub mod records;
 mod writer;
 

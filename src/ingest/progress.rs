@@ -11,6 +11,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What [`AnalysisProgress::snapshot`] shares: the highest analysed media sequence number
+/// and the newest anchors (`msn`, wall clock of its first frame).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressSnapshot {
+    pub highest: Option<u64>,
+    pub anchors: Vec<(u64, DateTime<Utc>)>,
+}
 
 /// Anchors kept (a live window is far smaller).
 pub const MAX_ANCHORS: usize = 4096;
@@ -135,6 +144,31 @@ impl AnalysisProgress {
         self.lock().get(&msn).copied()
     }
 
+    /// The highest analysed segment and the newest `max` anchors, to share with other
+    /// processes that serve this channel's playlists ([`Self::mirror`]).
+    pub fn snapshot(&self, max: usize) -> ProgressSnapshot {
+        let g = self.lock();
+        let skip = g.len().saturating_sub(max);
+        ProgressSnapshot {
+            highest: self.highest_analysed(),
+            anchors: g.iter().skip(skip).map(|(k, v)| (*k, *v)).collect(),
+        }
+    }
+
+    /// Become `snap` (another process analyses the channel): its anchors and highest
+    /// analysed segment replace this progress's, so playlists rewritten here equal the
+    /// analysing process's. Never gated.
+    pub fn mirror(&self, snap: &ProgressSnapshot) {
+        {
+            let mut g = self.lock();
+            *g = snap.anchors.iter().copied().collect();
+        }
+        let v = snap
+            .highest
+            .map_or(-1, |h| i64::try_from(h).unwrap_or(i64::MAX));
+        self.highest.store(v, Ordering::Relaxed);
+    }
+
     /// The anchors in `[from, to]`, for a rewrite without holding the lock.
     pub fn anchors_between(&self, from: u64, to: u64) -> BTreeMap<u64, DateTime<Utc>> {
         if from > to {
@@ -150,6 +184,32 @@ impl AnalysisProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mirror_equals_the_snapshot_it_was_given_even_through_json() {
+        let p = AnalysisProgress::default();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 123_456_789).unwrap();
+        for msn in 10..20u64 {
+            p.record(msn, t0 + chrono::Duration::milliseconds(2002 * msn as i64));
+        }
+        let snap = p.snapshot(4);
+        assert_eq!(snap.highest, Some(19));
+        assert_eq!(snap.anchors.len(), 4);
+        assert_eq!(snap.anchors[0].0, 16);
+        let json = serde_json::to_string(&snap).unwrap();
+        let back: ProgressSnapshot = serde_json::from_str(&json).unwrap();
+        let m = AnalysisProgress::default();
+        m.record(3, t0); // replaced, not merged
+        m.mirror(&back);
+        assert_eq!(m.highest_analysed(), Some(19));
+        assert_eq!(m.anchor(3), None);
+        assert_eq!(m.anchors_between(0, 100), p.anchors_between(16, 19));
+        m.mirror(&ProgressSnapshot {
+            highest: None,
+            anchors: vec![],
+        });
+        assert_eq!(m.highest_analysed(), None);
+    }
 
     #[test]
     fn a_restarted_sequence_forgets_the_old_numbers() {

@@ -24,6 +24,9 @@ pub struct FleetSettings {
     pub lease_ms: u64,
     /// Most channels this analyser holds (0: no limit but `registry.max_channels`).
     pub capacity: usize,
+    /// Analyse channels (claim leases); off: an edge process that only serves every
+    /// registered channel's playlists and feed.
+    pub analyse: bool,
 }
 
 impl Default for FleetSettings {
@@ -33,6 +36,7 @@ impl Default for FleetSettings {
             pod: String::new(),
             lease_ms: 10_000,
             capacity: 0,
+            analyse: true,
         }
     }
 }

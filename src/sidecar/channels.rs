@@ -22,6 +22,7 @@ use crate::config::{ChannelSettings, Settings};
 use crate::cuebus::{CueBus, Offset};
 use crate::http;
 use crate::http::channels::{ChannelAdmin, ChannelView, PutOutcome};
+use crate::ingest::progress::AnalysisProgress;
 use crate::metrics::Metrics;
 use crate::redact::redact_url;
 use crate::registry::{RegistryError, Store, Stored};
@@ -171,8 +172,8 @@ impl Registry {
         self.start(c, epoch)
     }
 
-    /// Stop channel `id` here (its lease moves): it drains, and this process stops serving
-    /// it; feed clients stay (on Redis they follow the channel to its next owner).
+    /// Stop channel `id` here (its lease moves): it drains; its playlists and feed clients
+    /// stay (the keeper serves it from the next owner's progress, [`Self::serve_elsewhere`]).
     pub(super) async fn stop_leased(&self, id: &str) {
         let Some(rt) = self.set.get(id) else { return };
         self.stop(&rt).await;
@@ -182,7 +183,58 @@ impl Registry {
         if let Some(e) = &self.consumers.evidence {
             write(e).remove(id);
         }
+    }
+
+    /// In a fleet: serve channel `c`, analysed by another process, here too: its
+    /// playlists rewritten with `progress` (mirrored from the analysing process), its cue
+    /// ledger fed from the bus until `cancel`, its feed open.
+    pub(super) fn serve_elsewhere(
+        &self,
+        c: &ChannelSettings,
+        progress: Arc<AnalysisProgress>,
+        cancel: CancellationToken,
+    ) -> Result<(), RegistryError> {
+        let hls = self
+            .consumers
+            .hls
+            .add(c, progress)
+            .map_err(|why| RegistryError::Start {
+                id: c.id.clone(),
+                why,
+            })?;
+        if let Some(ch) = hls {
+            http::hls::spawn_cue_feed(ch, self.runner.bus.clone(), cancel);
+        }
+        self.consumers.feed.allow(&c.id);
+        Ok(())
+    }
+
+    /// In a fleet: channel `id` left the registry; stop serving it here (unless it runs
+    /// here, which its own stop handles).
+    pub(super) async fn unserve(&self, id: &str) {
+        if self.set.get(id).is_some() {
+            return;
+        }
+        let last = self.last_offset(id).await;
+        self.consumers.feed.remove(id, last);
         self.consumers.hls.remove(id);
+    }
+
+    /// The analysis progress of each channel running here.
+    pub(super) fn progress_here(&self) -> Vec<(String, Arc<AnalysisProgress>)> {
+        self.set
+            .list()
+            .iter()
+            .map(|rt| (rt.id.clone(), rt.progress.clone()))
+            .collect()
+    }
+
+    /// The bus offset of channel `id`'s last event.
+    async fn last_offset(&self, id: &str) -> Offset {
+        match self.runner.bus.snapshot(id).await {
+            Ok(s) => s.offset,
+            Err(_) => Offset::ZERO,
+        }
     }
 
     /// The running channel tasks, taken (for the shutdown to await).
@@ -269,10 +321,7 @@ impl Registry {
         if !bus.flush(Duration::from_secs(3)).await {
             tracing::warn!(channel = %id, "cue bus: the removed channel's last events are not all stored yet");
         }
-        let last = match bus.snapshot(id).await {
-            Ok(s) => s.offset,
-            Err(_) => Offset::ZERO,
-        };
+        let last = self.last_offset(id).await;
         self.consumers.feed.remove(id, last);
         self.consumers.hls.remove(id);
     }

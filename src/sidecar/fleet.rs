@@ -16,8 +16,14 @@
 //!   by Redis; the new owner ends its cues.
 //! - Redis unreachable for two thirds of a lease: every channel is stopped the same way
 //!   (fenced first): the others will take them once the leases expire.
+//!
+//! **Any process serves any channel.** Every registered channel this process does not
+//! analyse is served here too: `/hls/C/` with the cue ledger fed from the bus and the
+//! analysis progress mirrored from the analysing process, which writes its progress to
+//! Redis every [`PROGRESS_EVERY`] ([`crate::cuebus::redis::progress`]); the feed serves
+//! registered ids only. With `fleet.analyse = false` a process only serves (an edge).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,15 +32,30 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::channels::Registry;
+use crate::config::ChannelSettings;
 use crate::cue::CueEvent;
 use crate::cuebus::redis::lease::{Lease, RedisLeases, holder_pod};
+use crate::cuebus::redis::progress::RedisProgress;
 use crate::cuebus::{BusError, CueBus};
+use crate::ingest::progress::{AnalysisProgress, ProgressSnapshot};
 use crate::registry::fleet::{Plan, Round, plan};
 use crate::registry::{FleetSettings, RegistryError};
+
+/// How often the analysing process writes its channels' progress and the others read it.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// Anchors shared per channel (a live window holds far fewer segments).
+const PROGRESS_ANCHORS: usize = 64;
+/// A channel's shared progress lives this long after its last write.
+const PROGRESS_TTL_MS: u64 = 30_000;
 
 /// The keeper of this analyser's leases.
 pub(super) struct Keeper {
     leases: RedisLeases,
+    progress: RedisProgress,
+    /// Channels served here but analysed elsewhere.
+    mirrors: Mutex<BTreeMap<String, Mirror>>,
+    /// Parent of the mirrors' ledger tasks.
+    mirror_root: CancellationToken,
     registry: Arc<Registry>,
     bus: Arc<dyn CueBus>,
     settings: FleetSettings,
@@ -46,6 +67,16 @@ pub(super) struct Keeper {
 struct Held {
     lease: Lease,
     url: String,
+    /// When the lease was last claimed or renewed (taken before asking): past one lease
+    /// time it is gone whatever this process believes (e.g. it was paused).
+    renewed: Instant,
+}
+
+/// A channel served here from another process's analysis.
+struct Mirror {
+    url: String,
+    progress: Arc<AnalysisProgress>,
+    cancel: CancellationToken,
 }
 
 /// What `/v1/status` shows of the fleet.
@@ -57,6 +88,10 @@ pub struct FleetView {
     pub channels: usize,
     /// Channels this analyser holds, with their fencing tokens.
     pub held: BTreeMap<String, u64>,
+    /// Channels served here but analysed elsewhere (their progress mirrored).
+    pub served_elsewhere: usize,
+    /// Whether this process claims channels (`fleet.analyse`).
+    pub analyse: bool,
     pub claims: u64,
     pub hand_overs: u64,
     pub lost: u64,
@@ -83,6 +118,9 @@ impl Keeper {
         tracing::info!(%pod, lease_ms = fleet.lease_ms, capacity = fleet.capacity, "fleet: channels shared through redis leases");
         Ok(Arc::new(Self {
             leases,
+            progress: RedisProgress::new(&settings.redis, PROGRESS_TTL_MS)?,
+            mirrors: Mutex::new(BTreeMap::new()),
+            mirror_root: CancellationToken::new(),
             registry,
             bus,
             max_channels: settings.registry.max_channels,
@@ -90,9 +128,14 @@ impl Keeper {
             held: Mutex::new(BTreeMap::new()),
             view: Mutex::new(FleetView {
                 pod,
+                analyse: settings.fleet.analyse,
                 ..FleetView::default()
             }),
         }))
+    }
+
+    fn lease_time(&self) -> Duration {
+        Duration::from_millis(self.settings.lease_ms)
     }
 
     /// As of the last round, with the leases held now.
@@ -100,14 +143,18 @@ impl Keeper {
         let mut v = lock(&self.view).clone();
         v.held = lock(&self.held)
             .iter()
+            .filter(|(_, h)| h.renewed.elapsed() < self.lease_time())
             .map(|(id, h)| (id.clone(), h.lease.token))
             .collect();
+        v.served_elsewhere = lock(&self.mirrors).len();
         v
     }
 
     /// Rounds until `cancel`; leases stay held for the shutdown's drain
     /// ([`Self::release_all`] gives them up after it).
     pub(super) async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let _mirrors = self.mirror_root.clone().drop_guard();
+        tokio::spawn(self.clone().share_progress(cancel.clone()));
         let lease = Duration::from_millis(self.settings.lease_ms);
         let mut last_ok = Instant::now();
         loop {
@@ -132,11 +179,26 @@ impl Keeper {
     }
 
     async fn round(&self) -> Result<(), RoundError> {
-        let live = self.leases.heartbeat().await?;
         let registered = self.registry.registered().await?;
+        if self.settings.analyse {
+            self.claim_round(&registered).await?;
+        }
+        for id in self.mirror_others(&registered) {
+            self.registry.unserve(&id).await;
+        }
+        lock(&self.view).channels = registered.len();
+        Ok(())
+    }
+
+    /// Heartbeat, renew, then hand over and claim as the plan says.
+    async fn claim_round(
+        &self,
+        registered: &BTreeMap<String, ChannelSettings>,
+    ) -> Result<(), RoundError> {
+        let live = self.leases.heartbeat().await?;
         let ids: Vec<String> = registered.keys().cloned().collect();
         let holders = self.leases.holders(&ids).await?;
-        self.renew(&registered).await?;
+        self.renew(registered).await?;
         let channels: BTreeMap<String, Option<String>> = ids
             .into_iter()
             .zip(holders)
@@ -158,33 +220,130 @@ impl Keeper {
             let Some(c) = registered.get(id) else {
                 continue;
             };
+            let at = Instant::now();
             if let Some(lease) = self.leases.claim(id).await? {
-                self.take(c, lease).await;
+                self.take(c, lease, at).await;
             }
         }
-        let mut v = lock(&self.view);
-        v.live_pods = live;
-        v.channels = registered.len();
+        lock(&self.view).live_pods = live;
+        Ok(())
+    }
+
+    /// Serve every registered channel not analysed here from its analyser's progress;
+    /// stop mirroring those held here now or changed. The ids that left the registry.
+    fn mirror_others(&self, registered: &BTreeMap<String, ChannelSettings>) -> Vec<String> {
+        let held: BTreeSet<String> = lock(&self.held).keys().cloned().collect();
+        let mut mirrors = lock(&self.mirrors);
+        let mut gone = Vec::new();
+        mirrors.retain(|id, m| {
+            let keep = !held.contains(id) && registered.get(id).is_some_and(|c| c.url == m.url);
+            if !keep {
+                m.cancel.cancel();
+                if !registered.contains_key(id) {
+                    gone.push(id.clone());
+                }
+            }
+            keep
+        });
+        for (id, c) in registered {
+            if held.contains(id) || mirrors.contains_key(id) {
+                continue;
+            }
+            let progress = Arc::new(AnalysisProgress::default());
+            let cancel = self.mirror_root.child_token();
+            match self
+                .registry
+                .serve_elsewhere(c, progress.clone(), cancel.clone())
+            {
+                Ok(()) => {
+                    let url = c.url.clone();
+                    mirrors.insert(
+                        id.clone(),
+                        Mirror {
+                            url,
+                            progress,
+                            cancel,
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %id, error = %e, "fleet: cannot serve the channel")
+                }
+            }
+        }
+        gone
+    }
+
+    /// Every [`PROGRESS_EVERY`]: write the progress of the channels analysed here, read
+    /// that of the channels mirrored here.
+    async fn share_progress(self: Arc<Self>, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = cancel.cancelled() => return,
+            }
+            if let Err(e) = self.exchange_progress().await {
+                tracing::debug!(error = %e, "fleet: progress not shared this time");
+            }
+        }
+    }
+
+    async fn exchange_progress(&self) -> Result<(), BusError> {
+        let held: BTreeSet<String> = lock(&self.held).keys().cloned().collect();
+        let mine: Vec<(String, String)> = self
+            .registry
+            .progress_here()
+            .into_iter()
+            .filter(|(id, _)| held.contains(id))
+            .filter_map(|(id, p)| {
+                let json = serde_json::to_string(&p.snapshot(PROGRESS_ANCHORS)).ok()?;
+                Some((id, json))
+            })
+            .collect();
+        self.progress.write(&mine).await?;
+        let mirrored: Vec<(String, Arc<AnalysisProgress>)> = lock(&self.mirrors)
+            .iter()
+            .map(|(id, m)| (id.clone(), m.progress.clone()))
+            .collect();
+        let ids: Vec<String> = mirrored.iter().map(|(id, _)| id.clone()).collect();
+        let values = self.progress.read(&ids).await?;
+        for ((id, progress), value) in mirrored.iter().zip(values) {
+            // None: no analyser has written it yet (or it expired): keep the last seen.
+            let Some(value) = value else { continue };
+            match serde_json::from_str::<ProgressSnapshot>(&value) {
+                Ok(snap) => progress.mirror(&snap),
+                Err(e) => {
+                    tracing::warn!(channel = %id, error = %e, "fleet: unreadable shared progress")
+                }
+            }
+        }
         Ok(())
     }
 
     /// Renew every lease held; give up those removed or changed in the registry, and
     /// those another analyser has now.
-    async fn renew(
-        &self,
-        registered: &BTreeMap<String, crate::config::ChannelSettings>,
-    ) -> Result<(), BusError> {
-        let held: Vec<(String, Lease, String)> = lock(&self.held)
+    async fn renew(&self, registered: &BTreeMap<String, ChannelSettings>) -> Result<(), BusError> {
+        let held: Vec<(String, Lease, String, Instant)> = lock(&self.held)
             .iter()
-            .map(|(id, h)| (id.clone(), h.lease.clone(), h.url.clone()))
+            .map(|(id, h)| (id.clone(), h.lease.clone(), h.url.clone(), h.renewed))
             .collect();
-        for (id, lease, url) in held {
+        for (id, lease, url, renewed) in held {
+            if renewed.elapsed() >= self.lease_time() {
+                // Expired while this process was not looking: another may hold it now.
+                self.lose(&id).await;
+                continue;
+            }
+            let at = Instant::now();
             match registered.get(&id) {
                 None => self.hand_over(&id, "removed from the registry").await,
                 Some(c) if c.url != url => self.hand_over(&id, "its URL changed").await,
                 Some(_) => {
                     if !self.leases.renew(&id, &lease).await? {
                         self.lose(&id).await;
+                    } else if let Some(h) = lock(&self.held).get_mut(&id) {
+                        h.renewed = at;
                     }
                 }
             }
@@ -193,11 +352,15 @@ impl Keeper {
     }
 
     /// Start `c` under `lease`, after ending the open cues a former owner left.
-    async fn take(&self, c: &crate::config::ChannelSettings, lease: Lease) {
+    async fn take(&self, c: &ChannelSettings, lease: Lease, claimed: Instant) {
         self.bus.fence(&c.id, Some(lease.holder.clone()));
         let ended = self.end_orphans(&c.id).await;
         match self.registry.start_leased(c, lease.token) {
             Ok(_) => {
+                // Its playlists are now rewritten from this process's own progress.
+                if let Some(m) = lock(&self.mirrors).remove(&c.id) {
+                    m.cancel.cancel();
+                }
                 tracing::info!(channel = %c.id, token = lease.token, orphans_ended = ended, "fleet: channel claimed");
                 lock(&self.view).claims += 1;
                 lock(&self.held).insert(
@@ -205,6 +368,7 @@ impl Keeper {
                     Held {
                         lease,
                         url: c.url.clone(),
+                        renewed: claimed,
                     },
                 );
             }

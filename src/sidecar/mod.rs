@@ -319,9 +319,10 @@ fn outputs(
         &HashMap::new(),
     )?;
     // In memory, only this process's channels exist. On Redis, channels analysed by
-    // other machines are served too (a feed-only replica has no channels of its own).
+    // other machines are served too (a feed-only replica has no channels of its own); in
+    // a fleet, only the registered ones (the lease keeper allows each).
     let feed = http::feed::FeedState::new(bus.clone(), settings.feed.clone());
-    let feed = if bus.kind() == "redis" {
+    let feed = if bus.kind() == "redis" && !settings.fleet.leases {
         feed
     } else {
         feed.with_channels(std::iter::empty())
