@@ -435,3 +435,64 @@ async fn the_registry_lives_in_redis_when_asked() {
     assert_eq!(left, 0);
     sidecar.shutdown().await.expect("clean shutdown");
 }
+
+/// One catalog for the fleet (issue 13 item 4): two sidecars share a catalog folder; a
+/// product deleted through one's admin API is gone from the other within 5 s, and a change
+/// made on the second keeps the first's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_sharing_a_catalog_folder_follow_each_others_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("catalog");
+    common::copy_catalog(&grocery_catalog(), &shared);
+    let start = |name: &str| {
+        let mut s = settings(&dir.path().join(format!("{name}.json")));
+        s.catalog.dir = shared.display().to_string();
+        Sidecar::start(s, CancellationToken::new())
+    };
+    let a = start("a").await.expect("sidecar a");
+    let b = start("b").await.expect("sidecar b");
+    let http = reqwest::Client::new();
+    let product = |addr: std::net::SocketAddr, id: &str| {
+        http.get(format!("http://{addr}/v1/products/{id}")).send()
+    };
+    assert_eq!(product(b.addr, "Banana").await.unwrap().status(), 200);
+    let r = http
+        .delete(format!("http://{}/v1/catalog/products/Banana", a.addr))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let t0 = std::time::Instant::now();
+    while product(b.addr, "Banana").await.unwrap().status() != 404 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "b still serves Banana"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("a's change live on b after {:?}", t0.elapsed());
+    // b's own change starts from the shared newest generation: Banana stays deleted.
+    let r = http
+        .delete(format!("http://{}/v1/catalog/products/Lemon", b.addr))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let t0 = std::time::Instant::now();
+    while product(a.addr, "Lemon").await.unwrap().status() != 404 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "a still serves Lemon"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for addr in [a.addr, b.addr] {
+        assert_eq!(product(addr, "Banana").await.unwrap().status(), 404);
+        assert_eq!(product(addr, "Lemon").await.unwrap().status(), 404);
+        assert_eq!(product(addr, "Lime").await.unwrap().status(), 200);
+    }
+    a.shutdown().await.expect("clean shutdown");
+    b.shutdown().await.expect("clean shutdown");
+}

@@ -136,6 +136,9 @@ pub struct CatalogSettings {
     /// A running sidecar retrains from the stored feedback every this many seconds when
     /// it changed since (0: only on `POST /v1/catalog/retrain` or `catalog retrain`).
     pub retrain_interval_s: u64,
+    /// Check the catalog folder this often (ms) for a generation another process wrote
+    /// (a fleet sharing the folder, `shopcue catalog build`) and swap it in; 0: never.
+    pub follow_folder_ms: u64,
     /// Relative image paths in admin API requests are taken relative to this folder
     /// (empty: the catalog folder).
     pub images_root: String,
@@ -180,6 +183,7 @@ impl Default for CatalogSettings {
             feedback_max_per_product: 20,
             feedback_duplicate_similarity: 0.98,
             retrain_interval_s: 0,
+            follow_folder_ms: 1000,
             images_root: String::new(),
             fetch_timeout_ms: 10_000,
             admin_image_private_hosts: false,
@@ -242,6 +246,9 @@ impl CatalogSettings {
         }
         if !(-1.0..=1.0).contains(&self.min_score) {
             return bad("min_score", "must be from -1 to 1");
+        }
+        if self.follow_folder_ms != 0 && !(100..=3_600_000).contains(&self.follow_folder_ms) {
+            return bad("follow_folder_ms", "must be 0 (off) or from 100 to 3600000");
         }
         if self.retrain_interval_s > 7 * 24 * 3600 {
             return bad("retrain_interval_s", "must be at most 604800 (a week)");
@@ -566,7 +573,11 @@ impl Snapshot {
 
     /// Load the live generation of `dir`.
     pub fn load(dir: &Path, params: &IndexParams) -> Result<Self, CatalogError> {
-        let gen_dir = store::current_generation(dir)?;
+        Self::load_generation(&store::current_generation(dir)?, params)
+    }
+
+    /// Load the generation in folder `gen_dir`.
+    pub fn load_generation(gen_dir: &Path, params: &IndexParams) -> Result<Self, CatalogError> {
         let corrupt = |path: &Path, why: String| CatalogError::Corrupt {
             path: path.to_path_buf(),
             why,
@@ -858,6 +869,10 @@ mod erased {
     }
 }
 
+fn generation_name(gen_dir: &Path) -> Option<String> {
+    gen_dir.file_name().map(|n| n.to_string_lossy().to_string())
+}
+
 /// A live catalog: searched concurrently, updated by whole-snapshot swaps, persisted to its
 /// folder on every change.
 pub struct Catalog {
@@ -865,6 +880,8 @@ pub struct Catalog {
     params: IndexParams,
     oversample: usize,
     current: RwLock<Arc<Snapshot>>,
+    /// The name of the generation `current` was loaded from or saved as (a folder).
+    generation: RwLock<Option<String>>,
     /// One writer at a time; searches never wait for it.
     writer: Mutex<()>,
 }
@@ -879,7 +896,8 @@ impl Catalog {
     /// Open the catalog in `dir`.
     pub fn open(dir: &Path, settings: &CatalogSettings) -> Result<Self, CatalogError> {
         let params = settings.index_params();
-        let snap = Snapshot::load(dir, &params)?;
+        let gen_dir = store::current_generation(dir)?;
+        let snap = Snapshot::load_generation(&gen_dir, &params)?;
         tracing::info!(dir = %dir.display(), products = snap.len(), vectors = snap.vectors(),
             index = ?params.kind, "catalog loaded");
         Ok(Self {
@@ -887,6 +905,7 @@ impl Catalog {
             params,
             oversample: settings.search_oversample,
             current: RwLock::new(Arc::new(snap)),
+            generation: RwLock::new(generation_name(&gen_dir)),
             writer: Mutex::new(()),
         })
     }
@@ -898,8 +917,43 @@ impl Catalog {
             params: settings.index_params(),
             oversample: settings.search_oversample,
             current: RwLock::new(Arc::new(snapshot)),
+            generation: RwLock::new(None),
             writer: Mutex::new(()),
         }
+    }
+
+    /// The generation live here (`None` in memory).
+    pub fn generation(&self) -> Option<String> {
+        self.generation
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Load the folder's live generation if another process (sharing the folder) made a
+    /// newer one; `Some(name)` when it was swapped in. Searches go on meanwhile.
+    pub fn refresh(&self) -> Result<Option<String>, CatalogError> {
+        let _one_writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh_locked()
+    }
+
+    fn refresh_locked(&self) -> Result<Option<String>, CatalogError> {
+        let Some(dir) = &self.dir else {
+            return Ok(None);
+        };
+        let gen_dir = store::current_generation(dir)?;
+        let name = generation_name(&gen_dir);
+        if name.is_none() || name == self.generation() {
+            return Ok(None);
+        }
+        let next = Snapshot::load_generation(&gen_dir, &self.params)?;
+        self.swap(next, name.clone());
+        Ok(name)
+    }
+
+    fn swap(&self, next: Snapshot, generation: Option<String>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        *self.generation.write().unwrap_or_else(|p| p.into_inner()) = generation;
     }
 
     pub fn dir(&self) -> Option<&Path> {
@@ -978,12 +1032,19 @@ impl Catalog {
         f: impl FnOnce(&Snapshot, &IndexParams) -> Result<Snapshot, CatalogError>,
     ) -> Result<(), CatalogError> {
         let _one_writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(dir) = &self.dir else {
+            let next = f(&self.snapshot(), &self.params)?;
+            self.swap(next, None);
+            return Ok(());
+        };
+        // One writer among the processes sharing the folder, working on its newest
+        // generation (another process may have changed it since this one loaded it).
+        let _lock = store::lock(dir)?;
+        self.refresh_locked()?;
         let next = f(&self.snapshot(), &self.params)?;
-        if let Some(dir) = &self.dir {
-            // On disk first: if that fails the live catalog is unchanged.
-            next.save(dir)?;
-        }
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        // On disk first: if that fails the live catalog is unchanged.
+        let gen_dir = next.save(dir)?;
+        self.swap(next, generation_name(&gen_dir));
         Ok(())
     }
 }
@@ -1053,6 +1114,32 @@ mod tests {
             s.search_batch(&[vec![1.0]], 1, 8),
             Err(CatalogError::Dimension { .. })
         ));
+    }
+
+    #[test]
+    fn processes_sharing_a_folder_see_each_others_changes_and_lose_none() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cat");
+        small().save(&dir).unwrap();
+        let settings = CatalogSettings::default();
+        // Two processes' catalogs over one folder (a fleet's shared volume).
+        let a = Catalog::open(&dir, &settings).unwrap();
+        let b = Catalog::open(&dir, &settings).unwrap();
+        assert_eq!(a.generation(), b.generation());
+        assert_eq!(b.refresh().unwrap(), None, "nothing new");
+        a.add(prod("c"), vec![iv(vec![0.0, 0.0, 1.0])]).unwrap();
+        assert!(b.product("c").is_none(), "b has not looked yet");
+        // b changes before it looked: its change starts from a's generation, so both stay.
+        b.remove("b").unwrap();
+        assert!(b.product("c").is_some() && b.product("b").is_none());
+        let swapped = a.refresh().unwrap();
+        assert_eq!(swapped, b.generation());
+        assert!(a.product("c").is_some() && a.product("b").is_none());
+        assert_eq!(a.search(&[0.0, 0.1, 1.0], 1).unwrap()[0].0, "c");
+        // A folder that went bad leaves the live catalog as it was.
+        std::fs::write(dir.join(store::CURRENT), "gen-999999\n").unwrap();
+        assert!(a.refresh().is_err());
+        assert_eq!(a.snapshot().len(), 2);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! DIR/gen-000007/      manifest.json, products.jsonl, entries.jsonl, vectors.f32,
 //!                      projection.f32 and raw.f32 (with a projection), index.faiss
 //! DIR/feedback/        labels.jsonl: operator feedback (`catalog::feedback`), not a generation
+//! DIR/LOCK             taken by a process changing the catalog (processes sharing DIR)
 //! ```
 //! A new generation is written into a temporary folder, synced, renamed into place, and only
 //! then named in `CURRENT` (written to a temporary file and renamed). A crash leaves the
@@ -19,6 +20,8 @@ use super::CatalogError;
 pub const CURRENT: &str = "CURRENT";
 /// Operator feedback beside the generations (see `catalog::feedback`); kept across them.
 pub const FEEDBACK: &str = "feedback";
+/// The lock file writers of every process sharing the folder take in turn.
+pub const LOCK: &str = "LOCK";
 const GEN_PREFIX: &str = "gen-";
 const TMP_MARK: &str = ".tmp-";
 
@@ -72,7 +75,7 @@ impl GenerationWriter {
                 // A write that died half-way: never named in CURRENT, safe to drop.
                 let _ = std::fs::remove_dir_all(entry.path())
                     .or_else(|_| std::fs::remove_file(entry.path()));
-            } else if name != CURRENT && name != FEEDBACK {
+            } else if name != CURRENT && name != FEEDBACK && name != LOCK {
                 foreign.push(name);
             }
         }
@@ -137,6 +140,21 @@ impl Drop for GenerationWriter {
             let _ = std::fs::remove_dir_all(&self.tmp);
         }
     }
+}
+
+/// Take the folder's writer lock (released when the file is dropped): the processes that
+/// share a catalog folder (a fleet's shared volume) write one generation at a time.
+pub fn lock(dir: &Path) -> Result<std::fs::File, CatalogError> {
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let path = dir.join(LOCK);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io(&path, e))?;
+    f.lock().map_err(|e| io(&path, e))?;
+    Ok(f)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), CatalogError> {

@@ -254,6 +254,14 @@ impl Sidecar {
             let _ = state.fleet.set(keeper.clone());
             background.push(tokio::spawn(keeper.run(cancel.child_token())));
         }
+        let follow = Duration::from_millis(settings.catalog.follow_folder_ms);
+        if let Some(c) = state.catalog.clone().filter(|_| !follow.is_zero()) {
+            background.push(tokio::spawn(follow_catalog_folder(
+                c,
+                follow,
+                cancel.child_token(),
+            )));
+        }
         let every = Duration::from_secs(settings.catalog.retrain_interval_s);
         if let Some(fb) = feedback.filter(|_| !every.is_zero()) {
             background.push(tokio::spawn(retrain_every(fb, every, cancel.child_token())));
@@ -644,6 +652,30 @@ fn outcome(
 
 /// The periodic retrain (`catalog.retrain_interval_s`): when the stored feedback changed
 /// since the last look, the catalog is rebuilt from it and swapped in.
+/// Swap in the catalog folder's newest generation whenever another process wrote one.
+async fn follow_catalog_folder(catalog: Arc<Catalog>, every: Duration, cancel: CancellationToken) {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let c = catalog.clone();
+        match tokio::task::spawn_blocking(move || c.refresh()).await {
+            Ok(Ok(Some(generation))) => {
+                failing = false;
+                tracing::info!(%generation, products = catalog.snapshot().len(), "catalog: a newer generation from the folder is live");
+            }
+            Ok(Ok(None)) => failing = false,
+            Ok(Err(e)) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "catalog: cannot load the folder's newest generation; the live one stays");
+            }
+            _ => {}
+        }
+    }
+}
+
 async fn retrain_every(
     st: http::feedback::FeedbackState,
     every: Duration,
