@@ -63,6 +63,9 @@ enum BenchCommand {
     Capacity(bench::capacity::CapacityArgs),
     /// Glass-to-cue latency through the whole sidecar (HLS test origin and SRT).
     Glass(bench::glass::GlassArgs),
+    /// Fleet failover: kill the busiest analyser again and again; takeover times and the
+    /// cue streams audited (none lost, none doubled).
+    Failover(bench::failover::FailoverArgs),
     /// One channel's cues fanned out to many WebSocket subscribers, shopcue vs Node `ws`.
     Fanout(bench::fanout::FanoutArgs),
     /// Shot detection F1 and speed, side by side with PySceneDetect.
@@ -182,6 +185,7 @@ fn run(args: Cli) -> anyhow::Result<()> {
                 BenchCommand::Glass(a) => bench::glass::run_bench(&settings, &a)
                     .await
                     .map(|_| ()),
+                BenchCommand::Failover(a) => bench::failover::run_bench(&a).await,
                 BenchCommand::Fanout(a) => bench::fanout::run_bench(&a).map(|_| ()),
                 BenchCommand::Hls(a) => bench::hls::run_bench(&a).map(|_| ()),
                 BenchCommand::Manifest { seconds_per_case } => {
