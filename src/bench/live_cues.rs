@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use shopcue::analyze::{AnalyzeArgs, analyze_outputs};
 use shopcue::config::Settings;
 use shopcue::cue::{Cue, CueEvent};
-use shopcue::matching::{CueBuilder, MatchingSettings, SampleResult};
+use shopcue::matching::{CueBuilder, MatchingSettings, SampleResult, SiblingScope};
 use shopcue::pipeline::Output;
 
 pub mod composite;
@@ -56,12 +56,30 @@ struct Variant {
 }
 
 /// The variants compared: the matching stage as it was before issue 10's live work
-/// (config overrides) and the defaults.
+/// (config overrides), each change alone, and the defaults.
 fn variants() -> Vec<Variant> {
+    fn before(m: &mut MatchingSettings) {
+        m.sibling_scope = SiblingScope::Place;
+        m.agree_regions = 0;
+    }
     vec![
         Variant {
-            name: "before (per-sample gates only)",
-            edit: |_m| {},
+            name: "before (sibling_scope place, agree_regions 0)",
+            edit: before,
+        },
+        Variant {
+            name: "agree_regions 2 only",
+            edit: |m| {
+                before(m);
+                m.agree_regions = 2;
+            },
+        },
+        Variant {
+            name: "sibling_scope shot only",
+            edit: |m| {
+                before(m);
+                m.sibling_scope = SiblingScope::Shot;
+            },
         },
         Variant {
             name: "after (defaults)",

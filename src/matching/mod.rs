@@ -71,6 +71,16 @@ pub enum MarginMode {
     Ratio,
 }
 
+/// How far a sibling's claim on an object reaches within a shot (`sibling_scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SiblingScope {
+    /// Only a sibling at the same place (boxes overlapping by `sibling_overlap`).
+    Place,
+    /// A sibling anywhere in the shot.
+    Shot,
+}
+
 /// Sampling, matching and cue settings (`[matching]` in the config). Defaults suit the
 /// EfficientNet-Lite0 embedder with L2-normalised vectors and inner-product search
 /// (cosine similarity): same object about 0.8–0.9, different objects about 0.2–0.5.
@@ -155,6 +165,17 @@ pub struct MatchingSettings {
     /// smaller box; a box inside the whole-frame region overlaps it fully) are one object: in one sample only the most similar counts, and in one shot a
     /// sibling of an open cue at the same place starts no cue of its own.
     pub sibling_overlap: f32,
+    /// Where a look-alike's claim on the object reaches across samples: `place` (its box
+    /// overlaps by `sibling_overlap`) or `shot` (anywhere in the shot: a product one
+    /// object at a time, as in a product shot). With `shot`, a sibling of an open cue, or
+    /// of a pending product with more confident samples (then more similarity), starts no
+    /// cue of its own.
+    pub sibling_scope: SiblingScope,
+    /// A product that is the best candidate of at least this many regions of one sample
+    /// (detections and the whole picture, each passing the class, detector-score and
+    /// `min_similarity` tests) is a confident sighting there even when no region leads
+    /// its runner-up by `margin`: the regions agree. 0 turns it off.
+    pub agree_regions: u32,
     // --- learning from the operator ---
     /// Query embeddings a cue keeps as its evidence (its most similar sightings), for
     /// operator feedback to store as labelled photos; 0 keeps none.
@@ -195,6 +216,8 @@ impl Default for MatchingSettings {
             max_boxes: 32,
             sibling_gap: 0.15,
             sibling_overlap: 0.5,
+            sibling_scope: SiblingScope::Shot,
+            agree_regions: 2,
             evidence_per_cue: 3,
             evidence_cues: 256,
         }
@@ -326,6 +349,12 @@ impl MatchingSettings {
                 "must be greater than 0 and at most 1",
             ));
         }
+        if self.agree_regions == 1 {
+            return Err(setting(
+                "agree_regions",
+                "must be 0 (off) or at least 2 (one region agrees with nothing)",
+            ));
+        }
         if self.evidence_per_cue > 32 {
             return Err(setting("evidence_per_cue", "must be at most 32"));
         }
@@ -400,6 +429,7 @@ mod tests {
             ("sibling_gap", Box::new(|s| s.sibling_gap = f32::NAN)),
             ("sibling_overlap", Box::new(|s| s.sibling_overlap = 0.0)),
             ("evidence_per_cue", Box::new(|s| s.evidence_per_cue = 33)),
+            ("agree_regions", Box::new(|s| s.agree_regions = 1)),
             ("evidence_cues", Box::new(|s| s.evidence_cues = 100_001)),
         ];
         for (key, edit) in cases {
