@@ -61,17 +61,18 @@ fn variants() -> Vec<Variant> {
     fn before(m: &mut MatchingSettings) {
         m.sibling_scope = SiblingScope::Place;
         m.agree_regions = 0;
+        m.raw_agree_regions = 0;
     }
     vec![
         Variant {
-            name: "before (sibling_scope place, agree_regions 0)",
+            name: "before (sibling_scope place, no agreeing regions)",
             edit: before,
         },
         Variant {
-            name: "agree_regions 2 only",
+            name: "raw_agree_regions 2 only",
             edit: |m| {
                 before(m);
-                m.agree_regions = 2;
+                m.raw_agree_regions = 2;
             },
         },
         Variant {
@@ -80,6 +81,10 @@ fn variants() -> Vec<Variant> {
                 before(m);
                 m.sibling_scope = SiblingScope::Shot;
             },
+        },
+        Variant {
+            name: "agree_regions 2 (learned catalogs too)",
+            edit: |m| m.agree_regions = 2,
         },
         Variant {
             name: "after (defaults)",
@@ -275,6 +280,7 @@ pub async fn run_bench(
     );
     println!("|---|---|---|---|---|---|");
     let mut speed = Vec::new();
+    let mut matching_us: Vec<(&str, f64)> = Vec::new();
     for (cname, dir) in &catalogs {
         let mut analysed = Vec::new();
         for v in &videos {
@@ -295,7 +301,18 @@ pub async fn run_bench(
             m.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
             let mut product_videos = Score::default();
             for a in &analysed {
-                let score = judge(&replay(&a.outputs, &m, a.learned), &a.truth);
+                let t = std::time::Instant::now();
+                let cues = replay(&a.outputs, &m, a.learned);
+                let samples = a
+                    .outputs
+                    .iter()
+                    .filter(|o| matches!(o, Output::Sample(_)))
+                    .count();
+                matching_us.push((
+                    variant.name,
+                    t.elapsed().as_secs_f64() * 1e6 / samples.max(1) as f64,
+                ));
+                let score = judge(&cues, &a.truth);
                 println!(
                     "| {cname} | {} | {} | {} / {} | {} | {} ({} / {}) |",
                     variant.name,
@@ -336,6 +353,16 @@ pub async fn run_bench(
     println!("|---|---|---|---|");
     for (c, v, n, ms) in speed {
         println!("| {c} | {v} | {n} | {ms:.0} |");
+    }
+    println!("\n| matching | µs per sample in the matching stage (replay, worst video) |");
+    println!("|---|---|");
+    for variant in variants() {
+        let worst = matching_us
+            .iter()
+            .filter(|(n, _)| *n == variant.name)
+            .map(|(_, us)| *us)
+            .fold(0.0, f64::max);
+        println!("| {} | {worst:.1} |", variant.name);
     }
     Ok(rows)
 }

@@ -916,7 +916,11 @@ fn regions_that_agree_make_a_sighting_confident_below_the_margin() {
             ],
         )
     };
-    let mut b = CueBuilder::new("news", &settings());
+    let on = MatchingSettings {
+        agree_regions: 2,
+        ..settings()
+    };
+    let mut b = CueBuilder::new("news", &on);
     b.push(&agreeing(0));
     assert_eq!(
         kinds(&b.push(&agreeing(5))),
@@ -924,11 +928,8 @@ fn regions_that_agree_make_a_sighting_confident_below_the_margin() {
     );
     assert_eq!(b.stats().agreed, 4);
     assert_eq!(b.stats().low_margin, 4);
-    // Off: nothing.
-    let off = MatchingSettings {
-        agree_regions: 0,
-        ..settings()
-    };
+    // Off (the default for catalogs with a learned projection): nothing.
+    let off = settings();
     let mut b = CueBuilder::new("news", &off);
     b.push(&agreeing(0));
     assert!(b.push(&agreeing(5)).is_empty());
@@ -947,7 +948,7 @@ fn regions_that_agree_make_a_sighting_confident_below_the_margin() {
             ],
         )
     };
-    let mut b = CueBuilder::new("news", &settings());
+    let mut b = CueBuilder::new("news", &on);
     b.push(&split(0));
     assert!(b.push(&split(5)).is_empty());
     assert_eq!(b.stats().agreed, 0);
@@ -965,7 +966,7 @@ fn regions_that_agree_make_a_sighting_confident_below_the_margin() {
             ],
         )
     };
-    let mut b = CueBuilder::new("news", &settings());
+    let mut b = CueBuilder::new("news", &on);
     b.push(&weak(0));
     assert!(b.push(&weak(5)).is_empty());
 }
