@@ -245,32 +245,15 @@ fn fmt(v: Option<f64>) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.2}"))
 }
 
-/// Runs the benchmark and prints its tables; answers the rows (catalog, variant, video,
-/// score).
-pub async fn run_bench(
-    settings: &Settings,
-    args: &LiveCuesArgs,
-) -> anyhow::Result<Vec<(String, String, String, Score)>> {
+/// One table row: a catalog, a matching variant, a video and its score.
+pub type Row = (String, String, String, Score);
+
+/// Runs the benchmark and prints its tables; answers the rows.
+pub async fn run_bench(settings: &Settings, args: &LiveCuesArgs) -> anyhow::Result<Vec<Row>> {
     let data = data_dir(args.data.as_deref())?;
-    let dataset = data.join("grocery");
-    std::fs::create_dir_all(&args.work)
-        .with_context(|| format!("creating {}", args.work.display()))?;
-    let composite = composite::make(&data, &args.work)?;
-    let footage = data.join("footage");
-    let videos = vec![
-        Truth::from_footage(&footage, "grocery_shots.mp4")?,
-        composite,
-        Truth::from_footage(&footage, "intel_concat.mp4")?,
-    ];
-    let only = args.work.join("catalog-only");
-    {
-        let (s, d, o) = (settings.clone(), dataset.clone(), only.clone());
-        tokio::task::spawn_blocking(move || catalog_only(&s, &d, &o)).await??;
-        let (s, d, c) = (settings.clone(), dataset.clone(), args.catalog.clone());
-        tokio::task::spawn_blocking(move || super::glass::ensure_catalog(&s, &c, &d)).await??;
-    }
+    let videos = prepare(settings, args, &data).await?;
     let catalogs = [
-        ("catalog images only", only),
+        ("catalog images only", args.work.join("catalog-only")),
         ("labelled photos (demo)", args.catalog.clone()),
     ];
     let mut rows = Vec::new();
@@ -299,56 +282,102 @@ pub async fn run_bench(
             let mut m = settings.matching.clone();
             (variant.edit)(&mut m);
             m.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut product_videos = Score::default();
-            for a in &analysed {
-                let t = std::time::Instant::now();
-                let cues = replay(&a.outputs, &m, a.learned);
-                let samples = a
-                    .outputs
-                    .iter()
-                    .filter(|o| matches!(o, Output::Sample(_)))
-                    .count();
-                matching_us.push((
-                    variant.name,
-                    t.elapsed().as_secs_f64() * 1e6 / samples.max(1) as f64,
-                ));
-                let score = judge(&cues, &a.truth);
-                println!(
-                    "| {cname} | {} | {} | {} / {} | {} | {} ({} / {}) |",
-                    variant.name,
-                    a.truth.name,
-                    score.right,
-                    score.wrong.len(),
-                    fmt(score.precision()),
-                    fmt(score.recall()),
-                    score.found,
-                    score.product_shots
-                );
-                if !score.wrong.is_empty() {
-                    eprintln!("  wrong: {:?}", score.wrong);
-                }
-                if a.truth.name != "intel_concat.mp4" {
-                    product_videos.add(&score);
-                }
-                rows.push((
-                    cname.to_string(),
-                    variant.name.to_string(),
-                    a.truth.name.clone(),
-                    score,
-                ));
-            }
-            println!(
-                "| {cname} | {} | **grocery_shots + composite** | {} / {} | **{}** | **{}** ({} / {}) |",
-                variant.name,
-                product_videos.right,
-                product_videos.wrong.len(),
-                fmt(product_videos.precision()),
-                fmt(product_videos.recall()),
-                product_videos.found,
-                product_videos.product_shots
-            );
+            score_variant(cname, &variant, &m, &analysed, &mut rows, &mut matching_us);
         }
     }
+    print_speed(&speed, &matching_us);
+    Ok(rows)
+}
+
+/// The composite and the truths of the videos; the catalog-only catalog and the
+/// labelled one, built when missing.
+async fn prepare(
+    settings: &Settings,
+    args: &LiveCuesArgs,
+    data: &Path,
+) -> anyhow::Result<Vec<Truth>> {
+    let dataset = data.join("grocery");
+    std::fs::create_dir_all(&args.work)
+        .with_context(|| format!("creating {}", args.work.display()))?;
+    let composite = composite::make(data, &args.work)?;
+    let footage = data.join("footage");
+    let videos = vec![
+        Truth::from_footage(&footage, "grocery_shots.mp4")?,
+        composite,
+        Truth::from_footage(&footage, "intel_concat.mp4")?,
+    ];
+    let (s, d, o) = (
+        settings.clone(),
+        dataset.clone(),
+        args.work.join("catalog-only"),
+    );
+    tokio::task::spawn_blocking(move || catalog_only(&s, &d, &o)).await??;
+    let (s, c) = (settings.clone(), args.catalog.clone());
+    tokio::task::spawn_blocking(move || super::glass::ensure_catalog(&s, &c, &dataset)).await??;
+    Ok(videos)
+}
+
+/// Replays every analysed video through one variant and prints its rows (per video, and
+/// the two product videos pooled).
+fn score_variant(
+    cname: &str,
+    variant: &Variant,
+    m: &MatchingSettings,
+    analysed: &[Analysed],
+    rows: &mut Vec<Row>,
+    matching_us: &mut Vec<(&'static str, f64)>,
+) {
+    let mut product_videos = Score::default();
+    for a in analysed {
+        let t = std::time::Instant::now();
+        let cues = replay(&a.outputs, m, a.learned);
+        let samples = a
+            .outputs
+            .iter()
+            .filter(|o| matches!(o, Output::Sample(_)))
+            .count();
+        matching_us.push((
+            variant.name,
+            t.elapsed().as_secs_f64() * 1e6 / samples.max(1) as f64,
+        ));
+        let score = judge(&cues, &a.truth);
+        print_row(cname, variant.name, &a.truth.name, &score, false);
+        if !score.wrong.is_empty() {
+            eprintln!("  wrong: {:?}", score.wrong);
+        }
+        if a.truth.name != "intel_concat.mp4" {
+            product_videos.add(&score);
+        }
+        rows.push((
+            cname.to_string(),
+            variant.name.to_string(),
+            a.truth.name.clone(),
+            score,
+        ));
+    }
+    print_row(
+        cname,
+        variant.name,
+        "grocery_shots + composite",
+        &product_videos,
+        true,
+    );
+}
+
+fn print_row(cname: &str, variant: &str, video: &str, s: &Score, bold: bool) {
+    let b = if bold { "**" } else { "" };
+    println!(
+        "| {cname} | {variant} | {b}{video}{b} | {} / {} | {b}{}{b} | {b}{}{b} ({} / {}) |",
+        s.right,
+        s.wrong.len(),
+        fmt(s.precision()),
+        fmt(s.recall()),
+        s.found,
+        s.product_shots
+    );
+}
+
+fn print_speed(speed: &[(String, String, usize, f64)], matching_us: &[(&str, f64)]) {
     println!("\n| catalog | video | analysed samples | mean ms per analysed sample |");
     println!("|---|---|---|---|");
     for (c, v, n, ms) in speed {
@@ -364,7 +393,6 @@ pub async fn run_bench(
             .fold(0.0, f64::max);
         println!("| {} | {worst:.1} |", variant.name);
     }
-    Ok(rows)
 }
 
 /// Per shot: each analysed sample's regions with their best candidates.
@@ -455,7 +483,7 @@ fn short(j: &shopcue::matching::Judgement) -> &'static str {
     }
 }
 
-/// A video's product per shot.
+/// A truth must name one product (or none) per shot.
 pub fn check_truth(t: &Truth) -> anyhow::Result<()> {
     if t.shots.len() != t.cut_frames.len() + 1 {
         bail!(

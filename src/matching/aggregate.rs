@@ -15,9 +15,16 @@
 //! - **One object, one cue.** Products are *siblings* for a sighting when one is among
 //!   the other's catalog candidates within `sibling_gap` similarity (flavours of one
 //!   brand). Sibling sightings whose boxes overlap by `sibling_overlap` or more (of the
-//!   smaller box; a box inside the whole-frame region overlaps it fully) are one object: in a sample only the most similar counts, and in a shot a sibling of an open
-//!   cue at the same place starts no cue of its own (the first product to gather
-//!   `min_samples` votes keeps the object).
+//!   smaller box; a box inside the whole-frame region overlaps it fully) are one object:
+//!   in a sample only the most similar counts. Over the shot, with `sibling_scope =
+//!   place` a sibling of an open cue at the same place starts no cue of its own; with
+//!   `shot` (the default) a sibling of a cue of the shot anywhere, or of a pending
+//!   product with more confident samples, starts none (the product with the most
+//!   evidence keeps the object). Every track of a sample is updated before any birth is
+//!   judged.
+//! - **Agreeing regions.** A product that is the best candidate of `agree_regions`
+//!   regions of one sample (`raw_agree_regions` for catalogs without a learned
+//!   projection) is confident in them even below the margin.
 //! - **Updates.** Each confident sample appends a box to the cue's track (thinned to
 //!   `max_boxes`) and refreshes its score (the mean similarity of its confident samples).
 //!   An `Update` goes out when the track grew or the score moved by more than

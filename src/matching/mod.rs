@@ -163,7 +163,8 @@ pub struct MatchingSettings {
     pub sibling_gap: f32,
     /// Sibling sightings whose boxes overlap at least this much (intersection over the
     /// smaller box; a box inside the whole-frame region overlaps it fully) are one object: in one sample only the most similar counts, and in one shot a
-    /// sibling of an open cue at the same place starts no cue of its own.
+    /// sibling of an open cue at the same place starts no cue of its own (`sibling_scope`
+    /// says how far that reaches).
     pub sibling_overlap: f32,
     /// Where a look-alike's claim on the object reaches across samples: `place` (its box
     /// overlaps by `sibling_overlap`) or `shot` (anywhere in the shot: a product one
