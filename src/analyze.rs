@@ -146,6 +146,33 @@ pub async fn analyze(
     args: &AnalyzeArgs,
     cancel: CancellationToken,
 ) -> anyhow::Result<Shoppable> {
+    let started = Instant::now();
+    let run = analyze_outputs(settings, args, cancel).await?;
+    Ok(assemble(
+        settings,
+        args,
+        &run.catalog,
+        run.outputs,
+        run.frames,
+        started.elapsed(),
+    ))
+}
+
+/// What the pipeline gave for one input, before it becomes a document: every output in
+/// order (shot events, analysed samples with their detections, cue events).
+pub struct AnalysisRun {
+    pub outputs: Vec<Output>,
+    pub catalog: Arc<Catalog>,
+    pub frames: u64,
+}
+
+/// Runs the pipeline over the input in lossless batch mode and keeps its outputs (the
+/// cue benchmark replays the samples through other matching settings).
+pub async fn analyze_outputs(
+    settings: &Settings,
+    args: &AnalyzeArgs,
+    cancel: CancellationToken,
+) -> anyhow::Result<AnalysisRun> {
     crate::config::validate_channel_id(&args.channel)
         .map_err(|why| anyhow::anyhow!("--channel: {why}"))?;
     let spec = SourceSpec::parse(&args.input)?;
@@ -153,7 +180,6 @@ pub async fn analyze(
         !matches!(spec, SourceSpec::Srt(_)),
         "--input: batch mode reads files and VOD playlists, not SRT streams"
     );
-    let started = Instant::now();
     let (analyzer, catalog) = {
         let s = settings.clone();
         let dir = args.catalog.clone();
@@ -223,15 +249,11 @@ pub async fn analyze(
         args.input
     );
     let outputs = std::mem::take(&mut *outputs.lock().unwrap_or_else(|p| p.into_inner()));
-    let doc = assemble(
-        settings,
-        args,
-        &catalog,
+    Ok(AnalysisRun {
         outputs,
-        snapshot.frames,
-        started.elapsed(),
-    );
-    Ok(doc)
+        catalog,
+        frames: snapshot.frames,
+    })
 }
 
 /// Builds the document from the pipeline's outputs (pure).

@@ -76,6 +76,9 @@ enum BenchCommand {
     },
     /// Catalog matching accuracy on the Grocery Store dataset (top-1/top-5, options compared).
     CatalogAccuracy(bench::catalog_accuracy::AccuracyArgs),
+    /// Live cue precision/recall on product footage (grocery_shots, a composite of val
+    /// photos, intel_concat) for a catalog-only and the labelled-photo catalog.
+    LiveCues(bench::live_cues::LiveCuesArgs),
     /// Detector/embedder latency and FAISS query latency (flat vs HNSW) at scale.
     CatalogSpeed(bench::catalog_speed::SpeedArgs),
     /// HLS proxy playlist requests/s and latency under wrk, side by side with nginx.
@@ -173,6 +176,9 @@ fn run(args: Cli) -> anyhow::Result<()> {
                 }
                 BenchCommand::CatalogAccuracy(a) => {
                     bench::catalog_accuracy::run_bench(&settings, &a).map(|_| ())
+                }
+                BenchCommand::LiveCues(a) => {
+                    bench::live_cues::run_bench(&settings, &a).await.map(|_| ())
                 }
                 BenchCommand::CatalogSpeed(a) => {
                     bench::catalog_speed::run_bench(&settings, &a).map(|_| ())

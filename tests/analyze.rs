@@ -145,10 +145,12 @@ fn judge_grocery_cues(doc: &serde_json::Value) -> (usize, Vec<String>, usize) {
 
 /// A retailer's start: a catalog built from the 81 catalog images alone (no labelled
 /// photos, so no learned projection), with the default config. The matching stage uses
-/// its raw-cosine thresholds. Measured (docs/BENCHMARKS.md): 3 of the 6 grocery_shots
-/// products found with no wrong cue, and at most one cue on intel_concat (no catalog
-/// product; its produce shot may show fruit). The issue's goal (recall ≥ 0.6) is not
-/// reached: this guards what is.
+/// its raw-cosine thresholds, lets regions of a sample that agree on a product stand in
+/// for the margin (`agree_regions`) and keeps one cue per object among look-alikes over
+/// the shot (`sibling_scope = "shot"`). Issue 10's live goal on grocery_shots: cue
+/// precision ≥ 0.8 and recall ≥ 0.6 (measured: 4 of 6 products, no wrong cue;
+/// docs/BENCHMARKS.md), and at most one cue on intel_concat (no catalog product; its
+/// produce shot may show fruit).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catalog_of_catalog_images_only_gives_precise_cues() {
     let dir = tempfile::tempdir().unwrap();
@@ -192,8 +194,12 @@ async fn a_catalog_of_catalog_images_only_gives_precise_cues() {
     let (right, wrong, found) = judge_grocery_cues(&grocery);
     eprintln!("catalog only: {right} right cues in {found} shots; wrong: {wrong:?}");
     let precision = right as f64 / (right + wrong.len()).max(1) as f64;
+    let recall = found as f64 / GROCERY_PRODUCTS.len() as f64;
     assert!(precision >= 0.8, "precision {precision:.2}: {wrong:?}");
-    assert!(found >= 3, "products found in {found} of 6 shots");
+    assert!(
+        recall >= 0.6,
+        "recall {recall:.2}: products found in {found} of 6 shots"
+    );
     let intel = run("intel_concat.mp4").await;
     let cues = intel["cues"].as_array().unwrap();
     assert!(cues.len() <= 1, "no catalog product on screen: {cues:?}");

@@ -10,6 +10,7 @@ pub mod fanout;
 pub mod glass;
 pub mod hls;
 pub mod ingest;
+pub mod live_cues;
 pub mod manifest;
 pub mod shot_file;
 pub mod shots;

@@ -15,9 +15,16 @@
 //! - **One object, one cue.** Products are *siblings* for a sighting when one is among
 //!   the other's catalog candidates within `sibling_gap` similarity (flavours of one
 //!   brand). Sibling sightings whose boxes overlap by `sibling_overlap` or more (of the
-//!   smaller box; a box inside the whole-frame region overlaps it fully) are one object: in a sample only the most similar counts, and in a shot a sibling of an open
-//!   cue at the same place starts no cue of its own (the first product to gather
-//!   `min_samples` votes keeps the object).
+//!   smaller box; a box inside the whole-frame region overlaps it fully) are one object:
+//!   in a sample only the most similar counts. Over the shot, with `sibling_scope =
+//!   place` a sibling of an open cue at the same place starts no cue of its own; with
+//!   `shot` (the default) a sibling of a cue of the shot anywhere, or of a pending
+//!   product with more confident samples, starts none (the product with the most
+//!   evidence keeps the object). Every track of a sample is updated before any birth is
+//!   judged.
+//! - **Agreeing regions.** A product that is the best candidate of `agree_regions`
+//!   regions of one sample (`raw_agree_regions` for catalogs without a learned
+//!   projection) is confident in them even below the margin.
 //! - **Updates.** Each confident sample appends a box to the cue's track (thinned to
 //!   `max_boxes`) and refreshes its score (the mean similarity of its confident samples).
 //!   An `Update` goes out when the track grew or the score moved by more than
@@ -34,10 +41,10 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::cue::{BoxSample, Cue, CueEvent, cue_id_in_epoch};
-use crate::matching::MatchingSettings;
 use crate::matching::detection::MatchedDetection;
 use crate::matching::evidence::{CueEvidence, keep_best};
 use crate::matching::rules::{Judgement, Rules};
+use crate::matching::{MatchingSettings, SiblingScope};
 use crate::shots::ShotEvent;
 
 /// Inference's answer for one sampled frame.
@@ -67,6 +74,9 @@ pub struct CueStats {
     pub no_candidates: u64,
     pub low_similarity: u64,
     pub low_margin: u64,
+    /// Detections below the margin taken as confident because `agree_regions` regions of
+    /// their sample name the same best product (also counted in `low_margin`).
+    pub agreed: u64,
     /// Confident (product, sample) pairs, after merging detections of one product.
     pub confident: u64,
     /// Confident sightings ignored: the product is in its cooldown.
@@ -359,9 +369,32 @@ impl CueBuilder {
     /// first (so they get the shot's cue slots first).
     fn sightings(&mut self, sample: &SampleResult) -> Vec<Sighting> {
         let mut best: Vec<Sighting> = Vec::new();
-        for det in &sample.detections {
+        let judged: Vec<Judgement> = sample
+            .detections
+            .iter()
+            .map(|d| self.rules.judge(d))
+            .collect();
+        let agreed = agreeing_products(
+            &sample.detections,
+            &judged,
+            self.settings.agree_regions as usize,
+        );
+        for (det, judgement) in sample.detections.iter().zip(judged) {
             self.stats.detections += 1;
-            match self.rules.judge(det) {
+            let judgement = match judgement {
+                Judgement::LowMargin { .. } => {
+                    self.stats.low_margin += 1;
+                    match agreed_sighting(det, &agreed) {
+                        Some(j) => {
+                            self.stats.agreed += 1;
+                            j
+                        }
+                        None => continue,
+                    }
+                }
+                j => j,
+            };
+            match judgement {
                 Judgement::Confident {
                     product_id,
                     similarity,
@@ -395,7 +428,7 @@ impl CueBuilder {
                 Judgement::InvalidBox => self.stats.invalid_box += 1,
                 Judgement::NoCandidates => self.stats.no_candidates += 1,
                 Judgement::LowSimilarity { .. } => self.stats.low_similarity += 1,
-                Judgement::LowMargin { .. } => self.stats.low_margin += 1,
+                Judgement::LowMargin { .. } => {}
             }
         }
         best.sort_by(|a, b| {
@@ -445,22 +478,47 @@ impl CueBuilder {
             && overlap(a_box, b_box) >= self.settings.sibling_overlap
     }
 
-    /// An open cue of this shot (other than track `at`) that `sighting` is a sibling of,
-    /// at the same place.
-    fn sibling_open(&self, shot: &ShotState, at: usize, sighting: &Sighting) -> bool {
+    /// Whether a sibling of `sighting` (product of track `at`) holds the object: with
+    /// `sibling_scope = place`, an open cue of this shot at the same place; with `shot`, a
+    /// cue of this shot anywhere (open or ended), or a pending sibling with more confident
+    /// samples (on a tie, more similarity) than track `at`.
+    fn sibling_claims(&self, shot: &ShotState, at: usize, sighting: &Sighting) -> bool {
+        if self.settings.sibling_gap <= 0.0 {
+            return false;
+        }
+        let me = &shot.tracks[at];
         shot.tracks.iter().enumerate().any(|(i, t)| {
-            i != at
-                && matches!(t.phase, Phase::Open { .. })
-                && t.boxes.last().is_some_and(|b| {
-                    self.same_object(
-                        &t.product_id,
-                        &t.near,
-                        &[b.x, b.y, b.w, b.h],
-                        &sighting.product_id,
-                        &sighting.near,
-                        &sighting.bbox,
-                    )
-                })
+            if i == at {
+                return false;
+            }
+            let Some(b) = t.boxes.last() else {
+                return false;
+            };
+            match self.settings.sibling_scope {
+                SiblingScope::Place => {
+                    matches!(t.phase, Phase::Open { .. })
+                        && self.same_object(
+                            &t.product_id,
+                            &t.near,
+                            &[b.x, b.y, b.w, b.h],
+                            &sighting.product_id,
+                            &sighting.near,
+                            &sighting.bbox,
+                        )
+                }
+                SiblingScope::Shot => {
+                    let siblings = t.near.contains(&sighting.product_id)
+                        || sighting.near.contains(&t.product_id)
+                        || me.near.contains(&t.product_id);
+                    let stronger = match t.phase {
+                        Phase::Pending => {
+                            (t.samples, t.similarity_sum) > (me.samples, me.similarity_sum)
+                        }
+                        Phase::Open { .. } | Phase::Done => true,
+                    };
+                    siblings && stronger
+                }
+            }
         })
     }
 
@@ -491,6 +549,9 @@ impl CueBuilder {
                 || now.signed_duration_since(t.last_wallclock) <= lost_after
         });
 
+        // Every sighting's track is brought up to date first, so that whether a look-alike
+        // holds the object is judged on this sample's evidence whatever the order.
+        let mut updated: Vec<(usize, &Sighting)> = Vec::with_capacity(sightings.len());
         for sighting in &sightings {
             if self.recent_ends.contains_key(&sighting.product_id) {
                 self.stats.suppressed_cooldown += 1;
@@ -519,7 +580,6 @@ impl CueBuilder {
                     shot.tracks.len() - 1
                 }
             };
-            let sibling_open = self.sibling_open(shot, at, sighting);
             let track = &mut shot.tracks[at];
             for p in &sighting.near {
                 if track.near.len() < MAX_NEAR && !track.near.contains(p) {
@@ -561,6 +621,12 @@ impl CueBuilder {
             }
             track.version += 1;
             thin(&mut track.boxes, self.settings.max_boxes);
+            updated.push((at, sighting));
+        }
+        for (at, sighting) in updated {
+            let claimed =
+                shot.tracks[at].phase == Phase::Pending && self.sibling_claims(shot, at, sighting);
+            let track = &mut shot.tracks[at];
 
             match track.phase {
                 Phase::Pending => {
@@ -569,7 +635,7 @@ impl CueBuilder {
                     if !qualified {
                         continue;
                     }
-                    if sibling_open {
+                    if claimed {
                         self.stats.suppressed_sibling += 1;
                         continue;
                     }
@@ -625,6 +691,62 @@ pub fn fill_products(events: &mut [CueEvent], lookup: impl Fn(&str) -> Option<se
             cue.product = lookup(&cue.product_id);
         }
     }
+}
+
+/// The best candidate of a detection: product and similarity (the list should be best
+/// first; do not rely on it).
+fn top_candidate(det: &MatchedDetection) -> Option<(&str, f32)> {
+    det.candidates
+        .iter()
+        .filter(|(id, sim)| !id.is_empty() && sim.is_finite())
+        .fold(None, |acc: Option<(&str, f32)>, (id, sim)| match acc {
+            Some((_, b)) if b >= *sim => acc,
+            _ => Some((id.as_str(), *sim)),
+        })
+}
+
+/// Products that are the best candidate of at least `regions` detections of one sample
+/// that passed every test but perhaps the margin (`regions` 0: none).
+fn agreeing_products<'a>(
+    detections: &'a [MatchedDetection],
+    judged: &[Judgement],
+    regions: usize,
+) -> Vec<&'a str> {
+    if regions == 0 {
+        return Vec::new();
+    }
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for (det, j) in detections.iter().zip(judged) {
+        if !matches!(j, Judgement::Confident { .. } | Judgement::LowMargin { .. }) {
+            continue;
+        }
+        let Some((p, _)) = top_candidate(det) else {
+            continue;
+        };
+        match counts.iter_mut().find(|(q, _)| *q == p) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((p, 1)),
+        }
+    }
+    counts
+        .into_iter()
+        .filter(|(_, n)| *n >= regions)
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// A detection below the margin whose best product the sample's regions agree on, as a
+/// confident judgement.
+fn agreed_sighting(det: &MatchedDetection, agreed: &[&str]) -> Option<Judgement> {
+    let (p, similarity) = top_candidate(det)?;
+    if !agreed.contains(&p) {
+        return None;
+    }
+    Some(Judgement::Confident {
+        product_id: p.to_string(),
+        similarity,
+        bbox: crate::matching::rules::normalise_box(det.bbox)?,
+    })
 }
 
 /// Products other than `best` among `candidates` within `gap` of `similarity`, each once.

@@ -4,6 +4,7 @@ use chrono::TimeZone;
 use proptest::prelude::*;
 
 use super::*;
+use crate::matching::SiblingScope;
 use crate::shots::Shot;
 
 const FRAME_MS: i64 = 40;
@@ -530,6 +531,9 @@ fn arb_settings() -> impl Strategy<Value = MatchingSettings> {
                 max_cues_per_shot: max_cues,
                 update_interval_ms: update,
                 max_boxes,
+                // The oracle below judges each detection alone (Rules): regions agreeing
+                // across a sample are covered by their own test.
+                agree_regions: 0,
                 ..MatchingSettings::default()
             },
         )
@@ -814,8 +818,12 @@ fn a_look_alike_box_inside_the_named_whole_frame_starts_no_cue() {
 }
 
 #[test]
-fn siblings_at_different_places_are_two_objects() {
-    let mut b = CueBuilder::new("news", &settings());
+fn siblings_at_different_places_are_two_objects_with_sibling_scope_place() {
+    let s = MatchingSettings {
+        sibling_scope: SiblingScope::Place,
+        ..settings()
+    };
+    let mut b = CueBuilder::new("news", &s);
     let both = |f| {
         sample(
             0,
@@ -840,6 +848,127 @@ fn siblings_at_different_places_are_two_objects() {
         ]
     );
     assert_eq!(b.stats().suppressed_sibling, 0);
+}
+
+#[test]
+fn with_sibling_scope_shot_look_alikes_anywhere_give_one_cue_the_strongest() {
+    let mut b = CueBuilder::new("news", &settings());
+    // A pile of one fruit: boxes here and there, one named apple in most samples, one
+    // named (look-alike) pear in some.
+    let mut events = Vec::new();
+    for (i, f) in [0u64, 5, 10, 15].into_iter().enumerate() {
+        let mut dets = vec![look_alike("apple", 0.8, "pear", 0.72, HERE)];
+        if i >= 1 {
+            dets.push(look_alike("pear", 0.81, "apple", 0.75, THERE));
+        }
+        events.extend(b.push(&sample(0, f, dets)));
+    }
+    assert_eq!(kinds(&events), vec![("start", "apple")]);
+    assert!(b.stats().suppressed_sibling >= 1);
+    // A pending look-alike with more confident samples holds the object: a product that
+    // qualifies on one very similar sample (`single_sample_score`) in the sample where its
+    // look-alike reaches `min_samples` gives way to it.
+    let mut b = CueBuilder::new("news", &settings());
+    b.push(&sample(
+        0,
+        0,
+        vec![look_alike("pear", 0.8, "apple", 0.72, THERE)],
+    ));
+    let events = b.push(&sample(
+        0,
+        5,
+        vec![
+            look_alike("apple", 0.95, "pear", 0.85, HERE),
+            look_alike("pear", 0.8, "apple", 0.72, THERE),
+        ],
+    ));
+    assert_eq!(kinds(&events), vec![("start", "pear")]);
+    // Products that are no look-alikes in one shot each get a cue.
+    let mut b = CueBuilder::new("news", &settings());
+    let dets = |f| {
+        sample(
+            0,
+            f,
+            vec![
+                look_alike("milk", 0.8, "rival", 0.3, HERE),
+                look_alike("cereal", 0.79, "rival", 0.3, THERE),
+            ],
+        )
+    };
+    b.push(&dets(0));
+    assert_eq!(b.push(&dets(5)).len(), 2);
+}
+
+#[test]
+fn regions_that_agree_make_a_sighting_confident_below_the_margin() {
+    // The whole picture and a large box both name `juice-orange`, each 0.01 ahead of a
+    // look-alike: below the margin alone, confident together.
+    let agreeing = |f| {
+        sample(
+            0,
+            f,
+            vec![
+                MatchedDetection::whole_frame(vec![
+                    ("juice-orange".into(), 0.70),
+                    ("juice-apple".into(), 0.69),
+                ]),
+                look_alike("juice-orange", 0.68, "juice-apple", 0.67, HERE),
+            ],
+        )
+    };
+    let on = MatchingSettings {
+        agree_regions: 2,
+        ..settings()
+    };
+    let mut b = CueBuilder::new("news", &on);
+    b.push(&agreeing(0));
+    assert_eq!(
+        kinds(&b.push(&agreeing(5))),
+        vec![("start", "juice-orange")]
+    );
+    assert_eq!(b.stats().agreed, 4);
+    assert_eq!(b.stats().low_margin, 4);
+    // Off (the default for catalogs with a learned projection): nothing.
+    let off = settings();
+    let mut b = CueBuilder::new("news", &off);
+    b.push(&agreeing(0));
+    assert!(b.push(&agreeing(5)).is_empty());
+    assert_eq!(b.stats().agreed, 0);
+    // Regions naming different products, or one region alone, do not agree.
+    let split = |f| {
+        sample(
+            0,
+            f,
+            vec![
+                MatchedDetection::whole_frame(vec![
+                    ("juice-orange".into(), 0.70),
+                    ("juice-apple".into(), 0.69),
+                ]),
+                look_alike("juice-apple", 0.68, "juice-orange", 0.67, HERE),
+            ],
+        )
+    };
+    let mut b = CueBuilder::new("news", &on);
+    b.push(&split(0));
+    assert!(b.push(&split(5)).is_empty());
+    assert_eq!(b.stats().agreed, 0);
+    // A region under min_similarity does not vote.
+    let weak = |f| {
+        sample(
+            0,
+            f,
+            vec![
+                MatchedDetection::whole_frame(vec![
+                    ("juice-orange".into(), 0.70),
+                    ("juice-apple".into(), 0.69),
+                ]),
+                look_alike("juice-orange", 0.50, "juice-apple", 0.49, HERE),
+            ],
+        )
+    };
+    let mut b = CueBuilder::new("news", &on);
+    b.push(&weak(0));
+    assert!(b.push(&weak(5)).is_empty());
 }
 
 #[test]

@@ -71,6 +71,16 @@ pub enum MarginMode {
     Ratio,
 }
 
+/// How far a sibling's claim on an object reaches within a shot (`sibling_scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SiblingScope {
+    /// Only a sibling at the same place (boxes overlapping by `sibling_overlap`).
+    Place,
+    /// A sibling anywhere in the shot.
+    Shot,
+}
+
 /// Sampling, matching and cue settings (`[matching]` in the config). Defaults suit the
 /// EfficientNet-Lite0 embedder with L2-normalised vectors and inner-product search
 /// (cosine similarity): same object about 0.8–0.9, different objects about 0.2–0.5.
@@ -153,8 +163,25 @@ pub struct MatchingSettings {
     pub sibling_gap: f32,
     /// Sibling sightings whose boxes overlap at least this much (intersection over the
     /// smaller box; a box inside the whole-frame region overlaps it fully) are one object: in one sample only the most similar counts, and in one shot a
-    /// sibling of an open cue at the same place starts no cue of its own.
+    /// sibling of an open cue at the same place starts no cue of its own (`sibling_scope`
+    /// says how far that reaches).
     pub sibling_overlap: f32,
+    /// Where a look-alike's claim on the object reaches across samples: `place` (its box
+    /// overlaps by `sibling_overlap`) or `shot` (anywhere in the shot: a product one
+    /// object at a time, as in a product shot). With `shot`, a sibling of an open cue, or
+    /// of a pending product with more confident samples (then more similarity), starts no
+    /// cue of its own.
+    pub sibling_scope: SiblingScope,
+    /// A product that is the best candidate of at least this many regions of one sample
+    /// (detections and the whole picture, each passing the class, detector-score and
+    /// `min_similarity` tests) is a confident sighting there even when no region leads
+    /// its runner-up by `margin`: the regions agree. 0 turns it off. For a catalog with a
+    /// learned projection, whose margin already separates look-alikes.
+    pub agree_regions: u32,
+    /// `agree_regions` for a catalog without a learned projection, where look-alikes lie
+    /// within 0.01 of each other and the margin alone cannot decide (see
+    /// [`Self::for_catalog`]).
+    pub raw_agree_regions: u32,
     // --- learning from the operator ---
     /// Query embeddings a cue keeps as its evidence (its most similar sightings), for
     /// operator feedback to store as labelled photos; 0 keeps none.
@@ -195,6 +222,9 @@ impl Default for MatchingSettings {
             max_boxes: 32,
             sibling_gap: 0.15,
             sibling_overlap: 0.5,
+            sibling_scope: SiblingScope::Shot,
+            agree_regions: 0,
+            raw_agree_regions: 2,
             evidence_per_cue: 3,
             evidence_cues: 256,
         }
@@ -213,13 +243,14 @@ impl MatchingSettings {
     }
 
     /// The settings for a catalog: as they are when it has a learned projection, with
-    /// `raw_min_similarity` and `raw_margin` in place of `min_similarity` and `margin`
-    /// when it has none.
+    /// `raw_min_similarity`, `raw_margin` and `raw_agree_regions` in place of
+    /// `min_similarity`, `margin` and `agree_regions` when it has none.
     pub fn for_catalog(&self, learned_projection: bool) -> Self {
         let mut s = self.clone();
         if !learned_projection {
             s.min_similarity = self.raw_min_similarity;
             s.margin = self.raw_margin;
+            s.agree_regions = self.raw_agree_regions;
             s.single_sample_score = self.single_sample_score.max(self.raw_min_similarity);
         }
         s
@@ -326,6 +357,17 @@ impl MatchingSettings {
                 "must be greater than 0 and at most 1",
             ));
         }
+        for (key, v) in [
+            ("agree_regions", self.agree_regions),
+            ("raw_agree_regions", self.raw_agree_regions),
+        ] {
+            if v == 1 {
+                return Err(setting(
+                    key,
+                    "must be 0 (off) or at least 2 (one region agrees with nothing)",
+                ));
+            }
+        }
         if self.evidence_per_cue > 32 {
             return Err(setting("evidence_per_cue", "must be at most 32"));
         }
@@ -352,6 +394,7 @@ mod tests {
         let raw = s.for_catalog(false);
         assert_eq!(raw.min_similarity, s.raw_min_similarity);
         assert_eq!(raw.margin, s.raw_margin);
+        assert_eq!(raw.agree_regions, s.raw_agree_regions);
         raw.validate().unwrap();
         let odd = MatchingSettings {
             single_sample_score: 0.3,
@@ -400,6 +443,8 @@ mod tests {
             ("sibling_gap", Box::new(|s| s.sibling_gap = f32::NAN)),
             ("sibling_overlap", Box::new(|s| s.sibling_overlap = 0.0)),
             ("evidence_per_cue", Box::new(|s| s.evidence_per_cue = 33)),
+            ("agree_regions", Box::new(|s| s.agree_regions = 1)),
+            ("raw_agree_regions", Box::new(|s| s.raw_agree_regions = 1)),
             ("evidence_cues", Box::new(|s| s.evidence_cues = 100_001)),
         ];
         for (key, edit) in cases {
