@@ -187,7 +187,24 @@ impl Fleet {
         out
     }
 
-    async fn wait_balanced(&self, limit: Duration) -> anyhow::Result<Duration> {
+    /// An analyser that exited by itself, with the last line of its log.
+    fn exited(&mut self) -> Option<String> {
+        for p in &mut self.pods {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                let log = std::fs::read_to_string(self.logs.join(format!("{}.log", p.name)));
+                let last = log
+                    .unwrap_or_default()
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .to_string();
+                return Some(format!("{} exited ({status}): {last}", p.name));
+            }
+        }
+        None
+    }
+
+    async fn wait_balanced(&mut self, limit: Duration) -> anyhow::Result<Duration> {
         let t0 = Instant::now();
         let n: usize = self.channels_total();
         let share = n.div_ceil(self.pods.len().max(1));
@@ -199,6 +216,9 @@ impl Fleet {
                 && all.iter().all(|r| r.len() <= share)
             {
                 return Ok(t0.elapsed());
+            }
+            if let Some(why) = self.exited() {
+                bail!("{why}");
             }
             if t0.elapsed() > limit {
                 bail!("not balanced within {limit:?}: {seen:?}");

@@ -61,6 +61,10 @@ pub(super) struct Keeper {
     settings: FleetSettings,
     max_channels: usize,
     held: Mutex<BTreeMap<String, Held>>,
+    /// Channels stopping here (handed over or lost), not to be claimed again until stopped.
+    /// Stops run in their own tasks: a slow drain never holds up the renewal of the
+    /// other leases.
+    stopping: Mutex<BTreeSet<String>>,
     view: Mutex<FleetView>,
 }
 
@@ -70,6 +74,9 @@ struct Held {
     /// When the lease was last claimed or renewed (taken before asking): past one lease
     /// time it is gone whatever this process believes (e.g. it was paused).
     renewed: Instant,
+    /// Being handed over: the channel drains in its own task while the lease is still
+    /// renewed, then the lease is released.
+    draining: bool,
 }
 
 /// A channel served here from another process's analysis.
@@ -126,6 +133,7 @@ impl Keeper {
             max_channels: settings.registry.max_channels,
             settings: fleet,
             held: Mutex::new(BTreeMap::new()),
+            stopping: Mutex::new(BTreeSet::new()),
             view: Mutex::new(FleetView {
                 pod,
                 analyse: settings.fleet.analyse,
@@ -167,7 +175,7 @@ impl Keeper {
                     tracing::warn!(error = %e, "fleet: lease round failed");
                     lock(&self.view).last_error = Some(e.to_string());
                     if last_ok.elapsed() > lease * 2 / 3 {
-                        self.stop_all("leases cannot be renewed").await;
+                        self.stop_all("leases cannot be renewed");
                     }
                 }
             }
@@ -178,7 +186,7 @@ impl Keeper {
         }
     }
 
-    async fn round(&self) -> Result<(), RoundError> {
+    async fn round(self: &Arc<Self>) -> Result<(), RoundError> {
         let registered = self.registry.registered().await?;
         if self.settings.analyse {
             self.claim_round(&registered).await?;
@@ -192,7 +200,7 @@ impl Keeper {
 
     /// Heartbeat, renew, then hand over and claim as the plan says.
     async fn claim_round(
-        &self,
+        self: &Arc<Self>,
         registered: &BTreeMap<String, ChannelSettings>,
     ) -> Result<(), RoundError> {
         let live = self.leases.heartbeat().await?;
@@ -204,7 +212,11 @@ impl Keeper {
             .zip(holders)
             .map(|(id, h)| (id, h.map(|h| holder_pod(&h).to_string())))
             .collect();
-        let mine = lock(&self.held).keys().cloned().collect();
+        let mine = lock(&self.held)
+            .iter()
+            .filter(|(_, h)| !h.draining)
+            .map(|(id, _)| id.clone())
+            .collect();
         let plan: Plan = plan(&Round {
             pod: self.leases.pod(),
             live: live.len(),
@@ -214,12 +226,15 @@ impl Keeper {
             max_channels: self.max_channels,
         });
         for id in &plan.release {
-            self.hand_over(id, "above this analyser's share").await;
+            self.hand_over(id, "above this analyser's share");
         }
         for id in &plan.claim {
             let Some(c) = registered.get(id) else {
                 continue;
             };
+            if lock(&self.stopping).contains(id) || lock(&self.held).contains_key(id) {
+                continue;
+            }
             let at = Instant::now();
             if let Some(lease) = self.leases.claim(id).await? {
                 self.take(c, lease, at).await;
@@ -324,24 +339,35 @@ impl Keeper {
 
     /// Renew every lease held; give up those removed or changed in the registry, and
     /// those another analyser has now.
-    async fn renew(&self, registered: &BTreeMap<String, ChannelSettings>) -> Result<(), BusError> {
-        let held: Vec<(String, Lease, String, Instant)> = lock(&self.held)
+    async fn renew(
+        self: &Arc<Self>,
+        registered: &BTreeMap<String, ChannelSettings>,
+    ) -> Result<(), BusError> {
+        let held: Vec<(String, Lease, String, Instant, bool)> = lock(&self.held)
             .iter()
-            .map(|(id, h)| (id.clone(), h.lease.clone(), h.url.clone(), h.renewed))
+            .map(|(id, h)| {
+                (
+                    id.clone(),
+                    h.lease.clone(),
+                    h.url.clone(),
+                    h.renewed,
+                    h.draining,
+                )
+            })
             .collect();
-        for (id, lease, url, renewed) in held {
+        for (id, lease, url, renewed, draining) in held {
             if renewed.elapsed() >= self.lease_time() {
                 // Expired while this process was not looking: another may hold it now.
-                self.lose(&id).await;
+                self.lose(&id);
                 continue;
             }
             let at = Instant::now();
             match registered.get(&id) {
-                None => self.hand_over(&id, "removed from the registry").await,
-                Some(c) if c.url != url => self.hand_over(&id, "its URL changed").await,
-                Some(_) => {
+                None if !draining => self.hand_over(&id, "removed from the registry"),
+                Some(c) if c.url != url && !draining => self.hand_over(&id, "its URL changed"),
+                _ => {
                     if !self.leases.renew(&id, &lease).await? {
-                        self.lose(&id).await;
+                        self.lose(&id);
                     } else if let Some(h) = lock(&self.held).get_mut(&id) {
                         h.renewed = at;
                     }
@@ -369,6 +395,7 @@ impl Keeper {
                         lease,
                         url: c.url.clone(),
                         renewed: claimed,
+                        draining: false,
                     },
                 );
             }
@@ -401,39 +428,58 @@ impl Keeper {
         n
     }
 
-    /// Drain `id` (its open cues end under the lease), then give the lease up.
-    async fn hand_over(&self, id: &str, why: &str) {
+    /// Drain `id` in its own task (its open cues end under the lease, which the rounds
+    /// keep renewing), then give the lease up.
+    fn hand_over(self: &Arc<Self>, id: &str, why: &'static str) {
+        match lock(&self.held).get_mut(id) {
+            Some(h) if !h.draining => h.draining = true,
+            _ => return,
+        }
+        lock(&self.stopping).insert(id.to_string());
+        let (me, id) = (self.clone(), id.to_string());
+        tokio::spawn(async move {
+            me.registry.stop_leased(&id).await;
+            if !me.bus.flush(Duration::from_secs(3)).await {
+                tracing::warn!(channel = %id, "fleet: the channel's last events are not all stored before its release");
+            }
+            let held = lock(&me.held).remove(&id);
+            me.bus.fence(&id, None);
+            if let Some(h) = held
+                && let Err(e) = me.leases.release(&id, &h.lease).await
+            {
+                tracing::warn!(channel = %id, error = %e, "fleet: lease release failed (it expires)");
+            }
+            lock(&me.stopping).remove(&id);
+            lock(&me.view).hand_overs += 1;
+            tracing::info!(channel = %id, why, "fleet: channel handed over");
+        });
+    }
+
+    /// The lease of `id` is gone: fence first (whatever the channel still writes is
+    /// refused), then stop it in its own task.
+    fn lose(self: &Arc<Self>, id: &str) {
         let Some(held) = lock(&self.held).remove(id) else {
             return;
         };
-        self.registry.stop_leased(id).await;
-        if !self.bus.flush(Duration::from_secs(3)).await {
-            tracing::warn!(channel = %id, "fleet: the channel's last events are not all stored before its release");
-        }
         self.bus.fence(id, None);
-        if let Err(e) = self.leases.release(id, &held.lease).await {
-            tracing::warn!(channel = %id, error = %e, "fleet: lease release failed (it expires)");
-        }
-        lock(&self.view).hand_overs += 1;
-        tracing::info!(channel = %id, why, "fleet: channel handed over");
-    }
-
-    /// The lease of `id` is gone: fence first, then stop.
-    async fn lose(&self, id: &str) {
-        if lock(&self.held).remove(id).is_none() {
-            return;
-        }
-        self.bus.fence(id, None);
-        self.registry.stop_leased(id).await;
         lock(&self.view).lost += 1;
         tracing::warn!(channel = %id, "fleet: lease lost to another analyser; channel stopped, its late writes refused");
+        if held.draining {
+            return; // its hand-over task is stopping it
+        }
+        lock(&self.stopping).insert(id.to_string());
+        let (me, id) = (self.clone(), id.to_string());
+        tokio::spawn(async move {
+            me.registry.stop_leased(&id).await;
+            lock(&me.stopping).remove(&id);
+        });
     }
 
-    async fn stop_all(&self, why: &str) {
+    fn stop_all(self: &Arc<Self>, why: &str) {
         let ids: Vec<String> = lock(&self.held).keys().cloned().collect();
         for id in ids {
             tracing::warn!(channel = %id, why, "fleet: stopping channel");
-            self.lose(&id).await;
+            self.lose(&id);
         }
     }
 
