@@ -417,7 +417,10 @@ pub fn split_parts(
     starts.remove(0);
     for (i, pts) in starts {
         let off = pts.wrapping_sub(base) & PTS_MASK;
-        if off >= step * cuts.len() as u64 && off < PTS_MASK / 2 {
+        // In decode order a frame may come after one of a later PTS (B-frames, or PTS
+        // that jump): a cut only ever moves forward, so no part has a negative duration.
+        let after_last_cut = cuts.last().is_none_or(|&(_, last)| off > last);
+        if after_last_cut && off >= step.saturating_mul(cuts.len() as u64) && off < PTS_MASK / 2 {
             cuts.push((i, off));
         }
     }
@@ -687,6 +690,24 @@ pub(crate) mod tests {
         assert!(split_parts(&seg, 2.0, 0.0).is_err());
         assert!(split_parts(&seg[..100], 2.0, 0.5).is_err());
         assert!(split_parts(&[0u8; 188], 2.0, 0.5).is_err());
+    }
+
+    /// Found by the `ts_id3_insert` fuzz target: video PES in decode order whose PTS go
+    /// back past the last cut (the fuzzer's input: parts of 0.2 s, and these PTS on the
+    /// video PID) made a part of negative duration (a subtraction overflow).
+    #[test]
+    fn split_parts_with_pts_going_back_past_a_cut() {
+        let seg = synthetic_segment(&[834_464, 903_600, 874_432, 910_800, 914_400, 918_000]);
+        let parts = split_parts(&seg, 6.0, 0.2).unwrap();
+        let mut at = 0;
+        for p in &parts {
+            assert_eq!(p.range.start, at);
+            assert!(p.duration >= 0.0, "{parts:?}");
+            at = p.range.end;
+        }
+        assert_eq!(at, seg.len());
+        // A part duration too large for 90 kHz ticks in 64 bits is one part, not an overflow.
+        assert_eq!(split_parts(&seg, 6.0, 1e300).unwrap().len(), 1);
     }
 
     fn cc_continuous(data: &[u8]) -> bool {
