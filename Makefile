@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: setup demo test lint bench clips quantize
+.PHONY: setup demo test lint bench clips quantize fuzz
 
 setup:
 	scripts/setup.sh base
@@ -19,6 +19,14 @@ test:
 	$(CARGO) clippy --all-targets -- -D warnings
 	# A test whose peer (Chromium, node, ffmpeg, python3-yaml) is missing fails here.
 	SHOPCUE_REQUIRE_PEERS=1 $(CARGO) test --all-targets -- --test-threads=2
+	# Every fuzz target for a few seconds on its seeds (says loudly when there is no nightly).
+	scripts/fuzz.sh smoke
+
+# Coverage-guided fuzzing (fuzz/, docs/reliability.md): every target in turn for
+# FUZZ_SECONDS, the corpus growing in fuzz/corpus/ (not committed). Needs a nightly toolchain.
+FUZZ_SECONDS ?= 600
+fuzz:
+	scripts/fuzz.sh campaign $(FUZZ_SECONDS)
 
 bench:
 	scripts/setup.sh bench

@@ -409,10 +409,41 @@ struct ClientMsg {
     kind: String,
 }
 
-#[derive(Deserialize)]
-struct FeedQuery {
-    since: Option<String>,
-    token: Option<String>,
+/// What a client's text message asks for.
+#[derive(Debug, PartialEq)]
+pub enum ClientRequest {
+    Ping,
+    /// A JSON object with another `type`: its first 32 characters, to name in the error.
+    Unknown {
+        kind: String,
+    },
+    /// Not a JSON object with a string `type`.
+    Malformed,
+}
+
+/// Reads a client's text message (`{"type":"ping"}` is the only request).
+pub fn read_client_message(text: &str) -> ClientRequest {
+    match serde_json::from_str::<ClientMsg>(text) {
+        Ok(m) if m.kind == "ping" => ClientRequest::Ping,
+        Ok(m) => ClientRequest::Unknown {
+            kind: m.kind.chars().take(32).collect(),
+        },
+        Err(_) => ClientRequest::Malformed,
+    }
+}
+
+/// The query string of a feed request: `?since=<offset>&token=<token>`.
+#[derive(Debug, Deserialize)]
+pub struct FeedQuery {
+    pub since: Option<String>,
+    pub token: Option<String>,
+}
+
+impl FeedQuery {
+    /// The offset to resume after, when given.
+    pub fn since(&self) -> Result<Option<Offset>, String> {
+        self.since.as_deref().map(str::parse::<Offset>).transpose()
+    }
 }
 
 fn unauthorized(why: impl std::fmt::Display) -> Response {
@@ -437,7 +468,7 @@ async fn cues(
     if !state.serves(&channel) {
         return ApiError::NotFound(format!("no channel `{channel}`")).into_response();
     }
-    let since = match query.since.as_deref().map(str::parse::<Offset>).transpose() {
+    let since = match query.since() {
         Ok(s) => s,
         Err(why) => return ApiError::BadRequest(format!("since: {why}")).into_response(),
     };
@@ -739,15 +770,14 @@ async fn run(
                 };
                 last_heard = tokio::time::Instant::now();
                 match msg {
-                    Message::Text(t) => match serde_json::from_str::<ClientMsg>(t.as_str()) {
-                        Ok(m) if m.kind == "ping" => queue.push_back(ServerMsg::Pong { server_time: crate::frame::rfc3339_ms(&Utc::now()) }.message()),
-                        Ok(m) => {
+                    Message::Text(t) => match read_client_message(t.as_str()) {
+                        ClientRequest::Ping => queue.push_back(ServerMsg::Pong { server_time: crate::frame::rfc3339_ms(&Utc::now()) }.message()),
+                        ClientRequest::Unknown { kind } => {
                             bad += 1;
                             bump(&counters.bad_messages);
-                            let kind: String = m.kind.chars().take(32).collect();
                             queue.push_back(ServerMsg::Error { code: "unknown_type", message: format!("unknown message type `{kind}`") }.message());
                         }
-                        Err(_) => {
+                        ClientRequest::Malformed => {
                             bad += 1;
                             bump(&counters.bad_messages);
                             queue.push_back(ServerMsg::Error { code: "bad_message", message: "expected a JSON object with a `type`".into() }.message());

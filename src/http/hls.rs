@@ -836,12 +836,18 @@ fn playlist_header_only(text: &str) -> String {
     out
 }
 
-/// A `Range: bytes=a-b` header as (offset, length); other forms are not forwarded.
+/// A `Range` header of a segment request as (offset, length).
 fn parse_range(headers: &HeaderMap) -> Option<(u64, u64)> {
-    let v = headers.get(header::RANGE)?.to_str().ok()?;
-    let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
+    parse_range_header(headers.get(header::RANGE)?.to_str().ok()?)
+}
+
+/// A `Range` header value `bytes=a-b` as (offset, length); other forms (suffix, open-ended,
+/// several ranges) are not forwarded, and neither is the whole of 2^64 bytes, whose length
+/// does not fit 64 bits.
+pub fn parse_range_header(value: &str) -> Option<(u64, u64)> {
+    let (a, b) = value.strip_prefix("bytes=")?.split_once('-')?;
     let (a, b) = (a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?);
-    (b >= a).then(|| (a, b - a + 1))
+    b.checked_sub(a)?.checked_add(1).map(|len| (a, len))
 }
 
 fn segment_type(rel: &str) -> &'static str {
@@ -1036,5 +1042,17 @@ mod tests {
             playlist_header_only(p),
             "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"
         );
+    }
+
+    /// Found by the `http_range` fuzz target: the whole of 2^64 bytes overflowed the length.
+    #[test]
+    fn range_to_the_last_byte_of_u64_is_refused_not_overflowed() {
+        assert_eq!(parse_range_header("bytes=0-18446744073709551615"), None);
+        assert_eq!(
+            parse_range_header("bytes=1-18446744073709551615"),
+            Some((1, u64::MAX))
+        );
+        assert_eq!(parse_range_header("bytes=7-6"), None);
+        assert_eq!(parse_range_header("bytes=5-5"), Some((5, 1)));
     }
 }

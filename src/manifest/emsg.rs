@@ -316,9 +316,12 @@ pub fn insert_before_first_moof(segment: &[u8], emsgs: &[Emsg]) -> Result<Vec<u8
             .get(count_at..count_at + 2)
             .map(|b| u16::from_be_bytes([b[0], b[1]]))
             .ok_or_else(|| err("truncated sidx"))?;
-        let first_subsegment = (sidx.start + sidx.size) as u64 + first_offset;
+        // Both in 64 bits from the file: a first_offset near 2^64 must not overflow.
+        let first_subsegment = ((sidx.start + sidx.size) as u64).saturating_add(first_offset);
         if (at as u64) < first_subsegment {
-            let v = first_offset + n as u64;
+            let v = first_offset
+                .checked_add(n as u64)
+                .ok_or_else(|| err("sidx first_offset overflows"))?;
             if version == 1 {
                 out[off_at..off_at + 8].copy_from_slice(&v.to_be_bytes());
             } else {
@@ -349,6 +352,11 @@ pub fn insert_before_first_moof(segment: &[u8], emsgs: &[Emsg]) -> Result<Vec<u8
                 let p = tfhd.start + tfhd.header;
                 let flags = be32(&out, p)? & 0x00FF_FFFF;
                 if flags & 0x1 != 0 {
+                    // The field must lie inside the tfhd, or the patch would write over
+                    // the box after it.
+                    if p + 16 > tfhd.start + tfhd.size {
+                        return Err(err("tfhd too short for its base_data_offset"));
+                    }
                     let v = be64(&out, p + 8)?
                         .checked_add(n as u64)
                         .ok_or_else(|| err("base_data_offset overflows"))?;
@@ -560,6 +568,59 @@ mod tests {
         assert!(insert_before_first_moof(&with_mfra, &[]).is_err());
         assert!(first_decode_time(&seg, 2).is_err());
         assert!(tracks(&seg).is_err());
+    }
+
+    /// Found by the `emsg_insert` fuzz target: a tfhd whose flags announce a
+    /// base_data_offset it has no room for; the patch wrote over the tfdt after it.
+    #[test]
+    fn short_tfhd_is_refused_not_patched_past_its_end() {
+        let segment = [
+            0x00, 0x00, 0x00, 0x10, 0x73, 0x74, 0x79, 0x70, 0x6D, 0x73, 0x64, 0x68, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x34, 0x73, 0x69, 0x64, 0x78, 0x01, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x01, 0x00, 0x01, 0x5F, 0x90, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+            0x00, 0x00, 0x00, 0x4C, 0x00, 0x01, 0x5F, 0x90, 0x90, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x34, 0x6D, 0x6F, 0x6F, 0x66, 0x00, 0x00, 0x00, 0x2C, 0x74, 0x72, 0x61, 0x66,
+            0x00, 0x00, 0x00, 0x10, 0x74, 0x66, 0x68, 0x64, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00,
+            0x00, 0x01, 0x00, 0x00, 0x00, 0x14, 0x74, 0x66, 0x64, 0x74, 0x05, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0D,
+            0xBB, 0xA0, 0x00, 0x00, 0x00, 0x18, 0x6D, 0x64, 0x61, 0x74, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
+        let event = Id3Event {
+            offset_s: 0.0,
+            duration_s: Some(0.0),
+            id: 0,
+            id3_tag: b"ID3\0".to_vec(),
+        };
+        assert!(matches!(
+            insert_id3_events(&segment, &init(), &[event]),
+            Err(ManifestError::Fmp4 { .. })
+        ));
+    }
+
+    /// Found by the earlier fuzzing attempt: a version-1 sidx whose first_offset puts the
+    /// first subsegment past 2^64 overflowed the offset arithmetic.
+    #[test]
+    fn sidx_first_offset_near_u64_max_does_not_overflow() {
+        let traf = [
+            full(b"tfhd", 0, 0, &1u32.to_be_bytes()),
+            full(b"tfdt", 1, 0, &0u64.to_be_bytes()),
+        ]
+        .concat();
+        let moof = bx(b"moof", &bx(b"traf", &traf));
+        let mut sidx = 1u32.to_be_bytes().to_vec();
+        sidx.extend_from_slice(&90_000u32.to_be_bytes());
+        sidx.extend_from_slice(&0u64.to_be_bytes()); // earliest_presentation_time
+        sidx.extend_from_slice(&(u64::MAX - 8).to_be_bytes()); // first_offset
+        sidx.extend_from_slice(&[0, 0, 0, 1]);
+        sidx.extend_from_slice(&[0, 0, 0, 64, 0, 0, 0, 0, 0x90, 0, 0, 0]);
+        let seg = [full(b"sidx", 1, 0, &sidx), moof, bx(b"mdat", &[0; 8])].concat();
+        let e = Emsg::id3(90_000, 0, None, 1, b"ID3".to_vec());
+        assert!(matches!(
+            insert_before_first_moof(&seg, &[e]),
+            Err(ManifestError::Fmp4 { .. })
+        ));
     }
 
     /// An init segment with an audio track (id 2, mdhd v0, 48000) before a video track

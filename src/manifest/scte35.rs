@@ -215,11 +215,15 @@ fn encode_command(cmd: &SpliceCommand) -> (u8, Vec<u8>) {
             w.put(7, 0x7F);
             if !i.cancel {
                 w.put(1, i.out_of_network as u64);
-                w.put(1, 1); // program_splice_flag: component mode is not written
+                w.put(1, i.program_splice as u64);
                 w.put(1, i.break_duration.is_some() as u64);
                 w.put(1, i.immediate as u64);
                 w.put(4, 0xF);
-                if !i.immediate {
+                if !i.program_splice {
+                    // Component mode: the components are not kept (decode skips them),
+                    // so none are written; the flag itself round-trips.
+                    w.put(8, 0);
+                } else if !i.immediate {
                     put_splice_time(&mut w, i.pts_time);
                 }
                 if let Some((auto_return, d)) = i.break_duration {
@@ -748,6 +752,26 @@ mod tests {
             Some(AdSignal::Start { duration_s: None })
         );
         assert_eq!(back(&mk(true, true)).ad_signal(), None);
+    }
+
+    /// Found by the `scte35_round_trip` fuzz target: a component-mode splice_insert
+    /// (program_splice_flag 0) was re-encoded as a program splice.
+    #[test]
+    fn component_mode_splice_insert_round_trips() {
+        let input = [
+            0xFC, 0x30, 0x2F, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xF0, 0x14, 0x05,
+            0x48, 0x00, 0x01, 0x00, 0x0A, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x52,
+            0xCC, 0xF5, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0A, 0x00, 0x08, 0x43, 0x55, 0x45, 0x49,
+            0x00, 0x00, 0x01, 0x35, 0x9F, 0x22, 0x00, 0xDC,
+        ];
+        let section = decode(&input).unwrap();
+        let SpliceCommand::Insert(insert) = &section.command else {
+            panic!("{section:?}");
+        };
+        assert!(!insert.program_splice);
+        let bytes = encode(&section).unwrap();
+        assert_eq!(decode(&bytes).unwrap(), section);
+        assert_eq!(encode(&decode(&bytes).unwrap()).unwrap(), bytes);
     }
 
     #[test]

@@ -47,7 +47,11 @@ pub struct TsInsertReport {
     pub first_pts: u64,
     /// PTS given to each sample, in order.
     pub sample_pts: Vec<u64>,
+    /// Packets written that the origin did not have: the new PMT's and the ID3 PES.
     pub packets_added: usize,
+    /// The origin's PMT packets that the new PMT replaced. The output is
+    /// `packets_added - packets_replaced` packets longer than the input (possibly shorter).
+    pub packets_replaced: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -417,7 +421,10 @@ pub fn split_parts(
     starts.remove(0);
     for (i, pts) in starts {
         let off = pts.wrapping_sub(base) & PTS_MASK;
-        if off >= step * cuts.len() as u64 && off < PTS_MASK / 2 {
+        // In decode order a frame may come after one of a later PTS (B-frames, or PTS
+        // that jump): a cut only ever moves forward, so no part has a negative duration.
+        let after_last_cut = cuts.last().is_none_or(|&(_, last)| off > last);
+        if after_last_cut && off >= step.saturating_mul(cuts.len() as u64) && off < PTS_MASK / 2 {
             cuts.push((i, off));
         }
     }
@@ -489,7 +496,7 @@ pub fn insert_timed_metadata(
     let mut cc_pmt: Option<u8> = None;
     let mut cc_id3: Option<u8> = if existing.is_some() { None } else { Some(0) };
     let mut inserted = false;
-    let mut added = 0isize;
+    let (mut added, mut replaced) = (0usize, 0usize);
     let push = |out: &mut Vec<u8>, raw: &[u8], counter: &mut Option<u8>| {
         let start = out.len();
         out.extend_from_slice(raw);
@@ -510,9 +517,9 @@ pub fn insert_timed_metadata(
                     for np in new {
                         push(&mut out, np, &mut cc_pmt);
                     }
-                    added += new.len() as isize;
+                    added += new.len();
                 }
-                added -= 1;
+                replaced += 1;
             } else {
                 out.extend_from_slice(p.raw);
             }
@@ -521,7 +528,7 @@ pub fn insert_timed_metadata(
                 for ip in &id3_packets {
                     push(&mut out, ip, &mut cc_id3);
                 }
-                added += id3_packets.len() as isize;
+                added += id3_packets.len();
             }
             continue;
         }
@@ -539,7 +546,8 @@ pub fn insert_timed_metadata(
             reused_origin_stream: existing.is_some(),
             first_pts: base,
             sample_pts,
-            packets_added: added.max(0) as usize,
+            packets_added: added,
+            packets_replaced: replaced,
         },
     ))
 }
@@ -687,6 +695,42 @@ pub(crate) mod tests {
         assert!(split_parts(&seg, 2.0, 0.0).is_err());
         assert!(split_parts(&seg[..100], 2.0, 0.5).is_err());
         assert!(split_parts(&[0u8; 188], 2.0, 0.5).is_err());
+    }
+
+    /// Found by the `ts_id3_insert` fuzz target: video PES in decode order whose PTS go
+    /// back past the last cut (the fuzzer's input: parts of 0.2 s, and these PTS on the
+    /// video PID) made a part of negative duration (a subtraction overflow).
+    #[test]
+    fn split_parts_with_pts_going_back_past_a_cut() {
+        let seg = synthetic_segment(&[834_464, 903_600, 874_432, 910_800, 914_400, 918_000]);
+        let parts = split_parts(&seg, 6.0, 0.2).unwrap();
+        let mut at = 0;
+        for p in &parts {
+            assert_eq!(p.range.start, at);
+            assert!(p.duration >= 0.0, "{parts:?}");
+            at = p.range.end;
+        }
+        assert_eq!(at, seg.len());
+        // A part duration too large for 90 kHz ticks in 64 bits is one part, not an overflow.
+        assert_eq!(split_parts(&seg, 6.0, 1e300).unwrap().len(), 1);
+    }
+
+    /// Found by the `ts_id3_insert` fuzz target: a PMT-PID packet without payload (adaptation
+    /// field control 0) before the first PMT is replaced like the rest of the old PMT, so
+    /// the output is one packet shorter; the report said 0 packets added (a negative count
+    /// clamped) and did not add up to the output's length.
+    #[test]
+    fn report_counts_replaced_pmt_packets() {
+        let mut stray = [0xFFu8; PACKET];
+        stray[..4].copy_from_slice(&[0x47, 0x10, 0x00, 0x00]);
+        let seg = [stray.to_vec(), synthetic_segment(&[0, 3600, 7200])].concat();
+        let (out, report) = insert_timed_metadata(&seg, &[]).unwrap();
+        assert_eq!(report.packets_replaced, 3);
+        assert_eq!(report.packets_added, 2);
+        assert_eq!(
+            out.len() + report.packets_replaced * PACKET,
+            seg.len() + report.packets_added * PACKET
+        );
     }
 
     fn cc_continuous(data: &[u8]) -> bool {
