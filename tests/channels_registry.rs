@@ -456,38 +456,10 @@ async fn sidecars_sharing_a_catalog_folder_follow_each_others_changes() {
         http.get(format!("http://{addr}/v1/products/{id}")).send()
     };
     assert_eq!(product(b.addr, "Banana").await.unwrap().status(), 200);
-    let r = http
-        .delete(format!("http://{}/v1/catalog/products/Banana", a.addr))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    let t0 = std::time::Instant::now();
-    while product(b.addr, "Banana").await.unwrap().status() != 404 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "b still serves Banana"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!("a's change live on b after {:?}", t0.elapsed());
+    let took = delete_and_wait(a.addr, b.addr, "Banana").await;
+    eprintln!("a's change live on b after {took:?}");
     // b's own change starts from the shared newest generation: Banana stays deleted.
-    let r = http
-        .delete(format!("http://{}/v1/catalog/products/Lemon", b.addr))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    let t0 = std::time::Instant::now();
-    while product(a.addr, "Lemon").await.unwrap().status() != 404 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "a still serves Lemon"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    delete_and_wait(b.addr, a.addr, "Lemon").await;
     for addr in [a.addr, b.addr] {
         assert_eq!(product(addr, "Banana").await.unwrap().status(), 404);
         assert_eq!(product(addr, "Lemon").await.unwrap().status(), 404);
@@ -495,4 +467,31 @@ async fn sidecars_sharing_a_catalog_folder_follow_each_others_changes() {
     }
     a.shutdown().await.expect("clean shutdown");
     b.shutdown().await.expect("clean shutdown");
+}
+
+/// Delete product `id` through `on`'s admin API; how long until `other` answers 404 for it
+/// (at most 5 s).
+async fn delete_and_wait(
+    on: std::net::SocketAddr,
+    other: std::net::SocketAddr,
+    id: &str,
+) -> std::time::Duration {
+    let http = reqwest::Client::new();
+    let r = http
+        .delete(format!("http://{on}/v1/catalog/products/{id}"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let t0 = std::time::Instant::now();
+    let url = format!("http://{other}/v1/products/{id}");
+    while http.get(&url).send().await.unwrap().status() != 404 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{other} still serves {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    t0.elapsed()
 }

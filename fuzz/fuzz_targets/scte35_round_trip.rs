@@ -4,6 +4,7 @@
 //! goes through the same checks.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use shopcue::manifest::crc32_mpeg2;
 use shopcue::manifest::scte35::{decode, encode, parse_payload, to_hls_hex};
 
 fuzz_target!(|data: &[u8]| {
@@ -45,20 +46,4 @@ fn with_good_crc(data: &[u8]) -> Option<Vec<u8>> {
     let crc = crc32_mpeg2(&fixed[..total - 4]);
     fixed[total - 4..total].copy_from_slice(&crc.to_be_bytes());
     Some(fixed)
-}
-
-/// CRC-32/MPEG-2, as sections carry it.
-fn crc32_mpeg2(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= (b as u32) << 24;
-        for _ in 0..8 {
-            crc = if crc & 0x8000_0000 != 0 {
-                (crc << 1) ^ 0x04C1_1DB7
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
 }

@@ -8,6 +8,7 @@
 //! with finite non-negative durations.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use shopcue::manifest::crc32_mpeg2;
 use shopcue::manifest::id3::{Id3Frame, encode_tag};
 use shopcue::manifest::ts::{
     MetadataSample, PACKET, insert_timed_metadata, read_timed_metadata, split_parts,
@@ -99,20 +100,4 @@ fn with_good_crcs(segment: &[u8]) -> Vec<u8> {
         p[end - 4..end].copy_from_slice(&crc.to_be_bytes());
     }
     out
-}
-
-/// CRC-32/MPEG-2, as sections carry it.
-fn crc32_mpeg2(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= (b as u32) << 24;
-        for _ in 0..8 {
-            crc = if crc & 0x8000_0000 != 0 {
-                (crc << 1) ^ 0x04C1_1DB7
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
 }

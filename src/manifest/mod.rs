@@ -30,6 +30,8 @@ pub mod scte35;
 pub mod ts;
 
 mod bits;
+/// The CRC-32 of MPEG-2 PSI and SCTE-35 sections (polynomial 0x04C11DB7, no reflection).
+pub use bits::crc32_mpeg2;
 
 use serde::{Deserialize, Serialize};
 
