@@ -869,6 +869,19 @@ mod erased {
     }
 }
 
+/// `EmbedderMismatch` unless the catalog described by `m` was made with this embedder.
+fn check_manifest(m: &Manifest, name: &str, sha256: &str, dim: usize) -> Result<(), CatalogError> {
+    if m.raw_dim != dim || (m.embedder_sha256 != sha256 && !m.embedder_sha256.is_empty()) {
+        return Err(CatalogError::EmbedderMismatch {
+            catalog: m.embedder.clone(),
+            catalog_dim: m.raw_dim,
+            configured: name.to_string(),
+            configured_dim: dim,
+        });
+    }
+    Ok(())
+}
+
 fn generation_name(gen_dir: &Path) -> Option<String> {
     gen_dir.file_name().map(|n| n.to_string_lossy().to_string())
 }
@@ -882,6 +895,9 @@ pub struct Catalog {
     current: RwLock<Arc<Snapshot>>,
     /// The name of the generation `current` was loaded from or saved as (a folder).
     generation: RwLock<Option<String>>,
+    /// The embedder the catalog was checked against (`name`, `sha256`, `dim`): a
+    /// generation from the folder made with another one is refused.
+    embedder: std::sync::OnceLock<(String, String, usize)>,
     /// One writer at a time; searches never wait for it.
     writer: Mutex<()>,
 }
@@ -906,6 +922,7 @@ impl Catalog {
             oversample: settings.search_oversample,
             current: RwLock::new(Arc::new(snap)),
             generation: RwLock::new(generation_name(&gen_dir)),
+            embedder: std::sync::OnceLock::new(),
             writer: Mutex::new(()),
         })
     }
@@ -918,6 +935,7 @@ impl Catalog {
             oversample: settings.search_oversample,
             current: RwLock::new(Arc::new(snapshot)),
             generation: RwLock::new(None),
+            embedder: std::sync::OnceLock::new(),
             writer: Mutex::new(()),
         }
     }
@@ -947,6 +965,9 @@ impl Catalog {
             return Ok(None);
         }
         let next = Snapshot::load_generation(&gen_dir, &self.params)?;
+        if let Some((embedder, sha256, dim)) = self.embedder.get() {
+            check_manifest(&next.manifest, embedder, sha256, *dim)?;
+        }
         self.swap(next, name.clone());
         Ok(name)
     }
@@ -974,15 +995,10 @@ impl Catalog {
 
     /// Check that the catalog's vectors come from this embedder.
     pub fn check_embedder(&self, name: &str, sha256: &str, dim: usize) -> Result<(), CatalogError> {
-        let m = self.manifest();
-        if m.raw_dim != dim || (m.embedder_sha256 != sha256 && !m.embedder_sha256.is_empty()) {
-            return Err(CatalogError::EmbedderMismatch {
-                catalog: m.embedder,
-                catalog_dim: m.raw_dim,
-                configured: name.to_string(),
-                configured_dim: dim,
-            });
-        }
+        check_manifest(&self.manifest(), name, sha256, dim)?;
+        let _ = self
+            .embedder
+            .set((name.to_string(), sha256.to_string(), dim));
         Ok(())
     }
 
@@ -1136,6 +1152,22 @@ mod tests {
         assert_eq!(swapped, b.generation());
         assert!(a.product("c").is_some() && a.product("b").is_none());
         assert_eq!(a.search(&[0.0, 0.1, 1.0], 1).unwrap()[0].0, "c");
+        // A generation made with another embedder is refused; the live one stays.
+        a.check_embedder("test", "", 3).unwrap();
+        let other = Snapshot::assemble(
+            manifest(4),
+            vec![prod("z")],
+            vec![("z".into(), iv(vec![1.0, 0.0, 0.0, 0.0]))],
+            None,
+            &IndexParams::default(),
+        )
+        .unwrap();
+        other.save(&dir).unwrap();
+        assert!(matches!(
+            a.refresh(),
+            Err(CatalogError::EmbedderMismatch { .. })
+        ));
+        assert_eq!(a.snapshot().len(), 2);
         // A folder that went bad leaves the live catalog as it was.
         std::fs::write(dir.join(store::CURRENT), "gen-999999\n").unwrap();
         assert!(a.refresh().is_err());
