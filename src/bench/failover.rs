@@ -19,6 +19,8 @@ use shopcue::cuebus::redis::RedisBus;
 use shopcue::cuebus::{BusSettings, CueBus, Offset, RedisSettings, Replay};
 use shopcue::origin::LiveOrigin;
 
+use super::hls::free_port;
+
 const KEY: &str = "failover-bench-admin-key";
 const HISTORY: usize = 100_000;
 
@@ -60,6 +62,7 @@ struct Fleet {
     logs: PathBuf,
     pods: Vec<Pod>,
     started: usize,
+    channels: usize,
 }
 
 pub async fn run_bench(a: &FailoverArgs) -> anyhow::Result<()> {
@@ -156,6 +159,7 @@ impl Fleet {
             logs,
             pods: Vec::new(),
             started: 0,
+            channels: a.channels,
         })
     }
 
@@ -206,7 +210,7 @@ impl Fleet {
 
     async fn wait_balanced(&mut self, limit: Duration) -> anyhow::Result<Duration> {
         let t0 = Instant::now();
-        let n: usize = self.channels_total();
+        let n = self.channels;
         let share = n.div_ceil(self.pods.len().max(1));
         loop {
             let seen = self.running().await;
@@ -225,13 +229,6 @@ impl Fleet {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-    }
-
-    fn channels_total(&self) -> usize {
-        self.args
-            .iter()
-            .filter(|a| a.starts_with("ch") && a.contains('='))
-            .count()
     }
 
     /// Kill the analyser with the most channels; time until they all run elsewhere.
@@ -394,12 +391,6 @@ fn print_report(a: &FailoverArgs, rows: &[KillRow], audit: &Audit, logs: &std::p
         "Goal: p95 ≤ 15 s, 0 lost, 0 doubled. Analyser logs: {}",
         logs.display()
     );
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// A redis-server of its own on a free loopback port, killed when dropped.

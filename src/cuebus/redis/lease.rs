@@ -169,18 +169,8 @@ impl RedisLeases {
 
     /// Who holds each of `channels` (`<pod>#<token>`), in order; `None`: free.
     pub async fn holders(&self, channels: &[String]) -> Result<Vec<Option<String>>, BusError> {
-        if channels.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = channels
-            .iter()
-            .map(|c| lease_key(&self.prefix, c))
-            .collect();
-        self.records
-            .run("MGET", |mut c| async move {
-                redis::cmd("MGET").arg(keys).query_async(&mut c).await
-            })
-            .await
+        let keys = channels.iter().map(|c| lease_key(&self.prefix, c));
+        self.records.mget(keys.collect()).await
     }
 }
 

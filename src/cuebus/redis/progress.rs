@@ -53,17 +53,7 @@ impl RedisProgress {
 
     /// The value of each of `channels`, in order; `None`: none (or expired).
     pub async fn read(&self, channels: &[String]) -> Result<Vec<Option<String>>, BusError> {
-        if channels.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = channels
-            .iter()
-            .map(|c| progress_key(&self.prefix, c))
-            .collect();
-        self.records
-            .run("MGET progress", |mut c| async move {
-                redis::cmd("MGET").arg(keys).query_async(&mut c).await
-            })
-            .await
+        let keys = channels.iter().map(|c| progress_key(&self.prefix, c));
+        self.records.mget(keys.collect()).await
     }
 }

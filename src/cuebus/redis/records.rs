@@ -90,6 +90,17 @@ impl RedisRecords {
         }
     }
 
+    /// The values of `keys` (any keys, not the hash's fields), in order; `None`: absent.
+    pub async fn mget(&self, keys: Vec<String>) -> Result<Vec<Option<String>>, BusError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run("MGET", |mut c| async move {
+            redis::cmd("MGET").arg(keys).query_async(&mut c).await
+        })
+        .await
+    }
+
     /// Every `(id, value)` of the hash, and the ids of the set.
     pub async fn load(&self) -> Result<(Vec<(String, String)>, BTreeSet<String>), BusError> {
         let key = self.key.clone();
