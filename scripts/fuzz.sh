@@ -61,7 +61,7 @@ case "$mode" in
     for t in $(targets); do
       corpus=$(mktemp -d)
       mkdir -p "artifacts/$t"
-      if "$bin_dir/$t" -max_total_time="$secs" -print_final_stats=1 \
+      if "$bin_dir/$t" -seed=1 -runs=100000 -max_total_time="$secs" -print_final_stats=1 \
           -artifact_prefix="artifacts/$t/" "$corpus" "seeds/$t" >"$corpus.log" 2>&1; then
         log "$t: $(grep -o 'stat::number_of_executed_units: [0-9]*' "$corpus.log" | grep -o '[0-9]*$') runs, ok"
       else
