@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod demo;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,12 +35,29 @@ impl TestOrigin {
         Self::start_with(file, segment_secs, window, with_pdt, None).await
     }
 
+    /// An origin listening on `ip` (an address of this host other than loopback, such as
+    /// the end of a test network), port chosen by the system.
+    pub async fn start_at(ip: &str, file: &str, segment_secs: f64, window: usize) -> Self {
+        Self::start_bound(ip, file, segment_secs, window, true, None).await
+    }
+
     /// A Low-Latency HLS origin: segments published in parts of about `part_secs`.
     pub async fn start_ll(file: &str, segment_secs: f64, window: usize, part_secs: f64) -> Self {
         Self::start_with(file, segment_secs, window, true, Some(part_secs)).await
     }
 
     async fn start_with(
+        file: &str,
+        segment_secs: f64,
+        window: usize,
+        with_pdt: bool,
+        part_secs: Option<f64>,
+    ) -> Self {
+        Self::start_bound("127.0.0.1", file, segment_secs, window, with_pdt, part_secs).await
+    }
+
+    async fn start_bound(
+        ip: &str,
         file: &str,
         segment_secs: f64,
         window: usize,
@@ -58,7 +76,7 @@ impl TestOrigin {
         .unwrap()
         .expect("origin builds from the footage");
         let origin = Arc::new(origin);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
         let s = stop.clone();
