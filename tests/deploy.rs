@@ -452,12 +452,25 @@ fn deployments_shut_down_gracefully_and_probe_real_routes() {
     assert!(docker.contains(r#"ENTRYPOINT ["shopcue", "run"]"#));
 }
 
-#[test]
-fn compose_and_dockerfile_env_vars_are_settings_keys() {
-    let mut vars: Vec<(String, (String, String))> = Vec::new();
-    // compose.yaml: `KEY: value` lines; ${VAR...} references get a sample value.
-    for line in read(&root().join("deploy/docker/compose.yaml")).lines() {
-        if let Some((k, v)) = line.trim().split_once(": ")
+/// compose.yaml's `SHOPCUE__KEY: value` lines by where they are: `x-shopcue` (the
+/// environment every shopcue service merges, `<<: *shopcue-env`) or a service's name.
+/// `${VAR...}` references get a sample value.
+fn compose_env(text: &str) -> Vec<(String, String, String)> {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let (mut top, mut service) = (String::new(), String::new());
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let key = t.split(':').next().unwrap_or_default().to_string();
+        match indent(line) {
+            0 => (top, service) = (key, String::new()),
+            2 if top == "services" => service = key,
+            _ => {}
+        }
+        if let Some((k, v)) = t.split_once(": ")
             && k.starts_with("SHOPCUE__")
         {
             let v = v.trim().trim_matches('\'').trim_matches('"');
@@ -466,10 +479,24 @@ fn compose_and_dockerfile_env_vars_are_settings_keys() {
             } else {
                 v
             };
-            vars.push((format!("compose {k}"), (k.to_string(), v.to_string())));
+            let at = if service.is_empty() { &top } else { &service };
+            out.push((at.clone(), k.to_string(), v.to_string()));
         }
     }
+    out
+}
+
+#[test]
+fn compose_and_dockerfile_env_vars_are_settings_keys() {
+    let compose = compose_env(&read(&root().join("deploy/docker/compose.yaml")));
+    let places: std::collections::BTreeSet<&str> =
+        compose.iter().map(|(at, _, _)| at.as_str()).collect();
+    assert_eq!(
+        places.into_iter().collect::<Vec<_>>(),
+        ["shopcue-analyser", "shopcue-edge", "x-shopcue"]
+    );
     // Dockerfile: `SHOPCUE__KEY=value` in ENV.
+    let mut docker: Vec<(String, String)> = Vec::new();
     for line in read(&root().join("deploy/docker/Dockerfile")).lines() {
         let t = line
             .trim()
@@ -479,36 +506,51 @@ fn compose_and_dockerfile_env_vars_are_settings_keys() {
             && k.starts_with("SHOPCUE__")
         {
             let v = v.trim().replace("${ORT_VERSION}", "1.31.1");
-            vars.push((format!("Dockerfile {k}"), (k.to_string(), v)));
+            docker.push((k.to_string(), v));
         }
     }
-    for key in [
-        "compose SHOPCUE__REDIS__URL",
-        "compose SHOPCUE__CHANNELS",
-        "Dockerfile SHOPCUE__SERVER__LISTEN",
-        "Dockerfile SHOPCUE__INFERENCE__MODELS_DIR",
-    ] {
+    for key in ["SHOPCUE__SERVER__LISTEN", "SHOPCUE__INFERENCE__MODELS_DIR"] {
         assert!(
-            vars.iter().any(|(w, _)| w == key),
-            "{key} not found: {vars:?}"
+            docker.iter().any(|(k, _)| k == key),
+            "Dockerfile {key} not found: {docker:?}"
         );
     }
     // Each alone over the shipped config (the image reads config/shopcue.toml).
     let shipped = root().join("config/shopcue.toml");
-    for (where_, (k, v)) in &vars {
+    for (k, v) in &docker {
         Settings::load(Some(shipped.as_path()), [(k.clone(), v.clone())])
-            .unwrap_or_else(|e| panic!("{where_}={v}: {e}"));
+            .unwrap_or_else(|e| panic!("Dockerfile {k}={v}: {e}"));
     }
-    // The analyser's channel list is a real one.
-    let analyser: Vec<(String, String)> = vars
-        .iter()
-        .filter(|(w, _)| w.starts_with("compose") && !w.ends_with("ADMIN_KEY"))
-        .filter(|(_, (k, v))| !(k == "SHOPCUE__CHANNELS" && v == "[]"))
-        .map(|(_, kv)| kv.clone())
-        .collect();
-    let s = Settings::load(Some(shipped.as_path()), analyser).expect("compose analyser env");
-    assert_eq!(s.channels.len(), 1, "{:?}", s.channels);
-    assert_eq!(s.channels[0].url, "http://origin:8081/live/master.m3u8");
+    // Each compose service's whole environment (the shared one, then its own) over the
+    // shipped config: an unknown key fails, and the fleet is wired as intended.
+    let service = |name: &str| -> Settings {
+        let env: Vec<(String, String)> = compose
+            .iter()
+            .filter(|(at, _, _)| at == "x-shopcue" || at == name)
+            .map(|(_, k, v)| (k.clone(), v.clone()))
+            .collect();
+        Settings::load(Some(shipped.as_path()), env.clone())
+            .unwrap_or_else(|e| panic!("compose {name} with {env:?}: {e}"))
+    };
+    let analyser = service("shopcue-analyser");
+    assert_eq!(analyser.redis.url, "redis://redis:6379/0");
+    assert_eq!(analyser.registry.store, shopcue::registry::STORE_REDIS);
+    assert!(analyser.fleet.leases && analyser.fleet.analyse);
+    // The registry's seed is a real channel list.
+    assert_eq!(analyser.channels.len(), 1, "{:?}", analyser.channels);
+    assert_eq!(
+        analyser.channels[0].url,
+        "http://origin:8081/live/master.m3u8"
+    );
+    assert_eq!(analyser.catalog.dir, "/catalog");
+    let edge = service("shopcue-edge");
+    assert_eq!(edge.registry.store, shopcue::registry::STORE_REDIS);
+    assert!(
+        edge.fleet.leases,
+        "without leases an edge runs every channel"
+    );
+    assert!(!edge.fleet.analyse);
+    assert!(edge.channels.is_empty());
 }
 
 #[test]
