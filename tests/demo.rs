@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -18,89 +17,35 @@ use axum::Router;
 use axum::http::header;
 use axum::routing::get;
 use common::browser::Browser;
+use common::demo::Demo;
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// The demo builds its catalog on first run (about a minute on 2 cores).
 const STARTUP_LIMIT: Duration = Duration::from_secs(300);
 
-/// The running `shopcue demo` and what it printed.
-struct Demo {
-    child: Child,
-    /// Printed name (`dashboard`, `demo player`, …) → URL.
-    urls: BTreeMap<String, String>,
+/// The real binary, as a newcomer runs it.
+async fn start_demo() -> Demo {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shopcue"));
+    cmd.args(["demo", "--listen", "127.0.0.1:0"])
+        .args(["--origin-listen", "127.0.0.1:0", "--duration", "400"])
+        .current_dir(common::root())
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::inherit());
+    Demo::start(cmd, STARTUP_LIMIT).await
 }
 
-impl Demo {
-    async fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shopcue"))
-            .args(["demo", "--listen", "127.0.0.1:0"])
-            .args(["--origin-listen", "127.0.0.1:0", "--duration", "400"])
-            .current_dir(common::root())
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("shopcue demo starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let urls = tokio::time::timeout(STARTUP_LIMIT, async {
-            let mut urls = BTreeMap::new();
-            let mut running = false;
-            while let Some(line) = lines.next_line().await.expect("stdout readable") {
-                println!("demo: {line}");
-                if line.starts_with("shopcue demo is running") {
-                    running = true;
-                } else if running && line.trim().is_empty() && !urls.is_empty() {
-                    break;
-                } else if running {
-                    urls.extend(printed_urls(&line));
-                }
-            }
-            urls
-        })
+/// Ctrl-C, as a user stops it: the demo must stop cleanly, exit code 0.
+async fn interrupt(mut demo: Demo) {
+    let pid = demo.child.id().expect("demo still running").to_string();
+    let sent = Command::new("kill").args(["-INT", &pid]).status().await;
+    assert!(sent.is_ok_and(|s| s.success()), "kill -INT {pid}");
+    let status = tokio::time::timeout(Duration::from_secs(30), demo.child.wait())
         .await
-        .expect("shopcue demo prints its URLs in time");
-        // Keep draining stdout so the demo never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, urls }
-    }
-
-    fn url(&self, name: &str) -> &str {
-        self.urls
-            .get(name)
-            .unwrap_or_else(|| panic!("shopcue demo printed no `{name}`: {:?}", self.urls))
-    }
-
-    /// Ctrl-C, as a user stops it: the demo must stop cleanly, exit code 0.
-    async fn interrupt(mut self) {
-        let pid = self.child.id().expect("demo still running").to_string();
-        let sent = Command::new("kill").args(["-INT", &pid]).status().await;
-        assert!(sent.is_ok_and(|s| s.success()), "kill -INT {pid}");
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("the demo stops within 30 s of Ctrl-C")
-            .expect("wait");
-        assert!(status.success(), "demo exit status after Ctrl-C: {status}");
-    }
-}
-
-/// `  name   URL   name URL` → (name, URL) pairs, as `shopcue demo` prints them.
-fn printed_urls(line: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut name = Vec::new();
-    for word in line.split_whitespace() {
-        if word.contains("://") {
-            out.push((name.join(" "), word.to_string()));
-            name.clear();
-        } else {
-            name.push(word);
-        }
-    }
-    out
+        .expect("the demo stops within 30 s of Ctrl-C")
+        .expect("wait");
+    assert!(status.success(), "demo exit status after Ctrl-C: {status}");
 }
 
 async fn get_ok(url: &str) -> (String, String) {
@@ -412,7 +357,7 @@ async fn demo_as_printed_plays_in_a_browser_and_from_another_origin() {
     let Some(mut browser) = Browser::launch("demo_as_printed_plays_in_a_browser").await else {
         return;
     };
-    let demo = Demo::start().await;
+    let demo = start_demo().await;
     tokio::time::timeout(Duration::from_secs(360), async {
         check_printed_urls(&demo).await;
         let player = demo.url("demo player").to_string();
@@ -425,12 +370,14 @@ async fn demo_as_printed_plays_in_a_browser_and_from_another_origin() {
     .await
     .expect("the demo checks finish within 6 minutes");
     browser.close().await;
-    demo.interrupt().await;
+    interrupt(demo).await;
 }
 
 #[test]
 fn printed_lines_are_read_as_printed() {
-    let got = printed_urls("  metrics            http://a/metrics   status http://a/v1/status");
+    let got = common::demo::printed_urls(
+        "  metrics            http://a/metrics   status http://a/v1/status",
+    );
     assert_eq!(
         got,
         vec![

@@ -162,36 +162,16 @@ impl Pod {
     }
 
     async fn status(&self) -> Option<Value> {
-        let r = reqwest::Client::new()
-            .get(self.url("/v1/status"))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .ok()?;
-        r.json().await.ok()
+        common::fleet::status(&self.url("")).await
     }
 
-    /// The channels it holds and runs (`up`), from its status.
+    /// The channels it holds and runs (`up`).
     async fn running(&self) -> Option<BTreeSet<String>> {
-        let s = self.status().await?;
-        let held: BTreeSet<String> = s["fleet"]["held"].as_object()?.keys().cloned().collect();
-        let up: BTreeSet<String> = s["channels"]
-            .as_array()?
-            .iter()
-            .filter(|c| c["state"] == "up")
-            .filter_map(|c| c["id"].as_str().map(str::to_string))
-            .collect();
-        Some(held.intersection(&up).cloned().collect())
+        common::fleet::running(&self.status().await?)
     }
 
     fn signal(&self, sig: &str) {
-        let pid = self.child.id().expect("running").to_string();
-        let ok = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} {}", self.name);
+        common::fleet::signal(self.child.id(), sig, &self.name);
     }
 }
 

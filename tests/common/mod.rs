@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod demo;
+pub mod fleet;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
