@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: setup demo test lint bench clips quantize fuzz
+.PHONY: setup demo test lint bench clips quantize fuzz docker-image docker-test
 
 setup:
 	scripts/setup.sh base
@@ -39,3 +39,15 @@ bench:
 quantize:
 	scripts/setup.sh base
 	python3 scripts/quantize.py
+
+# The container image built here (docs/deploy.md): debootstrap + docker import base, the
+# host's release binary, deploy/docker/Dockerfile.prebuilt. Starts dockerd when none runs.
+docker-image:
+	scripts/setup.sh base
+	scripts/docker-image.sh build
+
+# Builds the image, runs `shopcue demo` in it and checks that cues reach a WebSocket
+# client (tests/docker.rs). Not part of `make test`: it installs docker.io and starts an engine.
+docker-test:
+	scripts/setup.sh test
+	$(CARGO) test --test docker -- --ignored --nocapture
