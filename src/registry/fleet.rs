@@ -61,6 +61,14 @@ impl FleetSettings {
                 "needs the registry in Redis (registry.store = \"redis\")".into(),
             ));
         }
+        if !self.analyse && !self.leases {
+            // Without leases every process runs every registered channel: an edge that
+            // was meant to analyse nothing would analyse everything.
+            return Err((
+                "analyse",
+                "false (an edge process) needs fleet.leases = true".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -288,6 +296,16 @@ mod tests {
             ..FleetSettings::default()
         };
         assert_eq!(bad.validate(false).unwrap_err().0, "lease_ms");
+        let edge = FleetSettings {
+            analyse: false,
+            ..FleetSettings::default()
+        };
+        assert_eq!(edge.validate(true).unwrap_err().0, "analyse");
+        let edge = FleetSettings {
+            leases: true,
+            ..edge
+        };
+        assert!(edge.validate(true).is_ok());
         let name = FleetSettings::default().pod_name();
         assert!(!name.is_empty() && !name.contains('#'), "{name}");
     }
