@@ -270,24 +270,81 @@ pub fn assemble(
             .matching
             .for_catalog(catalog.snapshot().projection().is_some()),
     );
-    let mut origin: Option<DateTime<Utc>> = None;
-    let mut shots: Vec<ShotItems> = Vec::new();
-    let mut frame_items: Vec<FrameItems> = Vec::new();
-    let mut cues: Vec<Cue> = Vec::new();
-    let (mut samples, mut analysed, mut reused, mut errors) = (0u64, 0u64, 0u64, 0u64);
-    let mut last_pts_ns = 0u64;
-    let secs = |ns: u64| (ns as f64 / 1e6).round() / 1e3;
+    let mut run = Collected::default();
     for o in outputs {
+        run.take(o, &rules);
+    }
+    let origin = run.origin.unwrap_or_else(Utc::now);
+    attach_cues(&mut run.shots, &run.cues, origin, catalog);
+    let (duration_s, fps) = duration_and_fps(frames, run.last_pts_ns);
+    let manifest = catalog.manifest();
+    Shoppable {
+        schema: SCHEMA,
+        source: SourceInfo {
+            input: args.input.clone(),
+            frames,
+            fps,
+            duration_s: (duration_s * 1000.0).round() / 1000.0,
+            start_wallclock: rfc3339_ms(&origin),
+        },
+        catalog: CatalogInfo {
+            dir: args.catalog.display().to_string(),
+            products: catalog.snapshot().len(),
+            embedder: manifest.embedder,
+        },
+        stats: RunStats {
+            samples: run.samples,
+            analysed: run.analysed,
+            reused: run.reused,
+            inference_errors: run.errors,
+            elapsed_s: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+            realtime_factor: if duration_s > 0.0 {
+                ((elapsed.as_secs_f64() / duration_s) * 1000.0).round() / 1000.0
+            } else {
+                0.0
+            },
+        },
+        shots: run.shots,
+        frames: run.frames,
+        cues: run.cues,
+    }
+}
+
+/// Nanoseconds of media time as seconds, to the millisecond.
+fn secs(ns: u64) -> f64 {
+    (ns as f64 / 1e6).round() / 1e3
+}
+
+/// What the pipeline's outputs say, gathered in order.
+#[derive(Default)]
+struct Collected {
+    /// The wall clock of media time 0 (from the first shot).
+    origin: Option<DateTime<Utc>>,
+    shots: Vec<ShotItems>,
+    frames: Vec<FrameItems>,
+    /// Cues as they ended.
+    cues: Vec<Cue>,
+    samples: u64,
+    analysed: u64,
+    reused: u64,
+    errors: u64,
+    /// The end of the last shot, media time.
+    last_pts_ns: u64,
+}
+
+impl Collected {
+    /// Take one output: a shot, a sample with its items, or a cue that ended.
+    fn take(&mut self, o: Output, rules: &Rules) {
         match o {
             Output::Shot(ShotEvent::Started(s)) => {
-                origin.get_or_insert(
+                self.origin.get_or_insert(
                     s.start_wallclock - chrono::Duration::nanoseconds(s.start_pts_ns as i64),
                 );
             }
             Output::Shot(ShotEvent::Ended(s)) => {
                 let end_ns = s.end_pts_ns.unwrap_or(s.start_pts_ns);
-                last_pts_ns = last_pts_ns.max(end_ns);
-                shots.push(ShotItems {
+                self.last_pts_ns = self.last_pts_ns.max(end_ns);
+                self.shots.push(ShotItems {
                     shot_id: s.index,
                     start_frame: s.start_frame,
                     end_frame: s.end_frame.unwrap_or(s.start_frame),
@@ -298,49 +355,58 @@ pub fn assemble(
                 });
             }
             Output::Sample(outcome) => {
-                samples += 1;
+                self.samples += 1;
                 if outcome.error.is_some() {
-                    errors += 1;
+                    self.errors += 1;
                 } else if outcome.reused {
-                    reused += 1;
+                    self.reused += 1;
                 } else {
-                    analysed += 1;
+                    self.analysed += 1;
                 }
-                let items = outcome
-                    .detections
-                    .iter()
-                    .filter_map(|d| {
-                        let (best, score) = d.candidates.first()?.clone();
-                        let confident = matches!(rules.judge(d), Judgement::Confident { .. });
-                        Some(FrameItem {
-                            product_id: best,
-                            score,
-                            bbox: d.bbox,
-                            label: d.class_name.clone(),
-                            detector_score: d.det_score,
-                            confident,
-                            alternatives: d.candidates.iter().skip(1).cloned().collect(),
-                        })
-                    })
-                    .collect();
-                frame_items.push(FrameItems {
-                    frame: outcome.ticket.frame_index,
-                    timestamp_s: secs(outcome.ticket.pts_ns),
-                    timestamp_ms: outcome.ticket.pts_ns / 1_000_000,
-                    shot_id: outcome.ticket.shot_index,
-                    items,
-                });
+                self.frames.push(frame_items(&outcome, rules));
             }
             Output::Cue {
                 event: CueEvent::End(c),
                 ..
-            } => cues.push(c),
+            } => self.cues.push(c),
             Output::Cue { .. } => {}
         }
     }
-    let origin = origin.unwrap_or_else(Utc::now);
+}
+
+/// One analysed sample's items: the best candidate of each detection, judged by `rules`.
+fn frame_items(outcome: &crate::pipeline::SampleOutcome, rules: &Rules) -> FrameItems {
+    let items = outcome
+        .detections
+        .iter()
+        .filter_map(|d| {
+            let (best, score) = d.candidates.first()?.clone();
+            let confident = matches!(rules.judge(d), Judgement::Confident { .. });
+            Some(FrameItem {
+                product_id: best,
+                score,
+                bbox: d.bbox,
+                label: d.class_name.clone(),
+                detector_score: d.det_score,
+                confident,
+                alternatives: d.candidates.iter().skip(1).cloned().collect(),
+            })
+        })
+        .collect();
+    FrameItems {
+        frame: outcome.ticket.frame_index,
+        timestamp_s: secs(outcome.ticket.pts_ns),
+        timestamp_ms: outcome.ticket.pts_ns / 1_000_000,
+        shot_id: outcome.ticket.shot_index,
+        items,
+    }
+}
+
+/// Each cue becomes an item of its shot, its times in seconds from `origin`, with the
+/// product's details (from the cue, else the catalog).
+fn attach_cues(shots: &mut [ShotItems], cues: &[Cue], origin: DateTime<Utc>, catalog: &Catalog) {
     let at = |t: DateTime<Utc>| (t - origin).num_milliseconds().max(0) as f64 / 1e3;
-    for c in &cues {
+    for c in cues {
         let Some(shot) = shots.iter_mut().find(|s| s.shot_id == c.shot) else {
             continue;
         };
@@ -364,48 +430,24 @@ pub fn assemble(
                 .or_else(|| catalog.product(&c.product_id).map(|p| product_summary(&p))),
         });
     }
+}
+
+/// The video's duration (the last shot's end plus one frame) and frame rate, from its
+/// frame count and the last shot's end; zero when they cannot tell.
+fn duration_and_fps(frames: u64, last_pts_ns: u64) -> (f64, f64) {
+    let measurable = frames > 1 && last_pts_ns > 0;
     let duration_s = secs(last_pts_ns)
-        + if frames > 1 && last_pts_ns > 0 {
+        + if measurable {
             last_pts_ns as f64 / 1e9 / (frames - 1) as f64
         } else {
             0.0
         };
-    let fps = if frames > 1 && last_pts_ns > 0 {
+    let fps = if measurable {
         ((frames - 1) as f64 / (last_pts_ns as f64 / 1e9) * 1000.0).round() / 1000.0
     } else {
         0.0
     };
-    let manifest = catalog.manifest();
-    Shoppable {
-        schema: SCHEMA,
-        source: SourceInfo {
-            input: args.input.clone(),
-            frames,
-            fps,
-            duration_s: (duration_s * 1000.0).round() / 1000.0,
-            start_wallclock: rfc3339_ms(&origin),
-        },
-        catalog: CatalogInfo {
-            dir: args.catalog.display().to_string(),
-            products: catalog.snapshot().len(),
-            embedder: manifest.embedder,
-        },
-        shots,
-        frames: frame_items,
-        cues,
-        stats: RunStats {
-            samples,
-            analysed,
-            reused,
-            inference_errors: errors,
-            elapsed_s: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
-            realtime_factor: if duration_s > 0.0 {
-                ((elapsed.as_secs_f64() / duration_s) * 1000.0).round() / 1000.0
-            } else {
-                0.0
-            },
-        },
-    }
+    (duration_s, fps)
 }
 
 /// Writes the document (`-`: standard output), atomically for files.

@@ -154,7 +154,17 @@ impl Settings {
         Self::load(file, std::env::vars())
     }
 
+    /// Check every section, in order; the first error names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_server()?;
+        self.validate_ingest()?;
+        self.validate_media_and_log()?;
+        self.validate_module_sections()?;
+        self.validate_channels()
+    }
+
+    /// `[server]`: the listen address, the admin key and what it protects, CORS origins.
+    fn validate_server(&self) -> Result<(), ConfigError> {
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid(
                 "server.listen",
@@ -182,6 +192,11 @@ impl Settings {
             crate::http::cors::check_origin(origin)
                 .map_err(|why| invalid("server.cors_origins", why))?;
         }
+        Ok(())
+    }
+
+    /// `[ingest]`: the variant choice, timeouts, back-off, size limits and stall rule.
+    fn validate_ingest(&self) -> Result<(), ConfigError> {
         self.ingest
             .variant
             .parse::<VariantChoice>()
@@ -221,6 +236,11 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        Ok(())
+    }
+
+    /// `[media]` (frame height and queue) and `[log]` (its format).
+    fn validate_media_and_log(&self) -> Result<(), ConfigError> {
         let h = self.media.analysis_height;
         if !(16..=2160).contains(&h) || !h.is_multiple_of(2) {
             return Err(invalid(
@@ -234,6 +254,12 @@ impl Settings {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be `text` or `json`"));
         }
+        Ok(())
+    }
+
+    /// The sections whose modules check their own settings; an error is named with the
+    /// section's key.
+    fn validate_module_sections(&self) -> Result<(), ConfigError> {
         self.shots
             .validate()
             .map_err(|(k, why)| invalid(&format!("shots.{k}"), why))?;
@@ -264,6 +290,11 @@ impl Settings {
         self.fleet
             .validate(self.registry.store == crate::registry::STORE_REDIS)
             .map_err(|(k, why)| invalid(&format!("fleet.{k}"), why))?;
+        Ok(())
+    }
+
+    /// `[[channels]]`: at most `registry.max_channels`, each valid, ids unique.
+    fn validate_channels(&self) -> Result<(), ConfigError> {
         if self.channels.len() > self.registry.max_channels {
             return Err(invalid(
                 "channels",

@@ -187,112 +187,132 @@ impl Metrics {
             provider: Family::default(),
             registry: Registry::default(),
         };
-        let r = &mut registry;
+        m.register_ingest(&mut registry);
+        m.register_analysis(&mut registry);
+        m.register_cues(&mut registry);
+        m.register_process(&mut registry);
+        Self { registry, ..m }
+    }
+
+    /// Per channel, its ingest: fetch and decode latencies, lag, rate, state, restarts,
+    /// frames, drops and segment outcomes.
+    fn register_ingest(&self, r: &mut Registry) {
         r.register(
             "segment_fetch_seconds",
             "Time to fetch one media segment from the origin",
-            m.segment_fetch.clone(),
+            self.segment_fetch.clone(),
         );
         r.register(
             "segment_decode_seconds",
             "Time to decode one media segment to analysis frames",
-            m.segment_decode.clone(),
+            self.segment_decode.clone(),
         );
         r.register(
             "lag_seconds",
             "How far the newest decoded frame is behind the origin's live edge",
-            m.lag.clone(),
+            self.lag.clone(),
         );
         r.register(
             "decode_fps",
             "Frames decoded per second of wall time",
-            m.decode_fps.clone(),
+            self.decode_fps.clone(),
         );
         r.register(
             "realtime_factor",
             "Decode time per second of media (below 1 keeps up)",
-            m.realtime_factor.clone(),
+            self.realtime_factor.clone(),
         );
         r.register(
             "channel_state",
             "1 for the channel's current state (starting, up, degraded, stalled, down, retrying, stopped, ended)",
-            m.channel_state.clone(),
+            self.channel_state.clone(),
         );
         r.register(
             "channel_restarts",
             "Times the channel's supervisor restarted it after a failure or panic",
-            m.restarts.clone(),
+            self.restarts.clone(),
         );
-        r.register("frames", "Frames decoded", m.frames.clone());
+        r.register("frames", "Frames decoded", self.frames.clone());
         r.register(
             "dropped",
             "Items dropped by bounded queues, by kind (samples: inference busy; frames: analysis behind; evidence: feedback evidence of old cues)",
-            m.dropped.clone(),
+            self.dropped.clone(),
         );
         r.register(
             "segments",
             "Media segments by outcome (fetched, bad, lost, skipped)",
-            m.segments.clone(),
+            self.segments.clone(),
         );
-        r.register("shots", "Shot changes found", m.shots.clone());
-        r.register("samples", "Frames sent to inference", m.samples.clone());
+    }
+
+    /// Per channel, its analysis: shots, samples (and reuse), inference and search.
+    fn register_analysis(&self, r: &mut Registry) {
+        r.register("shots", "Shot changes found", self.shots.clone());
+        r.register("samples", "Frames sent to inference", self.samples.clone());
         r.register(
             "samples_reused",
             "Sampled frames that barely changed since the last analysed one of their shot and reused its result (matching.change_gate)",
-            m.samples_reused.clone(),
+            self.samples_reused.clone(),
         );
         r.register(
             "regions_reused",
             "Regions (detections, whole picture) of analysed samples whose crop did not change since the previous analysed sample of the shot and reused its embedding",
-            m.regions_reused.clone(),
+            self.regions_reused.clone(),
         );
         r.register(
             "inference_seconds",
             "Inference latency per model and sampled frame",
-            m.inference.clone(),
+            self.inference.clone(),
         );
         r.register(
             "search_seconds",
             "FAISS catalog search latency per sampled frame",
-            m.search.clone(),
+            self.search.clone(),
         );
         r.register(
             "analysis_seconds",
             "Detect, embed and search one sampled frame",
-            m.analysis.clone(),
+            self.analysis.clone(),
         );
         r.register(
             "inference_errors",
             "Sampled frames inference failed on",
-            m.inference_errors.clone(),
+            self.inference_errors.clone(),
         );
-        r.register("cues", "Cue events emitted, by kind", m.cues.clone());
+    }
+
+    /// Per channel, its cues: events, suppressions and glass-to-cue latency.
+    fn register_cues(&self, r: &mut Registry) {
+        r.register("cues", "Cue events emitted, by kind", self.cues.clone());
         r.register(
             "cues_suppressed",
             "Confident sightings that started no cue, by kind: sibling, max_cues, cooldown, repeat",
-            m.cues_suppressed.clone(),
+            self.cues_suppressed.clone(),
         );
         r.register(
             "glass_to_cue_seconds",
             "Wall clock of the sampled frame to its cue event published",
-            m.glass_to_cue.clone(),
+            self.glass_to_cue.clone(),
         );
+    }
+
+    /// Process-wide: named gauges and counters, and each model's execution provider.
+    fn register_process(&self, r: &mut Registry) {
         r.register(
             "gauge",
             "Process-wide gauges: websocket_clients, bus_healthy, bus_buffered, ...",
-            m.gauges.clone(),
+            self.gauges.clone(),
         );
         r.register(
             "events",
             "Process-wide counters: websocket_events_sent, websocket_slow_closed, bus_dropped, ...",
-            m.counters.clone(),
+            self.counters.clone(),
         );
         r.register(
             "execution_provider",
             "1 for the execution provider each model runs on",
-            m.provider.clone(),
+            self.provider.clone(),
         );
-        Self { registry, ..m }
     }
 
     /// The handles of one channel (created on first use).

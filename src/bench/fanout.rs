@@ -352,71 +352,27 @@ fn open_files_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
+/// One row: `n` subscribers connect to `server`, `args.events` events are published
+/// through its control port, and the latencies, CPU and memory are measured.
 async fn measure(mut server: Server, n: usize, args: &FanoutArgs) -> anyhow::Result<Row> {
     let pid = server.child.id().context("server pid")?;
     let url = format!("ws://127.0.0.1:{}/v1/channels/bench/cues", server.ws_port);
-    let ready = Arc::new(AtomicUsize::new(0));
-    let ready_note = Arc::new(Notify::new());
+    let ready = Arc::new(Ready::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let handshakes = Arc::new(Semaphore::new(128));
     let started = Instant::now();
-    let mut clients = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (url, ready, ready_note, mut stop, handshakes) = (
-            url.clone(),
-            ready.clone(),
-            ready_note.clone(),
-            stop_rx.clone(),
-            handshakes.clone(),
-        );
-        let expected = args.events;
-        clients.push(tokio::spawn(async move {
-            let mut lat_us: Vec<u32> = Vec::with_capacity(expected);
-            let ws = {
-                let _permit = handshakes.acquire().await;
-                let mut got = None;
-                for _ in 0..5 {
-                    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(8192);
-                    if let Ok((ws, _)) = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true).await {
-                        got = Some(ws);
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                got
-            };
-            let Some(mut ws) = ws else { return lat_us };
-            let mut hello = false;
-            loop {
-                tokio::select! {
-                    m = ws.next() => {
-                        let Some(Ok(m)) = m else { break };
-                        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
-                            if !hello {
-                                hello = true;
-                                ready.fetch_add(1, Ordering::Relaxed);
-                                ready_note.notify_one();
-                            }
-                            if let Some(sent) = sent_ns(t.as_str()) {
-                                lat_us.push((now_ns().saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32);
-                                if lat_us.len() >= expected {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    _ = stop.changed() => break,
-                }
-            }
-            lat_us
-        }));
-    }
-    // Wait for every hello (or give up after a minute).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ready.load(Ordering::Relaxed) < n && Instant::now() < deadline {
-        let _ = tokio::time::timeout(Duration::from_millis(200), ready_note.notified()).await;
-    }
-    let connected = ready.load(Ordering::Relaxed);
+    let clients: Vec<_> = (0..n)
+        .map(|_| {
+            tokio::spawn(subscribe(
+                url.clone(),
+                args.events,
+                ready.clone(),
+                stop_rx.clone(),
+                handshakes.clone(),
+            ))
+        })
+        .collect();
+    let connected = ready.wait_for(n).await;
     let connect_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -424,9 +380,103 @@ async fn measure(mut server: Server, n: usize, args: &FanoutArgs) -> anyhow::Res
     let cpu0 = cpu_seconds(pid).unwrap_or(f64::NAN);
     let me = std::process::id();
     let client0 = cpu_seconds(me).unwrap_or(f64::NAN);
-    let mut client1 = None;
     let t0 = Instant::now();
-    let mut control = TcpStream::connect(("127.0.0.1", server.control_port)).await?;
+    publish(server.control_port, args).await?;
+    let (mut lat, end) = collect(clients, pid, t0, &stop_tx, args).await;
+    let _ = stop_tx.send(true);
+    let cpu_s = end.server_cpu_s.unwrap_or(f64::NAN) - cpu0;
+    let _ = server.child.kill().await;
+    lat.sort_unstable();
+    Ok(Row {
+        server: server.name,
+        subscribers: n,
+        connected,
+        connect_s,
+        events: args.events,
+        delivered: lat.len() as f64 / (connected.max(1) * args.events) as f64,
+        p50_ms: quantile_ms(&lat, 0.5),
+        p99_ms: quantile_ms(&lat, 0.99),
+        max_ms: quantile_ms(&lat, 1.0),
+        cpu_s,
+        cpu_pct: 100.0 * cpu_s / end.elapsed.max(1e-9),
+        rss_mib: rss,
+        client_cpu_s: end.client_cpu_s.unwrap_or(f64::NAN) - client0,
+    })
+}
+
+/// Subscribers that got their hello, and a note each time one does.
+#[derive(Default)]
+struct Ready {
+    count: AtomicUsize,
+    note: Notify,
+}
+
+impl Ready {
+    /// Wait until `n` subscribers are ready (or give up after a minute); how many are.
+    async fn wait_for(&self, n: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.count.load(Ordering::Relaxed) < n && Instant::now() < deadline {
+            let _ = tokio::time::timeout(Duration::from_millis(200), self.note.notified()).await;
+        }
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// One subscriber: connect (at most 128 handshakes at once, 5 tries), then note each
+/// event's latency in microseconds until `expected` came or `stop` is sent.
+async fn subscribe(
+    url: String,
+    expected: usize,
+    ready: Arc<Ready>,
+    mut stop: watch::Receiver<bool>,
+    handshakes: Arc<Semaphore>,
+) -> Vec<u32> {
+    let mut lat_us: Vec<u32> = Vec::with_capacity(expected);
+    let ws = {
+        let _permit = handshakes.acquire().await;
+        let mut got = None;
+        for _ in 0..5 {
+            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .read_buffer_size(8192);
+            if let Ok((ws, _)) =
+                tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true).await
+            {
+                got = Some(ws);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        got
+    };
+    let Some(mut ws) = ws else { return lat_us };
+    let mut hello = false;
+    loop {
+        tokio::select! {
+            m = ws.next() => {
+                let Some(Ok(m)) = m else { break };
+                if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+                    if !hello {
+                        hello = true;
+                        ready.count.fetch_add(1, Ordering::Relaxed);
+                        ready.note.notify_one();
+                    }
+                    if let Some(sent) = sent_ns(t.as_str()) {
+                        lat_us.push((now_ns().saturating_sub(sent) / 1000).min(u32::MAX as u64) as u32);
+                        if lat_us.len() >= expected {
+                            break;
+                        }
+                    }
+                }
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    lat_us
+}
+
+/// Publish `args.events` events through the server's control port, one per interval.
+async fn publish(control_port: u16, args: &FanoutArgs) -> anyhow::Result<()> {
+    let mut control = TcpStream::connect(("127.0.0.1", control_port)).await?;
     control.set_nodelay(true)?;
     let mut tick = tokio::time::interval(Duration::from_millis(args.interval_ms));
     for i in 0..args.events {
@@ -435,60 +485,63 @@ async fn measure(mut server: Server, n: usize, args: &FanoutArgs) -> anyhow::Res
         line.push('\n');
         control.write_all(line.as_bytes()).await?;
     }
-    // Let the last event arrive everywhere (bounded), then stop the stragglers.
+    Ok(())
+}
+
+/// CPU readings when publishing was over (or time was up), and the seconds since `t0`.
+struct MeasureEnd {
+    server_cpu_s: Option<f64>,
+    client_cpu_s: Option<f64>,
+    elapsed: f64,
+}
+
+impl MeasureEnd {
+    fn now(pid: u32, t0: Instant) -> Self {
+        Self {
+            server_cpu_s: cpu_seconds(pid),
+            client_cpu_s: cpu_seconds(std::process::id()),
+            elapsed: t0.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// Let the last event arrive everywhere (bounded), then stop the stragglers and keep what
+/// they got: every subscriber's latencies, and the CPU read when that was done.
+async fn collect(
+    clients: Vec<tokio::task::JoinHandle<Vec<u32>>>,
+    pid: u32,
+    t0: Instant,
+    stop_tx: &watch::Sender<bool>,
+    args: &FanoutArgs,
+) -> (Vec<u32>, MeasureEnd) {
     let settle = Duration::from_millis(args.interval_ms * 10).max(Duration::from_secs(5));
     let done_by = Instant::now() + settle;
-    let mut lat: Vec<u32> = Vec::with_capacity(n * args.events);
-    let mut cpu1 = None;
-    let mut elapsed = 0.0;
-    let mut stopped = false;
+    let mut lat: Vec<u32> = Vec::with_capacity(clients.len() * args.events);
+    let mut end = None;
     for mut c in clients {
-        if !stopped {
+        if end.is_none() {
             let left = done_by.saturating_duration_since(Instant::now());
             if let Ok(joined) = tokio::time::timeout(left, &mut c).await {
                 lat.extend(joined.unwrap_or_default());
                 continue;
             }
-            // Time is up: read the CPU now, then stop the stragglers and keep what they got.
-            cpu1 = cpu_seconds(pid);
-            client1 = cpu_seconds(me);
-            elapsed = t0.elapsed().as_secs_f64();
-            stopped = true;
+            // Time is up: read the CPU now, then stop the stragglers.
+            end = Some(MeasureEnd::now(pid, t0));
             let _ = stop_tx.send(true);
         }
         lat.extend(c.await.unwrap_or_default());
     }
-    if !stopped {
-        cpu1 = cpu_seconds(pid);
-        client1 = cpu_seconds(me);
-        elapsed = t0.elapsed().as_secs_f64();
+    let end = end.unwrap_or_else(|| MeasureEnd::now(pid, t0));
+    (lat, end)
+}
+
+/// The `p` quantile of sorted latencies in microseconds, as milliseconds (NaN for none).
+fn quantile_ms(lat: &[u32], p: f64) -> f64 {
+    if lat.is_empty() {
+        return f64::NAN;
     }
-    let _ = stop_tx.send(true);
-    let cpu_s = cpu1.unwrap_or(f64::NAN) - cpu0;
-    let _ = server.child.kill().await;
-    lat.sort_unstable();
-    let q = |p: f64| -> f64 {
-        if lat.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
-        lat[i.min(lat.len() - 1)] as f64 / 1000.0
-    };
-    Ok(Row {
-        server: server.name,
-        subscribers: n,
-        connected,
-        connect_s,
-        events: args.events,
-        delivered: lat.len() as f64 / (connected.max(1) * args.events) as f64,
-        p50_ms: q(0.5),
-        p99_ms: q(0.99),
-        max_ms: q(1.0),
-        cpu_s,
-        cpu_pct: 100.0 * cpu_s / elapsed.max(1e-9),
-        rss_mib: rss,
-        client_cpu_s: client1.unwrap_or(f64::NAN) - client0,
-    })
+    let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+    lat[i.min(lat.len() - 1)] as f64 / 1000.0
 }
 
 #[cfg(test)]

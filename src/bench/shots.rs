@@ -271,93 +271,14 @@ pub fn run_bench(clips_dir: Option<&Path>) -> anyhow::Result<ShotsBench> {
     clips.extend(generated_clips(&dir)?);
     let config = ShotConfig::default();
     let pipelines = Pipelines::default();
-
-    let mut decode = Vec::new();
-    for &height in &DECODE_HEIGHTS {
-        let (secs, frames) = decode_only(&pipelines, &clips[0].path, height)?;
-        decode.push(DecodeRow {
-            clip: clips[0].name.clone(),
-            height,
-            fps: frames as f64 / secs,
-        });
-    }
-
+    let decode = decode_rows(&pipelines, &clips[0])?;
     let mut rows = Vec::new();
     for clip in &clips {
-        let (decode_seconds, _) = decode_only(&pipelines, &clip.path, config.decode_height)?;
-        let mut runs = Vec::new();
-        for _ in 0..REPEATS {
-            let anchor = Utc::now();
-            runs.push(detect_file(
-                &pipelines,
-                &clip.path,
-                config.decode_height,
-                QUEUE,
-                &config,
-                anchor,
-            )?);
-        }
-        let detect_seconds = runs
-            .iter()
-            .map(|r| r.detecting.as_secs_f64())
-            .fold(f64::INFINITY, f64::min);
-        let run = runs
-            .into_iter()
-            .min_by_key(|r| r.elapsed)
-            .context("no run")?;
-        let found = run.boundaries();
-        let (matched, ..) = score(&found, &clip.windows);
-        rows.push(BenchRow {
-            clip: clip.name.clone(),
-            detector: format!("shopcue ({} lines)", config.decode_height),
-            boundaries: clip.windows.len(),
-            found,
-            matched,
-            frames: run.frames,
-            seconds: run.elapsed.as_secs_f64(),
-            detect_seconds,
-            decode_seconds,
-        });
+        rows.push(shopcue_row(&pipelines, &config, clip)?);
         // The peer right after ours on the same clip, so both meet the same machine load.
-        for peer in run_peer(std::slice::from_ref(clip))? {
-            let (matched, ..) = score(&peer.cuts, &clip.windows);
-            rows.push(BenchRow {
-                clip: clip.name.clone(),
-                detector: format!("PySceneDetect {}", peer.detector),
-                boundaries: clip.windows.len(),
-                found: peer.cuts,
-                matched,
-                frames: peer.frames,
-                seconds: peer.seconds,
-                // It decodes in a second thread while it detects: the extra time over a
-                // decode-only pass is what detection costs.
-                detect_seconds: (peer.seconds - peer.decode_seconds).max(0.0),
-                decode_seconds: peer.decode_seconds,
-            });
-        }
+        rows.extend(peer_rows(clip)?);
     }
-    // One line per detector over all clips: boundaries pooled, frames over total time.
-    let mut detectors: Vec<String> = Vec::new();
-    for r in &rows {
-        if !detectors.contains(&r.detector) {
-            detectors.push(r.detector.clone());
-        }
-    }
-    for detector in detectors {
-        let mine: Vec<&BenchRow> = rows.iter().filter(|r| r.detector == detector).collect();
-        let total = BenchRow {
-            clip: "all clips".into(),
-            detector,
-            boundaries: mine.iter().map(|r| r.boundaries).sum(),
-            found: mine.iter().flat_map(|r| r.found.iter().copied()).collect(),
-            matched: mine.iter().map(|r| r.matched).sum(),
-            frames: mine.iter().map(|r| r.frames).sum(),
-            seconds: mine.iter().map(|r| r.seconds).sum(),
-            detect_seconds: mine.iter().map(|r| r.detect_seconds).sum(),
-            decode_seconds: mine.iter().map(|r| r.decode_seconds).sum(),
-        };
-        rows.push(total);
-    }
+    rows.extend(totals(&rows));
     // Group by clip (the totals last), ours first.
     let order: Vec<&str> = clips.iter().map(|c| c.name.as_str()).collect();
     rows.sort_by_key(|r| {
@@ -372,6 +293,113 @@ pub fn run_bench(clips_dir: Option<&Path>) -> anyhow::Result<ShotsBench> {
     let bench = ShotsBench { rows, decode };
     print_tables(&bench);
     Ok(bench)
+}
+
+/// Decode-only frame rate of `clip` at each of [`DECODE_HEIGHTS`].
+fn decode_rows(pipelines: &Pipelines, clip: &Clip) -> anyhow::Result<Vec<DecodeRow>> {
+    let mut decode = Vec::new();
+    for &height in &DECODE_HEIGHTS {
+        let (secs, frames) = decode_only(pipelines, &clip.path, height)?;
+        decode.push(DecodeRow {
+            clip: clip.name.clone(),
+            height,
+            fps: frames as f64 / secs,
+        });
+    }
+    Ok(decode)
+}
+
+/// Our detector on `clip`: the fastest of [`REPEATS`] runs (detection alone: the least
+/// time of any run), with a decode-only pass for comparison.
+fn shopcue_row(
+    pipelines: &Pipelines,
+    config: &ShotConfig,
+    clip: &Clip,
+) -> anyhow::Result<BenchRow> {
+    let (decode_seconds, _) = decode_only(pipelines, &clip.path, config.decode_height)?;
+    let mut runs = Vec::new();
+    for _ in 0..REPEATS {
+        let anchor = Utc::now();
+        runs.push(detect_file(
+            pipelines,
+            &clip.path,
+            config.decode_height,
+            QUEUE,
+            config,
+            anchor,
+        )?);
+    }
+    let detect_seconds = runs
+        .iter()
+        .map(|r| r.detecting.as_secs_f64())
+        .fold(f64::INFINITY, f64::min);
+    let run = runs
+        .into_iter()
+        .min_by_key(|r| r.elapsed)
+        .context("no run")?;
+    let found = run.boundaries();
+    let (matched, ..) = score(&found, &clip.windows);
+    Ok(BenchRow {
+        clip: clip.name.clone(),
+        detector: format!("shopcue ({} lines)", config.decode_height),
+        boundaries: clip.windows.len(),
+        found,
+        matched,
+        frames: run.frames,
+        seconds: run.elapsed.as_secs_f64(),
+        detect_seconds,
+        decode_seconds,
+    })
+}
+
+/// PySceneDetect's detectors on `clip`.
+fn peer_rows(clip: &Clip) -> anyhow::Result<Vec<BenchRow>> {
+    Ok(run_peer(std::slice::from_ref(clip))?
+        .into_iter()
+        .map(|peer| {
+            let (matched, ..) = score(&peer.cuts, &clip.windows);
+            BenchRow {
+                clip: clip.name.clone(),
+                detector: format!("PySceneDetect {}", peer.detector),
+                boundaries: clip.windows.len(),
+                found: peer.cuts,
+                matched,
+                frames: peer.frames,
+                seconds: peer.seconds,
+                // It decodes in a second thread while it detects: the extra time over a
+                // decode-only pass is what detection costs.
+                detect_seconds: (peer.seconds - peer.decode_seconds).max(0.0),
+                decode_seconds: peer.decode_seconds,
+            }
+        })
+        .collect())
+}
+
+/// One line per detector over all clips: boundaries pooled, frames over total time.
+fn totals(rows: &[BenchRow]) -> Vec<BenchRow> {
+    let mut detectors: Vec<String> = Vec::new();
+    for r in rows {
+        if !detectors.contains(&r.detector) {
+            detectors.push(r.detector.clone());
+        }
+    }
+    detectors
+        .into_iter()
+        .map(|detector| {
+            let mine: Vec<&BenchRow> = rows.iter().filter(|r| r.detector == detector).collect();
+            BenchRow {
+                clip: "all clips".into(),
+                detector,
+                boundaries: mine.iter().map(|r| r.boundaries).sum(),
+                found: mine.iter().flat_map(|r| r.found.iter().copied()).collect(),
+                matched: mine.iter().map(|r| r.matched).sum(),
+                frames: mine.iter().map(|r| r.frames).sum(),
+                seconds: mine.iter().map(|r| r.seconds).sum(),
+                detect_seconds: mine.iter().map(|r| r.detect_seconds).sum(),
+                decode_seconds: mine.iter().map(|r| r.decode_seconds).sum(),
+            }
+        })
+        .collect()
 }
 
 fn print_tables(bench: &ShotsBench) {

@@ -400,11 +400,81 @@ pub fn build(
     let file = opts.products.display().to_string();
     let (lines, mut skipped) = product::parse_products(&read_text(&opts.products)?, &file);
     strict_check(opts.strict, &skipped)?;
+    let (products, mut vectors) =
+        embed_products(models, settings, opts, &file, lines, &mut skipped)?;
+    if products.is_empty() {
+        return Err(CatalogError::Empty(format!(
+            "{file}: no usable product (skipped: {})",
+            skipped.len()
+        )));
+    }
+    let learned = match &opts.train_photos {
+        Some(tp) => learn_from_photos(
+            models,
+            settings,
+            opts,
+            tp,
+            &products,
+            &mut vectors,
+            &mut skipped,
+        )?,
+        None => Learned::default(),
+    };
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        embedder: models.embedder.name().to_string(),
+        embedder_sha256: models.embedder.sha256().to_string(),
+        raw_dim: models.embedder.dim(),
+        dim: models.embedder.dim(),
+        index: settings.index,
+        products: products.len(),
+        vectors: vectors.len(),
+        projection: learned.projection.is_some(),
+        catalog_views: settings.catalog_views.clone(),
+        detect_catalog_images: settings.detect_catalog_images,
+        synthetic_views: settings.synthetic_views,
+        labelled_photos: if learned.projection.is_some() {
+            learned.train_count
+        } else {
+            0
+        },
+        created: crate::frame::rfc3339_ms(&chrono::Utc::now()),
+    };
+    let snapshot = Snapshot::assemble(
+        manifest,
+        products,
+        vectors,
+        learned.projection,
+        &settings.index_params(),
+    )?;
+    let dir = snapshot.save(&opts.out)?;
+    Ok(BuildReport {
+        dir,
+        products: snapshot.len(),
+        vectors: snapshot.vectors(),
+        train_photos: learned.train_count,
+        projection: snapshot.projection().is_some(),
+        skipped,
+        warnings: learned.warnings,
+    })
+}
+
+/// Embed the images of each product line; a product with no usable image is skipped
+/// (into `skipped`, or the build fails with `strict`). Returns the products kept and
+/// their vectors.
+fn embed_products(
+    models: &Models,
+    settings: &CatalogSettings,
+    opts: &BuildOptions,
+    file: &str,
+    lines: Vec<product::ProductLine>,
+    skipped: &mut Vec<Skipped>,
+) -> Result<(Vec<Product>, Labelled), CatalogError> {
     let loader = ImageLoader::new(&base_of(&opts.products), settings);
     let total: usize = lines.iter().map(|l| l.product.images.len()).sum();
     let pb = progress_bar(opts.progress, total, "products");
     let mut products = Vec::new();
-    let mut vectors: Vec<(String, ImageVector)> = Vec::new();
+    let mut vectors: Labelled = Vec::new();
     let clutter = clutter_of(settings, &loader, lines.iter().map(|l| &l.product));
     for pl in lines {
         let at = format!("{file}:{}", pl.line);
@@ -427,81 +497,65 @@ pub fn build(
         products.push(pl.product);
     }
     pb.finish_and_clear();
-    if products.is_empty() {
-        return Err(CatalogError::Empty(format!(
-            "{file}: no usable product (skipped: {})",
-            skipped.len()
-        )));
-    }
-    let mut train_count = 0;
-    let mut projection = None;
-    let mut warnings = Vec::new();
-    if let Some(tp) = &opts.train_photos {
-        let (train, s) = train_vectors(models, settings, tp, &products, opts)?;
-        skipped.extend(s);
-        train_count = train.len();
-        let covered: std::collections::HashSet<&str> =
-            train.iter().map(|(p, _)| p.as_str()).collect();
-        let coverage = covered.len() as f32 / products.len() as f32;
-        if coverage < settings.projection_min_coverage {
-            warnings.push(format!(
-                "no projection learned: only {} of {} products have labelled photos ({:.0}% < catalog.projection_min_coverage {:.0}%); products without photos would match worse in a learned space",
-                covered.len(),
-                products.len(),
-                coverage * 100.0,
-                settings.projection_min_coverage * 100.0
-            ));
-        } else {
-            projection = learn_projection(settings, &vectors, &train);
-            if projection.is_none() {
-                warnings.push("no projection learned: too few labelled photos (need two products with two pictures each)".into());
-            } else if covered.len() < products.len() {
-                warnings.push(format!(
-                    "{} products have no labelled photo: they match worse than the others in the learned space",
-                    products.len() - covered.len()
-                ));
-            }
-        }
-        for w in &warnings {
-            tracing::warn!("{w}");
-        }
-        if settings.train_photos_as_images {
-            vectors.extend(train);
-        }
-    }
-    let manifest = Manifest {
-        format: FORMAT_VERSION,
-        embedder: models.embedder.name().to_string(),
-        embedder_sha256: models.embedder.sha256().to_string(),
-        raw_dim: models.embedder.dim(),
-        dim: models.embedder.dim(),
-        index: settings.index,
-        products: products.len(),
-        vectors: vectors.len(),
-        projection: projection.is_some(),
-        catalog_views: settings.catalog_views.clone(),
-        detect_catalog_images: settings.detect_catalog_images,
-        synthetic_views: settings.synthetic_views,
-        labelled_photos: if projection.is_some() { train_count } else { 0 },
-        created: crate::frame::rfc3339_ms(&chrono::Utc::now()),
+    Ok((products, vectors))
+}
+
+/// What the labelled training photos gave.
+#[derive(Default)]
+struct Learned {
+    /// Vectors of the photos embedded.
+    train_count: usize,
+    projection: Option<Projection>,
+    /// Why no projection was learned, or which products it serves worse.
+    warnings: Vec<String>,
+}
+
+/// Embed the labelled photos listed in `path` and learn the projection from them and the
+/// catalog's `vectors`, when enough products have photos (`projection_min_coverage`);
+/// with `train_photos_as_images` the photos join the catalog's vectors.
+fn learn_from_photos(
+    models: &Models,
+    settings: &CatalogSettings,
+    opts: &BuildOptions,
+    path: &Path,
+    products: &[Product],
+    vectors: &mut Labelled,
+    skipped: &mut Vec<Skipped>,
+) -> Result<Learned, CatalogError> {
+    let (train, s) = train_vectors(models, settings, path, products, opts)?;
+    skipped.extend(s);
+    let mut learned = Learned {
+        train_count: train.len(),
+        ..Learned::default()
     };
-    let snapshot = Snapshot::assemble(
-        manifest,
-        products,
-        vectors,
-        projection,
-        &settings.index_params(),
-    )?;
-    let dir = snapshot.save(&opts.out)?;
-    Ok(BuildReport {
-        dir,
-        products: snapshot.len(),
-        vectors: snapshot.vectors(),
-        train_photos: train_count,
-        projection: snapshot.projection().is_some(),
-        skipped,
-        warnings,
-    })
+    let covered: std::collections::HashSet<&str> = train.iter().map(|(p, _)| p.as_str()).collect();
+    let coverage = covered.len() as f32 / products.len() as f32;
+    if coverage < settings.projection_min_coverage {
+        learned.warnings.push(format!(
+            "no projection learned: only {} of {} products have labelled photos ({:.0}% < catalog.projection_min_coverage {:.0}%); products without photos would match worse in a learned space",
+            covered.len(),
+            products.len(),
+            coverage * 100.0,
+            settings.projection_min_coverage * 100.0
+        ));
+    } else {
+        learned.projection = learn_projection(settings, vectors, &train);
+        if learned.projection.is_none() {
+            learned.warnings.push("no projection learned: too few labelled photos (need two products with two pictures each)".into());
+        } else if covered.len() < products.len() {
+            learned.warnings.push(format!(
+                "{} products have no labelled photo: they match worse than the others in the learned space",
+                products.len() - covered.len()
+            ));
+        }
+    }
+    for w in &learned.warnings {
+        tracing::warn!("{w}");
+    }
+    if settings.train_photos_as_images {
+        vectors.extend(train);
+    }
+    Ok(learned)
 }
 
 /// Raw vectors with their product id.

@@ -368,48 +368,114 @@ impl Inner {
 async fn reader(
     inner: Arc<Inner>,
     channel: String,
-    mut last: Offset,
+    last: Offset,
     tx: broadcast::Sender<Arc<CueRecord>>,
 ) {
-    let key = inner.stream_key(&channel);
-    let block = inner.settings.block_ms;
-    let initial = Duration::from_millis(inner.settings.retry_initial_ms);
-    let max = Duration::from_millis(inner.settings.retry_max_ms);
-    let mut backoff = initial;
-    let mut conn: Option<MultiplexedConnection> = None;
-    let mut failing = false;
-    loop {
-        if tx.receiver_count() == 0 {
-            let mut readers = inner.readers.lock().await;
-            if tx.receiver_count() == 0 {
-                if readers.get(&channel).is_some_and(|t| t.same_channel(&tx)) {
-                    readers.remove(&channel);
+    let backoff = Duration::from_millis(inner.settings.retry_initial_ms);
+    let mut r = StreamReader {
+        key: inner.stream_key(&channel),
+        inner,
+        channel,
+        last,
+        tx,
+        backoff,
+        conn: None,
+        failing: false,
+    };
+    // Both ends (idle, or shut down) only stop it.
+    let _ = r.run().await;
+}
+
+/// The bus is shutting down.
+struct ShutDown;
+
+/// The state of one channel's [`reader`].
+struct StreamReader {
+    inner: Arc<Inner>,
+    channel: String,
+    key: String,
+    /// The offset of the last entry read.
+    last: Offset,
+    tx: broadcast::Sender<Arc<CueRecord>>,
+    /// The next pause after a failure.
+    backoff: Duration,
+    conn: Option<MultiplexedConnection>,
+    /// A failure was reported and nothing worked since.
+    failing: bool,
+}
+
+impl StreamReader {
+    /// Read until nobody listens (`Ok`) or the bus shuts down; a lost connection is
+    /// opened again, with back-off.
+    async fn run(&mut self) -> Result<(), ShutDown> {
+        let block = self.inner.settings.block_ms;
+        loop {
+            if self.idle().await {
+                return Ok(());
+            }
+            let mut c = match self.conn.take() {
+                Some(c) => c,
+                None => match self
+                    .inner
+                    .open(Duration::from_millis(block) + self.inner.timeout())
+                    .await
+                {
+                    Ok(c) => c,
+                    Err(e) => {
+                        if self.first_failure() {
+                            tracing::warn!(channel = %self.channel, url = %crate::redact::redact_url(&self.inner.url), error = %e, "cue bus: redis reader cannot connect; retrying");
+                        }
+                        self.pause().await?;
+                        continue;
+                    }
+                },
+            };
+            match self.read(&mut c, block).await? {
+                Ok(v) => {
+                    if self.failing {
+                        tracing::info!(channel = %self.channel, last = %self.last, "cue bus: redis reader reconnected, resuming");
+                        self.failing = false;
+                    }
+                    self.backoff = Duration::from_millis(self.inner.settings.retry_initial_ms);
+                    self.conn = Some(c);
+                    self.forward(v);
                 }
-                tracing::debug!(channel = %channel, "cue bus: redis reader idle, stopping");
-                return;
+                Err(e) => {
+                    if self.first_failure() {
+                        tracing::warn!(channel = %self.channel, url = %crate::redact::redact_url(&self.inner.url), error = %e, "cue bus: redis reader lost its connection; retrying");
+                    }
+                    self.pause().await?;
+                }
             }
         }
-        let mut c = match conn.take() {
-            Some(c) => c,
-            None => match inner
-                .open(Duration::from_millis(block) + inner.timeout())
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    if !failing {
-                        tracing::warn!(channel = %channel, url = %crate::redact::redact_url(&inner.url), error = %e, "cue bus: redis reader cannot connect; retrying");
-                        failing = true;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = inner.shutdown.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(max);
-                    continue;
-                }
-            },
-        };
+    }
+
+    /// Nobody listens to the channel any more: the reader leaves the registry (unless a
+    /// newer reader took its place) and stops.
+    async fn idle(&self) -> bool {
+        if self.tx.receiver_count() > 0 {
+            return false;
+        }
+        let mut readers = self.inner.readers.lock().await;
+        if self.tx.receiver_count() > 0 {
+            return false;
+        }
+        if readers
+            .get(&self.channel)
+            .is_some_and(|t| t.same_channel(&self.tx))
+        {
+            readers.remove(&self.channel);
+        }
+        tracing::debug!(channel = %self.channel, "cue bus: redis reader idle, stopping");
+        true
+    }
+
+    /// One XREAD BLOCK of up to 512 entries after `last`, waiting up to `block` ms.
+    async fn read(
+        &self,
+        c: &mut MultiplexedConnection,
+        block: u64,
+    ) -> Result<redis::RedisResult<Value>, ShutDown> {
         let mut xread = redis::cmd("XREAD");
         xread
             .arg("COUNT")
@@ -417,56 +483,56 @@ async fn reader(
             .arg("BLOCK")
             .arg(block)
             .arg("STREAMS")
-            .arg(&key)
-            .arg(last.to_string());
-        let read = xread.query_async::<Value>(&mut c);
-        let reply = tokio::select! {
-            r = read => r,
-            _ = inner.shutdown.cancelled() => return,
-        };
-        match reply {
-            Ok(v) => {
-                if failing {
-                    tracing::info!(channel = %channel, last = %last, "cue bus: redis reader reconnected, resuming");
-                    failing = false;
-                }
-                backoff = initial;
-                conn = Some(c);
-                for (stream, entries) in xread_streams(v) {
-                    if stream != key {
-                        continue;
-                    }
-                    for entry in entries {
-                        let Some((offset, event)) = decode_entry(&entry) else {
-                            continue;
-                        };
-                        if offset <= last {
-                            continue;
-                        }
-                        last = offset;
-                        match event {
-                            Some(event) => {
-                                let _ = tx.send(Arc::new(CueRecord { offset, event }));
-                            }
-                            None => {
-                                tracing::warn!(channel = %channel, %offset, "cue bus: skipping a malformed stream entry")
-                            }
-                        }
-                    }
-                }
+            .arg(&self.key)
+            .arg(self.last.to_string());
+        let read = xread.query_async::<Value>(c);
+        tokio::select! {
+            r = read => Ok(r),
+            _ = self.inner.shutdown.cancelled() => Err(ShutDown),
+        }
+    }
+
+    /// Hand the entries of an XREAD reply newer than `last` to the local broadcast; a
+    /// malformed one is skipped, with a warning.
+    fn forward(&mut self, v: Value) {
+        for (stream, entries) in xread_streams(v) {
+            if stream != self.key {
+                continue;
             }
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(channel = %channel, url = %crate::redact::redact_url(&inner.url), error = %e, "cue bus: redis reader lost its connection; retrying");
-                    failing = true;
+            for entry in entries {
+                let Some((offset, event)) = decode_entry(&entry) else {
+                    continue;
+                };
+                if offset <= self.last {
+                    continue;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = inner.shutdown.cancelled() => return,
+                self.last = offset;
+                match event {
+                    Some(event) => {
+                        let _ = self.tx.send(Arc::new(CueRecord { offset, event }));
+                    }
+                    None => {
+                        tracing::warn!(channel = %self.channel, %offset, "cue bus: skipping a malformed stream entry")
+                    }
                 }
-                backoff = (backoff * 2).min(max);
             }
         }
+    }
+
+    /// Whether this failure is the first since the reader last worked (the one to log).
+    fn first_failure(&mut self) -> bool {
+        !std::mem::replace(&mut self.failing, true)
+    }
+
+    /// Wait the back-off after a failure (doubling it, up to `retry_max_ms`).
+    async fn pause(&mut self) -> Result<(), ShutDown> {
+        tokio::select! {
+            _ = tokio::time::sleep(self.backoff) => {}
+            _ = self.inner.shutdown.cancelled() => return Err(ShutDown),
+        }
+        let max = Duration::from_millis(self.inner.settings.retry_max_ms);
+        self.backoff = (self.backoff * 2).min(max);
+        Ok(())
     }
 }
 

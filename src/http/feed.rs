@@ -19,6 +19,7 @@
 //! but not the hubs and buffers each channel costs here, so the cap is needed anyway.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -677,6 +678,15 @@ async fn start(
     Ok((out, snap.offset))
 }
 
+/// How a session ends: the close code and reason to send, or None when the client went
+/// away (or closed) by itself.
+type Ending = Option<(u16, String)>;
+
+/// A close with `code` and `reason`.
+fn ending(code: u16, reason: impl Into<String>) -> ControlFlow<Ending> {
+    ControlFlow::Break(Some((code, reason.into())))
+}
+
 /// The session's loop; returns the close code and reason to send, or None when the client
 /// went away (or closed) by itself.
 #[allow(clippy::too_many_arguments)]
@@ -686,16 +696,21 @@ async fn run(
     mut stream: SplitStream<WebSocket>,
     queue: &mut VecDeque<Message>,
     mut live: BroadcastStream<HubMsg>,
-    mut last: Offset,
+    last: Offset,
     backlog: usize,
     expires_unix: Option<i64>,
-) -> Option<(u16, String)> {
-    let counters = &inner.counters;
-    let limit = inner.settings.client_queue + backlog;
+) -> Ending {
+    let mut s = SessionLoop {
+        inner,
+        limit: inner.settings.client_queue + backlog,
+        last,
+        bad: 0,
+        flush_pending: false,
+        last_heard: tokio::time::Instant::now(),
+    };
     let ping_every = Duration::from_millis(inner.settings.ping_interval_ms);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard = tokio::time::Instant::now();
     let expiry = expires_unix.map(|e| {
         let left = (e - Utc::now().timestamp()).max(0) as u64;
         tokio::time::Instant::now() + Duration::from_secs(left)
@@ -705,114 +720,216 @@ async fn run(
     tokio::pin!(expired);
     let shutdown = inner.shutdown.cancelled();
     tokio::pin!(shutdown);
-    let mut bad = 0u32;
-    let mut flush_pending = false;
-
     loop {
-        tokio::select! {
+        let step = tokio::select! {
             biased;
-            _ = &mut shutdown => break Some((close_code::GOING_AWAY, "server shutting down".to_string())),
-            item = live.next() => match item {
-                Some(Ok(HubMsg::Event { offset, text })) => {
-                    if offset <= last {
-                        continue;
-                    }
-                    last = offset;
-                    if queue.len() >= limit {
-                        bump(&counters.slow_closed);
-                        break Some((close_code::POLICY, format!("client too slow: more than {} messages behind", inner.settings.client_queue)));
-                    }
-                    queue.push_back(Message::Text(text));
-                    bump(&counters.events_sent);
+            _ = &mut shutdown => ending(close_code::GOING_AWAY, "server shutting down"),
+            item = live.next() => s.on_live(item, sink, queue).await,
+            res = drain(sink, queue), if !queue.is_empty() || s.flush_pending => s.on_drained(res),
+            msg = stream.next() => s.on_client(msg, sink, queue).await,
+            _ = ping.tick() => s.on_ping_tick(ping_every, queue),
+            _ = &mut expired, if expiry.is_some() => ending(close_code::POLICY, "token expired"),
+        };
+        if let ControlFlow::Break(end) = step {
+            return end;
+        }
+    }
+}
+
+/// The state of a session's loop ([`run`]) between its events.
+struct SessionLoop<'a> {
+    inner: &'a Inner,
+    /// Most messages queued before the client counts as too slow.
+    limit: usize,
+    /// The offset of the last event queued.
+    last: Offset,
+    /// Bad messages the client sent.
+    bad: u32,
+    /// The WebSocket layer holds a reply to flush.
+    flush_pending: bool,
+    last_heard: tokio::time::Instant,
+}
+
+impl SessionLoop<'_> {
+    /// An event from the channel's hub: queued (once), or the end of the session when
+    /// the client is too slow, the channel was removed (after its last events are sent)
+    /// or the feed was interrupted.
+    async fn on_live(
+        &mut self,
+        item: Option<Result<HubMsg, BroadcastStreamRecvError>>,
+        sink: &mut Sink,
+        queue: &mut VecDeque<Message>,
+    ) -> ControlFlow<Ending> {
+        let counters = &self.inner.counters;
+        match item {
+            Some(Ok(HubMsg::Event { offset, text })) => {
+                if offset <= self.last {
+                    return ControlFlow::Continue(());
                 }
-                Some(Ok(HubMsg::Removed)) => {
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain(sink, queue)).await;
-                    break Some((close_code::CHANNEL_REMOVED, "channel removed".to_string()));
-                }
-                Some(Ok(HubMsg::Reset)) | None => {
-                    break Some((close_code::TRY_AGAIN_LATER, "feed interrupted: reconnect with since".to_string()));
-                }
-                Some(Err(BroadcastStreamRecvError::Lagged(n))) => {
+                self.last = offset;
+                if queue.len() >= self.limit {
                     bump(&counters.slow_closed);
-                    break Some((close_code::POLICY, format!("client too slow: {n} messages behind")));
+                    return ending(
+                        close_code::POLICY,
+                        format!(
+                            "client too slow: more than {} messages behind",
+                            self.inner.settings.client_queue
+                        ),
+                    );
+                }
+                queue.push_back(Message::Text(text));
+                bump(&counters.events_sent);
+                ControlFlow::Continue(())
+            }
+            Some(Ok(HubMsg::Removed)) => {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain(sink, queue)).await;
+                ending(close_code::CHANNEL_REMOVED, "channel removed")
+            }
+            Some(Ok(HubMsg::Reset)) | None => ending(
+                close_code::TRY_AGAIN_LATER,
+                "feed interrupted: reconnect with since",
+            ),
+            Some(Err(BroadcastStreamRecvError::Lagged(n))) => {
+                bump(&counters.slow_closed);
+                ending(
+                    close_code::POLICY,
+                    format!("client too slow: {n} messages behind"),
+                )
+            }
+        }
+    }
+
+    /// The queue was written out (or the write failed: the client is gone).
+    fn on_drained(&mut self, res: Result<(), axum::Error>) -> ControlFlow<Ending> {
+        self.flush_pending = false;
+        match res {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "feed: write failed");
+                ControlFlow::Break(None)
+            }
+        }
+    }
+
+    /// A message from the client (or its stream's end or error): answered, and the end
+    /// of the session when the client broke the protocol, closed, sent too many bad
+    /// messages or let its answers pile up.
+    async fn on_client(
+        &mut self,
+        msg: Option<Result<Message, axum::Error>>,
+        sink: &mut Sink,
+        queue: &mut VecDeque<Message>,
+    ) -> ControlFlow<Ending> {
+        let Some(msg) = msg else {
+            return ControlFlow::Break(None);
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => return ControlFlow::Break(self.client_error(&e)),
+        };
+        self.last_heard = tokio::time::Instant::now();
+        if let Message::Close(_) = msg {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
+            return ControlFlow::Break(None);
+        }
+        self.answer(msg, queue);
+        if self.bad > MAX_BAD_MESSAGES {
+            return ending(close_code::POLICY, "too many bad messages");
+        }
+        if queue.len() > self.limit {
+            bump(&self.inner.counters.slow_closed);
+            return ending(close_code::POLICY, "client too slow: queue full");
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The close for an error of the client's stream: a fault of the client's is named
+    /// and counted; a peer that vanished gets none.
+    fn client_error(&self, e: &axum::Error) -> Ending {
+        let counters = &self.inner.counters;
+        let text = e.to_string();
+        tracing::debug!(error = %text, "feed: client stream error");
+        match client_fault(&text) {
+            Some(ClientFault::TooBig) => {
+                bump(&counters.oversized_closed);
+                Some((close_code::TOO_BIG, "message too big".to_string()))
+            }
+            Some(ClientFault::BadUtf8) => {
+                bump(&counters.protocol_closed);
+                Some((
+                    close_code::INVALID_DATA,
+                    "text message is not UTF-8".to_string(),
+                ))
+            }
+            Some(ClientFault::Protocol) => {
+                bump(&counters.protocol_closed);
+                Some((
+                    close_code::PROTOCOL_ERROR,
+                    "websocket protocol error".to_string(),
+                ))
+            }
+            None => None,
+        }
+    }
+
+    /// Queue the answer to a client message (not a close): a pong, or an error for a
+    /// message that is not understood (counted as bad).
+    fn answer(&mut self, msg: Message, queue: &mut VecDeque<Message>) {
+        let error = |code, message: String| ServerMsg::Error { code, message }.message();
+        match msg {
+            Message::Text(t) => match read_client_message(t.as_str()) {
+                ClientRequest::Ping => queue.push_back(
+                    ServerMsg::Pong {
+                        server_time: crate::frame::rfc3339_ms(&Utc::now()),
+                    }
+                    .message(),
+                ),
+                ClientRequest::Unknown { kind } => {
+                    self.count_bad();
+                    queue.push_back(error(
+                        "unknown_type",
+                        format!("unknown message type `{kind}`"),
+                    ));
+                }
+                ClientRequest::Malformed => {
+                    self.count_bad();
+                    queue.push_back(error(
+                        "bad_message",
+                        "expected a JSON object with a `type`".into(),
+                    ));
                 }
             },
-            res = drain(sink, queue), if !queue.is_empty() || flush_pending => {
-                flush_pending = false;
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "feed: write failed");
-                    break None;
-                }
+            Message::Binary(_) => {
+                self.count_bad();
+                queue.push_back(error(
+                    "bad_message",
+                    "binary messages are not accepted".into(),
+                ));
             }
-            msg = stream.next() => {
-                let Some(msg) = msg else { break None };
-                let msg = match msg {
-                    Ok(m) => m,
-                    Err(e) => {
-                        let text = e.to_string();
-                        tracing::debug!(error = %text, "feed: client stream error");
-                        break match client_fault(&text) {
-                            Some(ClientFault::TooBig) => {
-                                bump(&counters.oversized_closed);
-                                Some((close_code::TOO_BIG, "message too big".to_string()))
-                            }
-                            Some(ClientFault::BadUtf8) => {
-                                bump(&counters.protocol_closed);
-                                Some((close_code::INVALID_DATA, "text message is not UTF-8".to_string()))
-                            }
-                            Some(ClientFault::Protocol) => {
-                                bump(&counters.protocol_closed);
-                                Some((close_code::PROTOCOL_ERROR, "websocket protocol error".to_string()))
-                            }
-                            None => None,
-                        };
-                    }
-                };
-                last_heard = tokio::time::Instant::now();
-                match msg {
-                    Message::Text(t) => match read_client_message(t.as_str()) {
-                        ClientRequest::Ping => queue.push_back(ServerMsg::Pong { server_time: crate::frame::rfc3339_ms(&Utc::now()) }.message()),
-                        ClientRequest::Unknown { kind } => {
-                            bad += 1;
-                            bump(&counters.bad_messages);
-                            queue.push_back(ServerMsg::Error { code: "unknown_type", message: format!("unknown message type `{kind}`") }.message());
-                        }
-                        ClientRequest::Malformed => {
-                            bad += 1;
-                            bump(&counters.bad_messages);
-                            queue.push_back(ServerMsg::Error { code: "bad_message", message: "expected a JSON object with a `type`".into() }.message());
-                        }
-                    },
-                    Message::Binary(_) => {
-                        bad += 1;
-                        bump(&counters.bad_messages);
-                        queue.push_back(ServerMsg::Error { code: "bad_message", message: "binary messages are not accepted".into() }.message());
-                    }
-                    // The WebSocket layer queues the pong (or the close reply): flush it.
-                    Message::Ping(_) => flush_pending = true,
-                    Message::Pong(_) => {}
-                    Message::Close(_) => {
-                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.flush()).await;
-                        break None;
-                    }
-                }
-                if bad > MAX_BAD_MESSAGES {
-                    break Some((close_code::POLICY, "too many bad messages".to_string()));
-                }
-                if queue.len() > limit {
-                    bump(&counters.slow_closed);
-                    break Some((close_code::POLICY, "client too slow: queue full".to_string()));
-                }
-            }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > ping_every * 2 {
-                    bump(&counters.keepalive_closed);
-                    break Some((close_code::POLICY, "keepalive timeout".to_string()));
-                }
-                queue.push_back(Message::Ping(Default::default()));
-            }
-            _ = &mut expired, if expiry.is_some() => break Some((close_code::POLICY, "token expired".to_string())),
+            // The WebSocket layer queues the pong (or the close reply): flush it.
+            Message::Ping(_) => self.flush_pending = true,
+            Message::Pong(_) | Message::Close(_) => {}
         }
+    }
+
+    /// One more bad message from the client.
+    fn count_bad(&mut self) {
+        self.bad += 1;
+        bump(&self.inner.counters.bad_messages);
+    }
+
+    /// Time to ping: the client that was not heard for two ping intervals is closed.
+    fn on_ping_tick(
+        &mut self,
+        ping_every: Duration,
+        queue: &mut VecDeque<Message>,
+    ) -> ControlFlow<Ending> {
+        if self.last_heard.elapsed() > ping_every * 2 {
+            bump(&self.inner.counters.keepalive_closed);
+            return ending(close_code::POLICY, "keepalive timeout");
+        }
+        queue.push_back(Message::Ping(Default::default()));
+        ControlFlow::Continue(())
     }
 }
 

@@ -541,6 +541,137 @@ pub fn lookup_checksum(list: &str, file_name: &str) -> Option<String> {
     })
 }
 
+/// Read model `name`'s file and check it against its SHA-256 (from its description, else
+/// the checksums file); a model with no known checksum loads unverified, with a warning.
+/// Returns the bytes and their SHA-256.
+fn read_verified(
+    settings: &InferenceSettings,
+    spec: &ModelSpec,
+    name: &str,
+) -> Result<(Vec<u8>, String), InferenceError> {
+    let path = settings.model_path(spec);
+    let bytes = std::fs::read(&path).map_err(|e| InferenceError::ModelFile {
+        name: name.to_string(),
+        path: path.clone(),
+        why: e.to_string(),
+    })?;
+    let actual = sha256_hex(&bytes);
+    let expected = if !spec.sha256.is_empty() {
+        Some(spec.sha256.to_ascii_lowercase())
+    } else {
+        let list = Path::new(&settings.models_dir).join(&settings.checksums_file);
+        let file_name = path
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default();
+        std::fs::read_to_string(&list)
+            .ok()
+            .and_then(|l| lookup_checksum(&l, &file_name))
+    };
+    match expected {
+        Some(e) if e != actual => {
+            return Err(InferenceError::Checksum {
+                name: name.to_string(),
+                path,
+                expected: e,
+                actual,
+            });
+        }
+        Some(_) => {}
+        None => tracing::warn!(model = name, path = %path.display(),
+            "no checksum known for this model (set its sha256); loading it unverified"),
+    }
+    Ok((bytes, actual))
+}
+
+/// A model's sessions, with the execution provider they run on and the providers that
+/// fell back.
+struct Sessions {
+    sessions: Vec<Mutex<Session>>,
+    provider: String,
+    fallbacks: Vec<String>,
+}
+
+/// The model's sessions (`settings.sessions()` of them).
+fn open_sessions(
+    rt: &Runtime,
+    settings: &InferenceSettings,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Sessions, InferenceError> {
+    let mut out = Sessions {
+        sessions: Vec::new(),
+        provider: String::new(),
+        fallbacks: Vec::new(),
+    };
+    for _ in 0..settings.sessions() {
+        let (s, p, f) = create_session(rt, settings, name, bytes)?;
+        out.sessions.push(Mutex::new(s));
+        out.provider = p;
+        out.fallbacks = f;
+    }
+    Ok(out)
+}
+
+/// The model's input (or output: `what`) to use: the one the description names
+/// (`wanted`), which must exist, else the first of `names`.
+fn pick_io(
+    name: &str,
+    wanted: &str,
+    names: Vec<String>,
+    what: &str,
+) -> Result<String, InferenceError> {
+    if wanted.is_empty() {
+        names
+            .first()
+            .cloned()
+            .ok_or_else(|| InferenceError::ModelIo {
+                name: name.to_string(),
+                why: format!("the model has no {what}"),
+            })
+    } else if names.iter().any(|n| n == wanted) {
+        Ok(wanted.to_string())
+    } else {
+        Err(InferenceError::ModelIo {
+            name: name.to_string(),
+            why: format!("no {what} named `{wanted}` (the model has {names:?})"),
+        })
+    }
+}
+
+/// A fixed input shape must agree with the description (size and layout).
+fn check_input_shape(
+    name: &str,
+    spec: &ModelSpec,
+    session: &Session,
+    input: &str,
+) -> Result<(), InferenceError> {
+    let Some(shape) = session
+        .inputs()
+        .iter()
+        .find(|o| o.name() == input)
+        .and_then(|o| o.dtype().tensor_shape())
+    else {
+        return Ok(());
+    };
+    let dims: Vec<i64> = shape.iter().copied().collect();
+    let want: [i64; 3] = match spec.layout {
+        Layout::Nchw => [3, spec.height as i64, spec.width as i64],
+        Layout::Nhwc => [spec.height as i64, spec.width as i64, 3],
+    };
+    let ok = dims.len() == 4 && dims[1..].iter().zip(want).all(|(d, w)| *d < 0 || *d == w);
+    if ok {
+        return Ok(());
+    }
+    Err(InferenceError::ModelIo {
+        name: name.to_string(),
+        why: format!(
+            "input `{input}` has shape {dims:?}; the description says {:?} {want:?}",
+            spec.layout
+        ),
+    })
+}
+
 /// A model file read and verified, with its sessions.
 struct LoadedModel {
     name: String,
@@ -561,47 +692,12 @@ impl LoadedModel {
         kind: ModelKind,
     ) -> Result<Self, InferenceError> {
         let spec = settings.spec(name, kind)?.clone();
-        let path = settings.model_path(&spec);
-        let bytes = std::fs::read(&path).map_err(|e| InferenceError::ModelFile {
-            name: name.to_string(),
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
-        let actual = sha256_hex(&bytes);
-        let expected = if !spec.sha256.is_empty() {
-            Some(spec.sha256.to_ascii_lowercase())
-        } else {
-            let list = Path::new(&settings.models_dir).join(&settings.checksums_file);
-            let file_name = path
-                .file_name()
-                .map(|f| f.to_string_lossy().to_string())
-                .unwrap_or_default();
-            std::fs::read_to_string(&list)
-                .ok()
-                .and_then(|l| lookup_checksum(&l, &file_name))
-        };
-        match expected {
-            Some(e) if e != actual => {
-                return Err(InferenceError::Checksum {
-                    name: name.to_string(),
-                    path,
-                    expected: e,
-                    actual,
-                });
-            }
-            Some(_) => {}
-            None => tracing::warn!(model = name, path = %path.display(),
-                "no checksum known for this model (set its sha256); loading it unverified"),
-        }
-        let mut sessions = Vec::new();
-        let mut provider = String::new();
-        let mut fallbacks = Vec::new();
-        for _ in 0..settings.sessions() {
-            let (s, p, f) = create_session(rt, settings, name, &bytes)?;
-            sessions.push(Mutex::new(s));
-            provider = p;
-            fallbacks = f;
-        }
+        let (bytes, actual) = read_verified(settings, &spec, name)?;
+        let Sessions {
+            sessions,
+            provider,
+            fallbacks,
+        } = open_sessions(rt, settings, name, &bytes)?;
         let first = sessions
             .first()
             .ok_or_else(|| InferenceError::Session {
@@ -610,26 +706,8 @@ impl LoadedModel {
             })?
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let pick =
-            |wanted: &str, names: Vec<String>, what: &str| -> Result<String, InferenceError> {
-                if wanted.is_empty() {
-                    names
-                        .first()
-                        .cloned()
-                        .ok_or_else(|| InferenceError::ModelIo {
-                            name: name.to_string(),
-                            why: format!("the model has no {what}"),
-                        })
-                } else if names.iter().any(|n| n == wanted) {
-                    Ok(wanted.to_string())
-                } else {
-                    Err(InferenceError::ModelIo {
-                        name: name.to_string(),
-                        why: format!("no {what} named `{wanted}` (the model has {names:?})"),
-                    })
-                }
-            };
-        let input = pick(
+        let input = pick_io(
+            name,
             &spec.input,
             first
                 .inputs()
@@ -638,7 +716,8 @@ impl LoadedModel {
                 .collect(),
             "input",
         )?;
-        let output = pick(
+        let output = pick_io(
+            name,
             &spec.output,
             first
                 .outputs()
@@ -647,29 +726,7 @@ impl LoadedModel {
                 .collect(),
             "output",
         )?;
-        // A fixed input shape must agree with the description.
-        if let Some(shape) = first
-            .inputs()
-            .iter()
-            .find(|o| o.name() == input)
-            .and_then(|o| o.dtype().tensor_shape())
-        {
-            let dims: Vec<i64> = shape.iter().copied().collect();
-            let want: [i64; 3] = match spec.layout {
-                Layout::Nchw => [3, spec.height as i64, spec.width as i64],
-                Layout::Nhwc => [spec.height as i64, spec.width as i64, 3],
-            };
-            let ok = dims.len() == 4 && dims[1..].iter().zip(want).all(|(d, w)| *d < 0 || *d == w);
-            if !ok {
-                return Err(InferenceError::ModelIo {
-                    name: name.to_string(),
-                    why: format!(
-                        "input `{input}` has shape {dims:?}; the description says {:?} {want:?}",
-                        spec.layout
-                    ),
-                });
-            }
-        }
+        check_input_shape(name, &spec, &first, &input)?;
         drop(first);
         tracing::info!(model = name, provider = %provider, sha256 = %actual, "model loaded");
         Ok(Self {

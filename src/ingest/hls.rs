@@ -344,6 +344,9 @@ pub enum FollowEnd {
     Stopped,
 }
 
+/// `cancel` fired or the decoder is gone: [`follow`] returns [`FollowEnd::Stopped`].
+struct Stopped;
+
 /// Follow a live (or VOD) media playlist until it ends or `cancel` fires; send each new
 /// segment to `out`. Errors are reported through `stats` and retried, never returned.
 pub async fn follow(
@@ -354,44 +357,186 @@ pub async fn follow(
     out: mpsc::Sender<Piece>,
     cancel: CancellationToken,
 ) -> FollowEnd {
-    let Opened {
-        media_url,
-        playlist: mut current,
-        mut low_latency,
-        mut loaded_at,
-    } = opened;
-    let shown = super::redact_url(media_url.as_str());
-    let mut parts = PartFollower::default();
-    let mut tracker = PlaylistTracker::new(settings.live_start_segments);
-    let mut backoff = Backoff::new(&settings);
-    let mut init_cache: InitCache = HashMap::new();
-    let mut last_change = Instant::now();
-    let mut stalled = false;
-    let seg_timeout = Duration::from_millis(settings.segment_timeout_ms);
-    // Reload timing learnt from the origin (never earlier than RFC 8216 allows).
-    let mut lag = playlist::PublishLag::default();
-    let mut last_edge: Option<DateTime<Utc>> = None;
-    let mut expected_edge: Option<DateTime<Utc>> = None;
-    let mut load_started_wall = Utc::now();
-    let mut load_done_wall = Utc::now();
-    loop {
-        let up = match tracker.update(&media_url, &current, Utc::now()) {
+    let mut follower = Follower::new(fetcher, opened, settings, stats, out, cancel);
+    match follower.run().await {
+        Ok(()) => FollowEnd::Ended,
+        Err(Stopped) => FollowEnd::Stopped,
+    }
+}
+
+/// What the origin's publishing rhythm taught us, to time the next reload (never earlier
+/// than RFC 8216 allows).
+struct ReloadTiming {
+    lag: playlist::PublishLag,
+    /// The live edge of the previous load.
+    last_edge: Option<DateTime<Utc>>,
+    /// The live edge expected once the next segment is published.
+    expected_edge: Option<DateTime<Utc>>,
+    /// When the latest load began and ended (wall clock).
+    load_started_wall: DateTime<Utc>,
+    load_done_wall: DateTime<Utc>,
+}
+
+impl ReloadTiming {
+    fn new() -> Self {
+        Self {
+            lag: playlist::PublishLag::default(),
+            last_edge: None,
+            expected_edge: None,
+            load_started_wall: Utc::now(),
+            load_done_wall: Utc::now(),
+        }
+    }
+
+    /// The origin restarted: what was learnt of the old timeline says nothing of the new.
+    fn forget(&mut self) {
+        self.lag = playlist::PublishLag::default();
+        (self.last_edge, self.expected_edge) = (None, None);
+    }
+
+    /// Learn from this load: when one new segment appeared, it was published by the time
+    /// the load completed; when nothing changed, the expected one was not out yet.
+    fn learn(&mut self, up: &playlist::Update, target: chrono::Duration) {
+        match (up.changed, up.live_edge, self.last_edge) {
+            (true, Some(edge), Some(prev)) if edge > prev && edge - prev <= target + target / 2 => {
+                self.lag.seen(edge, self.load_done_wall)
+            }
+            (false, _, _) => {
+                if let Some(exp) = self.expected_edge {
+                    self.lag.not_yet(exp, self.load_started_wall);
+                }
+            }
+            _ => {}
+        }
+        if up.live_edge.is_some() {
+            self.last_edge = up.live_edge;
+        }
+    }
+}
+
+/// When and how to reload the media playlist next.
+struct NextReload {
+    due: Instant,
+    url: Url,
+    /// How much longer than the playlist timeout the origin may hold a blocking reload.
+    blocking: Duration,
+}
+
+/// The state of [`follow`]'s loop: the playlist as last loaded and what has been handed
+/// to the decoder.
+struct Follower {
+    fetcher: Fetcher,
+    media_url: Url,
+    /// `media_url` redacted, for logs.
+    shown: String,
+    settings: IngestSettings,
+    stats: Arc<ChannelStats>,
+    out: mpsc::Sender<Piece>,
+    cancel: CancellationToken,
+    current: MediaPlaylist,
+    low_latency: Option<LowLatency>,
+    loaded_at: Instant,
+    parts: PartFollower,
+    tracker: PlaylistTracker,
+    backoff: Backoff,
+    init_cache: InitCache,
+    last_change: Instant,
+    stalled: bool,
+    seg_timeout: Duration,
+    timing: ReloadTiming,
+}
+
+impl Follower {
+    fn new(
+        fetcher: Fetcher,
+        opened: Opened,
+        settings: IngestSettings,
+        stats: Arc<ChannelStats>,
+        out: mpsc::Sender<Piece>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let Opened {
+            media_url,
+            playlist,
+            low_latency,
+            loaded_at,
+        } = opened;
+        Self {
+            shown: super::redact_url(media_url.as_str()),
+            media_url,
+            parts: PartFollower::default(),
+            tracker: PlaylistTracker::new(settings.live_start_segments),
+            backoff: Backoff::new(&settings),
+            init_cache: HashMap::new(),
+            last_change: Instant::now(),
+            stalled: false,
+            seg_timeout: Duration::from_millis(settings.segment_timeout_ms),
+            timing: ReloadTiming::new(),
+            current: playlist,
+            low_latency,
+            loaded_at,
+            fetcher,
+            settings,
+            stats,
+            out,
+            cancel,
+        }
+    }
+
+    /// Load after load: read what changed, hand the new segments and parts over, wait,
+    /// reload. `Ok` when the playlist ended.
+    async fn run(&mut self) -> Result<(), Stopped> {
+        loop {
+            let mut up = self.read_update();
+            let target = Duration::try_from_secs_f64(
+                up.target_duration.clamp(1.0, playlist::MAX_DURATION_SECS),
+            )
+            .unwrap_or(Duration::from_secs(1));
+            self.note_update(&up, target);
+            let jobs = std::mem::take(&mut up.jobs);
+            let mut progressed = self.hand_over_segments(jobs).await?;
+            progressed |= self.stream_new_parts(&up).await?;
+            self.stats.segments_behind.store(0, ORD);
+            if up.ended {
+                tracing::info!(url = %self.shown, "playlist ended (EXT-X-ENDLIST)");
+                return Ok(());
+            }
+            let next = self.plan_reload(&up, target, progressed);
+            tokio::select! {
+                _ = tokio::time::sleep_until(next.due.into()) => {},
+                _ = self.cancel.cancelled() => return Err(Stopped),
+            }
+            self.reload(&next.url, next.blocking).await?;
+        }
+    }
+
+    /// What changed since the previous load; a refused playlist is counted and skipped
+    /// (the next reload may be sound again).
+    fn read_update(&mut self) -> playlist::Update {
+        match self
+            .tracker
+            .update(&self.media_url, &self.current, Utc::now())
+        {
             Ok(up) => up,
             Err(e) => {
-                // This load is skipped (counted); the next reload may be sound again.
-                stats.playlist_errors.fetch_add(1, ORD);
-                if stats.error(&e.to_string(), ChannelState::Degraded) {
+                self.stats.playlist_errors.fetch_add(1, ORD);
+                if self.stats.error(&e.to_string(), ChannelState::Degraded) {
                     tracing::warn!(error = %e, "playlist refused; reloading");
                 }
                 playlist::Update::default()
             }
-        };
+        }
+    }
+
+    /// Report what this load says (a restart, skipped segments, a stall or its end, the
+    /// live edge) and learn the origin's publishing rhythm from it.
+    fn note_update(&mut self, up: &playlist::Update, target: Duration) {
+        let shown = &self.shown;
+        let stats = &self.stats;
         if up.reset {
             stats.resets.fetch_add(1, ORD);
             stats.analysis.restart();
-            // What was learnt of the old timeline's publishing says nothing of the new.
-            lag = playlist::PublishLag::default();
-            (last_edge, expected_edge) = (None, None);
+            self.timing.forget();
             tracing::warn!(url = %shown, "media sequence went back with new content: origin restarted, following from the live edge");
         }
         if up.skipped > 0 {
@@ -402,28 +547,24 @@ pub async fn follow(
             tracing::debug!(url = %shown, "ignoring a playlist older than one already seen");
         }
         if up.changed {
-            last_change = Instant::now();
-            if stalled {
-                stalled = false;
+            self.last_change = Instant::now();
+            if self.stalled {
+                self.stalled = false;
                 stats.ok();
                 tracing::info!(url = %shown, "playlist moves again");
             }
         }
-        // Bounded by the playlist checks; clamped again so no number can overflow below.
-        let target =
-            Duration::try_from_secs_f64(up.target_duration.clamp(1.0, playlist::MAX_DURATION_SECS))
-                .unwrap_or(Duration::from_secs(1));
         if !up.changed
             && !up.ended
-            && !stalled
-            && last_change.elapsed() > target.mul_f64(settings.stall_target_durations)
+            && !self.stalled
+            && self.last_change.elapsed() > target.mul_f64(self.settings.stall_target_durations)
         {
-            stalled = true;
+            self.stalled = true;
             stats.stalls.fetch_add(1, ORD);
             stats.error(
                 &format!(
                     "playlist {shown} unchanged for {:.1} s",
-                    last_change.elapsed().as_secs_f64()
+                    self.last_change.elapsed().as_secs_f64()
                 ),
                 ChannelState::Stalled,
             );
@@ -432,165 +573,147 @@ pub async fn follow(
         if let Some(edge) = up.live_edge {
             stats.set_live_edge(edge);
         }
-        let target_chrono =
-            chrono::Duration::from_std(target).unwrap_or(chrono::Duration::seconds(2));
-        match (up.changed, up.live_edge, last_edge) {
-            // One new segment since the last load: it was published by the time that load
-            // completed.
-            (true, Some(edge), Some(prev))
-                if edge > prev && edge - prev <= target_chrono + target_chrono / 2 =>
-            {
-                lag.seen(edge, load_done_wall)
+        self.timing.learn(up, chrono_target(target));
+    }
+
+    /// Hand the new complete segments to the decoder, in order: a segment streamed part by
+    /// part gets its last parts and its end, any other is fetched whole. True when there
+    /// was any.
+    async fn hand_over_segments(&mut self, jobs: Vec<SegmentJob>) -> Result<bool, Stopped> {
+        let remaining = jobs.len();
+        for (i, job) in jobs.into_iter().enumerate() {
+            self.stats
+                .segments_behind
+                .store((remaining - i) as u64, ORD);
+            self.parts.seen(&job);
+            if let Some(end) = self.parts.close_other(job.msn) {
+                self.send(end).await?;
             }
-            (false, _, _) => {
-                if let Some(exp) = expected_edge {
-                    lag.not_yet(exp, load_started_wall);
-                }
-            }
-            _ => {}
-        }
-        if up.live_edge.is_some() {
-            last_edge = up.live_edge;
-        }
-        let mut progressed = false;
-        let remaining = up.jobs.len();
-        for (i, job) in up.jobs.into_iter().enumerate() {
-            stats.segments_behind.store((remaining - i) as u64, ORD);
-            progressed = true;
-            parts.seen(&job);
-            if let Some(end) = parts.close_other(job.msn)
-                && !send(&out, end, &cancel).await
-            {
-                return FollowEnd::Stopped;
-            }
-            // A segment streamed part by part: its last parts, then its end.
-            if let Some(rest) = parts.complete(&job, low_latency.as_ref()) {
-                for part in rest {
-                    let Some((data, _)) =
-                        fetch_part(&fetcher, &part, &settings, &stats, seg_timeout, &cancel).await
-                    else {
-                        if cancel.is_cancelled() {
-                            return FollowEnd::Stopped;
-                        }
-                        // The rest of this segment is lost: it ends here.
-                        stats.segments_lost.fetch_add(1, ORD);
-                        break;
-                    };
-                    if !send(
-                        &out,
-                        Piece::Part {
-                            msn: part.msn,
-                            data,
-                        },
-                        &cancel,
-                    )
-                    .await
-                    {
-                        return FollowEnd::Stopped;
-                    }
-                }
-                if !send(&out, Piece::End(job), &cancel).await {
-                    return FollowEnd::Stopped;
-                }
+            if let Some(rest) = self.parts.complete(&job, self.low_latency.as_ref()) {
+                self.finish_streamed(job, rest).await?;
                 continue;
             }
             let Some(seg) = fetch_segment(
-                &fetcher,
+                &self.fetcher,
                 job,
-                &settings,
-                &stats,
-                &mut init_cache,
-                seg_timeout,
-                &cancel,
+                &self.settings,
+                &self.stats,
+                &mut self.init_cache,
+                self.seg_timeout,
+                &self.cancel,
             )
             .await
             else {
-                if cancel.is_cancelled() {
-                    return FollowEnd::Stopped;
-                }
+                self.stopped_if_cancelled()?;
                 continue;
             };
-            if !send(&out, Piece::Segment(seg), &cancel).await {
-                return FollowEnd::Stopped;
-            }
+            self.send(Piece::Segment(seg)).await?;
         }
-        // LL-HLS: the parts of the segment in progress listed since the last load.
-        if let (Some(ll), Some(msn), false, false) =
-            (&low_latency, tracker.next_msn(), up.ended, up.stale)
-        {
-            for part in parts.new_parts(ll, msn) {
-                let init = match (&parts.init, &parts.streaming) {
-                    (Some(key), None) => {
-                        let init = fetch_init(
-                            &fetcher,
-                            key,
-                            &settings,
-                            &stats,
-                            &mut init_cache,
-                            seg_timeout,
-                            &cancel,
-                        )
-                        .await;
-                        if init.is_none() {
-                            if cancel.is_cancelled() {
-                                return FollowEnd::Stopped;
-                            }
-                            // Asked for again at the next reload.
-                            break;
-                        }
-                        init
+        Ok(remaining > 0)
+    }
+
+    /// A segment streamed part by part is complete: its `rest` parts, then its end. A part
+    /// that cannot be fetched loses the rest of the segment, which ends there.
+    async fn finish_streamed(
+        &mut self,
+        job: SegmentJob,
+        rest: Vec<playlist::PartRef>,
+    ) -> Result<(), Stopped> {
+        for part in rest {
+            let Some((data, _)) = self.fetch_part(&part).await else {
+                self.stopped_if_cancelled()?;
+                self.stats.segments_lost.fetch_add(1, ORD);
+                break;
+            };
+            self.send(Piece::Part {
+                msn: part.msn,
+                data,
+            })
+            .await?;
+        }
+        self.send(Piece::End(job)).await
+    }
+
+    /// LL-HLS: hand over the parts of the segment in progress listed since the last load.
+    /// A part that cannot be fetched (or its init section) is asked for again at the next
+    /// reload. True when any was handed over.
+    async fn stream_new_parts(&mut self, up: &playlist::Update) -> Result<bool, Stopped> {
+        let (Some(ll), Some(msn), false, false) = (
+            &self.low_latency,
+            self.tracker.next_msn(),
+            up.ended,
+            up.stale,
+        ) else {
+            return Ok(false);
+        };
+        let mut progressed = false;
+        for part in self.parts.new_parts(ll, msn) {
+            let init = match (&self.parts.init, &self.parts.streaming) {
+                (Some(key), None) => {
+                    let init = fetch_init(
+                        &self.fetcher,
+                        key,
+                        &self.settings,
+                        &self.stats,
+                        &mut self.init_cache,
+                        self.seg_timeout,
+                        &self.cancel,
+                    )
+                    .await;
+                    if init.is_none() {
+                        self.stopped_if_cancelled()?;
+                        break;
                     }
-                    _ => None,
-                };
-                let Some((data, took)) =
-                    fetch_part(&fetcher, &part, &settings, &stats, seg_timeout, &cancel).await
-                else {
-                    if cancel.is_cancelled() {
-                        return FollowEnd::Stopped;
-                    }
-                    // Asked for again at the next reload.
-                    break;
-                };
-                progressed = true;
-                let edge = up.live_edge.unwrap_or_else(Utc::now);
-                let piece = parts.fetched(&part, data, init, edge, took);
-                if !send(&out, piece, &cancel).await {
-                    return FollowEnd::Stopped;
+                    init
                 }
-            }
+                _ => None,
+            };
+            let Some((data, took)) = self.fetch_part(&part).await else {
+                self.stopped_if_cancelled()?;
+                break;
+            };
+            progressed = true;
+            let edge = up.live_edge.unwrap_or_else(Utc::now);
+            let piece = self.parts.fetched(&part, data, init, edge, took);
+            self.send(piece).await?;
         }
-        stats.segments_behind.store(0, ORD);
-        if up.ended {
-            tracing::info!(url = %shown, "playlist ended (EXT-X-ENDLIST)");
-            return FollowEnd::Ended;
-        }
-        // RFC 8216 §6.3.4: wait a target duration after a changed reload (from when that
-        // load began), half of it after an unchanged one. After a change, wait longer when
-        // the origin's publishing rhythm says the next segment comes later (so the reload
-        // lands just after it appears), up to twice the target duration.
+        Ok(progressed)
+    }
+
+    /// When and how to reload. RFC 8216 §6.3.4: a target duration after a changed reload
+    /// (from when that load began), half of it after an unchanged one; after a change,
+    /// later when the origin's publishing rhythm says the next segment comes later (so the
+    /// reload lands just after it appears), up to twice the target duration. LL-HLS
+    /// (RFC 8216bis §6.3.4): with blocking reloads, ask at once for the next part (the
+    /// origin answers when it is listed); without, reload every part target.
+    fn plan_reload(
+        &mut self,
+        up: &playlist::Update,
+        target: Duration,
+        progressed: bool,
+    ) -> NextReload {
+        let loaded_at = self.loaded_at;
         let wait = if up.changed { target } else { target / 2 };
         let mut due = loaded_at + wait;
         if up.changed
             && let Some(edge) = up.live_edge
         {
-            expected_edge = Some(edge + target_chrono);
-            if let Some(at) = lag.next_reload(edge, target_chrono)
+            let target_chrono = chrono_target(target);
+            self.timing.expected_edge = Some(edge + target_chrono);
+            if let Some(at) = self.timing.lag.next_reload(edge, target_chrono)
                 && let Ok(ahead) = (at - Utc::now()).to_std()
             {
                 let later = Instant::now().checked_add(ahead).unwrap_or(due);
                 due = due.max(later).min(loaded_at + target * 2);
             }
         }
-        // LL-HLS (RFC 8216bis §6.3.4): with blocking reloads, ask at once for the next
-        // part (the origin answers when it is listed); without, reload every part target.
-        let mut reload_url = media_url.clone();
+        let mut url = self.media_url.clone();
         let mut blocking = Duration::ZERO;
-        if let (Some(ll), Some(next)) = (&low_latency, tracker.next_msn()) {
+        if let (Some(ll), Some(next)) = (&self.low_latency, self.tracker.next_msn()) {
             let part_target = Duration::from_secs_f64(ll.part_target.clamp(0.05, 10.0));
             if ll.can_block_reload {
-                let (msn, part) = parts.next_wanted(next);
-                reload_url
-                    .query_pairs_mut()
+                let (msn, part) = self.parts.next_wanted(next);
+                url.query_pairs_mut()
                     .append_pair("_HLS_msn", &msn.to_string())
                     .append_pair("_HLS_part", &part.to_string());
                 blocking = target * 3;
@@ -604,46 +727,91 @@ pub async fn follow(
                 due = loaded_at + part_target;
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep_until(due.into()) => {},
-            _ = cancel.cancelled() => return FollowEnd::Stopped,
-        }
-        // Reload, retrying with back-off until it works or we are cancelled.
+        NextReload { due, url, blocking }
+    }
+
+    /// Reload the media playlist from `url`, retrying with back-off until it works or we
+    /// are cancelled.
+    async fn reload(&mut self, url: &Url, blocking: Duration) -> Result<(), Stopped> {
         loop {
-            loaded_at = Instant::now();
-            load_started_wall = Utc::now();
-            match load_from(&fetcher, &media_url, &reload_url, &settings, blocking).await {
+            self.loaded_at = Instant::now();
+            self.timing.load_started_wall = Utc::now();
+            match load_from(
+                &self.fetcher,
+                &self.media_url,
+                url,
+                &self.settings,
+                blocking,
+            )
+            .await
+            {
                 Ok((Playlist::MediaPlaylist(p), ll)) => {
-                    load_done_wall = Utc::now();
-                    current = p;
-                    low_latency = ll;
-                    backoff.reset();
-                    if !stalled {
-                        stats.ok();
+                    self.timing.load_done_wall = Utc::now();
+                    self.current = p;
+                    self.low_latency = ll;
+                    self.backoff.reset();
+                    if !self.stalled {
+                        self.stats.ok();
                     }
-                    break;
+                    return Ok(());
                 }
                 Ok((Playlist::MasterPlaylist(_), _)) => {
-                    stats.playlist_errors.fetch_add(1, ORD);
-                    stats.error(
-                        &format!("{shown}: became a multivariant playlist"),
+                    self.stats.playlist_errors.fetch_add(1, ORD);
+                    self.stats.error(
+                        &format!("{}: became a multivariant playlist", self.shown),
                         ChannelState::Degraded,
                     );
                 }
                 Err(e) => {
-                    stats.playlist_errors.fetch_add(1, ORD);
-                    if stats.error(&e.to_string(), ChannelState::Degraded) {
+                    self.stats.playlist_errors.fetch_add(1, ORD);
+                    if self.stats.error(&e.to_string(), ChannelState::Degraded) {
                         tracing::warn!(error = %e, "playlist reload failed; retrying");
                     }
                 }
             }
-            let pause = backoff.next();
+            let pause = self.backoff.next();
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {},
-                _ = cancel.cancelled() => return FollowEnd::Stopped,
+                _ = self.cancel.cancelled() => return Err(Stopped),
             }
         }
     }
+
+    /// An LL-HLS part, with retries.
+    async fn fetch_part(&self, part: &playlist::PartRef) -> Option<(Bytes, Duration)> {
+        fetch_part(
+            &self.fetcher,
+            part,
+            &self.settings,
+            &self.stats,
+            self.seg_timeout,
+            &self.cancel,
+        )
+        .await
+    }
+
+    /// Send a piece to the decoder.
+    async fn send(&self, piece: Piece) -> Result<(), Stopped> {
+        if send(&self.out, piece, &self.cancel).await {
+            Ok(())
+        } else {
+            Err(Stopped)
+        }
+    }
+
+    /// A fetch gave up: stop when that was because we are cancelled.
+    fn stopped_if_cancelled(&self) -> Result<(), Stopped> {
+        if self.cancel.is_cancelled() {
+            Err(Stopped)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A target duration as a chrono duration (2 s if it does not fit).
+fn chrono_target(target: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(target).unwrap_or(chrono::Duration::seconds(2))
 }
 
 /// Send a piece to the decoder; false when it is gone or we are cancelled.

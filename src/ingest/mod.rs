@@ -327,121 +327,178 @@ pub async fn start(
         )),
     };
     let (tx, rx) = mpsc::channel(media_settings.frame_queue);
-    let height = opts.height.unwrap_or(media_settings.analysis_height);
-    let pipelines = Pipelines::new(&media_settings.pipelines_dir);
+    let source = SourceStart {
+        id: id.to_string(),
+        stats: stats.clone(),
+        frames: tx,
+        height: opts.height.unwrap_or(media_settings.analysis_height),
+        pipelines: Pipelines::new(&media_settings.pipelines_dir),
+        frame_queue: media_settings.frame_queue,
+        realtime: opts.realtime,
+        on_error: opts.on_error,
+        cancel,
+    };
     media::init()?;
     let task = match spec {
-        SourceSpec::Hls(url) => {
-            let fetcher = hls::Fetcher::with_redirect_hosts(&ingest.redirect_hosts)?;
-            let opened = match opts.on_error {
-                OnError::Fail => Some(hls::open(&fetcher, &url, ingest).await?),
-                OnError::Retry => None,
-            };
-            // Whole segments, or a few parts of the one in progress (policy: the fetcher waits).
-            let (seg_tx, seg_rx) = mpsc::channel(4);
-            let decoder = SegmentDecoder::new(pipelines, height, Duration::from_secs(30))?;
-            let dstats = stats.clone();
-            let realtime = opts.realtime;
-            let id_owned = id.to_string();
-            let decode = tokio::task::spawn_blocking(move || {
-                decode_segments(&id_owned, decoder, seg_rx, tx, dstats, realtime)
-            });
-            let settings = ingest.clone();
-            let fstats = stats.clone();
-            tokio::spawn(async move {
-                let opened = match opened {
-                    Some(o) => o,
-                    None => {
-                        match open_with_retry(&fetcher, &url, &settings, &fstats, &cancel).await {
-                            Some(o) => o,
-                            None => return Ok(()),
-                        }
-                    }
-                };
-                fstats.ok();
-                let how = hls::follow(
-                    fetcher,
-                    opened,
-                    settings,
-                    fstats.clone(),
-                    seg_tx,
-                    cancel.clone(),
-                )
-                .await;
-                finish_hls(how, decode.await, &fstats, &cancel)
-            })
-        }
-        SourceSpec::File(path) => {
-            let source =
-                media::FrameSource::file(&pipelines, &path, height, media_settings.frame_queue)?;
-            let s = stats.clone();
-            let realtime = opts.realtime;
-            tokio::task::spawn_blocking(move || {
-                s.ok();
-                let r = pump(source, tx, &s, realtime, &cancel, None, false);
-                s.set_state(if r.is_ok() {
-                    ChannelState::Ended
-                } else {
-                    ChannelState::Down
-                });
-                r
-            })
-        }
-        SourceSpec::Srt(url) => {
-            let s = stats.clone();
-            let latency = ingest.srt_latency_ms;
-            let queue = media_settings.frame_queue;
-            let on_error = opts.on_error;
-            let idle = Duration::from_millis(ingest.segment_timeout_ms.max(2_000));
-            let id_owned = id.to_string();
-            tokio::task::spawn_blocking(move || {
-                let mut backoff_ms = 250u64;
-                loop {
-                    let result = media::FrameSource::srt(
-                        &pipelines,
-                        url.as_str(),
-                        height,
-                        queue,
-                        latency,
-                        idle,
-                    )
-                    .map_err(IngestError::from)
-                    .and_then(|src| {
-                        let base = src.base_unix_ns();
-                        s.ok();
-                        pump(src, tx.clone(), &s, false, &cancel, base, true)
-                    });
-                    if cancel.is_cancelled() || tx.is_closed() {
-                        return Ok(());
-                    }
-                    match (result, on_error) {
-                        (Err(e), OnError::Fail) => {
-                            s.set_state(ChannelState::Down);
-                            return Err(e);
-                        }
-                        (Err(e), OnError::Retry) => {
-                            if s.error(&e.to_string(), ChannelState::Down) {
-                                tracing::warn!(channel = %id_owned, error = %e, "SRT source failed; restarting");
-                            }
-                        }
-                        (Ok(()), _) => {
-                            if on_error == OnError::Fail {
-                                return Ok(());
-                            }
-                            tracing::info!(channel = %id_owned, "SRT stream ended; waiting for the next one");
-                        }
-                    }
-                    std::thread::sleep(Duration::from_millis(backoff_ms));
-                    backoff_ms = (backoff_ms * 2).min(5_000);
-                }
-            })
-        }
+        SourceSpec::Hls(url) => source.hls(url, ingest).await?,
+        SourceSpec::File(path) => source.file(&path)?,
+        SourceSpec::Srt(url) => source.srt(url, ingest),
     };
     Ok(Channel {
         frames: rx,
         stats,
         task,
     })
+}
+
+/// The outcome of a source's task.
+type SourceTask = tokio::task::JoinHandle<Result<(), IngestError>>;
+
+/// What a source of any kind starts with.
+struct SourceStart {
+    id: String,
+    stats: Arc<ChannelStats>,
+    /// Where its frames go.
+    frames: mpsc::Sender<Frame>,
+    /// Height of the frames delivered.
+    height: u32,
+    pipelines: Pipelines,
+    frame_queue: usize,
+    realtime: bool,
+    on_error: OnError,
+    cancel: CancellationToken,
+}
+
+impl SourceStart {
+    /// HLS: a fetcher task following the playlist, handing segments (or parts) to a
+    /// decoder on the blocking pool. With [`OnError::Fail`] the first playlist is loaded
+    /// here; otherwise the fetcher retries opening it.
+    async fn hls(self, url: url::Url, ingest: &IngestSettings) -> Result<SourceTask, IngestError> {
+        let fetcher = hls::Fetcher::with_redirect_hosts(&ingest.redirect_hosts)?;
+        let opened = match self.on_error {
+            OnError::Fail => Some(hls::open(&fetcher, &url, ingest).await?),
+            OnError::Retry => None,
+        };
+        // Whole segments, or a few parts of the one in progress (policy: the fetcher waits).
+        let (seg_tx, seg_rx) = mpsc::channel(4);
+        let decoder = SegmentDecoder::new(self.pipelines, self.height, Duration::from_secs(30))?;
+        let Self {
+            id,
+            stats,
+            frames,
+            realtime,
+            cancel,
+            ..
+        } = self;
+        let dstats = stats.clone();
+        let decode = tokio::task::spawn_blocking(move || {
+            decode_segments(&id, decoder, seg_rx, frames, dstats, realtime)
+        });
+        let settings = ingest.clone();
+        Ok(tokio::spawn(async move {
+            let opened = match opened {
+                Some(o) => o,
+                None => match open_with_retry(&fetcher, &url, &settings, &stats, &cancel).await {
+                    Some(o) => o,
+                    None => return Ok(()),
+                },
+            };
+            stats.ok();
+            let how = hls::follow(
+                fetcher,
+                opened,
+                settings,
+                stats.clone(),
+                seg_tx,
+                cancel.clone(),
+            )
+            .await;
+            finish_hls(how, decode.await, &stats, &cancel)
+        }))
+    }
+
+    /// A file (or local playlist), decoded on the blocking pool until it ends.
+    fn file(self, path: &std::path::Path) -> Result<SourceTask, IngestError> {
+        let source =
+            media::FrameSource::file(&self.pipelines, path, self.height, self.frame_queue)?;
+        Ok(tokio::task::spawn_blocking(move || {
+            let s = &self.stats;
+            s.ok();
+            let r = pump(
+                source,
+                self.frames,
+                s,
+                self.realtime,
+                &self.cancel,
+                None,
+                false,
+            );
+            s.set_state(if r.is_ok() {
+                ChannelState::Ended
+            } else {
+                ChannelState::Down
+            });
+            r
+        }))
+    }
+
+    /// SRT, on the blocking pool: each stream pumped until it ends, then the next one
+    /// awaited, with a back-off (with [`OnError::Fail`], the first end or error is final).
+    fn srt(self, url: url::Url, ingest: &IngestSettings) -> SourceTask {
+        let latency = ingest.srt_latency_ms;
+        let idle = Duration::from_millis(ingest.segment_timeout_ms.max(2_000));
+        tokio::task::spawn_blocking(move || {
+            let s = &self.stats;
+            let mut backoff_ms = 250u64;
+            loop {
+                let result = media::FrameSource::srt(
+                    &self.pipelines,
+                    url.as_str(),
+                    self.height,
+                    self.frame_queue,
+                    latency,
+                    idle,
+                )
+                .map_err(IngestError::from)
+                .and_then(|src| {
+                    let base = src.base_unix_ns();
+                    s.ok();
+                    pump(src, self.frames.clone(), s, false, &self.cancel, base, true)
+                });
+                if self.cancel.is_cancelled() || self.frames.is_closed() {
+                    return Ok(());
+                }
+                if !self.srt_goes_on(result)? {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(backoff_ms));
+                backoff_ms = (backoff_ms * 2).min(5_000);
+            }
+        })
+    }
+
+    /// After an SRT stream ended with `result`: whether to wait for the next one, or the
+    /// error that ends the source.
+    fn srt_goes_on(&self, result: Result<(), IngestError>) -> Result<bool, IngestError> {
+        let id = &self.id;
+        match (result, self.on_error) {
+            (Err(e), OnError::Fail) => {
+                self.stats.set_state(ChannelState::Down);
+                Err(e)
+            }
+            (Err(e), OnError::Retry) => {
+                if self.stats.error(&e.to_string(), ChannelState::Down) {
+                    tracing::warn!(channel = %id, error = %e, "SRT source failed; restarting");
+                }
+                Ok(true)
+            }
+            (Ok(()), OnError::Fail) => Ok(false),
+            (Ok(()), OnError::Retry) => {
+                tracing::info!(channel = %id, "SRT stream ended; waiting for the next one");
+                Ok(true)
+            }
+        }
+    }
 }
 
 /// The outcome of an HLS source once its fetcher returned: a decoder that panicked, or
@@ -724,139 +781,194 @@ impl StreamTiming {
 /// counted and skipped.
 fn decode_segments(
     id: &str,
-    mut decoder: SegmentDecoder,
+    decoder: SegmentDecoder,
     mut pieces: mpsc::Receiver<hls::Piece>,
     tx: mpsc::Sender<Frame>,
     stats: Arc<ChannelStats>,
     realtime: bool,
 ) {
-    let mut clock = HlsClock {
-        out: Emitter {
-            tx,
-            stats: &stats,
-            index: 0,
-            lossy: false,
+    let mut stage = DecodeStage {
+        id,
+        stats: &stats,
+        decoder,
+        clock: HlsClock {
+            out: Emitter {
+                tx,
+                stats: &stats,
+                index: 0,
+                lossy: false,
+            },
+            origin: None,
+            last_wallclock: None,
+            pacer: realtime.then_some(Pacer { start: None }),
         },
-        origin: None,
-        last_wallclock: None,
-        pacer: realtime.then_some(Pacer { start: None }),
+        open: None,
     };
-    let mut open: Option<OpenStream> = None;
-    let bad = |e: &MediaError| {
-        stats.segments_bad.fetch_add(1, ORD);
-        if stats.error(&e.to_string(), ChannelState::Degraded) {
-            tracing::warn!(channel = %id, error = %e, "bad segment; the channel goes on with the next one");
+    while let Ok(piece) = stage.next_piece(&mut pieces) {
+        if stage.take(piece).is_err() {
+            return;
         }
-    };
-    loop {
-        // While a segment streams in, hand on its frames as they decode.
-        let piece = match &mut open {
-            Some(o) => match pieces.try_recv() {
-                Ok(p) => p,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    let mut frames = Vec::new();
-                    let result = o.stream.poll(Duration::from_millis(10), |f| frames.push(f));
-                    for f in frames {
-                        if !o.timing.emit(f, &mut clock) {
-                            return;
-                        }
-                    }
-                    if let Err(e) = result {
-                        bad(&e);
-                        open = None;
-                    }
-                    continue;
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => return,
-            },
-            None => match pieces.blocking_recv() {
-                Some(p) => p,
-                None => return,
-            },
+    }
+}
+
+/// The fetcher or the frames' receiver is gone: the decode stage ends.
+struct Gone;
+
+/// The state of [`decode_segments`]: the decoder, the channel's clock, and the segment
+/// streaming in part by part.
+struct DecodeStage<'a> {
+    id: &'a str,
+    stats: &'a ChannelStats,
+    decoder: SegmentDecoder,
+    clock: HlsClock<'a>,
+    open: Option<OpenStream>,
+}
+
+impl DecodeStage<'_> {
+    /// The next piece from the fetcher; while a segment streams in, its frames are handed
+    /// on as they decode meanwhile.
+    fn next_piece(&mut self, pieces: &mut mpsc::Receiver<hls::Piece>) -> Result<hls::Piece, Gone> {
+        loop {
+            if self.open.is_none() {
+                return pieces.blocking_recv().ok_or(Gone);
+            }
+            match pieces.try_recv() {
+                Ok(p) => return Ok(p),
+                Err(mpsc::error::TryRecvError::Empty) => self.poll_open()?,
+                Err(mpsc::error::TryRecvError::Disconnected) => return Err(Gone),
+            }
+        }
+    }
+
+    /// Hand on the frames the streamed segment decoded in a short while; a decode error
+    /// makes it a bad segment, closed.
+    fn poll_open(&mut self) -> Result<(), Gone> {
+        let Some(o) = &mut self.open else {
+            return Ok(());
         };
+        let mut frames = Vec::new();
+        let result = o.stream.poll(Duration::from_millis(10), |f| frames.push(f));
+        for f in frames {
+            if !o.timing.emit(f, &mut self.clock) {
+                return Err(Gone);
+            }
+        }
+        if let Err(e) = result {
+            self.bad(&e);
+            self.open = None;
+        }
+        Ok(())
+    }
+
+    /// Take one piece from the fetcher.
+    fn take(&mut self, piece: hls::Piece) -> Result<(), Gone> {
         match piece {
-            hls::Piece::Segment(seg) => {
-                let what = format!(
-                    "segment {} ({})",
-                    seg.job.msn,
-                    redact_url(seg.job.url.as_str())
-                );
-                // Each frame goes on as it is decoded (the frame queue bounds what waits),
-                // never a whole segment's frames at once.
-                clock.begin_segment(seg.job.wallclock, seg.job.discontinuity);
-                let mut timing = StreamTiming {
-                    start: seg.job.wallclock,
-                    first_pts: None,
-                    last_offset: None,
-                };
-                let mut gone = false;
-                let result = decoder.decode(&what, seg.init.as_ref(), seg.data.clone(), |f| {
-                    gone = gone || !timing.emit(f, &mut clock);
-                });
-                if gone {
-                    return;
-                }
-                match &result {
-                    Ok(s) => record_decode(&stats, s, seg.job.duration),
-                    Err(e) => bad(e),
-                }
-                segment_done(&stats, &seg.job, result.is_ok());
-            }
-            hls::Piece::Begin(seg) => {
-                let what = format!(
-                    "segment {} (parts from {})",
-                    seg.job.msn,
-                    redact_url(seg.job.url.as_str())
-                );
-                clock.begin_segment(seg.job.wallclock, seg.job.discontinuity);
-                match decoder.open(&what, seg.init.as_ref()) {
-                    Ok(mut stream) => {
-                        stream.push(seg.data);
-                        open = Some(OpenStream {
-                            stream,
-                            msn: seg.job.msn,
-                            timing: StreamTiming {
-                                start: seg.job.wallclock,
-                                first_pts: None,
-                                last_offset: None,
-                            },
-                        });
-                    }
-                    Err(e) => bad(&e),
-                }
-            }
+            hls::Piece::Segment(seg) => self.decode_whole(seg)?,
+            hls::Piece::Begin(seg) => self.begin_stream(seg),
             hls::Piece::Part { msn, data } => {
-                if let Some(o) = &mut open
+                if let Some(o) = &mut self.open
                     && o.msn == msn
                 {
                     o.stream.push(data);
                 }
             }
-            hls::Piece::End(job) => {
-                let ok = match open.take() {
-                    Some(OpenStream {
-                        stream,
-                        msn,
-                        mut timing,
-                    }) if msn == job.msn => {
-                        let mut frames = Vec::new();
-                        let result = stream.finish(|f| frames.push(f));
-                        for f in frames {
-                            if !timing.emit(f, &mut clock) {
-                                return;
-                            }
-                        }
-                        match &result {
-                            Ok(s) => record_decode(&stats, s, job.duration),
-                            Err(e) => bad(e),
-                        }
-                        result.is_ok()
-                    }
-                    // Nothing of it was begun (or it was lost): it counts as analysed.
-                    _ => false,
-                };
-                segment_done(&stats, &job, ok);
+            hls::Piece::End(job) => self.end_stream(job)?,
+        }
+        Ok(())
+    }
+
+    /// Decode a whole segment; each frame goes on as it is decoded (the frame queue bounds
+    /// what waits), never a whole segment's frames at once.
+    fn decode_whole(&mut self, seg: hls::FetchedSegment) -> Result<(), Gone> {
+        let what = format!(
+            "segment {} ({})",
+            seg.job.msn,
+            redact_url(seg.job.url.as_str())
+        );
+        self.clock
+            .begin_segment(seg.job.wallclock, seg.job.discontinuity);
+        let mut timing = StreamTiming {
+            start: seg.job.wallclock,
+            first_pts: None,
+            last_offset: None,
+        };
+        let mut gone = false;
+        let clock = &mut self.clock;
+        let result = self
+            .decoder
+            .decode(&what, seg.init.as_ref(), seg.data.clone(), |f| {
+                gone = gone || !timing.emit(f, clock);
+            });
+        if gone {
+            return Err(Gone);
+        }
+        match &result {
+            Ok(s) => record_decode(self.stats, s, seg.job.duration),
+            Err(e) => self.bad(e),
+        }
+        segment_done(self.stats, &seg.job, result.is_ok());
+        Ok(())
+    }
+
+    /// The first part of a segment: open a stream to decode it as its parts arrive.
+    fn begin_stream(&mut self, seg: hls::FetchedSegment) {
+        let what = format!(
+            "segment {} (parts from {})",
+            seg.job.msn,
+            redact_url(seg.job.url.as_str())
+        );
+        self.clock
+            .begin_segment(seg.job.wallclock, seg.job.discontinuity);
+        match self.decoder.open(&what, seg.init.as_ref()) {
+            Ok(mut stream) => {
+                stream.push(seg.data);
+                self.open = Some(OpenStream {
+                    stream,
+                    msn: seg.job.msn,
+                    timing: StreamTiming {
+                        start: seg.job.wallclock,
+                        first_pts: None,
+                        last_offset: None,
+                    },
+                });
             }
+            Err(e) => self.bad(&e),
+        }
+    }
+
+    /// Segment `job` is complete: finish decoding it if it was streamed. Nothing of it
+    /// begun (or it was lost), it counts as analysed all the same.
+    fn end_stream(&mut self, job: playlist::SegmentJob) -> Result<(), Gone> {
+        let ok = match self.open.take() {
+            Some(OpenStream {
+                stream,
+                msn,
+                mut timing,
+            }) if msn == job.msn => {
+                let mut frames = Vec::new();
+                let result = stream.finish(|f| frames.push(f));
+                for f in frames {
+                    if !timing.emit(f, &mut self.clock) {
+                        return Err(Gone);
+                    }
+                }
+                match &result {
+                    Ok(s) => record_decode(self.stats, s, job.duration),
+                    Err(e) => self.bad(e),
+                }
+                result.is_ok()
+            }
+            _ => false,
+        };
+        segment_done(self.stats, &job, ok);
+        Ok(())
+    }
+
+    /// A bad segment: counted, reported, and the channel goes on.
+    fn bad(&self, e: &MediaError) {
+        self.stats.segments_bad.fetch_add(1, ORD);
+        if self.stats.error(&e.to_string(), ChannelState::Degraded) {
+            tracing::warn!(channel = %self.id, error = %e, "bad segment; the channel goes on with the next one");
         }
     }
 }

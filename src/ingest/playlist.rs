@@ -247,26 +247,15 @@ impl LowLatency {
 pub fn low_latency(url: &Url, body: &[u8]) -> Result<Option<LowLatency>, PlaylistError> {
     use crate::manifest::attr;
     let text = String::from_utf8_lossy(body);
-    let bad = |why: String| PlaylistError::Malformed {
-        url: super::redact_url(url.as_str()),
-        why,
-    };
+    let bad = |why: String| malformed(url, why);
     let mut ll: Option<LowLatency> = None;
     let mut can_block = false;
-    let mut msn = 0u64;
-    let mut index = 0usize;
-    let mut discontinuity = false;
+    let mut at = PartCursor::default();
     let mut parts = Vec::new();
-    let mut next_offset: Option<(String, u64)> = None;
     for line in text.lines().map(str::trim) {
         if let Some(list) = line.strip_prefix("#EXT-X-PART-INF:") {
-            let attrs = attr::parse(list).map_err(|e| bad(format!("EXT-X-PART-INF: {e}")))?;
-            let target = attr::get(&attrs, "PART-TARGET")
-                .and_then(|a| a.value().parse::<f64>().ok())
-                .filter(|t| *t > 0.0 && t.is_finite())
-                .ok_or_else(|| bad("EXT-X-PART-INF without a positive PART-TARGET".into()))?;
             ll = Some(LowLatency {
-                part_target: target,
+                part_target: part_target(url, list)?,
                 can_block_reload: false,
                 parts: Vec::new(),
             });
@@ -274,75 +263,22 @@ pub fn low_latency(url: &Url, body: &[u8]) -> Result<Option<LowLatency>, Playlis
             let attrs = attr::parse(list).map_err(|e| bad(format!("EXT-X-SERVER-CONTROL: {e}")))?;
             can_block = attr::get(&attrs, "CAN-BLOCK-RELOAD").is_some_and(|a| a.value() == "YES");
         } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
-            msn = v
+            at.msn = v
                 .trim()
                 .parse()
                 .map_err(|_| bad(format!("EXT-X-MEDIA-SEQUENCE `{v}`")))?;
         } else if line == "#EXT-X-DISCONTINUITY" {
-            discontinuity = true;
+            at.discontinuity = true;
         } else if let Some(list) = line.strip_prefix("#EXT-X-PART:") {
-            let attrs = attr::parse(list).map_err(|e| bad(format!("EXT-X-PART: {e}")))?;
-            let uri = attr::get(&attrs, "URI")
-                .ok_or_else(|| bad(format!("EXT-X-PART without URI: {line}")))?
-                .value();
-            let part_url = url
-                .join(uri)
-                .map_err(|e| bad(format!("part URI `{uri}`: {e}")))?;
-            let duration = attr::get(&attrs, "DURATION")
-                .and_then(|a| a.value().parse::<f64>().ok())
-                .filter(|d| *d >= 0.0 && d.is_finite())
-                .ok_or_else(|| bad(format!("EXT-X-PART without a DURATION: {line}")))?;
-            let range = match attr::get(&attrs, "BYTERANGE") {
-                None => None,
-                Some(a) => {
-                    let (len, off) = a
-                        .value()
-                        .split_once('@')
-                        .map_or((a.value(), None), |(l, o)| (l, Some(o)));
-                    let len: u64 = len
-                        .parse()
-                        .map_err(|_| bad(format!("part BYTERANGE `{}`", a.value())))?;
-                    let off: u64 = match off {
-                        Some(o) => o
-                            .parse()
-                            .map_err(|_| bad(format!("part BYTERANGE `{}`", a.value())))?,
-                        None => match &next_offset {
-                            Some((u, o)) if u == uri => *o,
-                            _ => {
-                                return Err(bad(format!(
-                                    "part BYTERANGE `{}` without an offset follows no part of the same resource",
-                                    a.value()
-                                )));
-                            }
-                        },
-                    };
-                    let end = off.checked_add(len).filter(|_| len > 0).ok_or_else(|| {
-                        bad(format!(
-                            "part BYTERANGE `{}` ends beyond 2^64 bytes or is empty",
-                            a.value()
-                        ))
-                    })?;
-                    next_offset = Some((uri.to_string(), end));
-                    Some((off, len))
-                }
-            };
-            parts.push(PartRef {
-                msn,
-                index,
-                url: part_url,
-                range,
-                duration,
-                independent: attr::get(&attrs, "INDEPENDENT").is_some_and(|a| a.value() == "YES"),
-                discontinuity,
-            });
-            index += 1;
+            parts.push(at.read_part(url, line, list)?);
         } else if !line.is_empty() && !line.starts_with('#') {
             // A segment URI: the parts before it were its parts.
-            msn = msn
+            at.msn = at
+                .msn
                 .checked_add(1)
                 .ok_or_else(|| bad(format!("media sequence overflows 64 bits at `{line}`")))?;
-            index = 0;
-            discontinuity = false;
+            at.index = 0;
+            at.discontinuity = false;
         }
     }
     Ok(ll.map(|mut ll| {
@@ -350,6 +286,108 @@ pub fn low_latency(url: &Url, body: &[u8]) -> Result<Option<LowLatency>, Playlis
         ll.parts = parts;
         ll
     }))
+}
+
+/// A malformed playlist at `url`, and why.
+fn malformed(url: &Url, why: String) -> PlaylistError {
+    PlaylistError::Malformed {
+        url: super::redact_url(url.as_str()),
+        why,
+    }
+}
+
+/// The PART-TARGET of an EXT-X-PART-INF attribute list, which must be positive.
+fn part_target(url: &Url, list: &str) -> Result<f64, PlaylistError> {
+    use crate::manifest::attr;
+    let attrs = attr::parse(list).map_err(|e| malformed(url, format!("EXT-X-PART-INF: {e}")))?;
+    attr::get(&attrs, "PART-TARGET")
+        .and_then(|a| a.value().parse::<f64>().ok())
+        .filter(|t| *t > 0.0 && t.is_finite())
+        .ok_or_else(|| malformed(url, "EXT-X-PART-INF without a positive PART-TARGET".into()))
+}
+
+/// Where the next EXT-X-PART of a playlist sits, read line by line.
+#[derive(Debug, Default)]
+struct PartCursor {
+    /// Media sequence number of the segment the next part belongs to.
+    msn: u64,
+    /// The next part's index within that segment.
+    index: usize,
+    /// An EXT-X-DISCONTINUITY came before that segment.
+    discontinuity: bool,
+    /// The resource of the previous part with a byte range, and where that range ended.
+    next_offset: Option<(String, u64)>,
+}
+
+impl PartCursor {
+    /// Read the EXT-X-PART `line` (its attribute `list`) as the next part.
+    fn read_part(&mut self, url: &Url, line: &str, list: &str) -> Result<PartRef, PlaylistError> {
+        use crate::manifest::attr;
+        let bad = |why: String| malformed(url, why);
+        let attrs = attr::parse(list).map_err(|e| bad(format!("EXT-X-PART: {e}")))?;
+        let uri = attr::get(&attrs, "URI")
+            .ok_or_else(|| bad(format!("EXT-X-PART without URI: {line}")))?
+            .value();
+        let part_url = url
+            .join(uri)
+            .map_err(|e| bad(format!("part URI `{uri}`: {e}")))?;
+        let duration = attr::get(&attrs, "DURATION")
+            .and_then(|a| a.value().parse::<f64>().ok())
+            .filter(|d| *d >= 0.0 && d.is_finite())
+            .ok_or_else(|| bad(format!("EXT-X-PART without a DURATION: {line}")))?;
+        let range = match attr::get(&attrs, "BYTERANGE") {
+            None => None,
+            Some(a) => Some(self.byte_range(url, uri, a.value())?),
+        };
+        let part = PartRef {
+            msn: self.msn,
+            index: self.index,
+            url: part_url,
+            range,
+            duration,
+            independent: attr::get(&attrs, "INDEPENDENT").is_some_and(|a| a.value() == "YES"),
+            discontinuity: self.discontinuity,
+        };
+        self.index += 1;
+        Ok(part)
+    }
+
+    /// A part's BYTERANGE `value` (`length[@offset]`) of resource `uri` as (offset,
+    /// length); without an offset it follows the previous part of the same resource.
+    fn byte_range(
+        &mut self,
+        url: &Url,
+        uri: &str,
+        value: &str,
+    ) -> Result<(u64, u64), PlaylistError> {
+        let bad = |why: String| malformed(url, why);
+        let (len, off) = value
+            .split_once('@')
+            .map_or((value, None), |(l, o)| (l, Some(o)));
+        let len: u64 = len
+            .parse()
+            .map_err(|_| bad(format!("part BYTERANGE `{value}`")))?;
+        let off: u64 = match off {
+            Some(o) => o
+                .parse()
+                .map_err(|_| bad(format!("part BYTERANGE `{value}`")))?,
+            None => match &self.next_offset {
+                Some((u, o)) if u == uri => *o,
+                _ => {
+                    return Err(bad(format!(
+                        "part BYTERANGE `{value}` without an offset follows no part of the same resource"
+                    )));
+                }
+            },
+        };
+        let end = off.checked_add(len).filter(|_| len > 0).ok_or_else(|| {
+            bad(format!(
+                "part BYTERANGE `{value}` ends beyond 2^64 bytes or is empty"
+            ))
+        })?;
+        self.next_offset = Some((uri.to_string(), end));
+        Ok((off, len))
+    }
 }
 
 /// A segment to fetch.
@@ -464,6 +502,128 @@ fn check_pdt(
     })
 }
 
+/// A segment of a loaded playlist, its URIs resolved.
+struct ResolvedSegment {
+    url: Url,
+    range: Option<(u64, u64)>,
+    /// The EXT-X-MAP in force: its URL and byte range.
+    init: Option<(Url, Option<(u64, u64)>)>,
+    duration: f64,
+    discontinuity: bool,
+    /// The origin's EXT-X-PROGRAM-DATE-TIME.
+    pdt: Option<DateTime<Utc>>,
+}
+
+/// Where a load stands against what was already fetched (see [`PlaylistTracker::order_of`]).
+enum LoadOrder {
+    InOrder,
+    /// An older copy from a lagging server: ignored.
+    Stale,
+    /// The origin restarted or jumped: following starts over.
+    Reset,
+}
+
+/// The playlist's first media sequence number and segment count, refused when the last
+/// number would overflow 64 bits.
+fn sequence_span(url: &Url, pl: &MediaPlaylist) -> Result<(u64, u64), PlaylistError> {
+    let n = pl.segments.len() as u64;
+    let first = pl.media_sequence;
+    if first.checked_add(n).is_none() {
+        return Err(PlaylistError::BadValue {
+            url: super::redact_url(url.as_str()),
+            line: 0,
+            value: first.to_string(),
+            why: format!("EXT-X-MEDIA-SEQUENCE with {n} segments overflows 64 bits"),
+        });
+    }
+    Ok((first, n))
+}
+
+/// Resolve each segment's URI, byte range, map and the origin's own clock.
+fn resolve_segments(
+    url: &Url,
+    pl: &MediaPlaylist,
+    now: DateTime<Utc>,
+) -> Result<Vec<ResolvedSegment>, PlaylistError> {
+    let mut resolved = Vec::with_capacity(pl.segments.len());
+    let mut next_offset = None;
+    let mut map: Option<(Url, Option<(u64, u64)>)> = None;
+    let mut prev_uri = String::new();
+    for s in &pl.segments {
+        if s.uri != prev_uri {
+            next_offset = None;
+        }
+        prev_uri = s.uri.clone();
+        let seg_url = url.join(&s.uri).map_err(|e| PlaylistError::Malformed {
+            url: super::redact_url(url.as_str()),
+            why: format!("segment URI `{}`: {e}", s.uri),
+        })?;
+        if let Some(m) = &s.map {
+            let mu = url.join(&m.uri).map_err(|e| PlaylistError::Malformed {
+                url: super::redact_url(url.as_str()),
+                why: format!("EXT-X-MAP URI `{}`: {e}", m.uri),
+            })?;
+            let mut o = None;
+            map = Some((mu, range_of(&m.byte_range, &mut o).map_err(bad_range(url))?));
+        }
+        let range = range_of(&s.byte_range, &mut next_offset).map_err(bad_range(url))?;
+        check_pdt(url, s, now)?;
+        resolved.push(ResolvedSegment {
+            url: seg_url,
+            range,
+            init: map.clone(),
+            duration: s.duration as f64,
+            discontinuity: s.discontinuity,
+            pdt: s.program_date_time.map(|t| t.with_timezone(&Utc)),
+        });
+    }
+    Ok(resolved)
+}
+
+/// Wall clocks from the origin's PDT, carried forward (and backward) through durations;
+/// all `None` when no segment has one.
+fn origin_clocks(resolved: &[ResolvedSegment]) -> Vec<Option<DateTime<Utc>>> {
+    let mut clocks: Vec<Option<DateTime<Utc>>> = resolved.iter().map(|r| r.pdt).collect();
+    for i in 1..clocks.len() {
+        if clocks[i].is_none() {
+            clocks[i] = clocks[i - 1].map(|t| t + secs(resolved[i - 1].duration));
+        }
+    }
+    for i in (0..clocks.len().saturating_sub(1)).rev() {
+        if clocks[i].is_none() {
+            clocks[i] = clocks[i + 1].map(|t| t - secs(resolved[i].duration));
+        }
+    }
+    clocks
+}
+
+/// The jobs for the segments from `next` on (`first` is the first one's number).
+fn jobs_from(
+    resolved: Vec<ResolvedSegment>,
+    first: u64,
+    next: u64,
+    clocks: &[DateTime<Utc>],
+    origin_pdt: bool,
+) -> Vec<SegmentJob> {
+    resolved
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let msn = first + i as u64;
+            (msn >= next).then(|| SegmentJob {
+                msn,
+                url: r.url,
+                range: r.range,
+                init: r.init,
+                duration: r.duration,
+                wallclock: clocks[i],
+                origin_pdt,
+                discontinuity: r.discontinuity,
+            })
+        })
+        .collect()
+}
+
 impl PlaylistTracker {
     pub fn new(start_segments: usize) -> Self {
         Self {
@@ -497,16 +657,7 @@ impl PlaylistTracker {
         // Durations as `parse` checks them (a playlist may come from elsewhere): every
         // clock below stays far inside what chrono holds.
         check_media(url, pl)?;
-        let n = pl.segments.len() as u64;
-        let first = pl.media_sequence;
-        if first.checked_add(n).is_none() {
-            return Err(PlaylistError::BadValue {
-                url: super::redact_url(url.as_str()),
-                line: 0,
-                value: first.to_string(),
-                why: format!("EXT-X-MEDIA-SEQUENCE with {n} segments overflows 64 bits"),
-            });
-        }
+        let (first, n) = sequence_span(url, pl)?;
         let signature = (
             first,
             pl.segments.len(),
@@ -521,115 +672,126 @@ impl PlaylistTracker {
             return Ok(up);
         }
         let last = first + n - 1;
-
-        // Resolve URIs, byte ranges, maps and the origin's own clock for each segment.
-        let mut resolved = Vec::with_capacity(pl.segments.len());
-        let mut next_offset = None;
-        let mut map: Option<(Url, Option<(u64, u64)>)> = None;
-        let mut prev_uri = String::new();
-        for s in &pl.segments {
-            if s.uri != prev_uri {
-                next_offset = None;
-            }
-            prev_uri = s.uri.clone();
-            let seg_url = url.join(&s.uri).map_err(|e| PlaylistError::Malformed {
-                url: super::redact_url(url.as_str()),
-                why: format!("segment URI `{}`: {e}", s.uri),
-            })?;
-            if let Some(m) = &s.map {
-                let mu = url.join(&m.uri).map_err(|e| PlaylistError::Malformed {
-                    url: super::redact_url(url.as_str()),
-                    why: format!("EXT-X-MAP URI `{}`: {e}", m.uri),
-                })?;
-                let mut o = None;
-                map = Some((mu, range_of(&m.byte_range, &mut o).map_err(bad_range(url))?));
-            }
-            let range = range_of(&s.byte_range, &mut next_offset).map_err(bad_range(url))?;
-            check_pdt(url, s, now)?;
-            resolved.push((
-                seg_url,
-                range,
-                map.clone(),
-                s.duration as f64,
-                s.discontinuity,
-                s.program_date_time,
-            ));
-        }
-
-        // Wall clocks: the origin's PDT carried forward (and backward) through durations.
-        let mut clocks: Vec<Option<DateTime<Utc>>> = resolved
-            .iter()
-            .map(|r| r.5.map(|t| t.with_timezone(&Utc)))
-            .collect();
-        for i in 1..clocks.len() {
-            if clocks[i].is_none() {
-                clocks[i] = clocks[i - 1].map(|t| t + secs(resolved[i - 1].3));
-            }
-        }
-        for i in (0..clocks.len().saturating_sub(1)).rev() {
-            if clocks[i].is_none() {
-                clocks[i] = clocks[i + 1].map(|t| t - secs(resolved[i].3));
-            }
-        }
-        let origin_pdt = clocks[0].is_some();
-
-        // Reset or a lagging origin: the playlist ends before what we already fetched.
-        let clock_moved = origin_pdt && self.pdt_moved(first, &clocks);
-        if let Some(next) = self.next_msn
-            && (last + 1 < next || clock_moved)
-        {
-            // An older copy now and then is a lagging server; older copies only, load
-            // after load, mean what we expect next is wrong (an origin that jumped ahead
-            // once and came back): follow the origin as it is.
-            if !clock_moved
-                && self.stale_loads + 1 < MAX_STALE_LOADS
-                && self.consistent_with_seen(first, pl)
-            {
-                self.stale_loads += 1;
+        let resolved = resolve_segments(url, pl, now)?;
+        let origin_clocks = origin_clocks(&resolved);
+        let origin_pdt = origin_clocks[0].is_some();
+        let clock_moved = origin_pdt && self.pdt_moved(first, &origin_clocks);
+        match self.order_of(first, last, clock_moved, pl) {
+            LoadOrder::InOrder => {}
+            LoadOrder::Stale => {
                 up.stale = true;
                 up.changed = false;
                 return Ok(up);
             }
-            up.reset = true;
-            self.next_msn = None;
-            self.seen.clear();
-            self.last_anchor = None;
+            LoadOrder::Reset => up.reset = true,
         }
+        let clocks: Vec<DateTime<Utc>> = if origin_pdt {
+            origin_clocks
+                .into_iter()
+                .map(|c| c.unwrap_or(now))
+                .collect()
+        } else {
+            self.assigned_clocks(first, last, &resolved, now)
+        };
+        up.live_edge = Some(clocks[clocks.len() - 1] + secs(resolved[resolved.len() - 1].duration));
+        let next = self.first_to_fetch(pl, first, last, &mut up.skipped);
+        up.jobs = jobs_from(resolved, first, next, &clocks, origin_pdt);
+        if up.reset
+            && let Some(j) = up.jobs.first_mut()
+        {
+            // The timeline starts over here, whatever the playlist marks.
+            j.discontinuity = true;
+        }
+        self.remember(pl, first, &clocks);
+        self.last_anchor = Some((
+            last,
+            clocks[clocks.len() - 1],
+            pl.segments[pl.segments.len() - 1].duration as f64,
+        ));
+        self.next_msn = Some(next.max(last + 1));
+        self.highest_msn_seen = Some(self.highest_msn_seen.map_or(last, |h| h.max(last)));
+        self.stale_loads = 0;
+        self.last_signature = Some(signature);
+        Ok(up)
+    }
 
-        if !origin_pdt {
-            // Assign a clock: continue our own timeline when the segments connect to it,
-            // otherwise anchor the live edge at `now`.
-            let anchored = self.last_anchor.and_then(|(amsn, at, adur)| {
-                if amsn + 1 >= first && amsn <= last {
-                    // Walk from the anchor to `first`.
-                    let mut t = at;
-                    if amsn + 1 == first {
-                        t += secs(adur);
-                    } else {
-                        // amsn inside the window: go back to `first`.
-                        for i in (0..(amsn - first) as usize).rev() {
-                            t -= secs(resolved[i].3);
-                        }
-                    }
-                    Some(t)
+    /// Whether this load (`first..=last`) comes after what was already fetched. When it
+    /// ends before it (or the origin's clock for a known segment moved), it is a lagging
+    /// server's older copy now and then; older copies only, load after load, mean what we
+    /// expect next is wrong (an origin that jumped ahead once and came back), and we
+    /// follow the origin as it is: a reset, which forgets what was seen.
+    fn order_of(
+        &mut self,
+        first: u64,
+        last: u64,
+        clock_moved: bool,
+        pl: &MediaPlaylist,
+    ) -> LoadOrder {
+        let Some(next) = self.next_msn else {
+            return LoadOrder::InOrder;
+        };
+        if last + 1 >= next && !clock_moved {
+            return LoadOrder::InOrder;
+        }
+        if !clock_moved
+            && self.stale_loads + 1 < MAX_STALE_LOADS
+            && self.consistent_with_seen(first, pl)
+        {
+            self.stale_loads += 1;
+            return LoadOrder::Stale;
+        }
+        self.next_msn = None;
+        self.seen.clear();
+        self.last_anchor = None;
+        LoadOrder::Reset
+    }
+
+    /// Wall clocks for a playlist without PDT: continue our own timeline when the segments
+    /// connect to it, otherwise anchor the live edge at `now`.
+    fn assigned_clocks(
+        &self,
+        first: u64,
+        last: u64,
+        resolved: &[ResolvedSegment],
+        now: DateTime<Utc>,
+    ) -> Vec<DateTime<Utc>> {
+        let anchored = self.last_anchor.and_then(|(amsn, at, adur)| {
+            if amsn + 1 >= first && amsn <= last {
+                // Walk from the anchor to `first`.
+                let mut t = at;
+                if amsn + 1 == first {
+                    t += secs(adur);
                 } else {
-                    None
+                    // amsn inside the window: go back to `first`.
+                    for i in (0..(amsn - first) as usize).rev() {
+                        t -= secs(resolved[i].duration);
+                    }
                 }
-            });
-            let start = anchored.unwrap_or_else(|| {
-                let total: f64 = resolved.iter().map(|r| r.3).sum();
-                now - secs(total)
-            });
-            let mut t = start;
-            for (i, c) in clocks.iter_mut().enumerate() {
-                *c = Some(t);
-                t += secs(resolved[i].3);
+                Some(t)
+            } else {
+                None
             }
-        }
-        let clocks: Vec<DateTime<Utc>> = clocks.into_iter().map(|c| c.unwrap_or(now)).collect();
-        up.live_edge = Some(clocks[clocks.len() - 1] + secs(resolved[resolved.len() - 1].3));
+        });
+        let start = anchored.unwrap_or_else(|| {
+            let total: f64 = resolved.iter().map(|r| r.duration).sum();
+            now - secs(total)
+        });
+        let mut t = start;
+        resolved
+            .iter()
+            .map(|r| {
+                let at = t;
+                t += secs(r.duration);
+                at
+            })
+            .collect()
+    }
 
-        let next = match self.next_msn {
+    /// The first sequence number of `first..=last` to fetch: where following starts (the
+    /// live edge less the start offset, or the beginning of a VOD), else the next one;
+    /// what left the window unfetched is counted in `skipped`.
+    fn first_to_fetch(&self, pl: &MediaPlaylist, first: u64, last: u64, skipped: &mut u64) -> u64 {
+        match self.next_msn {
             None => {
                 if pl.end_list || matches!(pl.playlist_type, Some(m3u8_rs::MediaPlaylistType::Vod))
                 {
@@ -641,33 +803,16 @@ impl PlaylistTracker {
                 }
             }
             Some(next) if next < first => {
-                up.skipped = first - next;
+                *skipped = first - next;
                 first
             }
             Some(next) => next,
-        };
-        for (i, r) in resolved.into_iter().enumerate() {
-            let msn = first + i as u64;
-            if msn < next {
-                continue;
-            }
-            up.jobs.push(SegmentJob {
-                msn,
-                url: r.0,
-                range: r.1,
-                init: r.2,
-                duration: r.3,
-                wallclock: clocks[i],
-                origin_pdt,
-                discontinuity: r.4,
-            });
         }
-        if up.reset
-            && let Some(j) = up.jobs.first_mut()
-        {
-            // The timeline starts over here, whatever the playlist marks.
-            j.discontinuity = true;
-        }
+    }
+
+    /// Remember the segments of this load newer than those seen (sequence number, URI and
+    /// clock), to tell a lagging origin from a reset later.
+    fn remember(&mut self, pl: &MediaPlaylist, first: u64, clocks: &[DateTime<Utc>]) {
         for (i, s) in pl.segments.iter().enumerate() {
             let msn = first + i as u64;
             if self.seen.back().is_none_or(|b| b.0 < msn) {
@@ -677,16 +822,6 @@ impl PlaylistTracker {
                 }
             }
         }
-        self.last_anchor = Some((
-            last,
-            clocks[clocks.len() - 1],
-            pl.segments[pl.segments.len() - 1].duration as f64,
-        ));
-        self.next_msn = Some(next.max(last + 1));
-        self.highest_msn_seen = Some(self.highest_msn_seen.map_or(last, |h| h.max(last)));
-        self.stale_loads = 0;
-        self.last_signature = Some(signature);
-        Ok(up)
     }
 
     /// Same URIs for the sequence numbers both loads know: the same stream, just older.

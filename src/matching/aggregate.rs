@@ -522,18 +522,71 @@ impl CueBuilder {
         })
     }
 
+    /// Fold one in-order sample into the current shot: end the cues whose products were
+    /// lost, bring each sighting's track up to date, then start or update cues.
     fn apply(&mut self, shot: &mut ShotState, sample: &SampleResult, out: &mut Vec<CueEvent>) {
         let now = sample.wallclock;
         let lost_after = millis(self.settings.lost_after_ms);
+        self.forget_cooled_down(now);
+        let sightings = self.sightings(sample);
+        self.end_lost(shot, &sightings, now, lost_after, out);
+        // Every sighting's track is brought up to date first, so that whether a look-alike
+        // holds the object is judged on this sample's evidence whatever the order.
+        let updated = self.update_tracks(shot, sample, &sightings, lost_after);
+        for (at, sighting) in updated {
+            match shot.tracks[at].phase {
+                Phase::Pending => {
+                    let claimed = self.sibling_claims(shot, at, sighting);
+                    self.try_start(shot, at, sighting.similarity, claimed, now, out);
+                }
+                Phase::Open {
+                    emitted_at,
+                    emitted_score,
+                    emitted_version,
+                } => {
+                    let track = &mut shot.tracks[at];
+                    let score = track.score();
+                    let changed = track.version != emitted_version
+                        || (score - emitted_score).abs() > self.settings.score_epsilon;
+                    let due = now.signed_duration_since(emitted_at)
+                        >= millis(self.settings.update_interval_ms);
+                    if changed && due {
+                        track.phase = Phase::Open {
+                            emitted_at: now,
+                            emitted_score: score,
+                            emitted_version: track.version,
+                        };
+                        self.stats.cues_updated += 1;
+                        self.note_evidence(shot.index, track);
+                        out.push(CueEvent::Update(self.cue(shot.index, track, None)));
+                    }
+                }
+                Phase::Done => {}
+            }
+        }
+    }
+
+    /// Products whose cooldown is over (at `now`) may get a cue again.
+    fn forget_cooled_down(&mut self, now: DateTime<Utc>) {
         let cooldown = millis(self.settings.cooldown_ms);
         self.recent_ends.retain(|_, end| {
             end.checked_add_signed(cooldown)
                 .is_none_or(|until| until > now)
         });
-        let sightings = self.sightings(sample);
-        let seen = |t: &Track| sightings.iter().any(|s| s.product_id == t.product_id);
+    }
 
-        // Lost first: those ends lie before anything this sample starts.
+    /// End the open cues whose products were not seen for `lost_after` (first: those ends
+    /// lie before anything this sample starts); pending products gone that long start
+    /// counting again on their next sighting.
+    fn end_lost(
+        &mut self,
+        shot: &mut ShotState,
+        sightings: &[Sighting],
+        now: DateTime<Utc>,
+        lost_after: TimeDelta,
+        out: &mut Vec<CueEvent>,
+    ) {
+        let seen = |t: &Track| sightings.iter().any(|s| s.product_id == t.product_id);
         for track in &mut shot.tracks {
             if matches!(track.phase, Phase::Open { .. })
                 && !seen(track)
@@ -542,17 +595,25 @@ impl CueBuilder {
                 self.end_track(shot.index, track, out);
             }
         }
-        // Pending products gone for too long start counting again on their next sighting.
         shot.tracks.retain(|t| {
             t.phase != Phase::Pending
                 || seen(t)
                 || now.signed_duration_since(t.last_wallclock) <= lost_after
         });
+    }
 
-        // Every sighting's track is brought up to date first, so that whether a look-alike
-        // holds the object is judged on this sample's evidence whatever the order.
-        let mut updated: Vec<(usize, &Sighting)> = Vec::with_capacity(sightings.len());
-        for sighting in &sightings {
+    /// Record each sighting (outside its product's cooldown) in its track, made if new.
+    /// Returns the tracks that took it as evidence, with their sighting.
+    fn update_tracks<'s>(
+        &mut self,
+        shot: &mut ShotState,
+        sample: &SampleResult,
+        sightings: &'s [Sighting],
+        lost_after: TimeDelta,
+    ) -> Vec<(usize, &'s Sighting)> {
+        let now = sample.wallclock;
+        let mut updated = Vec::with_capacity(sightings.len());
+        for sighting in sightings {
             if self.recent_ends.contains_key(&sighting.product_id) {
                 self.stats.suppressed_cooldown += 1;
                 continue;
@@ -580,103 +641,103 @@ impl CueBuilder {
                     shot.tracks.len() - 1
                 }
             };
-            let track = &mut shot.tracks[at];
-            for p in &sighting.near {
-                if track.near.len() < MAX_NEAR && !track.near.contains(p) {
-                    track.near.push(p.clone());
-                }
+            if self.record_sighting(&mut shot.tracks[at], sighting, sample, lost_after) {
+                updated.push((at, sighting));
             }
-            if track.phase == Phase::Done {
-                self.stats.suppressed_repeat += 1;
-                continue;
-            }
-            if track.phase == Phase::Pending
-                && now.signed_duration_since(track.last_wallclock) > lost_after
-            {
-                track.first_wallclock = now;
-                track.first_pts_ns = sample.pts_ns;
-                track.samples = 0;
-                track.similarity_sum = 0.0;
-                track.boxes.clear();
-                track.evidence.clear();
-            }
-            track.last_wallclock = now;
-            let [x, y, w, h] = sighting.bbox;
-            track.boxes.push(BoxSample { t: now, x, y, w, h });
-            if sample.reused {
-                // No new evidence: a pending product is only kept from being lost.
-                if track.phase == Phase::Pending {
-                    continue;
-                }
-            } else {
-                track.samples = track.samples.saturating_add(1);
-                track.similarity_sum += f64::from(sighting.similarity);
-                if let Some(e) = &sighting.embedding {
-                    keep_best(
-                        &mut track.evidence,
-                        (sighting.similarity, e.clone()),
-                        self.settings.evidence_per_cue,
-                    );
-                }
-            }
-            track.version += 1;
-            thin(&mut track.boxes, self.settings.max_boxes);
-            updated.push((at, sighting));
         }
-        for (at, sighting) in updated {
-            let claimed =
-                shot.tracks[at].phase == Phase::Pending && self.sibling_claims(shot, at, sighting);
-            let track = &mut shot.tracks[at];
+        updated
+    }
 
-            match track.phase {
-                Phase::Pending => {
-                    let qualified = track.samples >= self.settings.min_samples
-                        || sighting.similarity >= self.settings.single_sample_score;
-                    if !qualified {
-                        continue;
-                    }
-                    if claimed {
-                        self.stats.suppressed_sibling += 1;
-                        continue;
-                    }
-                    if shot.started >= self.settings.max_cues_per_shot {
-                        self.stats.suppressed_max_cues += 1;
-                        continue;
-                    }
-                    shot.started += 1;
-                    track.phase = Phase::Open {
-                        emitted_at: now,
-                        emitted_score: track.score(),
-                        emitted_version: track.version,
-                    };
-                    self.stats.cues_started += 1;
-                    self.note_evidence(shot.index, track);
-                    out.push(CueEvent::Start(self.cue(shot.index, track, None)));
-                }
-                Phase::Open {
-                    emitted_at,
-                    emitted_score,
-                    emitted_version,
-                } => {
-                    let score = track.score();
-                    let changed = track.version != emitted_version
-                        || (score - emitted_score).abs() > self.settings.score_epsilon;
-                    let due = now.signed_duration_since(emitted_at)
-                        >= millis(self.settings.update_interval_ms);
-                    if changed && due {
-                        track.phase = Phase::Open {
-                            emitted_at: now,
-                            emitted_score: score,
-                            emitted_version: track.version,
-                        };
-                        self.stats.cues_updated += 1;
-                        self.note_evidence(shot.index, track);
-                        out.push(CueEvent::Update(self.cue(shot.index, track, None)));
-                    }
-                }
-                Phase::Done => {}
+    /// Add `sighting` to `track`: its look-alikes, its box, and (unless the sample reused
+    /// an earlier one) its similarity and evidence. A pending track lost for `lost_after`
+    /// starts over. False when it changes nothing a cue shows: the product's cue of this
+    /// shot ended, or a reused sample only keeps a pending product from being lost.
+    fn record_sighting(
+        &mut self,
+        track: &mut Track,
+        sighting: &Sighting,
+        sample: &SampleResult,
+        lost_after: TimeDelta,
+    ) -> bool {
+        let now = sample.wallclock;
+        for p in &sighting.near {
+            if track.near.len() < MAX_NEAR && !track.near.contains(p) {
+                track.near.push(p.clone());
             }
         }
+        if track.phase == Phase::Done {
+            self.stats.suppressed_repeat += 1;
+            return false;
+        }
+        if track.phase == Phase::Pending
+            && now.signed_duration_since(track.last_wallclock) > lost_after
+        {
+            track.first_wallclock = now;
+            track.first_pts_ns = sample.pts_ns;
+            track.samples = 0;
+            track.similarity_sum = 0.0;
+            track.boxes.clear();
+            track.evidence.clear();
+        }
+        track.last_wallclock = now;
+        let [x, y, w, h] = sighting.bbox;
+        track.boxes.push(BoxSample { t: now, x, y, w, h });
+        if sample.reused {
+            // No new evidence: a pending product is only kept from being lost.
+            if track.phase == Phase::Pending {
+                return false;
+            }
+        } else {
+            track.samples = track.samples.saturating_add(1);
+            track.similarity_sum += f64::from(sighting.similarity);
+            if let Some(e) = &sighting.embedding {
+                keep_best(
+                    &mut track.evidence,
+                    (sighting.similarity, e.clone()),
+                    self.settings.evidence_per_cue,
+                );
+            }
+        }
+        track.version += 1;
+        thin(&mut track.boxes, self.settings.max_boxes);
+        true
+    }
+
+    /// Start the cue of pending track `at` once it qualifies (enough samples, or one very
+    /// similar one: `similarity`), unless a sibling holds the object (`claimed`) or the
+    /// shot has its most cues.
+    fn try_start(
+        &mut self,
+        shot: &mut ShotState,
+        at: usize,
+        similarity: f32,
+        claimed: bool,
+        now: DateTime<Utc>,
+        out: &mut Vec<CueEvent>,
+    ) {
+        let track = &mut shot.tracks[at];
+        let qualified = track.samples >= self.settings.min_samples
+            || similarity >= self.settings.single_sample_score;
+        if !qualified {
+            return;
+        }
+        if claimed {
+            self.stats.suppressed_sibling += 1;
+            return;
+        }
+        if shot.started >= self.settings.max_cues_per_shot {
+            self.stats.suppressed_max_cues += 1;
+            return;
+        }
+        shot.started += 1;
+        track.phase = Phase::Open {
+            emitted_at: now,
+            emitted_score: track.score(),
+            emitted_version: track.version,
+        };
+        self.stats.cues_started += 1;
+        self.note_evidence(shot.index, track);
+        out.push(CueEvent::Start(self.cue(shot.index, track, None)));
     }
 }
 

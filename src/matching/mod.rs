@@ -258,6 +258,14 @@ impl MatchingSettings {
 
     /// Checks ranges; the error names the key inside `[matching]`.
     pub fn validate(&self) -> Result<(), MatchingError> {
+        self.validate_sampling()?;
+        self.validate_judging()?;
+        self.validate_cues()?;
+        self.validate_evidence()
+    }
+
+    /// Sampling, its queue and the change gate.
+    fn validate_sampling(&self) -> Result<(), MatchingError> {
         if self.interval_ms == 0 {
             return Err(setting("interval_ms", "must be greater than 0"));
         }
@@ -285,6 +293,11 @@ impl MatchingSettings {
         if self.change_gate_max_age_ms > 60_000 {
             return Err(setting("change_gate_max_age_ms", "must be at most 60000"));
         }
+        Ok(())
+    }
+
+    /// Search and judging: candidates, thresholds (learned and raw) and class lists.
+    fn validate_judging(&self) -> Result<(), MatchingError> {
         if self.top_k == 0 || self.top_k > 1000 {
             return Err(setting("top_k", "must be from 1 to 1000"));
         }
@@ -327,6 +340,11 @@ impl MatchingSettings {
                 format!("`{c}` is also in allow_classes"),
             ));
         }
+        Ok(())
+    }
+
+    /// Cue building: when a cue starts, updates and ends, siblings and agreeing regions.
+    fn validate_cues(&self) -> Result<(), MatchingError> {
         if self.min_samples == 0 {
             return Err(setting("min_samples", "must be at least 1"));
         }
@@ -368,6 +386,11 @@ impl MatchingSettings {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The evidence kept per cue and in all.
+    fn validate_evidence(&self) -> Result<(), MatchingError> {
         if self.evidence_per_cue > 32 {
             return Err(setting("evidence_per_cue", "must be at most 32"));
         }

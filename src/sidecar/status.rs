@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::supervise::Phase;
 use super::{ChannelRuntime, SidecarState};
+use crate::http::feed::FeedStats;
 use crate::ingest::ChannelState;
-use crate::metrics::histogram_quantile;
+use crate::metrics::{Metrics, histogram_quantile};
 use crate::redact::redact_url;
 
 /// Points kept per channel: ten minutes at one a second.
@@ -237,10 +238,8 @@ struct Prev {
 pub async fn sample_every_second(st: std::sync::Arc<SidecarState>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut prev: HashMap<String, Prev> = HashMap::new();
+    let mut sampler = Sampler::default();
     let mut last = Instant::now();
-    // (time, sum, count) of each channel's glass-to-cue histogram, for a 10 s window.
-    let mut glass_window: HashMap<String, VecDeque<(Instant, f64, u64)>> = HashMap::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -248,106 +247,151 @@ pub async fn sample_every_second(st: std::sync::Arc<SidecarState>, stop: Cancell
         }
         let dt = last.elapsed().as_secs_f64().max(1e-3);
         last = Instant::now();
-        let m = &st.metrics;
         let feed = st.feed.stats();
-        m.set_gauge("websocket_clients", feed.connected as f64);
-        m.sync_counter("websocket_connections", feed.accepted);
-        m.sync_counter("websocket_events_sent", feed.events_sent);
-        m.sync_counter("websocket_slow_closed", feed.slow_closed);
-        m.sync_counter(
-            "websocket_rejected",
-            feed.rejected_full + feed.rejected_auth + feed.rejected_channels,
-        );
-        m.set_gauge("websocket_channels", feed.channels as f64);
-        m.sync_counter("websocket_bad_messages", feed.bad_messages);
-        m.sync_counter(
-            "websocket_abuse_closed",
-            feed.oversized_closed + feed.protocol_closed,
-        );
-        let bus = st.bus.stats();
-        m.set_gauge("bus_healthy", f64::from(u8::from(bus.healthy)));
-        m.set_gauge("bus_buffered", bus.buffered as f64);
-        m.sync_counter("bus_published", bus.published);
-        m.sync_counter("bus_stored", bus.stored);
-        m.sync_counter("bus_dropped", bus.dropped);
-        m.sync_counter("bus_rejected", bus.rejected);
-        m.sync_counter("bus_reconnects", bus.reconnects);
-        let hs = st.hls.stats();
-        for (name, counter) in [
-            ("hls_playlist_requests", &hs.playlist_requests),
-            ("hls_segments_proxied", &hs.segments_proxied),
-            ("hls_origin_errors", &hs.origin_errors),
-            ("hls_fetches_refused", &hs.fetches_refused),
-            ("hls_client_query_ignored", &hs.client_query_ignored),
-        ] {
-            m.sync_counter(name, counter.load(Ordering::Relaxed));
-        }
+        sync_feed_metrics(&st.metrics, &feed);
+        sync_bus_metrics(&st);
+        sync_hls_metrics(&st);
         let now_ms = Utc::now().timestamp_millis();
         for rt in st.channels.list().iter() {
-            let cm = &rt.metrics;
-            let state = channel_state(rt);
-            m.set_channel_state(&rt.id, state);
-            let p = prev.entry(rt.id.clone()).or_default();
-            let ingest = rt.ingest_stats();
-            let pipe = rt
-                .pipeline_stats()
-                .map(|s| s.snapshot())
-                .unwrap_or_default();
-            let frames = ingest.frames.load(Ordering::Relaxed);
-            crate::metrics::catch_up(
-                &cm.frames_dropped,
-                ingest.frames_dropped.load(Ordering::Relaxed),
-            );
-            crate::metrics::catch_up(&cm.evidence_dropped, rt.evidence.forgotten());
-            let fps = frames.saturating_sub(p.frames) as f64 / dt;
-            cm.decode_fps.set(fps);
-            let lag = ingest.lag_seconds();
-            cm.lag_seconds.set(lag.unwrap_or(0.0));
-            let rtf = ingest.realtime_factor();
-            cm.realtime_factor.set(rtf.unwrap_or(0.0));
-            for (kind, v) in [
-                ("fetched", &ingest.segments_fetched),
-                ("bad", &ingest.segments_bad),
-                ("lost", &ingest.segments_lost),
-                ("skipped", &ingest.segments_skipped),
-            ] {
-                m.sync_segments(&rt.id, kind, v.load(Ordering::Relaxed));
-            }
-            // Mean glass-to-cue over the last 10 s: the histogram's growth in that window.
-            let (g_sum, g_count, _) = crate::metrics::histogram_parts(&cm.glass_to_cue_seconds);
-            let w = glass_window.entry(rt.id.clone()).or_default();
-            w.push_back((Instant::now(), g_sum, g_count));
-            while w
-                .front()
-                .is_some_and(|(t, _, _)| t.elapsed() > Duration::from_secs(10))
-            {
-                w.pop_front();
-            }
-            let glass_to_cue_ms = w.front().and_then(|(_, s0, c0)| {
-                (g_count > *c0).then(|| (g_sum - s0) / (g_count - c0) as f64 * 1000.0)
-            });
-            let point = Point {
-                t: now_ms,
-                state,
-                lag_s: lag,
-                decode_fps: (fps * 10.0).round() / 10.0,
-                realtime_factor: rtf,
-                fetch_ms: ingest.last_fetch_us.load(Ordering::Relaxed) as f64 / 1000.0,
-                decode_ms: ingest.last_decode_us.load(Ordering::Relaxed) as f64 / 1000.0,
-                analysis_ms: pipe.last_analysis_ms,
-                samples_per_s: pipe.samples.saturating_sub(p.samples) as f64 / dt,
-                dropped_per_s: pipe.samples_dropped.saturating_sub(p.dropped) as f64 / dt,
-                cues_per_s: pipe.cue_events.saturating_sub(p.cues) as f64 / dt,
-                glass_to_cue_ms,
-                subscribers: feed.connected,
-            };
+            let point = sampler.sample(&st.metrics, rt, dt, now_ms, feed.connected);
             st.history.push(&rt.id, point);
-            *p = Prev {
-                frames,
-                samples: pipe.samples,
-                dropped: pipe.samples_dropped,
-                cues: pipe.cue_events,
-            };
         }
+    }
+}
+
+/// The WebSocket feed's counters, into the metrics.
+fn sync_feed_metrics(m: &Metrics, feed: &FeedStats) {
+    m.set_gauge("websocket_clients", feed.connected as f64);
+    m.sync_counter("websocket_connections", feed.accepted);
+    m.sync_counter("websocket_events_sent", feed.events_sent);
+    m.sync_counter("websocket_slow_closed", feed.slow_closed);
+    m.sync_counter(
+        "websocket_rejected",
+        feed.rejected_full + feed.rejected_auth + feed.rejected_channels,
+    );
+    m.set_gauge("websocket_channels", feed.channels as f64);
+    m.sync_counter("websocket_bad_messages", feed.bad_messages);
+    m.sync_counter(
+        "websocket_abuse_closed",
+        feed.oversized_closed + feed.protocol_closed,
+    );
+}
+
+/// The cue bus's health and counters, into the metrics.
+fn sync_bus_metrics(st: &SidecarState) {
+    let m = &st.metrics;
+    let bus = st.bus.stats();
+    m.set_gauge("bus_healthy", f64::from(u8::from(bus.healthy)));
+    m.set_gauge("bus_buffered", bus.buffered as f64);
+    m.sync_counter("bus_published", bus.published);
+    m.sync_counter("bus_stored", bus.stored);
+    m.sync_counter("bus_dropped", bus.dropped);
+    m.sync_counter("bus_rejected", bus.rejected);
+    m.sync_counter("bus_reconnects", bus.reconnects);
+}
+
+/// The HLS proxy's counters, into the metrics.
+fn sync_hls_metrics(st: &SidecarState) {
+    let hs = st.hls.stats();
+    for (name, counter) in [
+        ("hls_playlist_requests", &hs.playlist_requests),
+        ("hls_segments_proxied", &hs.segments_proxied),
+        ("hls_origin_errors", &hs.origin_errors),
+        ("hls_fetches_refused", &hs.fetches_refused),
+        ("hls_client_query_ignored", &hs.client_query_ignored),
+    ] {
+        st.metrics
+            .sync_counter(name, counter.load(Ordering::Relaxed));
+    }
+}
+
+/// What the sampler remembers of each channel between ticks.
+#[derive(Default)]
+struct Sampler {
+    prev: HashMap<String, Prev>,
+    /// (time, sum, count) of each channel's glass-to-cue histogram, for a 10 s window.
+    glass_window: HashMap<String, VecDeque<(Instant, f64, u64)>>,
+}
+
+impl Sampler {
+    /// One channel's second (`dt` seconds since the last tick): its counters into the
+    /// metrics, and its history point.
+    fn sample(
+        &mut self,
+        m: &Metrics,
+        rt: &ChannelRuntime,
+        dt: f64,
+        now_ms: i64,
+        subscribers: u64,
+    ) -> Point {
+        let glass_to_cue_ms = self.glass_to_cue_ms(rt);
+        let cm = &rt.metrics;
+        let state = channel_state(rt);
+        m.set_channel_state(&rt.id, state);
+        let p = self.prev.entry(rt.id.clone()).or_default();
+        let ingest = rt.ingest_stats();
+        let pipe = rt
+            .pipeline_stats()
+            .map(|s| s.snapshot())
+            .unwrap_or_default();
+        let frames = ingest.frames.load(Ordering::Relaxed);
+        crate::metrics::catch_up(
+            &cm.frames_dropped,
+            ingest.frames_dropped.load(Ordering::Relaxed),
+        );
+        crate::metrics::catch_up(&cm.evidence_dropped, rt.evidence.forgotten());
+        let fps = frames.saturating_sub(p.frames) as f64 / dt;
+        cm.decode_fps.set(fps);
+        let lag = ingest.lag_seconds();
+        cm.lag_seconds.set(lag.unwrap_or(0.0));
+        let rtf = ingest.realtime_factor();
+        cm.realtime_factor.set(rtf.unwrap_or(0.0));
+        for (kind, v) in [
+            ("fetched", &ingest.segments_fetched),
+            ("bad", &ingest.segments_bad),
+            ("lost", &ingest.segments_lost),
+            ("skipped", &ingest.segments_skipped),
+        ] {
+            m.sync_segments(&rt.id, kind, v.load(Ordering::Relaxed));
+        }
+        let point = Point {
+            t: now_ms,
+            state,
+            lag_s: lag,
+            decode_fps: (fps * 10.0).round() / 10.0,
+            realtime_factor: rtf,
+            fetch_ms: ingest.last_fetch_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            decode_ms: ingest.last_decode_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            analysis_ms: pipe.last_analysis_ms,
+            samples_per_s: pipe.samples.saturating_sub(p.samples) as f64 / dt,
+            dropped_per_s: pipe.samples_dropped.saturating_sub(p.dropped) as f64 / dt,
+            cues_per_s: pipe.cue_events.saturating_sub(p.cues) as f64 / dt,
+            glass_to_cue_ms,
+            subscribers,
+        };
+        *p = Prev {
+            frames,
+            samples: pipe.samples,
+            dropped: pipe.samples_dropped,
+            cues: pipe.cue_events,
+        };
+        point
+    }
+
+    /// Mean glass-to-cue of channel `rt` over the last 10 s: its histogram's growth in
+    /// that window (None when no cue came).
+    fn glass_to_cue_ms(&mut self, rt: &ChannelRuntime) -> Option<f64> {
+        let (g_sum, g_count, _) = crate::metrics::histogram_parts(&rt.metrics.glass_to_cue_seconds);
+        let w = self.glass_window.entry(rt.id.clone()).or_default();
+        w.push_back((Instant::now(), g_sum, g_count));
+        while w
+            .front()
+            .is_some_and(|(t, _, _)| t.elapsed() > Duration::from_secs(10))
+        {
+            w.pop_front();
+        }
+        w.front().and_then(|(_, s0, c0)| {
+            (g_count > *c0).then(|| (g_sum - s0) / (g_count - c0) as f64 * 1000.0)
+        })
     }
 }
