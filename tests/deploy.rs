@@ -447,9 +447,15 @@ fn deployments_shut_down_gracefully_and_probe_real_routes() {
         catalog.contains(r#"accessModes: ["ReadWriteMany"]"#),
         "{catalog}"
     );
-    let docker = read(&root().join("deploy/docker/Dockerfile"));
-    assert!(docker.contains("http://127.0.0.1:8080/healthz"));
-    assert!(docker.contains(r#"ENTRYPOINT ["shopcue", "run"]"#));
+    for file in ["Dockerfile", "Dockerfile.prebuilt"] {
+        let docker = read(&root().join("deploy/docker").join(file));
+        assert!(docker.contains("http://127.0.0.1:8080/healthz"), "{file}");
+        assert!(
+            docker.contains(r#"ENTRYPOINT ["shopcue", "run"]"#),
+            "{file}"
+        );
+        assert!(docker.contains("USER 10001:10001"), "{file}");
+    }
 }
 
 /// compose.yaml's `SHOPCUE__KEY: value` lines by where they are: `x-shopcue` (the
@@ -486,6 +492,24 @@ fn compose_env(text: &str) -> Vec<(String, String, String)> {
     out
 }
 
+/// The `SHOPCUE__KEY=value` pairs of a Dockerfile's ENV lines in deploy/docker/.
+fn dockerfile_env(file: &str) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    for line in read(&root().join("deploy/docker").join(file)).lines() {
+        let t = line
+            .trim()
+            .trim_start_matches("ENV ")
+            .trim_end_matches('\\');
+        if let Some((k, v)) = t.trim().split_once('=')
+            && k.starts_with("SHOPCUE__")
+        {
+            let v = v.trim().replace("${ORT_VERSION}", "1.31.1");
+            env.push((k.to_string(), v));
+        }
+    }
+    env
+}
+
 #[test]
 fn compose_and_dockerfile_env_vars_are_settings_keys() {
     let compose = compose_env(&read(&root().join("deploy/docker/compose.yaml")));
@@ -495,20 +519,10 @@ fn compose_and_dockerfile_env_vars_are_settings_keys() {
         places.into_iter().collect::<Vec<_>>(),
         ["shopcue-analyser", "shopcue-edge", "x-shopcue"]
     );
-    // Dockerfile: `SHOPCUE__KEY=value` in ENV.
-    let mut docker: Vec<(String, String)> = Vec::new();
-    for line in read(&root().join("deploy/docker/Dockerfile")).lines() {
-        let t = line
-            .trim()
-            .trim_start_matches("ENV ")
-            .trim_end_matches('\\');
-        if let Some((k, v)) = t.trim().split_once('=')
-            && k.starts_with("SHOPCUE__")
-        {
-            let v = v.trim().replace("${ORT_VERSION}", "1.31.1");
-            docker.push((k.to_string(), v));
-        }
-    }
+    // Dockerfile: `SHOPCUE__KEY=value` in ENV; the image built from the host's binary
+    // (Dockerfile.prebuilt, scripts/docker-image.sh) runs with the same environment.
+    let docker = dockerfile_env("Dockerfile");
+    assert_eq!(docker, dockerfile_env("Dockerfile.prebuilt"));
     for key in ["SHOPCUE__SERVER__LISTEN", "SHOPCUE__INFERENCE__MODELS_DIR"] {
         assert!(
             docker.iter().any(|(k, _)| k == key),

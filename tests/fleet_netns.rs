@@ -394,6 +394,14 @@ async fn a_fleet_in_network_namespaces_survives_kills_partitions_and_changes() {
         spread(s, &ids(0..6), 2)
     })
     .await;
+    // What an HPA on channels per pod reads (the sampler copies it once a second).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let metrics = reqwest::get(a.url("/metrics")).await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"shopcue_gauge{name="fleet_channels_held"} 2"#),
+        "{metrics}"
+    );
 
     // A feed client follows one of pod a's channels on pod a; a is killed; it resumes on b.
     let followed = a.running().await.unwrap().into_iter().next().unwrap();

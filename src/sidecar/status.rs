@@ -251,6 +251,7 @@ pub async fn sample_every_second(st: std::sync::Arc<SidecarState>, stop: Cancell
         sync_feed_metrics(&st.metrics, &feed);
         sync_bus_metrics(&st);
         sync_hls_metrics(&st);
+        sync_fleet_metrics(&st);
         let now_ms = Utc::now().timestamp_millis();
         for rt in st.channels.list().iter() {
             let point = sampler.sample(&st.metrics, rt, dt, now_ms, feed.connected);
@@ -288,6 +289,21 @@ fn sync_bus_metrics(st: &SidecarState) {
     m.sync_counter("bus_dropped", bus.dropped);
     m.sync_counter("bus_rejected", bus.rejected);
     m.sync_counter("bus_reconnects", bus.reconnects);
+}
+
+/// The fleet keeper's view, into the metrics: `fleet_channels_held` is what an HPA on
+/// channels per analyser scales on (deploy/k8s/hpa.yaml).
+fn sync_fleet_metrics(st: &SidecarState) {
+    let Some(view) = st.fleet.get().map(|k| k.view()) else {
+        return;
+    };
+    let m = &st.metrics;
+    m.set_gauge("fleet_channels_held", view.held.len() as f64);
+    m.set_gauge("fleet_channels_registered", view.channels as f64);
+    m.set_gauge("fleet_live_pods", view.live_pods.len() as f64);
+    m.sync_counter("fleet_claims", view.claims);
+    m.sync_counter("fleet_hand_overs", view.hand_overs);
+    m.sync_counter("fleet_leases_lost", view.lost);
 }
 
 /// The HLS proxy's counters, into the metrics.
