@@ -171,7 +171,7 @@ impl Pod {
     }
 
     fn signal(&self, sig: &str) {
-        common::fleet::signal(self.child.id(), sig, &self.name);
+        common::fleet::signal(self.child.id(), sig, self.name);
     }
 }
 
