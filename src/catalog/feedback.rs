@@ -68,9 +68,11 @@ pub struct Stored {
     pub replaced: usize,
 }
 
-/// The labels beside one catalog; one writer at a time.
+/// The labels beside one catalog; one writer at a time, in this process (a mutex) and
+/// among the processes sharing the catalog folder (its `LOCK` file, as generations are).
 #[derive(Debug)]
 pub struct FeedbackStore {
+    catalog_dir: PathBuf,
     path: PathBuf,
     max_per_product: usize,
     duplicate_similarity: f32,
@@ -102,6 +104,7 @@ impl FeedbackStore {
     /// The store of the catalog in `catalog_dir` (nothing is created until a verdict).
     pub fn new(catalog_dir: &Path, settings: &CatalogSettings) -> Self {
         Self {
+            catalog_dir: catalog_dir.to_path_buf(),
             path: catalog_dir.join(store::FEEDBACK).join(LABELS),
             max_per_product: settings.feedback_max_per_product.max(1),
             duplicate_similarity: settings.feedback_duplicate_similarity,
@@ -137,6 +140,8 @@ impl FeedbackStore {
     /// Store photos (deduplicated, capped per product and kind), all or nothing.
     pub fn record(&self, photos: &[NewPhoto<'_>]) -> Result<Stored, CatalogError> {
         let _one_writer = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Another process of a fleet may append to the same file (a shared volume).
+        let _one_process = store::lock(&self.catalog_dir)?;
         let mut records = self.load()?;
         let at = crate::frame::rfc3339_ms(&chrono::Utc::now());
         let mut done = Stored::default();
@@ -461,6 +466,36 @@ mod tests {
                 .collect();
             store.record(&photos).unwrap();
         }
+    }
+
+    /// Two stores on one folder (two processes of a fleet: each has its own lock file
+    /// handle, so only the folder's `LOCK` keeps them apart) lose no verdict.
+    #[test]
+    fn stores_sharing_a_folder_lose_no_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                let at = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    let store = FeedbackStore::new(&at, &settings(100));
+                    for k in 0..15 {
+                        let v = vector(w, 2 + k % 5, 0.1 * (1 + k) as f32);
+                        let product = format!("w{w}-{k}");
+                        store
+                            .record(&[NewPhoto {
+                                product_id: &product,
+                                ..photo(Kind::Positive, "", &v)
+                            }])
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let store = FeedbackStore::new(dir.path(), &settings(100));
+        assert_eq!(store.load().unwrap().len(), 30);
     }
 
     #[test]
