@@ -26,26 +26,35 @@
 //! command line over these; the benchmarks (`shopcue bench …`, src/bench/) belong to that
 //! binary, not to the library.
 
-pub mod analyze;
-
-pub mod catalog;
-pub mod cli;
-pub mod config;
+// Domain types, shared by every layer.
 pub mod cue;
-pub mod cuebus;
 pub mod frame;
-pub mod http;
-pub mod inference;
-pub mod ingest;
+pub mod redact;
+
+// Pure cores: no I/O, exhaustive tests.
 pub mod manifest;
 pub mod matching;
+pub mod shots;
+
+// Owners of foreign libraries (one each): GStreamer, ONNX Runtime, FAISS, Redis,
+// axum/hyper, prometheus-client.
+pub mod catalog;
+pub mod cuebus;
+pub mod http;
+pub mod inference;
 pub mod media;
 pub mod metrics;
+
+// Runtime: sources, the per-channel pipeline, the registry and the process around them.
+pub mod analyze;
+pub mod ingest;
 pub mod operator;
-pub mod origin;
 pub mod pipeline;
-pub mod redact;
 pub mod registry;
-pub mod shots;
 pub mod sidecar;
+
+// Settings assembly, logging, the command line and the test origin.
+pub mod cli;
+pub mod config;
+pub mod origin;
 pub mod telemetry;
