@@ -279,6 +279,8 @@ pub async fn sample_every_second(st: std::sync::Arc<SidecarState>, stop: Cancell
             ("hls_origin_errors", &hs.origin_errors),
             ("hls_fetches_refused", &hs.fetches_refused),
             ("hls_client_query_ignored", &hs.client_query_ignored),
+            ("hls_segment_fetches", &hs.segment_fetches),
+            ("hls_segment_cache_hits", &hs.segment_cache_hits),
         ] {
             m.sync_counter(name, counter.load(Ordering::Relaxed));
         }
