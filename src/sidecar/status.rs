@@ -174,6 +174,10 @@ pub fn status(st: &SidecarState) -> Value {
                     "behind": l(|s| s.segments_behind.load(Ordering::Relaxed)),
                 },
                 "playlist_errors": l(|s| s.playlist_errors.load(Ordering::Relaxed)),
+                "frames": {
+                    "decoded": l(|s| s.frames.load(Ordering::Relaxed)),
+                    "dropped": l(|s| s.frames_dropped.load(Ordering::Relaxed)),
+                },
                 "pipeline": pipeline,
                 "latency_ms": {
                     "fetch_p50": ms(&m.segment_fetch_seconds, 0.5),
