@@ -762,6 +762,112 @@ async fn client_query_strings_do_not_bust_the_cache_or_reach_the_origin() {
     );
 }
 
+/// An origin that answers every request after `delay` with `segment <target>` and records
+/// each request target (path and query).
+async fn recording_segment_origin(
+    delay: Duration,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let target = head.split(' ').nth(1).unwrap_or("").to_string();
+                log.lock().unwrap().push(target.clone());
+                tokio::time::sleep(delay).await;
+                let body = format!("segment {target}");
+                let _ = sock
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Proxied segments are cached (`manifest.segment_cache_mb`) by path after the client's
+/// query string is filtered: requests that differ only by a cache-buster, and players
+/// asking for one segment at once, make one origin fetch and one cache entry between
+/// them. `client_query = "all"` makes each query its own; `segment_cache_mb = 0` turns
+/// the cache off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxied_segments_are_fetched_once_whatever_the_client_query() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (origin, seen) = recording_segment_origin(Duration::from_millis(300)).await;
+    let sc = sidecar(&format!("http://{origin}/live/index.m3u8"), |s| {
+        s.manifest.segment_uris = "proxy".into();
+    })
+    .await;
+    for q in ["x=1", "x=2"] {
+        assert_eq!(
+            get(sc.addr, &format!("/hls/ch/seg1.ts?{q}")).await,
+            (200, "segment /live/seg1.ts".to_string())
+        );
+    }
+    // Ten players at once on a new segment, each with its own cache-buster.
+    let mut players = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let addr = sc.addr;
+        players.spawn(async move { get(addr, &format!("/hls/ch/seg2.ts?_={i}")).await });
+    }
+    while let Some(answer) = players.join_next().await {
+        assert_eq!(answer.unwrap(), (200, "segment /live/seg2.ts".to_string()));
+    }
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        vec!["/live/seg1.ts".to_string(), "/live/seg2.ts".to_string()],
+        "one origin fetch per segment, no client parameter"
+    );
+    let st = sc.state.stats();
+    assert_eq!(st.segment_fetches.load(Relaxed), 2);
+    assert_eq!(st.segment_cache_hits.load(Relaxed), 10);
+    assert_eq!(st.segments_proxied.load(Relaxed), 12);
+    assert_eq!(st.client_query_ignored.load(Relaxed), 12);
+
+    // Configured to pass client queries on: each distinct query is its own entry.
+    let (origin, seen) = recording_segment_origin(Duration::ZERO).await;
+    let sc = sidecar(&format!("http://{origin}/live/index.m3u8"), |s| {
+        s.manifest.segment_uris = "proxy".into();
+        s.manifest.client_query = "all".into();
+    })
+    .await;
+    for q in ["x=1", "x=2", "x=1"] {
+        assert_eq!(get(sc.addr, &format!("/hls/ch/seg1.ts?{q}")).await.0, 200);
+    }
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        vec![
+            "/live/seg1.ts?x=1".to_string(),
+            "/live/seg1.ts?x=2".to_string()
+        ]
+    );
+
+    // No cache: every request is an origin fetch.
+    let (origin, seen) = recording_segment_origin(Duration::ZERO).await;
+    let sc = sidecar(&format!("http://{origin}/live/index.m3u8"), |s| {
+        s.manifest.segment_uris = "proxy".into();
+        s.manifest.segment_cache_mb = 0;
+    })
+    .await;
+    for _ in 0..2 {
+        assert_eq!(get(sc.addr, "/hls/ch/seg1.ts").await.0, 200);
+    }
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    assert_eq!(sc.state.stats().segment_cache_hits.load(Relaxed), 0);
+}
+
 /// The playlist ledger falls behind the bus (more events in one burst than the live
 /// channel holds) while a cue ends: once it catches up the cue's DATERANGE has its
 /// END-DATE (the missed end is replayed, or, when the history no longer has it, found by

@@ -4,7 +4,10 @@
 //! resolved by [`ChannelOrigin::origin_url`], so only URLs under a configured channel's
 //! base are ever fetched. Rewritten playlists are cached per (channel, rel) for half a
 //! target duration, and concurrent misses of one key wait for a single origin fetch; a
-//! fresh one is served before any URL resolution (the hot path). With `manifest.id3`,
+//! fresh one is served before any URL resolution (the hot path). Proxied segments go
+//! through the bounded [`super::segment_cache`] the same way (one origin fetch per
+//! segment, whatever the client's query string adds). Every origin fetch holds one of
+//! `manifest.max_origin_fetches` slots, or the request is answered 503. With `manifest.id3`,
 //! proxied segments overlapping a cue get it as timed ID3: a PES stream in MPEG-TS, `emsg`
 //! boxes in fMP4 (segments under an `EXT-X-MAP`; init sections fetched once, kept bounded).
 
@@ -24,6 +27,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use super::segment_cache::{SegmentCache, SegmentKey};
 use crate::cue::{Cue, CueEvent};
 use crate::cuebus::{CueBus, Offset, Replay};
 use crate::ingest::hls::{FetchError, Fetcher};
@@ -80,6 +84,10 @@ pub struct HlsStats {
     pub fetches_refused: AtomicU64,
     /// Requests whose client query parameters were left out (`manifest.client_query`).
     pub client_query_ignored: AtomicU64,
+    /// Segments (and byte ranges) fetched from the origin for the proxy.
+    pub segment_fetches: AtomicU64,
+    /// Proxied segments served from the segment cache (`manifest.segment_cache_mb`).
+    pub segment_cache_hits: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -264,6 +272,8 @@ struct Inner {
     client_query_all: bool,
     /// One permit per origin fetch in flight (`manifest.max_origin_fetches`).
     fetch_slots: tokio::sync::Semaphore,
+    /// Origin segments (`manifest.segment_cache_mb`; none at 0).
+    segment_cache: Option<SegmentCache<Cached>>,
     stats: HlsStats,
 }
 
@@ -299,6 +309,12 @@ impl HlsState {
                 playlist_cache: AtomicBool::new(true),
                 client_query_all: manifest.client_query == "all",
                 fetch_slots: tokio::sync::Semaphore::new(manifest.max_origin_fetches.max(1)),
+                segment_cache: (manifest.segment_cache_mb > 0).then(|| {
+                    SegmentCache::new(
+                        manifest.segment_cache_mb.saturating_mul(1 << 20),
+                        Duration::from_millis(manifest.segment_cache_ttl_ms),
+                    )
+                }),
                 stats: HlsStats::default(),
             }),
         };
@@ -345,13 +361,22 @@ impl HlsState {
         });
         // The channel URL's own parameters (e.g. a token) are the origin's too.
         ch.learn_query_names(&c.url);
+        self.forget_segments(&c.id);
         write(&self.inner.channels).insert(c.id.clone(), ch.clone());
         Ok(Some(ch))
     }
 
     /// Stop serving channel `id` (its requests answer 404 from now on).
     pub fn remove(&self, id: &str) -> Option<Arc<HlsChannel>> {
+        self.forget_segments(id);
         write(&self.inner.channels).remove(id)
+    }
+
+    /// Drops the cached segments of channel `id` (removed, or its origin replaced).
+    fn forget_segments(&self, id: &str) {
+        if let Some(cache) = &self.inner.segment_cache {
+            cache.forget_channel(id);
+        }
     }
 
     pub fn channel(&self, id: &str) -> Option<Arc<HlsChannel>> {
@@ -871,16 +896,10 @@ async fn segment(
     headers: &HeaderMap,
 ) -> Response {
     let range = parse_range(headers);
-    let Ok(_slot) = st.fetch_slots.try_acquire() else {
-        return busy(st);
-    };
-    let data = match st
-        .fetcher
-        .get(url, range, st.max_segment_bytes, st.segment_timeout)
-        .await
-    {
+    let data = match origin_segment(st, ch, rel, url, range).await {
         Ok(b) => b,
-        Err(e) => return respond(fetch_error(st, &e, "segment")),
+        Err(NoSegment::Busy) => return busy(st),
+        Err(NoSegment::Origin(answer)) => return respond(answer),
     };
     st.stats.segments_proxied.fetch_add(1, Ordering::Relaxed);
     let content_type = segment_type(rel);
@@ -904,6 +923,70 @@ async fn segment(
         _ => data,
     };
     ([(header::CONTENT_TYPE, content_type)], data).into_response()
+}
+
+/// Why a proxied segment has no bytes to serve.
+enum NoSegment {
+    /// Every origin fetch slot is taken (503, try again).
+    Busy,
+    /// The origin's failure, as answered to the client (and cached for a moment).
+    Origin(Cached),
+}
+
+/// The origin's bytes of segment `rel` (its byte `range`): from the segment cache, else
+/// fetched once for all who ask meanwhile.
+async fn origin_segment(
+    st: &Inner,
+    ch: &HlsChannel,
+    rel: &str,
+    url: &Url,
+    range: Option<(u64, u64)>,
+) -> Result<Bytes, NoSegment> {
+    let Some(cache) = &st.segment_cache else {
+        let Ok(_fetch) = st.fetch_slots.try_acquire() else {
+            return Err(NoSegment::Busy);
+        };
+        return fetch_segment(st, url, range)
+            .await
+            .map_err(NoSegment::Origin);
+    };
+    let key = SegmentKey {
+        channel: ch.id.clone(),
+        rel: rel.to_string(),
+        range,
+    };
+    let slot = cache.slot(&key);
+    let hit = |answer: Result<Bytes, Cached>| {
+        st.stats.segment_cache_hits.fetch_add(1, Ordering::Relaxed);
+        answer.map_err(NoSegment::Origin)
+    };
+    if let Some(answer) = slot.fresh() {
+        return hit(answer);
+    }
+    let _one_fetch = slot.fetch.lock().await;
+    if let Some(answer) = slot.fresh() {
+        return hit(answer);
+    }
+    let Ok(_fetch) = st.fetch_slots.try_acquire() else {
+        return Err(NoSegment::Busy);
+    };
+    let answer = fetch_segment(st, url, range).await;
+    let ttl = if answer.is_ok() {
+        cache.ttl()
+    } else {
+        ERROR_TTL
+    };
+    cache.store(&key, &slot, answer.clone(), ttl);
+    answer.map_err(NoSegment::Origin)
+}
+
+/// One origin fetch of a segment (the caller holds an origin fetch slot).
+async fn fetch_segment(st: &Inner, url: &Url, range: Option<(u64, u64)>) -> Result<Bytes, Cached> {
+    st.stats.segment_fetches.fetch_add(1, Ordering::Relaxed);
+    st.fetcher
+        .get(url, range, st.max_segment_bytes, st.segment_timeout)
+        .await
+        .map_err(|e| fetch_error(st, &e, "segment"))
 }
 
 /// The cues overlapping segment `t` as ID3 tags: (seconds from the segment's start, seconds

@@ -11,6 +11,7 @@ pub mod feed;
 pub mod feedback;
 pub mod hls;
 pub mod origin;
+pub mod segment_cache;
 pub mod server;
 pub mod token;
 pub mod web;

@@ -276,6 +276,60 @@ pub fn first_decode_time(segment: &[u8], track_id: u32) -> Result<u64, ManifestE
     )))
 }
 
+/// Grows the `sidx` (before the insertion point `at`, so at the same place in `out`) for
+/// `n` bytes inserted at `at`: its `first_offset` when they lie before the first
+/// subsegment, else its first reference's `referenced_size`. Every field read or written
+/// must lie inside the box, or the patch would land in the boxes after it.
+fn patch_sidx(out: &mut [u8], sidx: &BoxRef, at: usize, n: usize) -> Result<(), ManifestError> {
+    let p = sidx.start + sidx.header;
+    let end = sidx.start + sidx.size;
+    let version = *out.get(p).ok_or_else(|| err("empty sidx"))?;
+    let wide = if version == 1 { 8 } else { 4 };
+    let off_at = p + 4 + 8 + wide;
+    let count_at = off_at + wide + 2;
+    if count_at + 2 > end {
+        return Err(err(format!(
+            "sidx of {} bytes too short for its fields",
+            sidx.size
+        )));
+    }
+    let first_offset = if version == 1 {
+        be64(out, off_at)?
+    } else {
+        be32(out, off_at)? as u64
+    };
+    let count = u16::from_be_bytes([out[count_at], out[count_at + 1]]);
+    // Both in 64 bits from the file: a first_offset near 2^64 must not overflow.
+    let first_subsegment = (end as u64).saturating_add(first_offset);
+    if (at as u64) < first_subsegment {
+        let v = first_offset
+            .checked_add(n as u64)
+            .ok_or_else(|| err("sidx first_offset overflows"))?;
+        if version == 1 {
+            out[off_at..off_at + 8].copy_from_slice(&v.to_be_bytes());
+        } else {
+            let v = u32::try_from(v).map_err(|_| err("sidx first_offset overflows"))?;
+            out[off_at..off_at + 4].copy_from_slice(&v.to_be_bytes());
+        }
+    } else if count > 0 {
+        // The first reference: referenced_size (31 bits), duration, SAP fields.
+        let r = count_at + 2;
+        if r + 12 > end {
+            return Err(err(format!(
+                "sidx of {} bytes too short for its first reference",
+                sidx.size
+            )));
+        }
+        let word = be32(out, r)?;
+        let size = (word & 0x7FFF_FFFF) as u64 + n as u64;
+        if size > 0x7FFF_FFFF {
+            return Err(err("sidx referenced_size overflows"));
+        }
+        out[r..r + 4].copy_from_slice(&((word & 0x8000_0000) | size as u32).to_be_bytes());
+    }
+    Ok(())
+}
+
 /// `segment` with `emsgs` inserted right before its first `moof`, offsets patched.
 pub fn insert_before_first_moof(segment: &[u8], emsgs: &[Emsg]) -> Result<Vec<u8>, ManifestError> {
     let mut inserted = Vec::new();
@@ -303,40 +357,7 @@ pub fn insert_before_first_moof(segment: &[u8], emsgs: &[Emsg]) -> Result<Vec<u8
     }
     // A sidx before the moof: its references are measured from its end (+ first_offset).
     if let Some(sidx) = top[..moof_idx].iter().rev().find(|b| &b.kind == b"sidx") {
-        let p = sidx.start + sidx.header;
-        let version = *out.get(p).ok_or_else(|| err("empty sidx"))?;
-        let off_at = p + 4 + 8 + if version == 1 { 8 } else { 4 };
-        let first_offset = if version == 1 {
-            be64(&out, off_at)?
-        } else {
-            be32(&out, off_at)? as u64
-        };
-        let count_at = off_at + if version == 1 { 8 } else { 4 } + 2;
-        let count = out
-            .get(count_at..count_at + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]))
-            .ok_or_else(|| err("truncated sidx"))?;
-        // Both in 64 bits from the file: a first_offset near 2^64 must not overflow.
-        let first_subsegment = ((sidx.start + sidx.size) as u64).saturating_add(first_offset);
-        if (at as u64) < first_subsegment {
-            let v = first_offset
-                .checked_add(n as u64)
-                .ok_or_else(|| err("sidx first_offset overflows"))?;
-            if version == 1 {
-                out[off_at..off_at + 8].copy_from_slice(&v.to_be_bytes());
-            } else {
-                let v = u32::try_from(v).map_err(|_| err("sidx first_offset overflows"))?;
-                out[off_at..off_at + 4].copy_from_slice(&v.to_be_bytes());
-            }
-        } else if count > 0 {
-            let r = count_at + 2;
-            let word = be32(&out, r)?;
-            let size = (word & 0x7FFF_FFFF) as u64 + n as u64;
-            if size > 0x7FFF_FFFF {
-                return Err(err("sidx referenced_size overflows"));
-            }
-            out[r..r + 4].copy_from_slice(&((word & 0x8000_0000) | size as u32).to_be_bytes());
-        }
+        patch_sidx(&mut out, sidx, at, n)?;
     }
     // Absolute base_data_offsets in every tfhd after the insertion point.
     let shifted = boxes(&out, 0..out.len())?;
@@ -619,6 +640,41 @@ mod tests {
         let e = Emsg::id3(90_000, 0, None, 1, b"ID3".to_vec());
         assert!(matches!(
             insert_before_first_moof(&seg, &[e]),
+            Err(ManifestError::Fmp4 { .. })
+        ));
+    }
+
+    /// Found by the `emsg_insert` fuzz target (a smoke run with a random seed): a `sidx`
+    /// of 12 bytes, its version and flags only, before an `ftyp` and a `moov`. The patch
+    /// read `first_offset` and `reference_count` from the boxes after it and grew the
+    /// "first reference" there, over the `moov`'s type. A sidx too short for its fields
+    /// (or for its first reference) is refused.
+    #[test]
+    fn short_sidx_is_refused_not_patched_past_its_end() {
+        let (seg, _) = segment(false);
+        let top = boxes(&seg, 0..seg.len()).unwrap();
+        let (styp, moof_on) = (&seg[..top[1].start], &seg[top[2].start..]);
+        let e = Emsg::id3(90_000, 0, None, 1, b"ID3".to_vec());
+        let short = [
+            styp,
+            &full(b"sidx", 3, 0x14_00C5, &[])[..],
+            &bx(b"ftyp", b"iso6\0\0\0\0")[..],
+            &bx(b"moov", &[0; 8])[..],
+            moof_on,
+        ]
+        .concat();
+        match insert_before_first_moof(&short, std::slice::from_ref(&e)) {
+            Err(ManifestError::Fmp4 { why }) => assert!(why.contains("sidx"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Its fields, but no room for the reference it counts.
+        let mut fields = 1u32.to_be_bytes().to_vec();
+        fields.extend_from_slice(&90_000u32.to_be_bytes());
+        fields.extend_from_slice(&[0; 8]); // earliest_presentation_time, first_offset
+        fields.extend_from_slice(&[0, 0, 0, 1]); // reference_count 1
+        let no_reference = [styp, &full(b"sidx", 0, 0, &fields)[..], moof_on].concat();
+        assert!(matches!(
+            insert_before_first_moof(&no_reference, &[e]),
             Err(ManifestError::Fmp4 { .. })
         ));
     }

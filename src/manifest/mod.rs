@@ -118,6 +118,12 @@ pub struct ManifestSettings {
     /// additions (cache-busters) neither reach the origin nor miss the cache; `all` passes
     /// every parameter on.
     pub client_query: String,
+    /// Proxied segments kept in memory (MiB, all channels together; 0: none), by channel,
+    /// path after `client_query` and byte range, so the players of one segment make one
+    /// origin fetch between them. When full, the segments stored earliest go first.
+    pub segment_cache_mb: usize,
+    /// How long a cached segment is reused, ms (an origin that restarts may reuse names).
+    pub segment_cache_ttl_ms: u64,
 }
 
 impl Default for ManifestSettings {
@@ -131,6 +137,8 @@ impl Default for ManifestSettings {
             ledger_capacity: 4_096,
             max_origin_fetches: 64,
             client_query: "origin".into(),
+            segment_cache_mb: 64,
+            segment_cache_ttl_ms: 30_000,
         }
     }
 }
@@ -175,6 +183,12 @@ impl ManifestSettings {
                 format!("`{}` is not `origin` or `all`", self.client_query),
             ));
         }
+        if self.segment_cache_mb > 65_536 {
+            return Err(("segment_cache_mb", "must be from 0 to 65536".into()));
+        }
+        if !(1..=600_000).contains(&self.segment_cache_ttl_ms) {
+            return Err(("segment_cache_ttl_ms", "must be from 1 to 600000".into()));
+        }
         Ok(())
     }
 
@@ -212,5 +226,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(bad.validate().unwrap_err().0, "planned_duration_s");
+        let bad = ManifestSettings {
+            segment_cache_ttl_ms: 0,
+            ..Default::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().0, "segment_cache_ttl_ms");
+        let bad = ManifestSettings {
+            segment_cache_mb: 1 << 20,
+            ..Default::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().0, "segment_cache_mb");
     }
 }

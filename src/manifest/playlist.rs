@@ -447,6 +447,33 @@ fn secs_to_micros(s: f64) -> i64 {
     (s * 1e6).round() as i64
 }
 
+/// The wall-clock start of every segment, in µs: its known start (the origin's PDT, else
+/// ingest's anchor), else its predecessor's end, and before the first known one, back from
+/// it to the first segment and forward again. A start the rewriter writes as a PDT
+/// (`written`) is cut to the whole millisecond it is written with, and the segments after
+/// it follow on from that: what a reader of the rewritten playlist works out is the same
+/// timeline. `None` when no start is known.
+fn timeline(
+    known: &[Option<i64>],
+    durations: &[f64],
+    written: impl Fn(usize) -> bool,
+) -> Option<Vec<i64>> {
+    let first = known.iter().position(Option::is_some)?;
+    let whole_ms = |us: i64| us.div_euclid(1000).saturating_mul(1000);
+    let mut st: Vec<i64> = Vec::with_capacity(known.len());
+    for (j, k) in known.iter().enumerate() {
+        let t = match (j, *k) {
+            (_, Some(t)) => t,
+            (0, None) => durations[..first]
+                .iter()
+                .fold(known[first]?, |t, &d| t.saturating_sub(secs_to_micros(d))),
+            (_, None) => st[j - 1].saturating_add(secs_to_micros(durations[j - 1])),
+        };
+        st.push(if written(j) { whole_ms(t) } else { t });
+    }
+    Some(st)
+}
+
 /// Ad-break markers of one segment block (or of the lines after the last segment).
 #[derive(Debug, Default, Clone)]
 struct Markers {
@@ -717,19 +744,11 @@ pub fn rewrite_media_playlist(
             }
         })
         .collect();
-    let starts: Option<Vec<i64>> = known.iter().position(Option::is_some).map(|first| {
-        let mut st = vec![0i64; segments.len()];
-        st[first] = known[first].unwrap_or(0);
-        for j in (0..first).rev() {
-            st[j] = st[j + 1].saturating_sub(secs_to_micros(segments[j].duration));
-        }
-        for j in first + 1..segments.len() {
-            st[j] = known[j].unwrap_or_else(|| {
-                st[j - 1].saturating_add(secs_to_micros(segments[j - 1].duration))
-            });
-        }
-        st
-    });
+    // The rewriter writes a PDT for every segment when the origin has none, else for the
+    // first segment if it lacks one.
+    let writes_pdt = |j: usize| !origin_has_pdt || (j == 0 && !segments[0].has_pdt);
+    let durations: Vec<f64> = segments.iter().map(|s| s.duration).collect();
+    let starts = timeline(&known, &durations, writes_pdt);
     let starts = starts.filter(|st| st.iter().all(|&us| from_micros(us).is_some()));
     let seg_end = |j: usize, st: &[i64]| st[j].saturating_add(secs_to_micros(segments[j].duration));
 
@@ -889,16 +908,14 @@ pub fn rewrite_media_playlist(
             }
         }
         if let Some(j) = seg_at_line[i] {
-            if let Some(st) = &starts {
-                let first_without = j == 0 && !segments[0].has_pdt;
-                if (!origin_has_pdt || first_without)
-                    && let Some(t) = from_micros(st[j])
-                {
-                    out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
-                    out.push_str(&crate::frame::rfc3339_ms(&t));
-                    out.push('\n');
-                    pdt_inserted += 1;
-                }
+            if let Some(st) = &starts
+                && writes_pdt(j)
+                && let Some(t) = from_micros(st[j])
+            {
+                out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+                out.push_str(&crate::frame::rfc3339_ms(&t));
+                out.push('\n');
+                pdt_inserted += 1;
             }
             for c in &placed[j] {
                 out.push_str(&c.render());
@@ -1108,6 +1125,62 @@ mod tests {
                 .contains("#EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:00:00.000Z\n#EXTINF:2.5,")
         );
         assert_eq!(playlist_kind(input).unwrap(), PlaylistKind::Media);
+    }
+
+    /// Found by the `manifest_rewrite` fuzz target (a smoke run with a random seed): an
+    /// origin PDT with sub-millisecond digits on the second segment, none on the first.
+    /// The PDT added to the first segment is written to the millisecond, but the timeline
+    /// kept the microseconds computed back from the origin's PDT, so reading the output
+    /// again gave that segment another start (09:59:58.000 against 09:59:58.000333). The
+    /// timeline now holds what is written, and the segments after it follow on from it.
+    #[test]
+    fn an_added_pdt_and_the_timeline_agree_to_the_millisecond() {
+        let o = origin();
+        let url = Url::parse("https://origin.example/live/news/720p/index.m3u8").unwrap();
+        let ctx = RewriteContext::new(&o, &url);
+        let input = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\na.ts\n#EXTINF:2,\nb.ts\n\
+            #EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:00:00.000333333333333333333333Z\n\
+            #EXTINF:2.000,\nc.ts\n#EXTINF:2,\nd.ts\n";
+        let once = rewrite_media_playlist(input, &ctx).unwrap();
+        assert!(
+            once.text
+                .contains("#EXT-X-PROGRAM-DATE-TIME:2026-11-21T09:59:56.000Z\n#EXTINF:2,\n")
+        );
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let starts =
+            |p: &RewrittenPlaylist| -> Vec<_> { p.segments.iter().map(|s| s.start).collect() };
+        assert_eq!(
+            starts(&once),
+            [
+                Some(t("2026-11-21T09:59:56Z")),
+                Some(t("2026-11-21T09:59:58Z")),
+                Some(t("2026-11-21T10:00:00.000333Z")),
+                Some(t("2026-11-21T10:00:02.000333Z")),
+            ]
+        );
+        let twice = rewrite_media_playlist(&once.text, &ctx).unwrap();
+        assert_eq!(starts(&twice), starts(&once));
+        assert_eq!(twice.pdt_inserted, 0);
+
+        // Without origin PDTs every start is ingest's anchor cut to the millisecond.
+        let anchor = |msn: u64| {
+            Some(t("2026-11-21T10:00:00.000777Z") + chrono::TimeDelta::seconds(2 * msn as i64))
+        };
+        let anchored = RewriteContext {
+            pdt_anchor: &anchor,
+            ..RewriteContext::new(&o, &url)
+        };
+        let input = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\na.ts\n#EXTINF:2,\nb.ts\n";
+        let once = rewrite_media_playlist(input, &anchored).unwrap();
+        assert_eq!(
+            starts(&once),
+            [
+                Some(t("2026-11-21T10:00:00Z")),
+                Some(t("2026-11-21T10:00:02Z"))
+            ]
+        );
+        let twice = rewrite_media_playlist(&once.text, &anchored).unwrap();
+        assert_eq!(starts(&twice), starts(&once));
     }
 
     #[test]

@@ -24,6 +24,9 @@ const ID3_FORMAT: [u8; 4] = *b"ID3 ";
 const PTS_MASK: u64 = (1 << 33) - 1;
 /// The largest ID3 tag one PES packet holds (PES_packet_length is 16 bits).
 pub const MAX_ID3_BYTES: usize = 0xFFFF - 8;
+/// PIDs 0x0000..=0x000F are for PSI (PAT, CAT, ...); 0x1FFF is the null packets'.
+const LAST_RESERVED_PID: u16 = 0x000F;
+const NULL_PID: u16 = 0x1FFF;
 const VIDEO_STREAM_TYPES: [u8; 8] = [0x01, 0x02, 0x10, 0x1B, 0x20, 0x24, 0x42, 0xD1];
 
 fn err(why: impl Into<String>) -> ManifestError {
@@ -443,6 +446,24 @@ pub fn split_parts(
     Ok(parts)
 }
 
+/// The origin's ID3 stream PID, to be reused, must be one only it uses: the ID3 PES go on
+/// it, so on a PSI PID (the PAT's 0, the other reserved ones, the PMT's) or another
+/// stream's they would be read as tables or as that stream.
+fn check_reused_pid(pid: u16, pmt_pid: u16, pmt: &Pmt) -> Result<(), ManifestError> {
+    let why = if pid <= LAST_RESERVED_PID || pid == NULL_PID {
+        "a reserved PID"
+    } else if pid == pmt_pid {
+        "the PMT's PID"
+    } else if pmt.streams.iter().filter(|s| s.1 == pid).count() > 1 {
+        "shared with another stream"
+    } else {
+        return Ok(());
+    };
+    Err(err(format!(
+        "the PMT declares its ID3 stream on PID {pid:#06x}, {why}"
+    )))
+}
+
 /// Inserts the samples as an ID3 timed-metadata stream into an MPEG-TS segment.
 pub fn insert_timed_metadata(
     segment: &[u8],
@@ -455,6 +476,9 @@ pub fn insert_timed_metadata(
         .iter()
         .find(|s| s.0 == STREAM_TYPE_METADATA)
         .map(|s| s.1);
+    if let Some(pid) = existing {
+        check_reused_pid(pid, pmt_pid, &pmt)?;
+    }
     let id3_pid = match existing {
         Some(pid) => pid,
         None => {
@@ -467,7 +491,7 @@ pub fn insert_timed_metadata(
             }
             used[pmt.pcr_pid as usize] = true;
             used[pmt_pid as usize] = true;
-            (0x0100..0x1FFF)
+            (0x0100..NULL_PID)
                 .find(|&p| !used[p as usize])
                 .ok_or_else(|| err("no free PID"))?
         }
@@ -731,6 +755,57 @@ pub(crate) mod tests {
             out.len() + report.packets_replaced * PACKET,
             seg.len() + report.packets_added * PACKET
         );
+    }
+
+    /// A PMT listing video on `video_pid` and an ID3 stream on `id3_pid`.
+    fn pmt_with_id3(video_pid: u16, id3_pid: u16) -> Vec<u8> {
+        let mut s = pmt(video_pid);
+        s.truncate(s.len() - 4);
+        s.push(STREAM_TYPE_METADATA);
+        s.extend_from_slice(&(0xE000 | id3_pid).to_be_bytes());
+        s.extend_from_slice(&[0xF0, 0x00]);
+        s[2] = (s.len() - 3 + 4) as u8;
+        let crc = crc32_mpeg2(&s);
+        s.extend_from_slice(&crc.to_be_bytes());
+        s
+    }
+
+    /// Found by the `ts_id3_insert` fuzz target: a segment whose first PMT (before its
+    /// first PAT) declares the ID3 stream on PID 0. Reusing it put the ID3 PES on the PAT's
+    /// PID, and the output's PAT no longer read ("PSI section on PID 0 interrupted"). An
+    /// origin ID3 stream on a PSI PID or on another stream's PID is refused.
+    #[test]
+    fn id3_stream_on_a_psi_or_shared_pid_is_refused() {
+        let sample = [MetadataSample {
+            offset_s: 0.5,
+            id3_tag: b"ID3\x04\0\0\0\0\0\0".to_vec(),
+        }];
+        for (id3_pid, why) in [
+            (0x0000, "reserved"),
+            (0x0001, "reserved"),
+            (0x1FFF, "reserved"),
+            (0x1000, "PMT"),
+            (0x0100, "another stream"),
+        ] {
+            let seg = [
+                packetize(0x1000, &pmt_with_id3(0x100, id3_pid), true).concat(),
+                synthetic_segment(&[900_000, 903_600]),
+            ]
+            .concat();
+            match insert_timed_metadata(&seg, &sample) {
+                Err(ManifestError::Ts { why: w }) => assert!(w.contains(why), "{w}"),
+                other => panic!("ID3 on PID {id3_pid:#x}: {other:?}"),
+            }
+        }
+        // On a PID of its own it is reused, and the output reads back.
+        let seg = [
+            packetize(0x1000, &pmt_with_id3(0x100, 0x0101), true).concat(),
+            synthetic_segment(&[900_000, 903_600]),
+        ]
+        .concat();
+        let (out, report) = insert_timed_metadata(&seg, &sample).unwrap();
+        assert!(report.reused_origin_stream);
+        assert_eq!(read_timed_metadata(&out).unwrap().len(), 1);
     }
 
     fn cc_continuous(data: &[u8]) -> bool {

@@ -175,6 +175,10 @@ pub fn status(st: &SidecarState) -> Value {
                     "behind": l(|s| s.segments_behind.load(Ordering::Relaxed)),
                 },
                 "playlist_errors": l(|s| s.playlist_errors.load(Ordering::Relaxed)),
+                "frames": {
+                    "decoded": l(|s| s.frames.load(Ordering::Relaxed)),
+                    "dropped": l(|s| s.frames_dropped.load(Ordering::Relaxed)),
+                },
                 "pipeline": pipeline,
                 "latency_ms": {
                     "fetch_p50": ms(&m.segment_fetch_seconds, 0.5),
@@ -315,6 +319,8 @@ fn sync_hls_metrics(st: &SidecarState) {
         ("hls_origin_errors", &hs.origin_errors),
         ("hls_fetches_refused", &hs.fetches_refused),
         ("hls_client_query_ignored", &hs.client_query_ignored),
+        ("hls_segment_fetches", &hs.segment_fetches),
+        ("hls_segment_cache_hits", &hs.segment_cache_hits),
     ] {
         st.metrics
             .sync_counter(name, counter.load(Ordering::Relaxed));
