@@ -642,299 +642,485 @@ pub fn rewrite_media_playlist(
     }
     let kinds: Vec<Kind> = lines.iter().map(|l| classify(l)).collect();
 
-    // 1. The segments, their blocks and markers.
-    let mut media_sequence = 0u64;
-    let mut skipped = 0u64;
-    let mut segments: Vec<Segment> = Vec::new();
-    let mut origin_ids: HashSet<String> = HashSet::new();
-    let mut origin_ranges: Vec<OriginDateRange> = Vec::new();
-    let mut block_start = 1usize;
-    let mut extinf: Option<(usize, f64)> = None;
-    let mut pdt: Option<Option<DateTime<Utc>>> = None;
-    let mut markers = Markers::default();
-    // Init sections seen, and the one in effect.
-    let mut maps: Vec<MapSection> = Vec::new();
-    let mut map: Option<usize> = None;
+    let scan = scan_segments(&lines, &kinds)?;
+    let timeline = Timeline::of(&scan.segments, ctx.pdt_anchor);
+    let hold = HoldBack::of(&scan.segments, ctx.publish_through);
+    let breaks = timeline
+        .starts
+        .as_deref()
+        .map_or_else(Vec::new, |st| ad_breaks(&scan, st));
+    let placement = place_date_ranges(ctx.cues, &scan, &timeline, hold.published, &breaks);
+    let mut mapper = UriMapper::new(ctx);
+    let written = PlaylistWriter {
+        lines: &lines,
+        kinds: &kinds,
+        segments: &scan.segments,
+        timeline: &timeline,
+        hold: &hold,
+        placement: &placement,
+    }
+    .write(input.len(), &mut mapper)?;
+
+    Ok(RewrittenPlaylist {
+        text: written.text,
+        media_sequence: scan.media_sequence,
+        segments: segment_infos(&scan, &timeline, &hold, &breaks),
+        dateranges: placement.dateranges,
+        suppressed_in_ad_break: placement.suppressed,
+        ad_breaks: breaks,
+        pdt_inserted: written.pdt_inserted,
+        unproxied_uris: mapper.unproxied,
+        timeline: timeline.starts.is_some(),
+    })
+}
+
+/// What the scan pass found in the origin playlist.
+#[derive(Default)]
+struct Scan<'a> {
+    media_sequence: u64,
+    /// `EXT-X-SKIP`'s SKIPPED-SEGMENTS (delta updates).
+    skipped: u64,
+    segments: Vec<Segment<'a>>,
+    origin_ids: HashSet<String>,
+    origin_ranges: Vec<OriginDateRange>,
+    /// The first line of the block being read.
+    block_start: usize,
+    /// The block's `EXTINF`: its line and duration.
+    extinf: Option<(usize, f64)>,
+    /// The block's `EXT-X-PROGRAM-DATE-TIME` (`Some(None)`: present but unreadable).
+    pdt: Option<Option<DateTime<Utc>>>,
+    /// The block's ad markers; after the scan, those after the last segment.
+    markers: Markers,
+    /// Init sections seen, and the one in effect.
+    maps: Vec<MapSection>,
+    map: Option<usize>,
+}
+
+/// Scan pass: the segments, their blocks and ad markers, the origin's date ranges and
+/// init sections.
+fn scan_segments<'a>(lines: &[&'a str], kinds: &[Kind<'_>]) -> Result<Scan<'a>, ManifestError> {
+    let mut scan = Scan {
+        block_start: 1,
+        ..Scan::default()
+    };
     for (i, k) in kinds.iter().enumerate().skip(1) {
         match *k {
-            Kind::Tag { name, value } => match name {
-                "EXT-X-MEDIA-SEQUENCE" => {
-                    media_sequence = value
-                        .map(str::trim)
-                        .and_then(|v| v.parse().ok())
-                        .ok_or_else(|| bad_tag(i, name, "not an unsigned integer"))?;
-                }
-                "EXT-X-SKIP" => {
-                    let attrs =
-                        attr::parse(value.unwrap_or("")).map_err(|why| bad_tag(i, name, why))?;
-                    skipped = attr::get(&attrs, "SKIPPED-SEGMENTS")
-                        .and_then(|a| a.value().parse().ok())
-                        .ok_or_else(|| bad_tag(i, name, "no SKIPPED-SEGMENTS"))?;
-                }
-                "EXTINF" => {
-                    let v = value.unwrap_or("");
-                    let d: f64 = v
-                        .split(',')
-                        .next()
-                        .unwrap_or("")
-                        .trim()
-                        .parse()
-                        .map_err(|_| bad_tag(i, name, "duration is not a number"))?;
-                    if !(d.is_finite() && (0.0..=1e6).contains(&d)) {
-                        return Err(bad_tag(i, name, "duration out of range"));
-                    }
-                    extinf = Some((i, d));
-                }
-                "EXT-X-PROGRAM-DATE-TIME" => pdt = Some(value.and_then(parse_pdt)),
-                "EXT-X-MAP" => {
-                    map = MapSection::parse(value.unwrap_or("")).map(|m| {
-                        maps.push(m);
-                        maps.len() - 1
-                    });
-                }
-                "EXT-X-DATERANGE" => {
-                    let r = read_origin_daterange(value.unwrap_or(""));
-                    if let Some(id) = &r.id {
-                        origin_ids.insert(id.clone());
-                    }
-                    origin_ranges.push(r);
-                }
-                _ => {
-                    read_marker(&mut markers, name, value);
-                }
-            },
-            Kind::Uri => {
-                let (insert_at, duration) = extinf
-                    .take()
-                    .ok_or_else(|| bad_tag(i, "EXTINF", "segment URI without EXTINF"))?;
-                let msn = media_sequence
-                    .checked_add(skipped)
-                    .and_then(|m| m.checked_add(segments.len() as u64))
-                    .ok_or_else(|| {
-                        bad_tag(i, "EXT-X-MEDIA-SEQUENCE", "media sequence overflows")
-                    })?;
-                segments.push(Segment {
-                    msn,
-                    block_start,
-                    insert_at,
-                    uri_line: i,
-                    uri: lines[i].trim(),
-                    duration,
-                    has_pdt: pdt.is_some(),
-                    pdt: pdt.take().flatten(),
-                    markers: std::mem::take(&mut markers),
-                    map,
-                });
-                block_start = i + 1;
-            }
+            Kind::Tag { name, value } => scan.tag(i, name, value)?,
+            Kind::Uri => scan.segment_uri(i, lines[i])?,
             Kind::Blank | Kind::Comment => {}
         }
     }
-    let trailing_markers = markers;
+    Ok(scan)
+}
 
-    // 2. The timeline: wall-clock start of every segment, in µs.
-    let origin_has_pdt = segments.iter().any(|s| s.has_pdt);
-    let known: Vec<Option<i64>> = segments
-        .iter()
-        .map(|s| {
-            if origin_has_pdt {
-                s.pdt.map(micros)
-            } else {
-                (ctx.pdt_anchor)(s.msn).map(micros)
+impl<'a> Scan<'a> {
+    /// Reads the tag on line `i` (0-based) into the block being read.
+    fn tag(&mut self, i: usize, name: &str, value: Option<&str>) -> Result<(), ManifestError> {
+        match name {
+            "EXT-X-MEDIA-SEQUENCE" => {
+                self.media_sequence = value
+                    .map(str::trim)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| bad_tag(i, name, "not an unsigned integer"))?;
             }
-        })
-        .collect();
-    // The rewriter writes a PDT for every segment when the origin has none, else for the
-    // first segment if it lacks one.
-    let writes_pdt = |j: usize| !origin_has_pdt || (j == 0 && !segments[0].has_pdt);
-    let durations: Vec<f64> = segments.iter().map(|s| s.duration).collect();
-    let starts = timeline(&known, &durations, writes_pdt);
-    let starts = starts.filter(|st| st.iter().all(|&us| from_micros(us).is_some()));
-    let seg_end = |j: usize, st: &[i64]| st[j].saturating_add(secs_to_micros(segments[j].duration));
-
-    // 3. Hold-back.
-    let published = match ctx.publish_through {
-        None => segments.len(),
-        Some(n) => segments.iter().take_while(|s| s.msn <= n).count(),
-    };
-    let holding = published < segments.len();
-    let hold_back_active = ctx.publish_through.is_some();
-
-    // 4. Origin ad breaks, on the timeline.
-    let mut breaks: Vec<AdBreak> = Vec::new();
-    if let Some(st) = &starts {
-        let at = |us: i64| from_micros(us);
-        let mut open: Option<(i64, Option<i64>)> = None;
-        let blocks = segments
-            .iter()
-            .enumerate()
-            .map(|(j, s)| (st[j], &s.markers))
-            .chain(std::iter::once((
-                segments
-                    .last()
-                    .map_or(0, |_| seg_end(segments.len() - 1, st)),
-                &trailing_markers,
-            )));
-        for (t, m) in blocks {
-            if let Some((s, Some(planned_end))) = open
-                && t >= planned_end
-                && m.cont_elapsed.is_none()
-                && !m.end
-            {
-                breaks.push(AdBreak {
-                    start: at(s).unwrap_or_default(),
-                    end: at(planned_end),
-                });
-                open = None;
+            "EXT-X-SKIP" => {
+                let attrs =
+                    attr::parse(value.unwrap_or("")).map_err(|why| bad_tag(i, name, why))?;
+                self.skipped = attr::get(&attrs, "SKIPPED-SEGMENTS")
+                    .and_then(|a| a.value().parse().ok())
+                    .ok_or_else(|| bad_tag(i, name, "no SKIPPED-SEGMENTS"))?;
             }
-            if m.end
-                && let Some((s, _)) = open.take()
-            {
-                breaks.push(AdBreak {
-                    start: at(s).unwrap_or_default(),
-                    end: at(t),
-                });
-            }
-            if open.is_none() {
-                if let Some(d) = m.start {
-                    open = Some((t, d.map(|d| t.saturating_add(secs_to_micros(d)))));
-                } else if let Some(elapsed) = m.cont_elapsed
-                    && !m.end
-                {
-                    let s = t.saturating_sub(elapsed.map_or(0, secs_to_micros));
-                    open = Some((s, None));
+            "EXTINF" => {
+                let v = value.unwrap_or("");
+                let d: f64 = v
+                    .split(',')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad_tag(i, name, "duration is not a number"))?;
+                if !(d.is_finite() && (0.0..=1e6).contains(&d)) {
+                    return Err(bad_tag(i, name, "duration out of range"));
                 }
+                self.extinf = Some((i, d));
+            }
+            "EXT-X-PROGRAM-DATE-TIME" => self.pdt = Some(value.and_then(parse_pdt)),
+            "EXT-X-MAP" => {
+                self.map = MapSection::parse(value.unwrap_or("")).map(|m| {
+                    self.maps.push(m);
+                    self.maps.len() - 1
+                });
+            }
+            "EXT-X-DATERANGE" => {
+                let r = read_origin_daterange(value.unwrap_or(""));
+                if let Some(id) = &r.id {
+                    self.origin_ids.insert(id.clone());
+                }
+                self.origin_ranges.push(r);
+            }
+            _ => {
+                read_marker(&mut self.markers, name, value);
             }
         }
-        if let Some((s, e)) = open {
+        Ok(())
+    }
+
+    /// Closes the block being read with its segment URI on line `i` (0-based).
+    fn segment_uri(&mut self, i: usize, line: &'a str) -> Result<(), ManifestError> {
+        let (insert_at, duration) = self
+            .extinf
+            .take()
+            .ok_or_else(|| bad_tag(i, "EXTINF", "segment URI without EXTINF"))?;
+        let msn = self
+            .media_sequence
+            .checked_add(self.skipped)
+            .and_then(|m| m.checked_add(self.segments.len() as u64))
+            .ok_or_else(|| bad_tag(i, "EXT-X-MEDIA-SEQUENCE", "media sequence overflows"))?;
+        self.segments.push(Segment {
+            msn,
+            block_start: self.block_start,
+            insert_at,
+            uri_line: i,
+            uri: line.trim(),
+            duration,
+            has_pdt: self.pdt.is_some(),
+            pdt: self.pdt.take().flatten(),
+            markers: std::mem::take(&mut self.markers),
+            map: self.map,
+        });
+        self.block_start = i + 1;
+        Ok(())
+    }
+}
+
+/// Timeline pass: the wall-clock start of every segment, and where a PDT is written.
+struct Timeline {
+    /// Starts in µs; `None` without any PDT or anchor.
+    starts: Option<Vec<i64>>,
+    origin_has_pdt: bool,
+    first_has_pdt: bool,
+    durations: Vec<f64>,
+}
+
+impl Timeline {
+    fn of(segments: &[Segment], pdt_anchor: &dyn Fn(u64) -> Option<DateTime<Utc>>) -> Self {
+        let origin_has_pdt = segments.iter().any(|s| s.has_pdt);
+        let known: Vec<Option<i64>> = segments
+            .iter()
+            .map(|s| {
+                if origin_has_pdt {
+                    s.pdt.map(micros)
+                } else {
+                    pdt_anchor(s.msn).map(micros)
+                }
+            })
+            .collect();
+        let mut tl = Self {
+            starts: None,
+            origin_has_pdt,
+            first_has_pdt: segments.first().is_some_and(|s| s.has_pdt),
+            durations: segments.iter().map(|s| s.duration).collect(),
+        };
+        let starts = timeline(&known, &tl.durations, |j| tl.writes_pdt(j));
+        tl.starts = starts.filter(|st| st.iter().all(|&us| from_micros(us).is_some()));
+        tl
+    }
+
+    /// The rewriter writes a PDT for every segment when the origin has none, else for the
+    /// first segment if it lacks one.
+    fn writes_pdt(&self, j: usize) -> bool {
+        !self.origin_has_pdt || (j == 0 && !self.first_has_pdt)
+    }
+
+    /// The end of segment `j`, in µs, on timeline `st`.
+    fn end_of(&self, j: usize, st: &[i64]) -> i64 {
+        st[j].saturating_add(secs_to_micros(self.durations[j]))
+    }
+}
+
+/// Hold-back pass: how many segments are published.
+struct HoldBack {
+    published: usize,
+    /// Some segments are held back.
+    holding: bool,
+    /// Hold-back is on (even if nothing is held back now).
+    active: bool,
+}
+
+impl HoldBack {
+    fn of(segments: &[Segment], publish_through: Option<u64>) -> Self {
+        let published = match publish_through {
+            None => segments.len(),
+            Some(n) => segments.iter().take_while(|s| s.msn <= n).count(),
+        };
+        Self {
+            published,
+            holding: published < segments.len(),
+            active: publish_through.is_some(),
+        }
+    }
+}
+
+/// Ad-break pass: the origin's ad breaks on timeline `st`, from its markers and its date
+/// ranges, one entry per break.
+fn ad_breaks(scan: &Scan, st: &[i64]) -> Vec<AdBreak> {
+    let segments = &scan.segments;
+    let after_last = segments.last().map_or(0, |s| {
+        let j = segments.len() - 1;
+        st[j].saturating_add(secs_to_micros(s.duration))
+    });
+    let blocks = segments
+        .iter()
+        .enumerate()
+        .map(|(j, s)| (st[j], &s.markers))
+        .chain(std::iter::once((after_last, &scan.markers)));
+    let mut breaks = marker_breaks(blocks);
+    breaks.extend(daterange_breaks(&scan.origin_ranges));
+    // The same break is often signalled several ways (CUE-OUT and a DATERANGE).
+    breaks.sort_by_key(|b| (b.start, b.end.is_none(), b.end));
+    breaks.dedup();
+    breaks
+}
+
+/// Breaks from ad marker tags, given each block's start (µs) and markers in order.
+fn marker_breaks<'m>(blocks: impl Iterator<Item = (i64, &'m Markers)>) -> Vec<AdBreak> {
+    let at = |us: i64| from_micros(us);
+    let mut breaks = Vec::new();
+    let mut open: Option<(i64, Option<i64>)> = None;
+    for (t, m) in blocks {
+        if let Some((s, Some(planned_end))) = open
+            && t >= planned_end
+            && m.cont_elapsed.is_none()
+            && !m.end
+        {
             breaks.push(AdBreak {
                 start: at(s).unwrap_or_default(),
-                end: e.and_then(at),
+                end: at(planned_end),
             });
+            open = None;
         }
-        // Date-range breaks: an out with its end (or open until an in).
-        let mut dr_open: Option<DateTime<Utc>> = None;
-        let mut dated: Vec<&OriginDateRange> =
-            origin_ranges.iter().filter(|r| r.start.is_some()).collect();
-        dated.sort_by_key(|r| r.start);
-        for r in dated {
-            let Some(s) = r.start else { continue };
-            match r.break_start {
-                Some(Some(e)) => breaks.push(AdBreak {
-                    start: s,
-                    end: Some(e.max(s)),
-                }),
-                Some(None) => {
-                    dr_open.get_or_insert(s);
-                }
-                None if r.break_end => {
-                    if let Some(o) = dr_open.take() {
-                        breaks.push(AdBreak {
-                            start: o,
-                            end: Some(s.max(o)),
-                        });
-                    }
-                }
-                None => {}
-            }
-        }
-        if let Some(o) = dr_open {
+        if m.end
+            && let Some((s, _)) = open.take()
+        {
             breaks.push(AdBreak {
-                start: o,
-                end: None,
+                start: at(s).unwrap_or_default(),
+                end: at(t),
             });
         }
-        // The same break is often signalled several ways (CUE-OUT and a DATERANGE).
-        breaks.sort_by_key(|b| (b.start, b.end.is_none(), b.end));
-        breaks.dedup();
-    }
-
-    // 5. Which cues go where.
-    let mut placed: Vec<Vec<&CueDateRange>> = vec![Vec::new(); segments.len()];
-    let mut dateranges = Vec::new();
-    let mut suppressed = Vec::new();
-    if let (Some(st), true) = (&starts, published > 0) {
-        let win_start = from_micros(st[0]);
-        let win_end = from_micros(seg_end(published - 1, st));
-        if let (Some(ws), Some(we)) = (win_start, win_end) {
-            let mut seen: HashSet<&str> = HashSet::new();
-            let mut cues: Vec<&CueDateRange> = ctx.cues.iter().collect();
-            cues.sort_by(|a, b| (a.start, &a.id).cmp(&(b.start, &b.id)));
-            for c in cues {
-                if !c.overlaps(ws, we) || origin_ids.contains(&c.id) || !seen.insert(c.id.as_str())
-                {
-                    continue;
-                }
-                if breaks.iter().any(|b| b.contains(c.start)) {
-                    suppressed.push(c.id.clone());
-                    continue;
-                }
-                let cs = micros(c.start);
-                // The last published segment starting at or before the cue (else the first).
-                let j = st[..published]
-                    .partition_point(|&s| s <= cs)
-                    .saturating_sub(1);
-                placed[j].push(c);
-                dateranges.push(c.id.clone());
+        if open.is_none() {
+            if let Some(d) = m.start {
+                open = Some((t, d.map(|d| t.saturating_add(secs_to_micros(d)))));
+            } else if let Some(elapsed) = m.cont_elapsed
+                && !m.end
+            {
+                let s = t.saturating_sub(elapsed.map_or(0, secs_to_micros));
+                open = Some((s, None));
             }
         }
     }
-
-    // 6. Write.
-    let mut mapper = UriMapper::new(ctx);
-    let mut out = String::with_capacity(input.len() + input.len() / 4 + dateranges.len() * 400);
-    let mut pdt_inserted = 0usize;
-    let mut seg_at_line: Vec<Option<usize>> = vec![None; lines.len()];
-    for (j, s) in segments.iter().enumerate() {
-        seg_at_line[s.insert_at] = Some(j);
+    if let Some((s, e)) = open {
+        breaks.push(AdBreak {
+            start: at(s).unwrap_or_default(),
+            end: e.and_then(at),
+        });
     }
-    let last_kept_line = if holding {
-        segments
-            .get(published)
-            .map_or(lines.len(), |s| s.block_start)
-    } else {
-        lines.len()
+    breaks
+}
+
+/// Breaks from the origin's date ranges: an out with its end (or open until an in).
+fn daterange_breaks(origin_ranges: &[OriginDateRange]) -> Vec<AdBreak> {
+    let mut breaks = Vec::new();
+    let mut dr_open: Option<DateTime<Utc>> = None;
+    let mut dated: Vec<&OriginDateRange> =
+        origin_ranges.iter().filter(|r| r.start.is_some()).collect();
+    dated.sort_by_key(|r| r.start);
+    for r in dated {
+        let Some(s) = r.start else { continue };
+        match r.break_start {
+            Some(Some(e)) => breaks.push(AdBreak {
+                start: s,
+                end: Some(e.max(s)),
+            }),
+            Some(None) => {
+                dr_open.get_or_insert(s);
+            }
+            None if r.break_end => {
+                if let Some(o) = dr_open.take() {
+                    breaks.push(AdBreak {
+                        start: o,
+                        end: Some(s.max(o)),
+                    });
+                }
+            }
+            None => {}
+        }
+    }
+    if let Some(o) = dr_open {
+        breaks.push(AdBreak {
+            start: o,
+            end: None,
+        });
+    }
+    breaks
+}
+
+/// Which cues go before which segment, and which are left out.
+struct Placement<'c> {
+    /// Per segment, the cues written before its `EXTINF`.
+    placed: Vec<Vec<&'c CueDateRange>>,
+    /// IDs written, in order.
+    dateranges: Vec<String>,
+    /// IDs left out because they start inside an origin ad break.
+    suppressed: Vec<String>,
+}
+
+/// Date-range pass: each cue overlapping the published window goes with the segment it
+/// starts in, unless it starts in an origin ad break or the origin already uses its ID.
+fn place_date_ranges<'c>(
+    cues: &'c [CueDateRange],
+    scan: &Scan,
+    timeline: &Timeline,
+    published: usize,
+    breaks: &[AdBreak],
+) -> Placement<'c> {
+    let mut p = Placement {
+        placed: vec![Vec::new(); scan.segments.len()],
+        dateranges: Vec::new(),
+        suppressed: Vec::new(),
     };
-    for (i, (&text, k)) in lines.iter().zip(&kinds).enumerate() {
-        if i >= last_kept_line {
-            // Nothing published: the playlist-level tags of the first block still are.
-            let in_first_block = segments.first().is_some_and(|s| i <= s.uri_line);
-            let keep = i == 0
-                || (published == 0
-                    && in_first_block
-                    && matches!(*k, Kind::Tag { name, .. } if PLAYLIST_TAGS.contains(&name)));
-            if !keep {
+    let Some(st) = timeline.starts.as_deref().filter(|_| published > 0) else {
+        return p;
+    };
+    let win_start = from_micros(st[0]);
+    let win_end = from_micros(timeline.end_of(published - 1, st));
+    let (Some(ws), Some(we)) = (win_start, win_end) else {
+        return p;
+    };
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut cues: Vec<&CueDateRange> = cues.iter().collect();
+    cues.sort_by(|a, b| (a.start, &a.id).cmp(&(b.start, &b.id)));
+    for c in cues {
+        if !c.overlaps(ws, we) || scan.origin_ids.contains(&c.id) || !seen.insert(c.id.as_str()) {
+            continue;
+        }
+        if breaks.iter().any(|b| b.contains(c.start)) {
+            p.suppressed.push(c.id.clone());
+            continue;
+        }
+        let cs = micros(c.start);
+        // The last published segment starting at or before the cue (else the first).
+        let j = st[..published]
+            .partition_point(|&s| s <= cs)
+            .saturating_sub(1);
+        p.placed[j].push(c);
+        p.dateranges.push(c.id.clone());
+    }
+    p
+}
+
+/// The text the write pass produced.
+struct Written {
+    text: String,
+    pdt_inserted: usize,
+}
+
+/// Write pass: every kept origin line, its URIs mapped, with our PDT and date-range lines
+/// before each segment's `EXTINF`.
+struct PlaylistWriter<'w, 'a> {
+    lines: &'w [&'a str],
+    kinds: &'w [Kind<'a>],
+    segments: &'w [Segment<'a>],
+    timeline: &'w Timeline,
+    hold: &'w HoldBack,
+    placement: &'w Placement<'w>,
+}
+
+impl PlaylistWriter<'_, '_> {
+    fn write(&self, input_len: usize, mapper: &mut UriMapper) -> Result<Written, ManifestError> {
+        let capacity = input_len + input_len / 4 + self.placement.dateranges.len() * 400;
+        let mut out = Written {
+            text: String::with_capacity(capacity),
+            pdt_inserted: 0,
+        };
+        let mut seg_at_line: Vec<Option<usize>> = vec![None; self.lines.len()];
+        for (j, s) in self.segments.iter().enumerate() {
+            seg_at_line[s.insert_at] = Some(j);
+        }
+        let last_kept_line = self.last_kept_line();
+        for (i, (&text, k)) in self.lines.iter().zip(self.kinds).enumerate() {
+            if i >= last_kept_line && !self.kept_past_hold_back(i, k) {
                 continue;
             }
-        }
-        if let Some(j) = seg_at_line[i] {
-            if let Some(st) = &starts
-                && writes_pdt(j)
-                && let Some(t) = from_micros(st[j])
-            {
-                out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
-                out.push_str(&crate::frame::rfc3339_ms(&t));
-                out.push('\n');
-                pdt_inserted += 1;
+            if let Some(j) = seg_at_line[i] {
+                self.insert_before_segment(j, &mut out);
             }
-            for c in &placed[j] {
-                out.push_str(&c.render());
-                out.push('\n');
+            if let Some(line) = self.map_line(text, k, i, mapper)? {
+                out.text.push_str(&line);
+                out.text.push('\n');
             }
         }
+        Ok(out)
+    }
+
+    /// Lines from here on belong to held-back segments (or follow them).
+    fn last_kept_line(&self) -> usize {
+        if self.hold.holding {
+            self.segments
+                .get(self.hold.published)
+                .map_or(self.lines.len(), |s| s.block_start)
+        } else {
+            self.lines.len()
+        }
+    }
+
+    /// With nothing published, the header and the playlist-level tags of the first block
+    /// are still written.
+    fn kept_past_hold_back(&self, i: usize, k: &Kind) -> bool {
+        let in_first_block = self.segments.first().is_some_and(|s| i <= s.uri_line);
+        i == 0
+            || (self.hold.published == 0
+                && in_first_block
+                && matches!(*k, Kind::Tag { name, .. } if PLAYLIST_TAGS.contains(&name)))
+    }
+
+    /// Our lines for segment `j`: its PDT when we write one, then its date ranges.
+    fn insert_before_segment(&self, j: usize, out: &mut Written) {
+        if let Some(st) = &self.timeline.starts
+            && self.timeline.writes_pdt(j)
+            && let Some(t) = from_micros(st[j])
+        {
+            out.text.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+            out.text.push_str(&crate::frame::rfc3339_ms(&t));
+            out.text.push('\n');
+            out.pdt_inserted += 1;
+        }
+        for c in &self.placement.placed[j] {
+            out.text.push_str(&c.render());
+            out.text.push('\n');
+        }
+    }
+
+    /// Origin line `i` (0-based) with its URIs mapped; `None` when hold-back leaves it out.
+    fn map_line(
+        &self,
+        text: &str,
+        k: &Kind,
+        i: usize,
+        mapper: &mut UriMapper,
+    ) -> Result<Option<String>, ManifestError> {
         let line = match *k {
             Kind::Uri => mapper.map(text, Target::Media, i + 1)?,
             Kind::Tag { name, value } => {
-                if hold_back_active
+                if self.hold.active
                     && matches!(
                         name,
                         "EXT-X-PART" | "EXT-X-PRELOAD-HINT" | "EXT-X-RENDITION-REPORT"
                     )
                 {
-                    continue;
+                    return Ok(None);
                 }
-                if hold_back_active && holding && name == "EXT-X-ENDLIST" {
-                    continue;
+                if self.hold.active && self.hold.holding && name == "EXT-X-ENDLIST" {
+                    return Ok(None);
                 }
                 let v = value.unwrap_or("");
                 match name {
@@ -948,43 +1134,39 @@ pub fn rewrite_media_playlist(
                             .map_attr(text, name, v, "URI", Target::Playlist, i + 1)?
                             .0
                     }
-                    "EXT-X-DATERANGE" => map_interstitial_uris(&mut mapper, text, v, i + 1),
+                    "EXT-X-DATERANGE" => map_interstitial_uris(mapper, text, v, i + 1),
                     _ => text.to_string(),
                 }
             }
             Kind::Blank | Kind::Comment => text.to_string(),
         };
-        out.push_str(&line);
-        out.push('\n');
+        Ok(Some(line))
     }
+}
 
-    let segments_info = segments
+/// The segments as the rewrite saw them, for the caller.
+fn segment_infos(
+    scan: &Scan,
+    timeline: &Timeline,
+    hold: &HoldBack,
+    breaks: &[AdBreak],
+) -> Vec<SegmentInfo> {
+    scan.segments
         .iter()
         .enumerate()
         .map(|(j, s)| {
-            let start = starts.as_ref().and_then(|st| from_micros(st[j]));
+            let start = timeline.starts.as_ref().and_then(|st| from_micros(st[j]));
             SegmentInfo {
                 msn: s.msn,
                 duration: s.duration,
                 start,
                 uri: s.uri.to_string(),
                 in_ad_break: start.is_some_and(|t| breaks.iter().any(|b| b.contains(t))),
-                published: j < published,
-                map: s.map.and_then(|m| maps.get(m).cloned()),
+                published: j < hold.published,
+                map: s.map.and_then(|m| scan.maps.get(m).cloned()),
             }
         })
-        .collect();
-    Ok(RewrittenPlaylist {
-        text: out,
-        media_sequence,
-        segments: segments_info,
-        dateranges,
-        suppressed_in_ad_break: suppressed,
-        ad_breaks: breaks,
-        pdt_inserted,
-        unproxied_uris: mapper.unproxied,
-        timeline: starts.is_some(),
-    })
+        .collect()
 }
 
 /// Interstitial date ranges carry asset URIs that resolve against the playlist's URL,

@@ -446,6 +446,34 @@ pub fn decode(data: &[u8]) -> Result<SpliceInfoSection, ManifestError> {
 }
 
 fn decode_inner(data: &[u8]) -> Result<SpliceInfoSection, String> {
+    let mut r = BitReader::new(checked_section(data)?);
+    r.skip(24)?;
+    let protocol_version = r.get(8)?;
+    if protocol_version != 0 {
+        return Err(format!("protocol_version {protocol_version}"));
+    }
+    if r.flag()? {
+        return Err("encrypted sections are not supported".into());
+    }
+    r.skip(6)?;
+    let pts_adjustment = r.get(33)?;
+    let cw_index = r.get(8)? as u8;
+    let tier = r.get(12)? as u16;
+    let command = decode_command(&mut r)?;
+    let loop_length = r.get(16)? as usize;
+    let descriptors = decode_descriptors(r.bytes(loop_length)?)?;
+    Ok(SpliceInfoSection {
+        pts_adjustment,
+        cw_index,
+        tier,
+        command,
+        descriptors,
+    })
+}
+
+/// The section `data` starts with, less its CRC, once its table ID, length and CRC-32 are
+/// checked.
+fn checked_section(data: &[u8]) -> Result<&[u8], String> {
     let mut r = BitReader::new(data);
     let table_id = r.get(8)? as u8;
     if table_id != TABLE_ID {
@@ -476,26 +504,18 @@ fn decode_inner(data: &[u8]) -> Result<SpliceInfoSection, String> {
             crc32_mpeg2(&section[..total - 4])
         ));
     }
-    let mut r = BitReader::new(&section[..total - 4]);
-    r.skip(24)?;
-    let protocol_version = r.get(8)?;
-    if protocol_version != 0 {
-        return Err(format!("protocol_version {protocol_version}"));
-    }
-    if r.flag()? {
-        return Err("encrypted sections are not supported".into());
-    }
-    r.skip(6)?;
-    let pts_adjustment = r.get(33)?;
-    let cw_index = r.get(8)? as u8;
-    let tier = r.get(12)? as u16;
+    Ok(&section[..total - 4])
+}
+
+/// The splice command: its length and type, then its body.
+fn decode_command(r: &mut BitReader) -> Result<SpliceCommand, String> {
     let command_length = r.get(12)? as usize;
     let command_type = r.get(8)? as u8;
-    let command = match command_type {
+    Ok(match command_type {
         0x00 => SpliceCommand::Null,
-        0x05 => SpliceCommand::Insert(decode_insert(&mut r)?),
+        0x05 => SpliceCommand::Insert(decode_insert(r)?),
         0x06 => SpliceCommand::TimeSignal {
-            pts_time: get_splice_time(&mut r)?,
+            pts_time: get_splice_time(r)?,
         },
         0x07 => SpliceCommand::BandwidthReservation,
         other => {
@@ -507,11 +527,12 @@ fn decode_inner(data: &[u8]) -> Result<SpliceInfoSection, String> {
                 bytes: r.bytes(command_length)?.to_vec(),
             }
         }
-    };
-    let loop_length = r.get(16)? as usize;
-    let descriptors_bytes = r.bytes(loop_length)?;
+    })
+}
+
+/// The descriptor loop: segmentation descriptors decoded, the others kept as bytes.
+fn decode_descriptors(mut rest: &[u8]) -> Result<Vec<SpliceDescriptor>, String> {
     let mut descriptors = Vec::new();
-    let mut rest = descriptors_bytes;
     while !rest.is_empty() {
         if rest.len() < 2 {
             return Err("truncated descriptor".into());
@@ -538,13 +559,7 @@ fn decode_inner(data: &[u8]) -> Result<SpliceInfoSection, String> {
         });
         rest = &rest[2 + len..];
     }
-    Ok(SpliceInfoSection {
-        pts_adjustment,
-        cw_index,
-        tier,
-        command,
-        descriptors,
-    })
+    Ok(descriptors)
 }
 
 impl SpliceInfoSection {

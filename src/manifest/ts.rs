@@ -476,29 +476,66 @@ pub fn insert_timed_metadata(
         .iter()
         .find(|s| s.0 == STREAM_TYPE_METADATA)
         .map(|s| s.1);
-    if let Some(pid) = existing {
-        check_reused_pid(pid, pmt_pid, &pmt)?;
-    }
     let id3_pid = match existing {
-        Some(pid) => pid,
-        None => {
-            let mut used = [false; 0x2000];
-            for p in &pk {
-                used[p.pid as usize] = true;
-            }
-            for s in &pmt.streams {
-                used[s.1 as usize] = true;
-            }
-            used[pmt.pcr_pid as usize] = true;
-            used[pmt_pid as usize] = true;
-            (0x0100..NULL_PID)
-                .find(|&p| !used[p as usize])
-                .ok_or_else(|| err("no free PID"))?
+        Some(pid) => {
+            check_reused_pid(pid, pmt_pid, &pmt)?;
+            pid
         }
+        None => free_pid(&pk, pmt_pid, &pmt)?,
     };
     let video_pid = video_pid(&pmt)?;
     let base = first_pts(&pk, video_pid)
         .ok_or_else(|| err(format!("no PTS on stream PID {video_pid}")))?;
+    let (sample_pts, id3_packets) = sample_packets(samples, base, id3_pid)?;
+    let new_pmt = match existing {
+        Some(_) => None,
+        None => Some(packetize(pmt_pid, &build_pmt(&pmt, id3_pid)?, true)),
+    };
+    let spliced = splice_packets(
+        &pk,
+        pmt_pid,
+        existing,
+        new_pmt.as_deref(),
+        &id3_packets,
+        segment.len() + (id3_packets.len() + 2) * PACKET,
+    );
+    Ok((
+        spliced.out,
+        TsInsertReport {
+            pmt_pid,
+            id3_pid,
+            reused_origin_stream: existing.is_some(),
+            first_pts: base,
+            sample_pts,
+            packets_added: spliced.added,
+            packets_replaced: spliced.replaced,
+        },
+    ))
+}
+
+/// The first PID from 0x0100 that no packet, stream, PCR or PMT of the segment uses.
+fn free_pid(pk: &[Packet], pmt_pid: u16, pmt: &Pmt) -> Result<u16, ManifestError> {
+    let mut used = [false; 0x2000];
+    for p in pk {
+        used[p.pid as usize] = true;
+    }
+    for s in &pmt.streams {
+        used[s.1 as usize] = true;
+    }
+    used[pmt.pcr_pid as usize] = true;
+    used[pmt_pid as usize] = true;
+    (0x0100..NULL_PID)
+        .find(|&p| !used[p as usize])
+        .ok_or_else(|| err("no free PID"))
+}
+
+/// Each sample's PTS (the first video PTS plus its offset), and the sample PES packetized
+/// on `id3_pid`.
+fn sample_packets(
+    samples: &[MetadataSample],
+    base: u64,
+    id3_pid: u16,
+) -> Result<(Vec<u64>, Vec<[u8; PACKET]>), ManifestError> {
     let mut sample_pts = Vec::with_capacity(samples.len());
     let mut id3_packets = Vec::new();
     for s in samples {
@@ -511,69 +548,80 @@ pub fn insert_timed_metadata(
         sample_pts.push(pts);
         id3_packets.extend(packetize(id3_pid, &pes(pts, &s.id3_tag)?, false));
     }
-    let new_pmt = match existing {
-        Some(_) => None,
-        None => Some(packetize(pmt_pid, &build_pmt(&pmt, id3_pid)?, true)),
-    };
+    Ok((sample_pts, id3_packets))
+}
 
-    let mut out = Vec::with_capacity(segment.len() + (id3_packets.len() + 2) * PACKET);
+/// The rewritten segment and how many packets it gained and lost.
+struct Spliced {
+    out: Vec<u8>,
+    added: usize,
+    replaced: usize,
+}
+
+/// Copies the segment's packets, the PMT replaced by `new_pmt` (when the ID3 stream is
+/// ours) and the ID3 packets put after the first PMT; the continuity counters of the
+/// packets we write follow on from the origin's.
+fn splice_packets(
+    pk: &[Packet],
+    pmt_pid: u16,
+    existing: Option<u16>,
+    new_pmt: Option<&[[u8; PACKET]]>,
+    id3_packets: &[[u8; PACKET]],
+    capacity: usize,
+) -> Spliced {
+    let mut s = Spliced {
+        out: Vec::with_capacity(capacity),
+        added: 0,
+        replaced: 0,
+    };
     let mut cc_pmt: Option<u8> = None;
     let mut cc_id3: Option<u8> = if existing.is_some() { None } else { Some(0) };
     let mut inserted = false;
-    let (mut added, mut replaced) = (0usize, 0usize);
-    let push = |out: &mut Vec<u8>, raw: &[u8], counter: &mut Option<u8>| {
-        let start = out.len();
-        out.extend_from_slice(raw);
-        let has_payload = raw[3] & 0x10 != 0;
-        let cc = counter.get_or_insert(raw[3] & 0x0F);
-        out[start + 3] = (raw[3] & 0xF0) | *cc;
-        if has_payload {
-            *cc = (*cc + 1) & 0x0F;
-        }
-    };
-    for p in &pk {
+    for p in pk {
         if p.pid == pmt_pid {
-            if let Some(new) = &new_pmt {
+            if let Some(new) = new_pmt {
                 if p.pusi {
                     if cc_pmt.is_none() {
                         cc_pmt = Some(p.cc);
                     }
                     for np in new {
-                        push(&mut out, np, &mut cc_pmt);
+                        push_counted(&mut s.out, np, &mut cc_pmt);
                     }
-                    added += new.len();
+                    s.added += new.len();
                 }
-                replaced += 1;
+                s.replaced += 1;
             } else {
-                out.extend_from_slice(p.raw);
+                s.out.extend_from_slice(p.raw);
             }
             if p.pusi && !inserted {
                 inserted = true;
-                for ip in &id3_packets {
-                    push(&mut out, ip, &mut cc_id3);
+                for ip in id3_packets {
+                    push_counted(&mut s.out, ip, &mut cc_id3);
                 }
-                added += id3_packets.len();
+                s.added += id3_packets.len();
             }
             continue;
         }
         if Some(p.pid) == existing {
-            push(&mut out, p.raw, &mut cc_id3);
+            push_counted(&mut s.out, p.raw, &mut cc_id3);
             continue;
         }
-        out.extend_from_slice(p.raw);
+        s.out.extend_from_slice(p.raw);
     }
-    Ok((
-        out,
-        TsInsertReport {
-            pmt_pid,
-            id3_pid,
-            reused_origin_stream: existing.is_some(),
-            first_pts: base,
-            sample_pts,
-            packets_added: added,
-            packets_replaced: replaced,
-        },
-    ))
+    s
+}
+
+/// Appends a packet with its continuity counter from `counter` (which starts at the
+/// packet's own when unset, and counts packets with a payload).
+fn push_counted(out: &mut Vec<u8>, raw: &[u8], counter: &mut Option<u8>) {
+    let start = out.len();
+    out.extend_from_slice(raw);
+    let has_payload = raw[3] & 0x10 != 0;
+    let cc = counter.get_or_insert(raw[3] & 0x0F);
+    out[start + 3] = (raw[3] & 0xF0) | *cc;
+    if has_payload {
+        *cc = (*cc + 1) & 0x0F;
+    }
 }
 
 /// The ID3 payloads (with their PTS) of the metadata stream of a segment: for tests and
