@@ -255,15 +255,6 @@ fn the_cycle_finder_finds_cycles() {
 /// The longest a function in `src/` may be, in lines from `fn` to its closing brace.
 const MAX_FUNCTION_LINES: usize = 100;
 
-/// Functions still over the limit, as (file under `src/`, name). Pending: src/manifest/
-/// and src/http/hls.rs are being fixed on another branch (fuzz findings); their long
-/// functions are split after that merge. Nothing else may be added here.
-const PENDING_LONG_FUNCTIONS: &[(&str, &str)] = &[
-    ("manifest/playlist.rs", "rewrite_media_playlist"),
-    ("manifest/ts.rs", "insert_timed_metadata"),
-    ("manifest/scte35.rs", "decode_inner"),
-];
-
 /// `text` with comments, string and char literals blanked out (newlines kept), so braces
 /// and `fn` inside them are not counted.
 fn code_only(text: &str) -> String {
@@ -463,25 +454,14 @@ fn no_function_in_src_is_over_100_lines() {
         }
     }
     assert!(measured > 500, "only {measured} functions found in src/");
-    let new: Vec<String> = over
+    let over: Vec<String> = over
         .iter()
-        .filter(|(file, f, _)| !PENDING_LONG_FUNCTIONS.contains(&(file.as_str(), f.as_str())))
         .map(|(file, f, lines)| format!("src/{file}: fn {f} is {lines} lines"))
         .collect();
     assert!(
-        new.is_empty(),
+        over.is_empty(),
         "functions over {MAX_FUNCTION_LINES} lines (split them into named steps):\n{}",
-        new.join("\n")
-    );
-    let done: Vec<String> = PENDING_LONG_FUNCTIONS
-        .iter()
-        .filter(|(file, f)| !over.iter().any(|(o, g, _)| o == file && g == f))
-        .map(|(file, f)| format!("src/{file}: fn {f}"))
-        .collect();
-    assert!(
-        done.is_empty(),
-        "no longer over {MAX_FUNCTION_LINES} lines: remove from PENDING_LONG_FUNCTIONS:\n{}",
-        done.join("\n")
+        over.join("\n")
     );
 }
 
