@@ -1,4 +1,4 @@
-//! The sidecar's HLS proxy (`src/http/hls.rs`) on loopback with real parts: the looping
+//! The sidecar's HLS proxy (`src/http/proxy.rs`) on loopback with real parts: the looping
 //! test origin (real encoded segments), an in-memory cue bus, a tiny static origin for
 //! hand-written playlists, raw TCP for requests a normal client would normalise, and
 //! ffprobe for the ID3 stream of a proxied segment.
@@ -16,7 +16,7 @@ use shopcue::config::{ChannelSettings, Settings};
 use shopcue::cue::CueEvent;
 use shopcue::cuebus::CueBus;
 use shopcue::cuebus::memory::MemoryBus;
-use shopcue::http::hls::{self, HlsState};
+use shopcue::http::proxy::{self, HlsState};
 use shopcue::ingest::hls::Fetcher;
 use shopcue::ingest::progress::AnalysisProgress;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -63,7 +63,7 @@ async fn sidecar(channel_url: &str, tweak: impl FnOnce(&mut Settings)) -> Sideca
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let st = stop.clone();
-    tokio::spawn(hls::serve(listener, state.clone(), async move {
+    tokio::spawn(proxy::serve(listener, state.clone(), async move {
         st.cancelled().await
     }));
     Sidecar {

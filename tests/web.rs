@@ -30,7 +30,7 @@ use shopcue::cue::{BoxSample, Cue, CueEvent, cue_id};
 use shopcue::cuebus::CueBus;
 use shopcue::cuebus::memory::MemoryBus;
 use shopcue::http::feed::{self, FeedSettings, FeedState};
-use shopcue::http::hls::HlsState;
+use shopcue::http::proxy::HlsState;
 use shopcue::ingest::hls::Fetcher;
 use shopcue::origin::LiveOrigin;
 use tokio_util::sync::CancellationToken;
@@ -171,7 +171,7 @@ impl Stack {
         let app = Router::new()
             .route("/v1/products/{id}", get(product))
             .merge(shopcue::http::origin::router(origin.clone()))
-            .merge(shopcue::http::hls::router(hls))
+            .merge(shopcue::http::proxy::router(hls))
             .merge(shopcue::http::web::router())
             .merge(test_pages())
             .fallback(feed_fallback);

@@ -1,9 +1,9 @@
-//! HTTP `Range` headers of segment requests (`http::hls::parse_range_header`), against
+//! HTTP `Range` headers of segment requests (`http::proxy::parse_range_header`), against
 //! the header ingest writes for a byte range (`ingest::hls::range_header`): what parses
 //! is a non-empty range inside 2^64 bytes, and writing it back gives the same range.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use shopcue::http::hls::parse_range_header;
+use shopcue::http::proxy::parse_range_header;
 use shopcue::ingest::hls::range_header;
 
 fuzz_target!(|data: &[u8]| {

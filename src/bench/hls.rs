@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 
 use shopcue::config::{ChannelSettings, Settings};
 use shopcue::cue::{BoxSample, Cue, CueEvent};
-use shopcue::http::hls::{self, HlsState};
+use shopcue::http::proxy::{self, HlsState};
 use shopcue::ingest::hls::Fetcher;
 use shopcue::ingest::progress::AnalysisProgress;
 
@@ -457,7 +457,7 @@ fn start_sidecar(origin_base: &str, args: &HlsBenchArgs) -> anyhow::Result<Sidec
     let addr = listener.local_addr()?;
     let stop = tokio_util::sync::CancellationToken::new();
     let s = stop.clone();
-    rt.spawn(hls::serve(listener, state.clone(), async move {
+    rt.spawn(proxy::serve(listener, state.clone(), async move {
         s.cancelled().await
     }));
     drop(_guard);

@@ -75,7 +75,7 @@ impl IntoIterator for &ChannelSet {
 
 /// Who else learns of a channel's arrival and departure (each read at request time).
 pub(super) struct Consumers {
-    pub hls: http::hls::HlsState,
+    pub hls: http::proxy::HlsState,
     pub feed: http::feed::FeedState,
     pub console: Arc<RwLock<HashMap<String, http::console::ConsoleChannel>>>,
     /// The feedback routes' evidence by channel, when the catalog has a folder.
@@ -203,7 +203,7 @@ impl Registry {
                 why,
             })?;
         if let Some(ch) = hls {
-            http::hls::spawn_cue_feed(ch, self.runner.bus.clone(), cancel);
+            http::proxy::spawn_cue_feed(ch, self.runner.bus.clone(), cancel);
         }
         self.consumers.feed.allow(&c.id);
         Ok(())
@@ -267,7 +267,7 @@ impl Registry {
                 why,
             })?;
         if let Some(ch) = hls {
-            http::hls::spawn_cue_feed(ch, r.bus.clone(), cancel.child_token());
+            http::proxy::spawn_cue_feed(ch, r.bus.clone(), cancel.child_token());
         }
         self.consumers.feed.allow(&c.id);
         self.add_consumers(&rt);
@@ -350,7 +350,7 @@ impl Registry {
         {
             return Ok(PutOutcome::Unchanged(view(old)));
         }
-        http::hls::check_origin(&c).map_err(|why| RegistryError::Start {
+        http::proxy::check_origin(&c).map_err(|why| RegistryError::Start {
             id: c.id.clone(),
             why,
         })?;
@@ -383,7 +383,7 @@ impl Registry {
                 self.runner.settings.registry.max_channels,
             ));
         }
-        http::hls::check_origin(&c).map_err(|why| RegistryError::Start {
+        http::proxy::check_origin(&c).map_err(|why| RegistryError::Start {
             id: c.id.clone(),
             why,
         })?;

@@ -171,7 +171,7 @@ pub struct SidecarState {
     pub metrics: Arc<Metrics>,
     pub bus: Arc<dyn CueBus>,
     pub feed: http::feed::FeedState,
-    pub hls: http::hls::HlsState,
+    pub hls: http::proxy::HlsState,
     pub catalog: Option<Arc<Catalog>>,
     /// Execution provider per model (`detector`, `embedder`).
     pub providers: Vec<(String, String)>,
@@ -318,8 +318,8 @@ impl Sidecar {
 fn outputs(
     settings: &Settings,
     bus: &Arc<dyn CueBus>,
-) -> anyhow::Result<(http::hls::HlsState, http::feed::FeedState)> {
-    let hls = http::hls::HlsState::new(
+) -> anyhow::Result<(http::proxy::HlsState, http::feed::FeedState)> {
+    let hls = http::proxy::HlsState::new(
         &[],
         &settings.manifest,
         &settings.ingest,
@@ -379,7 +379,7 @@ async fn routes(
             http::feed::router(state.feed.clone()),
             &settings.server.cors_origins,
         ))
-        .merge(http::hls::router(state.hls.clone()).layer(cors.clone()))
+        .merge(http::proxy::router(state.hls.clone()).layer(cors.clone()))
         .merge(http::web::router().layer(cors.clone()));
     let audit = Arc::new(AuditLog::new(AUDIT_ENTRIES));
     let console = console_state(state, audit.clone());
