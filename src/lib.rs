@@ -26,9 +26,10 @@
 //! command line over these; the benchmarks (`shopcue bench …`, src/bench/) belong to that
 //! binary, not to the library.
 
-// Domain types, shared by every layer.
+// Domain types and shared state, used by every layer.
 pub mod cue;
 pub mod frame;
+pub mod progress;
 pub mod redact;
 
 // Pure cores: no I/O, exhaustive tests.

@@ -18,7 +18,7 @@ use shopcue::cuebus::CueBus;
 use shopcue::cuebus::memory::MemoryBus;
 use shopcue::http::proxy::{self, HlsState};
 use shopcue::ingest::hls::Fetcher;
-use shopcue::ingest::progress::AnalysisProgress;
+use shopcue::progress::AnalysisProgress;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 

@@ -31,7 +31,7 @@ use shopcue::config::{ChannelSettings, Settings};
 use shopcue::cue::{BoxSample, Cue, CueEvent};
 use shopcue::http::proxy::{self, HlsState};
 use shopcue::ingest::hls::Fetcher;
-use shopcue::ingest::progress::AnalysisProgress;
+use shopcue::progress::AnalysisProgress;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct HlsBenchArgs {

@@ -31,13 +31,13 @@ use super::segment_cache::{SegmentCache, SegmentKey};
 use crate::cue::{Cue, CueEvent};
 use crate::cuebus::{CueBus, Offset, Replay};
 use crate::ingest::hls::{FetchError, Fetcher};
-use crate::ingest::progress::AnalysisProgress;
 use crate::ingest::settings::{ChannelSettings, IngestSettings};
 use crate::manifest::playlist::{PlaylistKind, RewriteContext, UriMode};
 use crate::manifest::{
     ChannelOrigin, CueLedger, ManifestSettings, SegmentTiming, emsg, hold_back, id3, playlist_kind,
     rewrite_media_playlist, rewrite_multivariant, ts,
 };
+use crate::progress::AnalysisProgress;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Cached playlists (and recent error answers) kept per channel; beyond, stale ones are

@@ -75,7 +75,7 @@ pub struct ChannelStats {
     live_edge_ms: AtomicI64,
     newest_frame_ms: AtomicI64,
     /// Highest analysed media sequence number and wall-clock anchors (HLS proxy).
-    pub analysis: std::sync::Arc<progress::AnalysisProgress>,
+    pub analysis: std::sync::Arc<crate::progress::AnalysisProgress>,
     /// Fetch and decode latency histograms (the sidecar's metrics), when given.
     pub metrics: Option<crate::metrics::ChannelMetrics>,
     inner: Mutex<StatsInner>,
@@ -128,7 +128,7 @@ impl ChannelStats {
     /// Stats reporting into `metrics`, sharing `analysis` with the HLS proxy.
     pub fn new(
         metrics: Option<crate::metrics::ChannelMetrics>,
-        analysis: Arc<progress::AnalysisProgress>,
+        analysis: Arc<crate::progress::AnalysisProgress>,
     ) -> Self {
         Self {
             metrics,
@@ -256,7 +256,6 @@ impl SourceSpec {
 }
 pub mod hls;
 pub mod playlist;
-pub mod progress;
 pub mod settings;
 
 use crate::redact::redact_url;
@@ -279,7 +278,7 @@ pub struct IngestOptions {
     pub metrics: Option<crate::metrics::ChannelMetrics>,
     /// Analysis progress to share (the sidecar creates it first, so the HLS proxy and
     /// the pipeline see the same one); a new one otherwise.
-    pub progress: Option<Arc<progress::AnalysisProgress>>,
+    pub progress: Option<Arc<crate::progress::AnalysisProgress>>,
     /// Stats to go on counting in (a restarted channel keeps its totals); new ones
     /// otherwise. Their state goes back to `Starting`.
     pub stats: Option<Arc<ChannelStats>>,

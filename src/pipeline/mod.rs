@@ -39,7 +39,6 @@ use crate::catalog::{Analyzer, Product};
 use crate::cue::{BoxSample, CueEvent};
 use crate::frame::{Frame, I420Image};
 use crate::inference::{BBox, RgbImage};
-use crate::ingest::progress::AnalysisProgress;
 use crate::matching::gate::{ChangeGate, Decision, Thumbnail};
 use crate::matching::{
     CueBuilder, EvidenceStore, MatchedDetection, MatchingSettings, SampleResult, SampleTicket,
@@ -47,6 +46,7 @@ use crate::matching::{
 };
 use crate::metrics::ChannelMetrics;
 use crate::operator::ChannelControls;
+use crate::progress::AnalysisProgress;
 use crate::shots::{ShotConfig, ShotDetector, ShotEvent};
 
 pub use work::{Work, WorkQueue};

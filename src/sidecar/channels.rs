@@ -22,8 +22,8 @@ use crate::config::{ChannelSettings, Settings};
 use crate::cuebus::{CueBus, Offset};
 use crate::http;
 use crate::http::channels::{ChannelAdmin, ChannelView, PutOutcome};
-use crate::ingest::progress::AnalysisProgress;
 use crate::metrics::Metrics;
+use crate::progress::AnalysisProgress;
 use crate::redact::redact_url;
 use crate::registry::{RegistryError, Store, Stored};
 

@@ -37,7 +37,7 @@ use crate::cue::CueEvent;
 use crate::cuebus::redis::lease::{Lease, RedisLeases, holder_pod};
 use crate::cuebus::redis::progress::RedisProgress;
 use crate::cuebus::{BusError, CueBus};
-use crate::ingest::progress::{AnalysisProgress, ProgressSnapshot};
+use crate::progress::{AnalysisProgress, ProgressSnapshot};
 use crate::registry::fleet::{Plan, Round, plan};
 use crate::registry::{FleetSettings, RegistryError};
 

@@ -40,10 +40,10 @@ use crate::config::{ChannelSettings, Settings};
 use crate::cuebus::{self, CueBus};
 use crate::http;
 use crate::inference::Models;
-use crate::ingest::progress::AnalysisProgress;
 use crate::ingest::{self, ChannelState, ChannelStats, IngestOptions, OnError, SourceSpec};
 use crate::matching::EvidenceStore;
 use crate::operator::{AuditLog, ChannelControls};
+use crate::progress::AnalysisProgress;
 
 /// Operator actions the console's audit log keeps (newest first).
 const AUDIT_ENTRIES: usize = 1000;
