@@ -191,7 +191,7 @@ fn run(args: Cli) -> anyhow::Result<()> {
                 BenchCommand::Glass(a) => bench::glass::run_bench(&settings, &a)
                     .await
                     .map(|_| ()),
-                BenchCommand::Failover(a) => bench::failover::run_bench(&a).await,
+                BenchCommand::Failover(a) => bench::failover::run_bench(&a, cancel).await,
                 BenchCommand::Fanout(a) => bench::fanout::run_bench(&a).map(|_| ()),
                 BenchCommand::Hls(a) => bench::hls::run_bench(&a).map(|_| ()),
                 BenchCommand::Manifest { seconds_per_case } => {

@@ -5,6 +5,7 @@
 pub mod capacity;
 pub mod catalog_accuracy;
 pub mod catalog_speed;
+pub mod children;
 pub mod failover;
 pub mod fanout;
 pub mod glass;
