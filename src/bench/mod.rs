@@ -15,3 +15,4 @@ pub mod live_cues;
 pub mod manifest;
 pub mod shot_file;
 pub mod shots;
+pub mod soak;
