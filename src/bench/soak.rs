@@ -358,6 +358,8 @@ async fn soak(
     let mut rec = Recorder::new(&args.out, &stamp, &sidecar)?;
     println!("\n{}", samples::table_header());
     let early = run_for(args, &mut rec, &load, &mut sidecar, cancel).await;
+    // The slopes are over the run; the sample taken once the clients left is not.
+    let run_samples = rec.samples.len();
     let end = finish(&mut load, &redis.url, &mut sidecar, &mut rec, args, cancel).await;
     let exit = sidecar.wait_or_kill(Duration::from_secs(30)).await;
     let panics = rec.panics.scan();
@@ -374,6 +376,7 @@ async fn soak(
         exit: exit.map_or("killed after 30 s".into(), |s| s.to_string()),
         early: early.err().map(|e| format!("{e:#}")),
         ran_s: end.ran_s,
+        run_samples,
     };
     print_report(args, &rec, &report, &log);
     drop(redis);
@@ -494,11 +497,12 @@ struct Report {
     exit: String,
     early: Option<String>,
     ran_s: f64,
+    run_samples: usize,
 }
 
 fn print_report(args: &SoakArgs, rec: &Recorder, r: &Report, log: &Path) {
     let warmup = samples::warmup_s(r.ran_s);
-    let trends = samples::trends(&rec.samples, warmup);
+    let trends = samples::trends(&rec.samples[..r.run_samples], warmup);
     println!(
         "\n### Soak: {:.0} min, {} channels with full analysis, {} feed clients (sessions {:.0}–{:.0} s, away ≤ {:.0} s), {} HLS players per channel\n",
         r.ran_s / 60.0,
