@@ -45,7 +45,7 @@ use super::children::{RedisProcess, SidecarProcess};
 use super::failover::{Audit, HISTORY, audit, read_streams};
 use feed_clients::{Check, Churn, ClientLog, FeedCounters};
 use players::PlayerCounters;
-use samples::{PanicScan, Sample, TrendRow};
+use samples::{PanicScan, Sample, TrendRow, Verdict};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SoakArgs {
@@ -536,9 +536,10 @@ fn print_trends(trends: &[TrendRow], warmup_s: f64) {
         warmup_s
     );
     println!(
-        "| gauge | first | last | min | max | slope per hour | flat if \\|slope\\| ≤ | verdict |"
+        "| gauge | first | last | min | max | slope per hour | second half, per hour | flat if \\|slope\\| ≤ | verdict |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    let per_h = |s: Option<f64>| s.map_or("–".into(), |s| format!("{s:+.1}"));
     for t in trends {
         let name = if t.unit.is_empty() {
             t.name.to_string()
@@ -546,16 +547,18 @@ fn print_trends(trends: &[TrendRow], warmup_s: f64) {
             format!("{} ({})", t.name, t.unit)
         };
         println!(
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {} |",
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} | {} |",
             t.first,
             t.last,
             t.min,
             t.max,
-            t.slope_per_h.map_or("–".into(), |s| format!("{s:+.1}")),
+            per_h(t.slope_per_h),
+            per_h(t.late_slope_per_h),
             t.threshold_per_h,
-            match t.flat() {
-                Some(true) => "flat",
-                Some(false) => "**growing**",
+            match t.verdict() {
+                Some(Verdict::Flat) => "flat",
+                Some(Verdict::Settled) => "settled (grew early, flat in the second half)",
+                Some(Verdict::Growing) => "**growing**",
                 None => "–",
             }
         );

@@ -290,12 +290,33 @@ pub struct TrendRow {
     pub min: f64,
     pub max: f64,
     pub slope_per_h: Option<f64>,
+    /// The slope over the second half of the samples after the warm-up: tells a gauge
+    /// still filling a bounded cache early on from one that keeps growing.
+    pub late_slope_per_h: Option<f64>,
     pub threshold_per_h: f64,
 }
 
+/// What a trend says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// |slope| within the threshold after the warm-up.
+    Flat,
+    /// Over the threshold after the warm-up, within it over the second half.
+    Settled,
+    Growing,
+}
+
 impl TrendRow {
-    pub fn flat(&self) -> Option<bool> {
-        self.slope_per_h.map(|s| s.abs() <= self.threshold_per_h)
+    pub fn verdict(&self) -> Option<Verdict> {
+        let within = |s: f64| s.abs() <= self.threshold_per_h;
+        let all = self.slope_per_h?;
+        Some(if within(all) {
+            Verdict::Flat
+        } else if self.late_slope_per_h.is_some_and(within) {
+            Verdict::Settled
+        } else {
+            Verdict::Growing
+        })
     }
 }
 
@@ -310,6 +331,7 @@ pub fn trends(samples: &[Sample], warmup_s: f64) -> Vec<TrendRow> {
                 .filter(|(_, y)| y.is_finite())
                 .collect();
             let ys = || pts.iter().map(|p| p.1);
+            let late = &pts[pts.len() / 2..];
             Some(TrendRow {
                 name: t.name,
                 unit: t.unit,
@@ -318,6 +340,7 @@ pub fn trends(samples: &[Sample], warmup_s: f64) -> Vec<TrendRow> {
                 min: ys().fold(f64::INFINITY, f64::min),
                 max: ys().fold(f64::NEG_INFINITY, f64::max),
                 slope_per_h: slope(&pts),
+                late_slope_per_h: slope(late),
                 threshold_per_h: t.threshold_per_h,
             })
         })
@@ -376,11 +399,23 @@ mod tests {
             .collect();
         let rows = trends(&samples, 300.0);
         assert_eq!(rows.len(), 3, "no task gauge, no task row");
-        assert_eq!(rows[0].flat(), Some(true));
+        assert_eq!(rows[0].verdict(), Some(Verdict::Flat));
         assert!((rows[0].slope_per_h.unwrap()).abs() < 1e-9);
-        assert_eq!(rows[1].flat(), Some(false));
+        assert_eq!(rows[1].verdict(), Some(Verdict::Growing));
         assert!((rows[1].slope_per_h.unwrap() - 60.0).abs() < 1e-6);
         assert_eq!((rows[1].first, rows[1].last), (55.0, 110.0));
+        // RSS filling a cache until minute 20, flat after: settled, not flat.
+        let filling: Vec<Sample> = (0..=60)
+            .map(|i| Sample {
+                t_s: i as f64 * 60.0,
+                rss_mib: 100.0 + 5.0 * f64::from(i.min(20)),
+                ..Sample::default()
+            })
+            .collect();
+        let rss = &trends(&filling, 300.0)[0];
+        assert!(rss.slope_per_h.unwrap() > 20.0, "{rss:?}");
+        assert_eq!(rss.late_slope_per_h, Some(0.0));
+        assert_eq!(rss.verdict(), Some(Verdict::Settled));
     }
 
     #[test]
