@@ -288,6 +288,8 @@ struct Recorder {
     http: reqwest::Client,
     metrics_url: String,
     pid: u32,
+    /// `/metrics` scrapes that failed (within the 5 s timeout).
+    scrape_errors: u64,
 }
 
 impl Recorder {
@@ -305,19 +307,23 @@ impl Recorder {
             http: http_client()?,
             metrics_url: format!("http://127.0.0.1:{}/metrics", sidecar.port),
             pid: sidecar.pid().context("the sidecar's pid")?,
+            scrape_errors: 0,
         })
     }
 
     async fn sample(&mut self, load: &Load, every_s: f64) {
         let metrics = match self.http.get(&self.metrics_url).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
+            Ok(r) if r.status().is_success() => r.text().await.ok(),
+            _ => None,
         };
+        if metrics.is_none() {
+            self.scrape_errors += 1;
+        }
         let s = samples::take(
             self.t0.elapsed().as_secs_f64(),
             &samples::Sources {
                 pid: self.pid,
-                metrics: &metrics,
+                metrics: metrics.as_deref(),
                 feed: &load.feed,
                 players: &load.players,
                 panics: self.panics.scan(),
@@ -517,12 +523,15 @@ fn print_report(args: &SoakArgs, rec: &Recorder, r: &Report, log: &Path) {
         println!("**Ended early: {why}**\n");
     }
     print_trends(&trends, warmup);
-    print_totals(rec.samples.last(), r);
+    // The last sample with the sidecar's figures (a scrape can fail).
+    let last = rec.samples.iter().rev().find(|s| s.published.is_finite());
+    print_totals(last, r);
     println!(
-        "\nSidecar exit: {}. Samples: {} ({} rows). Sidecar log: {}",
+        "\nSidecar exit: {}. Samples: {} ({} rows, {} failed /metrics scrapes). Sidecar log: {}",
         r.exit,
         rec.csv_path.display(),
         rec.samples.len(),
+        rec.scrape_errors,
         log.display()
     );
     if let Some(p) = &r.first_panic {

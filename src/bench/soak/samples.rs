@@ -90,17 +90,20 @@ impl PanicScan {
 /// What the sampler reads besides the sidecar.
 pub struct Sources<'a> {
     pub pid: u32,
-    pub metrics: &'a str,
+    /// The sidecar's `/metrics` text; `None` when the scrape failed.
+    pub metrics: Option<&'a str>,
     pub feed: &'a FeedCounters,
     pub players: &'a PlayerCounters,
     pub panics: u64,
 }
 
 pub fn take(t_s: f64, s: &Sources) -> Sample {
-    let m = Exposition::parse(s.metrics);
-    let sum = |name: &str, f: &[(&str, &str)]| m.sum(name, f).unwrap_or(0.0);
+    let m = Exposition::parse(s.metrics.unwrap_or_default());
+    // Without a scrape the sidecar's figures are unknown (NaN: an empty CSV cell), not 0.
+    let missing = if s.metrics.is_some() { 0.0 } else { f64::NAN };
+    let sum = |name: &str, f: &[(&str, &str)]| m.sum(name, f).unwrap_or(0.0) + missing;
     let named = |family: &str, name: &str| m.sum(family, &[("name", name)]);
-    let counter = |name: &str| named("shopcue_events_total", name).unwrap_or(0.0);
+    let counter = |name: &str| named("shopcue_events_total", name).unwrap_or(0.0) + missing;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let pid = Some(s.pid);
     Sample {
@@ -109,7 +112,7 @@ pub fn take(t_s: f64, s: &Sources) -> Sample {
         fds: procfs::open_fds(pid).map_or(f64::NAN, |n| n as f64),
         threads: procfs::threads_of(pid).map_or(f64::NAN, |n| n as f64),
         tasks: named("shopcue_gauge", "tokio_tasks"),
-        ws_clients: named("shopcue_gauge", "websocket_clients").unwrap_or(0.0),
+        ws_clients: named("shopcue_gauge", "websocket_clients").unwrap_or(0.0) + missing,
         published: counter("bus_published"),
         client_events: load(&s.feed.events),
         connects: load(&s.feed.connects),
@@ -214,7 +217,10 @@ pub fn table_header() -> String {
 
 pub fn table_row(s: &Sample) -> String {
     let cells: Vec<String> = titled()
-        .map(|(_, c)| (c.get)(s).map_or("–".into(), |v| format!("{v:.0}")))
+        .map(|(_, c)| match (c.get)(s) {
+            Some(v) if v.is_finite() => format!("{v:.0}"),
+            _ => "–".into(),
+        })
         .collect();
     format!("| {} |", cells.join(" | "))
 }
