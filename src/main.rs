@@ -66,6 +66,10 @@ enum BenchCommand {
     /// Fleet failover: kill the busiest analyser again and again; takeover times and the
     /// cue streams audited (none lost, none doubled).
     Failover(bench::failover::FailoverArgs),
+    /// Hours of 4 analysed channels, feed clients that come and go, and HLS players: RSS,
+    /// fds, threads and tasks sampled and their slopes; cues audited (none lost, none
+    /// doubled, no gap at the clients).
+    Soak(bench::soak::SoakArgs),
     /// One channel's cues fanned out to many WebSocket subscribers, shopcue vs Node `ws`.
     Fanout(bench::fanout::FanoutArgs),
     /// Shot detection F1 and speed, side by side with PySceneDetect.
@@ -191,7 +195,10 @@ fn run(args: Cli) -> anyhow::Result<()> {
                 BenchCommand::Glass(a) => bench::glass::run_bench(&settings, &a)
                     .await
                     .map(|_| ()),
-                BenchCommand::Failover(a) => bench::failover::run_bench(&a).await,
+                BenchCommand::Failover(a) => bench::failover::run_bench(&a, cancel).await,
+                BenchCommand::Soak(a) => {
+                    bench::soak::run_bench(&settings, config.as_deref(), &a, cancel).await
+                }
                 BenchCommand::Fanout(a) => bench::fanout::run_bench(&a).map(|_| ()),
                 BenchCommand::Hls(a) => bench::hls::run_bench(&a).map(|_| ()),
                 BenchCommand::Manifest { seconds_per_case } => {

@@ -9,10 +9,10 @@
 //! not sustained ([`sustain`]). Several *variants* (named sets of config overrides) run in
 //! the same invocation, each with its own ramp; their first steps give the cost ratio.
 
-mod exposition;
-mod procfs;
+pub(crate) mod exposition;
+pub(crate) mod procfs;
 mod report;
-mod step;
+pub(crate) mod step;
 mod sustain;
 mod truth;
 mod variant;
@@ -42,16 +42,8 @@ pub struct CapacityArgs {
     /// `before:inference.sessions_per_model=1,matching.change_gate=false` and `after`.
     #[arg(long = "variant", value_name = "NAME:KEY=VALUE,...")]
     pub variants: Vec<Variant>,
-    /// The demo catalog (built from the Grocery Store dataset when missing).
-    #[arg(long, default_value = "data/demo-catalog")]
-    pub catalog: PathBuf,
-    /// The Grocery Store dataset (default: data/grocery or ../shared/data/grocery).
-    #[arg(long)]
-    pub dataset: Option<PathBuf>,
-    /// Folder of grocery_shots.mp4, intel_concat.mp4 and ground_truth.json (default:
-    /// data/footage or ../shared/data/footage).
-    #[arg(long)]
-    pub footage: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: BenchData,
     /// How far grocery cue precision or recall may fall below the first step's and the
     /// step still count as sustained.
     #[arg(long, default_value_t = 0.05)]
@@ -63,6 +55,52 @@ fn first_existing(paths: &[&str], marker: &str) -> Option<PathBuf> {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.join(marker).exists())
+}
+
+/// The catalog, dataset and footage of the benches that run the full analysis on the
+/// looping product footage (capacity, soak).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchData {
+    /// The demo catalog (built from the Grocery Store dataset when missing).
+    #[arg(long, default_value = "data/demo-catalog")]
+    pub catalog: PathBuf,
+    /// The Grocery Store dataset (default: data/grocery or ../shared/data/grocery).
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// Folder of grocery_shots.mp4, intel_concat.mp4 and ground_truth.json (default:
+    /// data/footage or ../shared/data/footage).
+    #[arg(long)]
+    pub footage: Option<PathBuf>,
+}
+
+impl BenchData {
+    /// The footage folder given, else `data/footage` or `../shared/data/footage`.
+    pub fn footage_dir(&self) -> anyhow::Result<PathBuf> {
+        self.footage
+            .clone()
+            .or_else(|| {
+                first_existing(
+                    &["data/footage", "../shared/data/footage"],
+                    "ground_truth.json",
+                )
+            })
+            .context("no footage folder: run scripts/setup.sh, or pass --footage DIR")
+    }
+
+    /// The Grocery Store dataset given, else `data/grocery` or `../shared/data/grocery`.
+    pub fn dataset(&self) -> PathBuf {
+        self.dataset.clone().unwrap_or_else(|| {
+            first_existing(&["data/grocery", "../shared/data/grocery"], "classes.csv")
+                .unwrap_or_else(|| "data/grocery".into())
+        })
+    }
+
+    /// Builds the catalog from the dataset when it is missing (`settings`: the models).
+    pub async fn ensure_catalog(&self, settings: &Settings) -> anyhow::Result<()> {
+        let (s, dir, dataset) = (settings.clone(), self.catalog.clone(), self.dataset());
+        tokio::task::spawn_blocking(move || super::glass::ensure_catalog(&s, &dir, &dataset))
+            .await?
+    }
 }
 
 impl CapacityArgs {
@@ -88,25 +126,6 @@ impl CapacityArgs {
         Ok(())
     }
 
-    fn footage_dir(&self) -> anyhow::Result<PathBuf> {
-        self.footage
-            .clone()
-            .or_else(|| {
-                first_existing(
-                    &["data/footage", "../shared/data/footage"],
-                    "ground_truth.json",
-                )
-            })
-            .context("no footage folder: run scripts/setup.sh, or pass --footage DIR")
-    }
-
-    fn dataset(&self) -> PathBuf {
-        self.dataset.clone().unwrap_or_else(|| {
-            first_existing(&["data/grocery", "../shared/data/grocery"], "classes.csv")
-                .unwrap_or_else(|| "data/grocery".into())
-        })
-    }
-
     /// The variants asked for, each with its settings (an unknown key fails here, before
     /// anything runs).
     fn variants(&self, config: Option<&Path>) -> anyhow::Result<Vec<(Variant, Settings)>> {
@@ -121,7 +140,7 @@ impl CapacityArgs {
                 bail!("two variants are named `{}`", v.name);
             }
             let mut s = v.settings(config)?;
-            s.catalog.dir = self.catalog.display().to_string();
+            s.catalog.dir = self.data.catalog.display().to_string();
             out.push((v, s));
         }
         Ok(out)
@@ -129,7 +148,7 @@ impl CapacityArgs {
 }
 
 /// Encodes both footages at 1280x720 30 fps in 2 s segments and reads the ground truth.
-async fn footage(dir: &Path) -> anyhow::Result<Footage> {
+pub(crate) async fn footage(dir: &Path) -> anyhow::Result<Footage> {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || -> anyhow::Result<Footage> {
         eprintln!("encoding the footage at 1280x720 30 fps ...");
@@ -157,11 +176,9 @@ pub async fn run_bench(
 ) -> anyhow::Result<Vec<VariantResult>> {
     args.check()?;
     let variants = args.variants(config)?;
-    let footage_dir = args.footage_dir()?;
+    let footage_dir = args.data.footage_dir()?;
     if let Some((_, s)) = variants.first() {
-        let (s, dir, dataset) = (s.clone(), args.catalog.clone(), args.dataset());
-        tokio::task::spawn_blocking(move || super::glass::ensure_catalog(&s, &dir, &dataset))
-            .await??;
+        args.data.ensure_catalog(s).await?;
     }
     let footage = footage(&footage_dir).await?;
     let origins = tokio::runtime::Builder::new_multi_thread()

@@ -7,22 +7,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use shopcue::cuebus::redis::RedisBus;
-use shopcue::cuebus::{BusSettings, CueBus, Offset, RedisSettings, Replay};
+use shopcue::cuebus::{BusSettings, CueBus, CueRecord, Offset, RedisSettings, Replay};
 use shopcue::origin::LiveOrigin;
 
-use super::hls::free_port;
+use super::children::{RedisProcess, SidecarProcess};
 
 const KEY: &str = "failover-bench-admin-key";
-const HISTORY: usize = 100_000;
+/// `bus.history` of the analysers: the audit reads each stream whole.
+pub(crate) const HISTORY: usize = 100_000;
 
 #[derive(clap::Args, Debug)]
 pub struct FailoverArgs {
@@ -48,24 +47,25 @@ pub struct FailoverArgs {
     pub logs: Option<PathBuf>,
 }
 
-/// One analyser process.
-struct Pod {
-    name: String,
-    port: u16,
-    child: Child,
-}
-
 /// The fleet under test.
 struct Fleet {
     args: Vec<String>,
     env: Vec<(String, String)>,
     logs: PathBuf,
-    pods: Vec<Pod>,
+    pods: Vec<SidecarProcess>,
     started: usize,
     channels: usize,
 }
 
-pub async fn run_bench(a: &FailoverArgs) -> anyhow::Result<()> {
+/// The bench until done or `cancel` (Ctrl-C): dropping the run kills every child.
+pub async fn run_bench(a: &FailoverArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+    tokio::select! {
+        r = run(a) => r,
+        _ = cancel.cancelled() => bail!("interrupted"),
+    }
+}
+
+async fn run(a: &FailoverArgs) -> anyhow::Result<()> {
     let redis = RedisProcess::start()?;
     let stop = CancellationToken::new();
     let origin_url = start_origin(a, &stop).await?;
@@ -103,7 +103,8 @@ pub async fn run_bench(a: &FailoverArgs) -> anyhow::Result<()> {
         fleet.wait_balanced(Duration::from_secs(120)).await?;
     }
     fleet.stop_all().await;
-    let audit = audit(&redis.url, a.channels).await?;
+    let ids: Vec<String> = (0..a.channels).map(|i| format!("ch{i}")).collect();
+    let audit = audit(&read_streams(&redis.url, &ids).await?);
     stop.cancel();
     print_report(a, &rows, &audit, &logs);
     Ok(())
@@ -166,19 +167,12 @@ impl Fleet {
     async fn add(&mut self) -> anyhow::Result<()> {
         self.started += 1;
         let name = format!("pod-{}", self.started);
-        let port = free_port()?;
-        let log = std::fs::File::create(self.logs.join(format!("{name}.log")))?;
-        let child = Command::new(std::env::current_exe()?)
-            .args(&self.args)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("SHOPCUE__FLEET__POD", &name)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting an analyser")?;
-        self.pods.push(Pod { name, port, child });
+        let mut env = self.env.clone();
+        env.push(("SHOPCUE__FLEET__POD".into(), name.clone()));
+        let log = self.logs.join(format!("{name}.log"));
+        let pod =
+            SidecarProcess::spawn(&name, &self.args, &env, &log).context("starting an analyser")?;
+        self.pods.push(pod);
         Ok(())
     }
 
@@ -193,19 +187,7 @@ impl Fleet {
 
     /// An analyser that exited by itself, with the last line of its log.
     fn exited(&mut self) -> Option<String> {
-        for p in &mut self.pods {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                let log = std::fs::read_to_string(self.logs.join(format!("{}.log", p.name)));
-                let last = log
-                    .unwrap_or_default()
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-                    .to_string();
-                return Some(format!("{} exited ({status}): {last}", p.name));
-            }
-        }
-        None
+        self.pods.iter_mut().find_map(|p| p.exited())
     }
 
     async fn wait_balanced(&mut self, limit: Duration) -> anyhow::Result<Duration> {
@@ -246,8 +228,7 @@ impl Fleet {
             .context("victim")?;
         let mut pod = self.pods.remove(i);
         let t0 = Instant::now();
-        pod.child.start_kill()?;
-        pod.child.wait().await?;
+        pod.child.kill().await?;
         loop {
             let elsewhere: BTreeSet<String> = self
                 .running()
@@ -274,19 +255,10 @@ impl Fleet {
     /// SIGTERM every analyser (each drains: its open cues end) and wait for them.
     async fn stop_all(&mut self) {
         for p in &self.pods {
-            if let Some(pid) = p.child.id() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status();
-            }
+            p.terminate();
         }
         for p in &mut self.pods {
-            if tokio::time::timeout(Duration::from_secs(30), p.child.wait())
-                .await
-                .is_err()
-            {
-                let _ = p.child.start_kill();
-            }
+            p.wait_or_kill(Duration::from_secs(30)).await;
         }
     }
 }
@@ -311,28 +283,41 @@ async fn running(port: u16) -> Option<BTreeSet<String>> {
 }
 
 /// Every channel's cue stream: cues started, ended, doubled and never ended.
-#[derive(Default)]
-struct Audit {
-    started: usize,
-    ended: usize,
-    doubled: usize,
-    lost: usize,
-    events: usize,
+#[derive(Debug, Default)]
+pub(crate) struct Audit {
+    pub started: usize,
+    pub ended: usize,
+    pub doubled: usize,
+    pub lost: usize,
+    pub events: usize,
 }
 
-async fn audit(url: &str, channels: usize) -> anyhow::Result<Audit> {
+/// Each channel's whole cue stream as Redis holds it, oldest first.
+pub(crate) async fn read_streams(
+    url: &str,
+    channels: &[String],
+) -> anyhow::Result<Vec<(String, Vec<Arc<CueRecord>>)>> {
     let settings = RedisSettings {
         url: url.into(),
         ..RedisSettings::default()
     };
     let bus = RedisBus::connect(&BusSettings { history: HISTORY }, &settings)?;
-    let mut a = Audit::default();
-    for i in 0..channels {
-        let Replay::Records(records) = bus.replay(&format!("ch{i}"), Offset::ZERO).await? else {
-            bail!("ch{i}: the stream's start was trimmed; the audit needs it whole");
+    let mut out = Vec::new();
+    for ch in channels {
+        let Replay::Records(records) = bus.replay(ch, Offset::ZERO).await? else {
+            bail!("{ch}: the stream's start was trimmed; the audit needs it whole");
         };
+        out.push((ch.clone(), records));
+    }
+    Ok(out)
+}
+
+/// Counts, over every channel's stream, the cues started, ended, doubled and never ended.
+pub(crate) fn audit(streams: &[(String, Vec<Arc<CueRecord>>)]) -> Audit {
+    let mut a = Audit::default();
+    for (_, records) in streams {
         let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-        for r in &records {
+        for r in records {
             a.events += 1;
             let e = seen.entry(r.event.cue().id.clone()).or_default();
             match r.event.kind() {
@@ -348,7 +333,7 @@ async fn audit(url: &str, channels: usize) -> anyhow::Result<Audit> {
             a.lost += usize::from(*starts > 0 && *ends == 0);
         }
     }
-    Ok(a)
+    a
 }
 
 fn print_report(a: &FailoverArgs, rows: &[KillRow], audit: &Audit, logs: &std::path::Path) {
@@ -391,46 +376,4 @@ fn print_report(a: &FailoverArgs, rows: &[KillRow], audit: &Audit, logs: &std::p
         "Goal: p95 ≤ 15 s, 0 lost, 0 doubled. Analyser logs: {}",
         logs.display()
     );
-}
-
-/// A redis-server of its own on a free loopback port, killed when dropped.
-struct RedisProcess {
-    url: String,
-    child: std::process::Child,
-}
-
-impl RedisProcess {
-    fn start() -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting redis-server (scripts/setup.sh bench installs it)")?;
-        let url = format!("redis://127.0.0.1:{port}");
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if t0.elapsed() > Duration::from_secs(10) {
-                bail!("redis-server did not listen on {port} within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(Self { url, child })
-    }
-}
-
-impl Drop for RedisProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

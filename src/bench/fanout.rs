@@ -339,13 +339,6 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
@@ -376,7 +369,7 @@ async fn measure(mut server: Server, n: usize, args: &FanoutArgs) -> anyhow::Res
     let connect_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let rss = rss_mib(pid).unwrap_or(f64::NAN);
+    let rss = super::capacity::procfs::rss_mib_of(Some(pid)).unwrap_or(f64::NAN);
     let cpu0 = cpu_seconds(pid).unwrap_or(f64::NAN);
     let me = std::process::id();
     let client0 = cpu_seconds(me).unwrap_or(f64::NAN);

@@ -5,6 +5,7 @@
 pub mod capacity;
 pub mod catalog_accuracy;
 pub mod catalog_speed;
+pub mod children;
 pub mod failover;
 pub mod fanout;
 pub mod glass;
@@ -14,3 +15,4 @@ pub mod live_cues;
 pub mod manifest;
 pub mod shot_file;
 pub mod shots;
+pub mod soak;

@@ -256,6 +256,11 @@ pub async fn sample_every_second(st: std::sync::Arc<SidecarState>, stop: Cancell
         sync_bus_metrics(&st);
         sync_hls_metrics(&st);
         sync_fleet_metrics(&st);
+        // Tasks alive on the runtime: flat over hours unless something leaks tasks.
+        let tasks = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        st.metrics.set_gauge("tokio_tasks", tasks as f64);
         let now_ms = Utc::now().timestamp_millis();
         for rt in st.channels.list().iter() {
             let point = sampler.sample(&st.metrics, rt, dt, now_ms, feed.connected);

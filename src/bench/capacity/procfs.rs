@@ -137,12 +137,42 @@ fn clock_ticks_per_second() -> f64 {
     if hz > 0 { hz as f64 } else { 100.0 }
 }
 
-/// Resident set (`VmRSS`), MiB.
+/// Resident set (`VmRSS`) of this process, MiB.
 pub fn rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    rss_mib_of(None)
+}
+
+/// `/proc/<pid>`, or `/proc/self` for `None`.
+fn proc_dir(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "/proc/self".to_string(), |p| format!("/proc/{p}"))
+}
+
+/// The number of a `Key:   123 kB` line of `/proc/<pid>/status`.
+fn status_number(pid: Option<u32>, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("{}/status", proc_dir(pid))).ok()?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resident set (`VmRSS`) of a process, MiB.
+pub fn rss_mib_of(pid: Option<u32>) -> Option<f64> {
+    status_number(pid, "VmRSS").map(|kib| kib as f64 / 1024.0)
+}
+
+/// Threads of a process now.
+pub fn threads_of(pid: Option<u32>) -> Option<u64> {
+    status_number(pid, "Threads")
+}
+
+/// File descriptors a process has open now.
+pub fn open_fds(pid: Option<u32>) -> Option<usize> {
+    Some(
+        std::fs::read_dir(format!("{}/fd", proc_dir(pid)))
+            .ok()?
+            .count(),
+    )
 }
 
 #[cfg(test)]
@@ -173,5 +203,9 @@ mod tests {
         assert!(s.process_s >= 0.0 && s.ended_s >= 0.0);
         assert!(!b.threads.is_empty());
         assert!(rss_mib().is_some_and(|m| m > 0.0));
+        let me = Some(std::process::id());
+        assert!(rss_mib_of(me).is_some_and(|m| m > 0.0));
+        assert!(threads_of(me).is_some_and(|n| n >= 1));
+        assert!(open_fds(None).is_some_and(|n| n >= 3));
     }
 }

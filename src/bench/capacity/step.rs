@@ -87,11 +87,13 @@ impl StepRow {
     }
 }
 
-struct BenchChannel {
-    id: String,
+/// One channel of the bench and its looping origin.
+pub(crate) struct BenchChannel {
+    pub id: String,
     grocery: bool,
     origin: Arc<LiveOrigin>,
-    url: String,
+    /// The origin's multivariant playlist.
+    pub url: String,
 }
 
 /// A metric's growth over the window: `(name, label filter) → after − before`.
@@ -119,7 +121,7 @@ async fn run_until(
     n: usize,
     stop: &CancellationToken,
 ) -> anyhow::Result<StepRow> {
-    let channels = start_origins(footage, plan, n, stop)?;
+    let channels = start_origins(footage, &plan.origins, n, stop)?;
     let mut s = settings.clone();
     s.server.listen = "127.0.0.1:0".into();
     s.channels = channels
@@ -155,9 +157,11 @@ async fn run_until(
     ))
 }
 
-fn start_origins(
+/// `n` looping origins served from `rt` until `stop`: even channels the grocery footage
+/// (`grocery<i>`), odd ones the Intel footage (`intel<i>`).
+pub(crate) fn start_origins(
     footage: &Footage,
-    plan: &StepPlan,
+    rt: &tokio::runtime::Handle,
     n: usize,
     stop: &CancellationToken,
 ) -> anyhow::Result<Vec<BenchChannel>> {
@@ -176,7 +180,7 @@ fn start_origins(
                 r.width,
                 r.height,
             ));
-            let addr = serve_origin(&plan.origins, origin.clone(), stop.clone())?;
+            let addr = serve_origin(rt, origin.clone(), stop.clone())?;
             Ok(BenchChannel {
                 id: format!("{}{i}", if grocery { "grocery" } else { "intel" }),
                 grocery,
