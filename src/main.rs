@@ -166,49 +166,42 @@ fn run(args: Cli) -> anyhow::Result<()> {
                 let s = settings.clone();
                 tokio::task::spawn_blocking(move || shopcue::catalog::cli::run(a, &s.catalog, &s.inference)).await?
             }
-            Command::Bench { which } => match which {
-                BenchCommand::Ingest {
-                    input,
-                    seconds,
-                    max_channels,
-                } => {
-                    bench::ingest::run_bench(&input, &settings, seconds, max_channels)
-                        .await
-                }
-                BenchCommand::Shots { clips_dir } => {
-                    bench::shots::run_bench(clips_dir.as_deref()).map(|_| ())
-                }
-                BenchCommand::CatalogAccuracy(a) => {
-                    bench::catalog_accuracy::run_bench(&settings, &a).map(|_| ())
-                }
-                BenchCommand::LiveCues(a) => {
-                    bench::live_cues::run_bench(&settings, &a).await.map(|_| ())
-                }
-                BenchCommand::CatalogSpeed(a) => {
-                    bench::catalog_speed::run_bench(&settings, &a).map(|_| ())
-                }
-                BenchCommand::Capacity(a) => {
-                    bench::capacity::run_bench(config.as_deref(), &a)
-                        .await
-                        .map(|_| ())
-                }
-                BenchCommand::Glass(a) => bench::glass::run_bench(&settings, &a)
-                    .await
-                    .map(|_| ()),
-                BenchCommand::Failover(a) => bench::failover::run_bench(&a, cancel).await,
-                BenchCommand::Soak(a) => {
-                    bench::soak::run_bench(&settings, config.as_deref(), &a, cancel).await
-                }
-                BenchCommand::Fanout(a) => bench::fanout::run_bench(&a).map(|_| ()),
-                BenchCommand::Hls(a) => bench::hls::run_bench(&a).map(|_| ()),
-                BenchCommand::Manifest { seconds_per_case } => {
-                    bench::manifest::run_bench(seconds_per_case)
-                        .map(|_| ())
-                        .map_err(Into::into)
-                }
-            },
+            Command::Bench { which } => run_bench(which, &settings, config.as_deref(), cancel).await,
         }
     })
+}
+
+/// `shopcue bench <which>`: one benchmark, its tables printed.
+async fn run_bench(
+    which: BenchCommand,
+    settings: &Settings,
+    config: Option<&std::path::Path>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    match which {
+        BenchCommand::Ingest {
+            input,
+            seconds,
+            max_channels,
+        } => bench::ingest::run_bench(&input, settings, seconds, max_channels).await,
+        BenchCommand::Shots { clips_dir } => {
+            bench::shots::run_bench(clips_dir.as_deref()).map(|_| ())
+        }
+        BenchCommand::CatalogAccuracy(a) => {
+            bench::catalog_accuracy::run_bench(settings, &a).map(|_| ())
+        }
+        BenchCommand::LiveCues(a) => bench::live_cues::run_bench(settings, &a).await.map(|_| ()),
+        BenchCommand::CatalogSpeed(a) => bench::catalog_speed::run_bench(settings, &a).map(|_| ()),
+        BenchCommand::Capacity(a) => bench::capacity::run_bench(config, &a).await.map(|_| ()),
+        BenchCommand::Glass(a) => bench::glass::run_bench(settings, &a).await.map(|_| ()),
+        BenchCommand::Failover(a) => bench::failover::run_bench(&a, cancel).await,
+        BenchCommand::Soak(a) => bench::soak::run_bench(settings, config, &a, cancel).await,
+        BenchCommand::Fanout(a) => bench::fanout::run_bench(&a).map(|_| ()),
+        BenchCommand::Hls(a) => bench::hls::run_bench(&a).map(|_| ()),
+        BenchCommand::Manifest { seconds_per_case } => bench::manifest::run_bench(seconds_per_case)
+            .map(|_| ())
+            .map_err(Into::into),
+    }
 }
 
 async fn shutdown_signal() {
