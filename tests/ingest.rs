@@ -620,3 +620,146 @@ async fn redirects_leave_the_origin_host_only_for_allowed_hosts() {
     let body = allowing.get(&url("/away"), None, limit, t).await.unwrap();
     assert_eq!(&body[..], b"#EXTM3U");
 }
+
+/// Four 1 s segments of the real footage, as the test origin serves them.
+async fn four_segments() -> Vec<bytes::Bytes> {
+    let origin = TestOrigin::start("intel_concat.mp4", 1.0, 6, true).await;
+    let http = reqwest::Client::new();
+    let base = url::Url::parse(&origin.media_url()).unwrap();
+    for _ in 0..50 {
+        let playlist = http.get(base.clone()).send().await.unwrap();
+        let playlist = playlist.text().await.unwrap();
+        let uris: Vec<&str> = playlist
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        if uris.len() >= 4 {
+            let mut out = Vec::new();
+            for uri in &uris[..4] {
+                let r = http.get(base.join(uri).unwrap()).send().await.unwrap();
+                out.push(r.bytes().await.unwrap());
+            }
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the test origin never listed four segments");
+}
+
+/// A VOD playlist of `entries` (`(uri, byte range)`), 1 s each.
+fn vod_playlist(entries: &[(String, Option<(usize, usize)>)]) -> String {
+    let mut p = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:4\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n\
+         #EXT-X-PLAYLIST-TYPE:VOD\n",
+    );
+    for (uri, range) in entries {
+        p.push_str("#EXTINF:1.000,\n");
+        if let Some((len, off)) = range {
+            p.push_str(&format!("#EXT-X-BYTERANGE:{len}@{off}\n"));
+        }
+        p.push_str(&format!("{uri}\n"));
+    }
+    p.push_str("#EXT-X-ENDLIST\n");
+    p
+}
+
+/// An origin with two faults real servers have: `/range/` serves the four segments as
+/// byte ranges of one file but ignores `Range` (200, the whole file, every time);
+/// `/slow/` serves them as files, the second one trickled (512 bytes every 200 ms, a
+/// slow-loris body that never finishes within the segment timeout).
+async fn faulty_origin(segments: Vec<bytes::Bytes>) -> String {
+    use axum::body::Body;
+    use axum::extract::Path;
+    use axum::routing::get;
+    let whole: bytes::Bytes = segments.concat().into();
+    let mut ranged = Vec::new();
+    let mut off = 0;
+    for s in &segments {
+        ranged.push(("all.ts".to_string(), Some((s.len(), off))));
+        off += s.len();
+    }
+    let files: Vec<(String, Option<(usize, usize)>)> =
+        (0..4).map(|i| (format!("seg{i}.ts"), None)).collect();
+    let (range_m3u8, slow_m3u8) = (vod_playlist(&ranged), vod_playlist(&files));
+    let app = axum::Router::new()
+        .route("/range/v.m3u8", get(move || async move { range_m3u8 }))
+        .route("/range/all.ts", get(move || async move { whole }))
+        .route("/slow/v.m3u8", get(move || async move { slow_m3u8 }))
+        .route(
+            "/slow/{file}",
+            get(move |Path(file): Path<String>| async move {
+                let i: usize = file
+                    .trim_start_matches("seg")
+                    .trim_end_matches(".ts")
+                    .parse()
+                    .unwrap();
+                let body = segments[i].clone();
+                if i != 1 {
+                    return Body::from(body);
+                }
+                let chunks = futures::stream::unfold(body, |mut rest| async move {
+                    if rest.is_empty() {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let chunk = rest.split_to(rest.len().min(512));
+                    Some((Ok::<_, std::io::Error>(chunk), rest))
+                });
+                Body::from_stream(chunks)
+            }),
+        );
+    common::serve_router(app).await
+}
+
+/// Every frame of a VOD channel (until it ends, at most `limit`), with default error
+/// handling (a bad segment is skipped and counted).
+async fn vod_frames(url: &str, limit: Duration) -> (usize, ingest::Channel) {
+    let s = settings();
+    let cancel = CancellationToken::new();
+    let spec = SourceSpec::parse(url).unwrap();
+    let mut ch = ingest::start(
+        "t",
+        spec,
+        &s.ingest,
+        &s.media,
+        IngestOptions::default(),
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    let mut frames = 0;
+    let deadline = tokio::time::Instant::now() + limit;
+    while let Ok(Some(_)) = tokio::time::timeout_at(deadline, ch.frames.recv()).await {
+        frames += 1;
+    }
+    cancel.cancel();
+    (frames, ch)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_ignores_range_or_trickles_a_segment_is_followed() {
+    let segments = four_segments().await;
+    let base = faulty_origin(segments).await;
+
+    // Range ignored: each byte range is cut from the whole file; every frame arrives.
+    let (frames, ch) = vod_frames(&format!("{base}/range/v.m3u8"), Duration::from_secs(20)).await;
+    assert_eq!(
+        frames, 100,
+        "4 segments of 25 frames through an origin that ignores Range"
+    );
+    assert_eq!(ch.stats.segments_bad.load(Ordering::Relaxed), 0);
+    assert_eq!(ch.stats.segments_lost.load(Ordering::Relaxed), 0);
+
+    // A trickled segment times out (1.5 s here), is retried, then given up and counted;
+    // the segments after it are decoded whole.
+    let (frames, ch) = vod_frames(&format!("{base}/slow/v.m3u8"), Duration::from_secs(30)).await;
+    let stats = &ch.stats;
+    eprintln!(
+        "slow-loris segment: {frames} frames, fetch errors {}, lost {}",
+        stats.fetch_errors.load(Ordering::Relaxed),
+        stats.segments_lost.load(Ordering::Relaxed)
+    );
+    assert_eq!(frames, 75, "the three whole segments' frames");
+    assert!(stats.fetch_errors.load(Ordering::Relaxed) >= 1);
+    assert_eq!(stats.segments_lost.load(Ordering::Relaxed), 1);
+}
