@@ -131,19 +131,36 @@ async fn live_segments_arrive_once_in_order_with_origin_clock() {
 
 /// The frames a whole ingest channel (fetch + GStreamer decode) on `url` delivers in
 /// `secs`, and the stopped channel.
-async fn frames_for(url: &str, secs: f64) -> (Vec<Frame>, ingest::Channel) {
+/// A channel started on `url` with the test settings, and what cancels it.
+async fn started(url: &str, opts: IngestOptions) -> (ingest::Channel, CancellationToken) {
     let s = settings();
     let cancel = CancellationToken::new();
     let spec = SourceSpec::parse(url).unwrap();
+    let ch = ingest::start("t", spec, &s.ingest, &s.media, opts, cancel.clone())
+        .await
+        .unwrap();
+    (ch, cancel)
+}
+
+/// Every frame of the channel on `url` for `secs` (or until it ends), failing on the
+/// first error.
+async fn frames_for(url: &str, secs: f64) -> (Vec<Frame>, ingest::Channel) {
     let opts = IngestOptions {
         on_error: OnError::Fail,
         ..Default::default()
     };
-    let mut ch = ingest::start("t", spec, &s.ingest, &s.media, opts, cancel.clone())
-        .await
-        .unwrap();
+    frames_with(url, Duration::from_secs_f64(secs), opts).await
+}
+
+/// Every frame of the channel on `url` until it ends or `limit` passes.
+async fn frames_with(
+    url: &str,
+    limit: Duration,
+    opts: IngestOptions,
+) -> (Vec<Frame>, ingest::Channel) {
+    let (mut ch, cancel) = started(url, opts).await;
     let mut frames: Vec<Frame> = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+    let deadline = tokio::time::Instant::now() + limit;
     while let Ok(Some(f)) = tokio::time::timeout_at(deadline, ch.frames.recv()).await {
         frames.push(f);
     }
@@ -355,19 +372,7 @@ async fn playlist_errors_stalls_and_malformed_playlists_recover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_truncated_segments_do_not_stop_the_channel() {
     let origin = TestOrigin::start("intel_concat.mp4", 1.0, 4, true).await;
-    let s = settings();
-    let cancel = CancellationToken::new();
-    let spec = SourceSpec::parse(&origin.media_url()).unwrap();
-    let mut ch = ingest::start(
-        "t",
-        spec,
-        &s.ingest,
-        &s.media,
-        IngestOptions::default(),
-        cancel.clone(),
-    )
-    .await
-    .unwrap();
+    let (mut ch, cancel) = started(&origin.media_url(), IngestOptions::default()).await;
     let first = tokio::time::timeout(Duration::from_secs(10), ch.frames.recv())
         .await
         .unwrap()
@@ -711,38 +716,15 @@ async fn faulty_origin(segments: Vec<bytes::Bytes>) -> String {
     common::serve_router(app).await
 }
 
-/// Every frame of a VOD channel (until it ends, at most `limit`), with default error
-/// handling (a bad segment is skipped and counted).
-async fn vod_frames(url: &str, limit: Duration) -> (usize, ingest::Channel) {
-    let s = settings();
-    let cancel = CancellationToken::new();
-    let spec = SourceSpec::parse(url).unwrap();
-    let mut ch = ingest::start(
-        "t",
-        spec,
-        &s.ingest,
-        &s.media,
-        IngestOptions::default(),
-        cancel.clone(),
-    )
-    .await
-    .unwrap();
-    let mut frames = 0;
-    let deadline = tokio::time::Instant::now() + limit;
-    while let Ok(Some(_)) = tokio::time::timeout_at(deadline, ch.frames.recv()).await {
-        frames += 1;
-    }
-    cancel.cancel();
-    (frames, ch)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_that_ignores_range_or_trickles_a_segment_is_followed() {
     let segments = four_segments().await;
     let base = faulty_origin(segments).await;
 
     // Range ignored: each byte range is cut from the whole file; every frame arrives.
-    let (frames, ch) = vod_frames(&format!("{base}/range/v.m3u8"), Duration::from_secs(20)).await;
+    let url = format!("{base}/range/v.m3u8");
+    let (frames, ch) = frames_with(&url, Duration::from_secs(20), IngestOptions::default()).await;
+    let frames = frames.len();
     assert_eq!(
         frames, 100,
         "4 segments of 25 frames through an origin that ignores Range"
@@ -752,7 +734,9 @@ async fn an_origin_that_ignores_range_or_trickles_a_segment_is_followed() {
 
     // A trickled segment times out (1.5 s here), is retried, then given up and counted;
     // the segments after it are decoded whole.
-    let (frames, ch) = vod_frames(&format!("{base}/slow/v.m3u8"), Duration::from_secs(30)).await;
+    let url = format!("{base}/slow/v.m3u8");
+    let (frames, ch) = frames_with(&url, Duration::from_secs(30), IngestOptions::default()).await;
+    let frames = frames.len();
     let stats = &ch.stats;
     eprintln!(
         "slow-loris segment: {frames} frames, fetch errors {}, lost {}",
