@@ -9,9 +9,10 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::fleet::{FleetPod, Seen, wait_for};
 use common::{RedisServer, TestOrigin, free_port, redis_settings};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -160,52 +161,19 @@ impl Pod {
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
-
-    async fn status(&self) -> Option<Value> {
-        common::fleet::status(&self.url("")).await
-    }
-
-    /// The channels it holds and runs (`up`).
-    async fn running(&self) -> Option<BTreeSet<String>> {
-        common::fleet::running(&self.status().await?)
-    }
-
-    fn signal(&self, sig: &str) {
-        common::fleet::signal(self.child.id(), sig, self.name);
-    }
 }
 
-/// Poll the live pods until `done` holds of their running channels (or panic after
-/// `limit`, saying what they ran). Also checks that no channel ever runs on two pods
-/// that both answer.
-async fn wait_for(
-    what: &str,
-    pods: &[&Pod],
-    limit: Duration,
-    done: impl Fn(&BTreeMap<&str, BTreeSet<String>>) -> bool,
-) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        let mut seen = BTreeMap::new();
-        for p in pods {
-            if let Some(r) = p.running().await {
-                seen.insert(p.name, r);
-            }
-        }
-        let mut all = BTreeSet::new();
-        for r in seen.values() {
-            for c in r {
-                assert!(all.insert(c.clone()), "{c} runs on two analysers: {seen:?}");
-            }
-        }
-        if seen.len() == pods.len() && done(&seen) {
-            return t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "{what}: not within {limit:?}; running {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
+impl FleetPod for Pod {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn base(&self) -> String {
+        self.url("")
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 }
 
@@ -258,7 +226,7 @@ async fn same_playlists_everywhere(pods: &[&Pod], origin_url: &str) {
     }
 }
 
-fn balanced(seen: &BTreeMap<&str, BTreeSet<String>>, per_pod: usize) -> bool {
+fn balanced(seen: &Seen, per_pod: usize) -> bool {
     seen.values().map(BTreeSet::len).sum::<usize>() == CHANNELS
         && seen.values().all(|r| r.len() == per_pod)
 }

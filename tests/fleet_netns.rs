@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::fleet::{FleetPod, Seen, wait_for};
 use common::{TestOrigin, peer_missing, redis_settings};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -272,19 +273,6 @@ impl Pod {
         format!("ws://{}:{PORT}/v1/channels/{channel}/cues{q}", self.addr)
     }
 
-    async fn status(&self) -> Option<Value> {
-        common::fleet::status(&self.url("")).await
-    }
-
-    /// The channels it holds and runs (`up`).
-    async fn running(&self) -> Option<BTreeSet<String>> {
-        common::fleet::running(&self.status().await?)
-    }
-
-    fn signal(&self, sig: &str) {
-        common::fleet::signal(self.child.id(), sig, &self.name);
-    }
-
     /// SIGTERM, then its exit status (it drains and releases its leases).
     async fn stop(mut self) {
         self.signal("-TERM");
@@ -296,32 +284,17 @@ impl Pod {
     }
 }
 
-type Seen = BTreeMap<String, BTreeSet<String>>;
+impl FleetPod for Pod {
+    fn name(&self) -> &str {
+        &self.name
+    }
 
-/// Polls `pods` until `done` holds of what each runs (panics after `limit`). No channel
-/// may ever run on two pods that both answer.
-async fn wait_for(what: &str, pods: &[&Pod], limit: Duration, done: impl Fn(&Seen) -> bool) {
-    let t0 = Instant::now();
-    loop {
-        let mut seen = Seen::new();
-        for p in pods {
-            if let Some(r) = p.running().await {
-                seen.insert(p.name.clone(), r);
-            }
-        }
-        let mut all = BTreeSet::new();
-        for c in seen.values().flatten() {
-            assert!(all.insert(c.clone()), "{c} runs on two analysers: {seen:?}");
-        }
-        if seen.len() == pods.len() && done(&seen) {
-            eprintln!("{what}: {:.1} s, {seen:?}", t0.elapsed().as_secs_f64());
-            return;
-        }
-        assert!(
-            t0.elapsed() < limit,
-            "{what}: not within {limit:?}; running {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    fn base(&self) -> String {
+        self.url("")
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 }
 
