@@ -334,7 +334,10 @@ fn no_resource_is_a_channel_group() {
         .arg(&dir)
         .output()
     else {
-        eprintln!("kubectl not found: the rendered base is not checked");
+        common::peer_missing(
+            "no_resource_is_a_channel_group",
+            "kubectl not found: the rendered base (kubectl kustomize) is not checked",
+        );
         return;
     };
     assert!(
