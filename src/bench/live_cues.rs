@@ -26,7 +26,7 @@ use shopcue::analyze::{AnalyzeArgs, analyze_outputs};
 use shopcue::config::Settings;
 use shopcue::cue::{Cue, CueEvent};
 use shopcue::matching::{CueBuilder, MatchingSettings, SampleResult, SiblingScope};
-use shopcue::pipeline::Output;
+use shopcue::pipeline::PipelineOutput;
 
 pub mod composite;
 
@@ -143,7 +143,7 @@ pub fn judge(cues: &[Cue], truth: &Truth) -> Score {
 
 /// Replays the analysed samples of `outputs` through a [`CueBuilder`] with `matching`
 /// (as the pipeline sets it for the catalog): the cues that ended.
-pub fn replay(outputs: &[Output], matching: &MatchingSettings, learned: bool) -> Vec<Cue> {
+pub fn replay(outputs: &[PipelineOutput], matching: &MatchingSettings, learned: bool) -> Vec<Cue> {
     let mut builder = CueBuilder::new("bench", &matching.for_catalog(learned));
     let mut cues = Vec::new();
     let mut keep = |events: Vec<CueEvent>| {
@@ -154,8 +154,8 @@ pub fn replay(outputs: &[Output], matching: &MatchingSettings, learned: bool) ->
     };
     for o in outputs {
         match o {
-            Output::Shot(e) => keep(builder.on_shot_event(e)),
-            Output::Sample(s) => keep(builder.push(&SampleResult {
+            PipelineOutput::Shot(e) => keep(builder.on_shot_event(e)),
+            PipelineOutput::Sample(s) => keep(builder.push(&SampleResult {
                 frame_index: s.ticket.frame_index,
                 pts_ns: s.ticket.pts_ns,
                 wallclock: s.ticket.wallclock,
@@ -163,7 +163,7 @@ pub fn replay(outputs: &[Output], matching: &MatchingSettings, learned: bool) ->
                 detections: s.detections.clone(),
                 reused: s.reused,
             })),
-            Output::Cue { .. } => {}
+            PipelineOutput::Cue { .. } => {}
         }
     }
     keep(builder.flush());
@@ -206,7 +206,7 @@ fn catalog_only(settings: &Settings, dataset: &Path, dir: &Path) -> anyhow::Resu
 /// One analysed video: its truth and the pipeline's outputs.
 struct Analysed {
     truth: Truth,
-    outputs: Vec<Output>,
+    outputs: Vec<PipelineOutput>,
     learned: bool,
     analysed: usize,
     mean_ms: f64,
@@ -226,7 +226,7 @@ async fn analyse(settings: &Settings, truth: Truth, catalog: &Path) -> anyhow::R
         .outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Sample(s) if !s.reused && s.error.is_none() => {
+            PipelineOutput::Sample(s) if !s.reused && s.error.is_none() => {
                 Some(s.elapsed.as_secs_f64() * 1e3)
             }
             _ => None,
@@ -334,7 +334,7 @@ fn score_variant(
         let samples = a
             .outputs
             .iter()
-            .filter(|o| matches!(o, Output::Sample(_)))
+            .filter(|o| matches!(o, PipelineOutput::Sample(_)))
             .count();
         matching_us.push((
             variant.name,
@@ -401,7 +401,9 @@ fn print_diagnostics(a: &Analysed, matching: &MatchingSettings) {
     let rules = shopcue::matching::Rules::new(&m);
     eprintln!("== {} (learned projection: {})", a.truth.name, a.learned);
     for o in &a.outputs {
-        let Output::Sample(s) = o else { continue };
+        let PipelineOutput::Sample(s) = o else {
+            continue;
+        };
         if s.reused {
             continue;
         }
@@ -447,7 +449,7 @@ fn samples_json(a: &Analysed) -> serde_json::Value {
         .outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Sample(s) => Some(s),
+            PipelineOutput::Sample(s) => Some(s),
             _ => None,
         })
         .map(|s| {
