@@ -540,21 +540,20 @@ async fn bad_inputs_fail_with_one_clear_error() {
     assert!(e.contains("unsupported scheme"), "{e}");
 }
 
+/// The first 4-s segment (25 fps, 800 kbit/s) the test origin's encoder makes of `footage`.
+fn first_segment(footage: &str) -> bytes::Bytes {
+    let dir = tempfile::tempdir().unwrap();
+    let segs = shopcue::media::encode_segments(&common::footage(footage), dir.path(), 4.0, 25, 800)
+        .expect("encode");
+    bytes::Bytes::from(std::fs::read(&segs[0]).unwrap())
+}
+
 /// A segment's frames go on as they decode, under the consumer's backpressure: a consumer
 /// slower than the decode timeout does not fail the segment, every frame arrives, and
 /// the decode time reported leaves the consumer's waiting out.
 #[test]
 fn a_slow_consumer_takes_frames_as_they_decode_without_a_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let segs = shopcue::media::encode_segments(
-        &common::footage("grocery_shots.mp4"),
-        dir.path(),
-        4.0,
-        25,
-        800,
-    )
-    .expect("encode");
-    let data = bytes::Bytes::from(std::fs::read(&segs[0]).unwrap());
+    let data = first_segment("grocery_shots.mp4");
     let timeout = Duration::from_millis(1500);
     let mut decoder =
         shopcue::media::SegmentDecoder::new(shopcue::media::Pipelines::default(), 90, timeout)
@@ -589,16 +588,7 @@ fn a_slow_consumer_takes_frames_as_they_decode_without_a_timeout() {
 /// default) and libav's own choice give the same frames, pixel for pixel, on real footage.
 #[test]
 fn one_decoder_thread_gives_the_frames_of_libavs_own_threading() {
-    let dir = tempfile::tempdir().unwrap();
-    let segs = shopcue::media::encode_segments(
-        &common::footage("intel_concat.mp4"),
-        dir.path(),
-        4.0,
-        25,
-        800,
-    )
-    .expect("encode");
-    let data = bytes::Bytes::from(std::fs::read(&segs[0]).unwrap());
+    let data = first_segment("intel_concat.mp4");
     let decode = |threads: u32| {
         let settings = shopcue::media::MediaSettings {
             decoder_threads: threads,
