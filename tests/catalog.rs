@@ -91,6 +91,7 @@ fn opts(products: &Path, out: &Path) -> BuildOptions {
         products: products.to_path_buf(),
         out: out.to_path_buf(),
         train_photos: None,
+        domain_photos: None,
         strict: false,
         progress: false,
     }

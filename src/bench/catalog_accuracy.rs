@@ -252,6 +252,7 @@ fn manifest(dim: usize) -> Manifest {
         detect_catalog_images: false,
         synthetic_views: 0,
         labelled_photos: 0,
+        domain_photos: 0,
         created: String::new(),
     }
 }
@@ -1027,6 +1028,7 @@ fn end_to_end(
             products: products.to_path_buf(),
             out: out.clone(),
             train_photos: train_photos.map(Path::to_path_buf),
+            domain_photos: None,
             strict: true,
             progress: false,
         },

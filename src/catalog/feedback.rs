@@ -349,6 +349,7 @@ pub fn retrained(
             let products = snapshot.products().map(|p| p.as_ref().clone()).collect();
             let vectors = base.into_iter().chain(photos).collect();
             Snapshot::assemble(manifest, products, vectors, projection, params)?
+                .with_domain_mean(snapshot.domain_mean().cloned())?
         }
         _ => snapshot.with_origin_replaced(ORIGIN, photos, params)?,
     };
@@ -414,6 +415,7 @@ mod tests {
             detect_catalog_images: false,
             synthetic_views: 0,
             labelled_photos: 0,
+            domain_photos: 0,
             created: String::new(),
         };
         let products = (0..4)
