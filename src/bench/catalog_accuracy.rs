@@ -69,6 +69,10 @@ const FAMILIES: [&str; 3] = ["Fruit", "Vegetables", "Packages"];
 /// Labelled photos per product in the rows of the curve (0 is the catalog-only row).
 const PHOTOS_PER_PRODUCT: [usize; 3] = [1, 3, 10];
 
+/// Unlabelled train photos drawn (with [`DOMAIN_SEED`]) for the small query-domain mean.
+const DOMAIN_SAMPLE: usize = 50;
+const DOMAIN_SEED: u64 = 10;
+
 /// Synthetic views per catalog image in the comparison row when the config has them off.
 const SYNTHETIC_VIEWS_WHEN_OFF: usize = 16;
 
@@ -367,6 +371,7 @@ pub fn run_bench(
         rows: Vec::new(),
     };
     bench.region_and_view_rows(synthetic_n)?;
+    bench.domain_centring_rows()?;
     bench.projection_rows()?;
     bench.photo_curve_rows()?;
     bench.retrain_rows()?;
@@ -690,6 +695,41 @@ impl Bench<'_> {
             None,
             false,
         )
+    }
+
+    /// Catalog only, with queries centred on the mean of unlabelled train photos (their
+    /// whole-picture query vectors; labels never read): a sample of [`DOMAIN_SAMPLE`]
+    /// drawn with a fixed seed, and all of them. Searched through `Snapshot::search_batch`
+    /// with the mean attached, as `catalog build --domain-photos` stores it.
+    fn domain_centring_rows(&mut self) -> anyhow::Result<()> {
+        use rand::SeedableRng;
+        use rand::seq::index::sample;
+        let g = self.g;
+        let vname = self.views();
+        let all: Vec<&[f32]> = self.train.iter().map(|e| e.whole_m.as_slice()).collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(DOMAIN_SEED);
+        let drawn: Vec<&[f32]> = sample(&mut rng, all.len(), DOMAIN_SAMPLE.min(all.len()))
+            .into_iter()
+            .map(|i| all[i])
+            .collect();
+        let means: Vec<_> = [drawn, all]
+            .iter()
+            .map(|photos| shopcue::catalog::DomainMean::of(photos).context("no train photos"))
+            .collect::<anyhow::Result<_>>()?;
+        for mean in means {
+            let n = mean.photos();
+            let snap = self
+                .snapshot(self.cat_vectors(Side::WholeMulti, 0), None)?
+                .with_domain_mean(Some(Arc::new(mean)))?;
+            let q = queries(&g.val, &self.val, Side::WholeMulti);
+            let scored = score(&snap, &q, &g.classes)?;
+            let name = format!(
+                "catalog only + query-domain centring (mean of {n} unlabelled train photos), multi-crop {vname} both sides"
+            );
+            eprintln!("{name}: val top-1 {:.3} top-5 {:.3}", scored.0, scored.1);
+            self.push_row(name, scored, (None, None));
+        }
+        Ok(())
     }
 
     /// Rows with a projection (centring, whitening, LDA from the train photos) or the

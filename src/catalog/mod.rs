@@ -714,16 +714,7 @@ impl Snapshot {
                 .map(|r| Arc::from(&r[i * manifest.raw_dim..(i + 1) * manifest.raw_dim]));
             entries.push(Arc::new((e, v.to_vec())));
         }
-        let projection = if manifest.projection {
-            let p = gen_dir.join("projection.f32");
-            let floats = store::read_f32s(&p)?;
-            Some(Arc::new(
-                Projection::from_floats(manifest.raw_dim, manifest.dim, &floats)
-                    .map_err(|why| corrupt(&p, why))?,
-            ))
-        } else {
-            None
-        };
+        let projection = projection_of(gen_dir, &manifest)?;
         let domain_mean = domain_mean_of(gen_dir, &manifest)?;
         let ip = gen_dir.join("index.faiss");
         let index = match VectorIndex::read(&ip, params) {
@@ -933,6 +924,21 @@ fn flatten(entries: &[Arc<(Entry, Vec<f32>)>], dim: usize) -> (Vec<f32>, Vec<i64
         labels.push(e.0.label);
     }
     (flat, labels)
+}
+
+/// The stored projection of a generation whose manifest names one.
+fn projection_of(
+    gen_dir: &Path,
+    manifest: &Manifest,
+) -> Result<Option<Arc<Projection>>, CatalogError> {
+    if !manifest.projection {
+        return Ok(None);
+    }
+    let p = gen_dir.join("projection.f32");
+    let floats = store::read_f32s(&p)?;
+    Projection::from_floats(manifest.raw_dim, manifest.dim, &floats)
+        .map(|p| Some(Arc::new(p)))
+        .map_err(|why| CatalogError::Corrupt { path: p, why })
 }
 
 /// The stored query-domain mean of a generation whose manifest names one.
