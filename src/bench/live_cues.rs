@@ -40,8 +40,8 @@ pub struct LiveCuesArgs {
     /// Folder holding footage/ and grocery/ (default: data/, else ../shared/data).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Where the composite video and the catalog of catalog images only are made (kept
-    /// and reused).
+    /// Where the composite video and the catalogs of catalog images only (plain and
+    /// centred) are made (kept and reused).
     #[arg(long, default_value = "target/bench-data/live-cues")]
     pub work: PathBuf,
     /// The labelled-photo catalog (the demo's; built from the dataset when missing).
