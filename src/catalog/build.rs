@@ -478,8 +478,10 @@ pub fn build(
     })
 }
 
-/// The mean query vector of the query-domain photos listed in `path`; their skipped lines
-/// and images join `skipped`.
+/// The mean query vector of the query-domain photos listed in `path`: each embedded as a
+/// live query embeds a picture (the whole picture, `catalog.query_views` averaged).
+/// Unreadable lines and images join `skipped` (or fail with `strict`); fewer than
+/// `catalog.domain_min_photos` usable photos is [`domain::DomainError::TooFewPhotos`].
 fn domain_mean(
     models: &Models,
     settings: &CatalogSettings,
@@ -487,14 +489,46 @@ fn domain_mean(
     path: &Path,
     skipped: &mut Vec<Skipped>,
 ) -> Result<DomainMean, CatalogError> {
-    let text = read_text(path)?;
-    let images = domain::parse_photos(&text, "").0.len();
-    let pb = progress_bar(opts.progress, images, "domain photos");
-    let r = domain::embed_photos(models, settings, path, &text, opts.strict, || pb.inc(1));
+    let file = path.display().to_string();
+    let (photos, bad) = domain::parse_photos(&read_text(path)?, &file);
+    strict_check(opts.strict, &bad)?;
+    let mut skipped_here = bad;
+    let loader = ImageLoader::new(&base_of(path), settings);
+    let pb = progress_bar(opts.progress, photos.len(), "domain photos");
+    let mut vectors = Vec::with_capacity(photos.len());
+    for (line, spec) in photos {
+        pb.inc(1);
+        let r = loader.load(&spec).and_then(|(_, img)| {
+            embed_regions(
+                &models.embedder,
+                &img,
+                &[img.full_rect()],
+                &settings.query_views,
+            )
+        });
+        match r {
+            Ok(mut v) => vectors.extend(v.pop()),
+            Err(e) => {
+                let s = Skipped {
+                    at: format!("{file}:{line} image {spec}"),
+                    reason: e.to_string(),
+                };
+                strict_check(opts.strict, std::slice::from_ref(&s))?;
+                skipped_here.push(s);
+            }
+        }
+    }
     pb.finish_and_clear();
-    let r = r?;
-    skipped.extend(r.skipped);
-    Ok(r.mean)
+    let usable = vectors.len();
+    let mean = DomainMean::of(&vectors).filter(|_| usable >= settings.domain_min_photos);
+    let mean = mean.ok_or(domain::DomainError::TooFewPhotos {
+        file,
+        usable,
+        min: settings.domain_min_photos,
+        skipped: skipped_here.len(),
+    })?;
+    skipped.extend(skipped_here);
+    Ok(mean)
 }
 
 /// Embed the images of each product line; a product with no usable image is skipped

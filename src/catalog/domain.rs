@@ -11,17 +11,12 @@
 //! (the sample must be varied). No label is read: `product_id` fields are ignored.
 //!
 //! The mean is stored with the catalog generation (`domain_mean.f32`, the count in the
-//! manifest's `domain_photos`) and carried by every later generation.
-
-use std::path::Path;
+//! manifest's `domain_photos`) and carried by every later generation; `build` embeds the
+//! photos (as a live query embeds a picture) and takes it.
 
 use serde::Deserialize;
 
-use super::analyzer::embed_regions;
-use super::build::ImageLoader;
 use super::product::Skipped;
-use super::{CatalogError, CatalogSettings};
-use crate::inference::Models;
 
 /// File of a generation holding the mean (little-endian f32, `raw_dim` of them).
 pub const MEAN_FILE: &str = "domain_mean.f32";
@@ -141,73 +136,6 @@ pub fn parse_photos(text: &str, file: &str) -> (Vec<(usize, String)>, Vec<Skippe
         }
     }
     (out, skipped)
-}
-
-/// What embedding the query-domain photos gave.
-#[derive(Debug)]
-pub struct DomainPhotos {
-    pub mean: DomainMean,
-    pub skipped: Vec<Skipped>,
-}
-
-/// Embed each photo of `path` as a live query embeds a picture (the whole picture,
-/// `catalog.query_views` averaged) and take their mean. Unreadable lines and images are
-/// skipped (or fail with `strict`); fewer than `catalog.domain_min_photos` usable photos
-/// is [`DomainError::TooFewPhotos`].
-pub fn embed_photos(
-    models: &Models,
-    settings: &CatalogSettings,
-    path: &Path,
-    text: &str,
-    strict: bool,
-    mut tick: impl FnMut(),
-) -> Result<DomainPhotos, CatalogError> {
-    let file = path.display().to_string();
-    let (photos, mut skipped) = parse_photos(text, &file);
-    let fail_strict = |s: &Skipped| CatalogError::Input {
-        at: s.at.clone(),
-        why: s.reason.clone(),
-    };
-    if let (true, Some(s)) = (strict, skipped.first()) {
-        return Err(fail_strict(s));
-    }
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let loader = ImageLoader::new(&base, settings);
-    let mut vectors = Vec::with_capacity(photos.len());
-    for (line, spec) in photos {
-        tick();
-        let r = loader.load(&spec).and_then(|(_, img)| {
-            embed_regions(
-                &models.embedder,
-                &img,
-                &[img.full_rect()],
-                &settings.query_views,
-            )
-        });
-        match r {
-            Ok(mut v) => vectors.extend(v.pop()),
-            Err(e) => {
-                let s = Skipped {
-                    at: format!("{file}:{line} image {spec}"),
-                    reason: e.to_string(),
-                };
-                if strict {
-                    return Err(fail_strict(&s));
-                }
-                skipped.push(s);
-            }
-        }
-    }
-    match DomainMean::of(&vectors).filter(|_| vectors.len() >= settings.domain_min_photos) {
-        Some(mean) => Ok(DomainPhotos { mean, skipped }),
-        None => Err(DomainError::TooFewPhotos {
-            file,
-            usable: vectors.len(),
-            min: settings.domain_min_photos,
-            skipped: skipped.len(),
-        }
-        .into()),
-    }
 }
 
 #[cfg(test)]
