@@ -20,7 +20,7 @@ use crate::frame::rfc3339_ms;
 use crate::inference::Models;
 use crate::ingest::{self, IngestOptions, OnError, SourceSpec};
 use crate::matching::{Judgement, Rules};
-use crate::pipeline::{Output, Pipeline, PipelineConfig, product_summary};
+use crate::pipeline::{Pipeline, PipelineConfig, PipelineOutput, product_summary};
 use crate::shots::ShotEvent;
 
 /// Version of the document's layout.
@@ -161,7 +161,7 @@ pub async fn analyze(
 /// What the pipeline gave for one input, before it becomes a document: every output in
 /// order (shot events, analysed samples with their detections, cue events).
 pub struct AnalysisRun {
-    pub outputs: Vec<Output>,
+    pub outputs: Vec<PipelineOutput>,
     pub catalog: Arc<Catalog>,
     pub frames: u64,
 }
@@ -209,10 +209,10 @@ pub async fn analyze_outputs(
         source_cancel.clone(),
     )
     .await?;
-    let outputs: Arc<Mutex<Vec<Output>>> = Arc::default();
+    let outputs: Arc<Mutex<Vec<PipelineOutput>>> = Arc::default();
     let sink = {
         let outputs = outputs.clone();
-        Box::new(move |o: Output| outputs.lock().unwrap_or_else(|p| p.into_inner()).push(o))
+        Box::new(move |o: PipelineOutput| outputs.lock().unwrap_or_else(|p| p.into_inner()).push(o))
     };
     let pipeline = Pipeline::spawn(
         PipelineConfig {
@@ -261,7 +261,7 @@ pub fn assemble(
     settings: &Settings,
     args: &AnalyzeArgs,
     catalog: &Catalog,
-    outputs: Vec<Output>,
+    outputs: Vec<PipelineOutput>,
     frames: u64,
     elapsed: Duration,
 ) -> Shoppable {
@@ -337,14 +337,14 @@ struct Collected {
 
 impl Collected {
     /// Take one output: a shot, a sample with its items, or a cue that ended.
-    fn take(&mut self, o: Output, rules: &Rules) {
+    fn take(&mut self, o: PipelineOutput, rules: &Rules) {
         match o {
-            Output::Shot(ShotEvent::Started(s)) => {
+            PipelineOutput::Shot(ShotEvent::Started(s)) => {
                 self.origin.get_or_insert(
                     s.start_wallclock - chrono::Duration::nanoseconds(s.start_pts_ns as i64),
                 );
             }
-            Output::Shot(ShotEvent::Ended(s)) => {
+            PipelineOutput::Shot(ShotEvent::Ended(s)) => {
                 let end_ns = s.end_pts_ns.unwrap_or(s.start_pts_ns);
                 self.last_pts_ns = self.last_pts_ns.max(end_ns);
                 self.shots.push(ShotItems {
@@ -357,7 +357,7 @@ impl Collected {
                     items: Vec::new(),
                 });
             }
-            Output::Sample(outcome) => {
+            PipelineOutput::Sample(outcome) => {
                 self.samples += 1;
                 if outcome.error.is_some() {
                     self.errors += 1;
@@ -368,11 +368,11 @@ impl Collected {
                 }
                 self.frames.push(frame_items(&outcome, rules));
             }
-            Output::Cue {
+            PipelineOutput::Cue {
                 event: CueEvent::End(c),
                 ..
             } => self.cues.push(c),
-            Output::Cue { .. } => {}
+            PipelineOutput::Cue { .. } => {}
         }
     }
 }

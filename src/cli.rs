@@ -11,9 +11,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::file_origin::LiveOrigin;
 use crate::frame::rfc3339_ms;
 use crate::ingest::{self, IngestOptions, OnError, SourceSpec};
-use crate::origin::LiveOrigin;
 use crate::shots::{ShotDetector, ShotEvent};
 
 #[derive(Debug, clap::Args)]
@@ -233,7 +233,8 @@ pub async fn run_origin(args: &OriginArgs, cancel: CancellationToken) -> anyhow:
             ", LL-HLS parts of up to {t:.3} s"
         ))
     );
-    crate::http::origin::serve(listener, origin, async move { cancel.cancelled().await }).await?;
+    crate::http::file_origin::serve(listener, origin, async move { cancel.cancelled().await })
+        .await?;
     Ok(())
 }
 
@@ -321,9 +322,11 @@ pub async fn run_demo(
     let origin_stop = CancellationToken::new();
     let origin_task = {
         let stop = origin_stop.clone();
-        tokio::spawn(crate::http::origin::serve(listener, origin, async move {
-            stop.cancelled().await
-        }))
+        tokio::spawn(crate::http::file_origin::serve(
+            listener,
+            origin,
+            async move { stop.cancelled().await },
+        ))
     };
     let run = crate::sidecar::RunArgs {
         channels: vec![format!("grocery={origin_url}")],

@@ -16,7 +16,7 @@
 //! [`sidecar`] is `shopcue run`: every channel, the bus, and one HTTP server, under one
 //! cancellation tree; [`analyze`] is batch mode (a file into shoppable JSON); [`metrics`]
 //! is the Prometheus registry (the only `prometheus-client` user).
-//! [`origin`] serves a looping live HLS channel from a file for tests and the demo; [`http`]
+//! [`file_origin`] serves a looping live HLS channel from a file for tests and the demo; [`http`]
 //! is the only module that touches axum/hyper. [`config`] assembles the settings tree
 //! from the settings each module owns (file, then `SHOPCUE__SECTION__KEY` environment),
 //! validated at start-up, and nothing below the runtime imports it (tests/layout.rs fails
@@ -57,5 +57,5 @@ pub mod sidecar;
 // Settings assembly, logging, the command line and the test origin.
 pub mod cli;
 pub mod config;
-pub mod origin;
+pub mod file_origin;
 pub mod telemetry;

@@ -28,7 +28,7 @@ enum Command {
     /// The sidecar: channels in, product cues out (WebSocket feed, HLS proxy), until Ctrl-C.
     Run(shopcue::sidecar::RunArgs),
     /// Add, restart or remove a running sidecar's channels (admin API `/v1/channels`).
-    Channels(shopcue::sidecar::cli::ChannelsArgs),
+    Channels(shopcue::sidecar::admin_client::ChannelsArgs),
     /// Batch mode: a file or VOD playlist into shoppable metadata JSON (per-frame and
     /// per-shot items, cues with product details).
     Analyze(shopcue::analyze::AnalyzeArgs),
@@ -39,7 +39,7 @@ enum Command {
     /// The main job: a test origin on real footage and the live shot detector following it.
     Demo(cli::DemoArgs),
     /// Build or query a product catalog (FAISS index of product image embeddings).
-    Catalog(shopcue::catalog::cli::CatalogArgs),
+    Catalog(shopcue::catalog::commands::CatalogArgs),
     /// Benchmarks (print markdown tables).
     Bench {
         #[command(subcommand)]
@@ -87,7 +87,7 @@ enum BenchCommand {
     /// Detector/embedder latency and FAISS query latency (flat vs HNSW) at scale.
     CatalogSpeed(bench::catalog_speed::SpeedArgs),
     /// HLS proxy playlist requests/s and latency under wrk, side by side with nginx.
-    Hls(bench::hls::HlsBenchArgs),
+    Hls(bench::proxy_load::HlsBenchArgs),
     /// Playlist rewriting cost (µs per rewrite).
     Manifest {
         #[arg(long, default_value_t = 1.0)]
@@ -96,6 +96,7 @@ enum BenchCommand {
 }
 
 fn main() -> ExitCode {
+    cap_malloc_arenas();
     let args = Cli::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -105,6 +106,21 @@ fn main() -> ExitCode {
             eprintln!("shopcue: error: {}", chain.join(": "));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc's allocator gives threads up to 8 pools (arenas) per core and keeps what each one
+/// held at its peak: with the decoder, inference and runtime threads of several channels,
+/// a sidecar's resident memory filled 17 of them over its first 13 minutes (519 → 990 MiB,
+/// then flat; docs/BENCHMARKS.md, "Soak"). Two pools held it at 530–570 MiB at the same
+/// inference cost. Set before any thread starts; `MALLOC_ARENA_MAX` in the environment
+/// (glibc's own knob) takes precedence.
+const MALLOC_ARENAS: libc::c_int = 2;
+
+fn cap_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; no thread has started yet.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
     }
 }
 
@@ -141,7 +157,7 @@ fn run(args: Cli) -> anyhow::Result<()> {
                 println!("shopcue listening on http://{}", sidecar.addr);
                 sidecar.run_until_cancelled().await
             }
-            Command::Channels(a) => shopcue::sidecar::cli::run(&a).await,
+            Command::Channels(a) => shopcue::sidecar::admin_client::run(&a).await,
             Command::Analyze(a) => {
                 let doc = shopcue::analyze::analyze(&settings, &a, cancel).await?;
                 shopcue::analyze::write(&doc, &a.out)?;
@@ -165,7 +181,7 @@ fn run(args: Cli) -> anyhow::Result<()> {
             Command::Demo(a) => cli::run_demo(&settings, &a, cancel).await,
             Command::Catalog(a) => {
                 let s = settings.clone();
-                tokio::task::spawn_blocking(move || shopcue::catalog::cli::run(a, &s.catalog, &s.inference)).await?
+                tokio::task::spawn_blocking(move || shopcue::catalog::commands::run(a, &s.catalog, &s.inference)).await?
             }
             Command::Bench { which } => run_bench(which, &settings, config.as_deref(), cancel).await,
         }
@@ -198,7 +214,7 @@ async fn run_bench(
         BenchCommand::Failover(a) => bench::failover::run_bench(&a, cancel).await,
         BenchCommand::Soak(a) => bench::soak::run_bench(settings, config, &a, cancel).await,
         BenchCommand::Fanout(a) => bench::fanout::run_bench(&a).map(|_| ()),
-        BenchCommand::Hls(a) => bench::hls::run_bench(&a).map(|_| ()),
+        BenchCommand::Hls(a) => bench::proxy_load::run_bench(&a).map(|_| ()),
         BenchCommand::Manifest { seconds_per_case } => bench::manifest::run_bench(seconds_per_case)
             .map(|_| ())
             .map_err(Into::into),

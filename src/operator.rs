@@ -41,11 +41,11 @@ pub const RECENT_CUES: usize = 50;
 #[derive(Debug)]
 pub struct ChannelControls {
     channel: String,
-    state: Mutex<State>,
+    state: Mutex<ControlState>,
 }
 
 #[derive(Debug, Default)]
-struct State {
+struct ControlState {
     /// Product → until when (`None`: until lifted).
     suppressed: HashMap<String, Option<DateTime<Utc>>>,
     /// Product → its open operator cue.
@@ -86,11 +86,11 @@ impl ChannelControls {
     pub fn new(channel: impl Into<String>) -> Self {
         Self {
             channel: channel.into(),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(ControlState::default()),
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn state(&self) -> std::sync::MutexGuard<'_, ControlState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -109,7 +109,7 @@ impl ChannelControls {
         }
     }
 
-    fn filter_in(st: &mut State, event: CueEvent, now: DateTime<Utc>) -> Option<CueEvent> {
+    fn filter_in(st: &mut ControlState, event: CueEvent, now: DateTime<Utc>) -> Option<CueEvent> {
         let cue = event.cue();
         let id = cue.id.clone();
         if st.cut.contains(&id) {
@@ -281,7 +281,7 @@ impl ChannelControls {
     }
 }
 
-impl State {
+impl ControlState {
     fn is_suppressed(&self, product: &str, now: DateTime<Utc>) -> bool {
         self.suppressed
             .get(product)

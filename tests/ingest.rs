@@ -11,10 +11,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use common::TestOrigin;
 use shopcue::config::Settings;
+use shopcue::file_origin::Fault;
 use shopcue::frame::Frame;
 use shopcue::ingest::hls::{self, FetchedSegment, Fetcher};
 use shopcue::ingest::{self, ChannelStats, IngestOptions, OnError, SourceSpec};
-use shopcue::origin::Fault;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -57,7 +57,7 @@ async fn follow_for(
     loop {
         tokio::select! {
             piece = rx.recv() => match piece {
-                Some(hls::Piece::Segment(seg)) => {
+                Some(hls::DecoderInput::Segment(seg)) => {
                     got.push(seg);
                     if let Some(fs) = faults.take() {
                         let next = got[0].job.msn;
@@ -540,21 +540,20 @@ async fn bad_inputs_fail_with_one_clear_error() {
     assert!(e.contains("unsupported scheme"), "{e}");
 }
 
+/// The first 4-s segment (25 fps, 800 kbit/s) the test origin's encoder makes of `footage`.
+fn first_segment(footage: &str) -> bytes::Bytes {
+    let dir = tempfile::tempdir().unwrap();
+    let segs = shopcue::media::encode_segments(&common::footage(footage), dir.path(), 4.0, 25, 800)
+        .expect("encode");
+    bytes::Bytes::from(std::fs::read(&segs[0]).unwrap())
+}
+
 /// A segment's frames go on as they decode, under the consumer's backpressure: a consumer
 /// slower than the decode timeout does not fail the segment, every frame arrives, and
 /// the decode time reported leaves the consumer's waiting out.
 #[test]
 fn a_slow_consumer_takes_frames_as_they_decode_without_a_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let segs = shopcue::media::encode_segments(
-        &common::footage("grocery_shots.mp4"),
-        dir.path(),
-        4.0,
-        25,
-        800,
-    )
-    .expect("encode");
-    let data = bytes::Bytes::from(std::fs::read(&segs[0]).unwrap());
+    let data = first_segment("grocery_shots.mp4");
     let timeout = Duration::from_millis(1500);
     let mut decoder =
         shopcue::media::SegmentDecoder::new(shopcue::media::Pipelines::default(), 90, timeout)
@@ -583,6 +582,35 @@ fn a_slow_consumer_takes_frames_as_they_decode_without_a_timeout() {
         first_at.unwrap() < total / 2,
         "first frame at {first_at:?} of {total:?}"
     );
+}
+
+/// `media.decoder_threads` changes how a segment is decoded, never what: one thread (the
+/// default) and libav's own choice give the same frames, pixel for pixel, on real footage.
+#[test]
+fn one_decoder_thread_gives_the_frames_of_libavs_own_threading() {
+    let data = first_segment("intel_concat.mp4");
+    let decode = |threads: u32| {
+        let settings = shopcue::media::MediaSettings {
+            decoder_threads: threads,
+            ..Default::default()
+        };
+        let pipelines = shopcue::media::Pipelines::new(&settings);
+        let mut decoder =
+            shopcue::media::SegmentDecoder::new(pipelines, 180, Duration::from_secs(30))
+                .expect("GStreamer decoder");
+        let mut frames = Vec::new();
+        decoder
+            .decode("threads", None, data.clone(), |f| {
+                frames.push((f.pts_ns, f.image.data))
+            })
+            .expect("decoded");
+        frames
+    };
+    let one = decode(1);
+    let auto = decode(0);
+    assert!(one.len() >= 95, "4 s at 25 fps: {} frames", one.len());
+    assert_eq!(one.len(), auto.len());
+    assert!(one == auto, "the same segment decoded differently");
 }
 
 /// An origin at 127.0.0.1 whose `/same` redirects within its host, `/away` to

@@ -497,3 +497,31 @@ mod tests {
         [("short".to_string(), 7), ("with_where".to_string(), 6)]
     );
 }
+
+/// A file's name says what it is, so two files of `src/` never share one: `mod.rs`, and a
+/// file of `src/http/` named after the module whose HTTP API it is (`http/feedback.rs`
+/// serves `catalog/feedback.rs`), are the only exceptions.
+#[test]
+fn no_two_files_in_src_share_a_name() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for f in &files {
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let rel = f
+            .strip_prefix(src())
+            .unwrap_or(f)
+            .to_string_lossy()
+            .to_string();
+        if name == "mod.rs" || rel.starts_with("http/") || rel == "main.rs" {
+            continue;
+        }
+        by_name.entry(name).or_default().push(rel);
+    }
+    let shared: Vec<_> = by_name.into_iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(shared.is_empty(), "files sharing a name: {shared:?}");
+}

@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use shopcue::cue::{BoxSample, Cue, CueEvent};
 use shopcue::manifest::{
     ChannelOrigin, CueLedger, ManifestError, RewriteContext, UriMode, attr,
-    playlist::RewrittenPlaylist, rewrite_media_playlist, rewrite_multivariant,
+    rewrite::RewrittenPlaylist, rewrite_media_playlist, rewrite_multivariant,
 };
 use url::Url;
 

@@ -16,7 +16,7 @@ use shopcue::frame::{Frame, I420Image};
 use shopcue::matching::{
     CueBuilder, MatchedDetection, MatchingSettings, SampleResult, SampleTicket, Sampler,
 };
-use shopcue::pipeline::work::{Work, WorkQueue};
+use shopcue::pipeline::work::{WorkItem, WorkQueue};
 use shopcue::shots::{Shot, ShotEvent};
 
 use common::GROCERY_PRODUCTS as PRODUCTS;
@@ -178,8 +178,8 @@ impl Inference<'_> {
     fn take(&mut self, queue: &WorkQueue, one: bool) {
         while let Some(work) = queue.pop(Duration::ZERO) {
             match work {
-                Work::Shot(ev) => self.events.extend(self.builder.on_shot_event(&ev)),
-                Work::Sample(ticket, _image) => {
+                WorkItem::Shot(ev) => self.events.extend(self.builder.on_shot_event(&ev)),
+                WorkItem::Sample(ticket, _image) => {
                     self.processed += 1;
                     // Shot 2's first sample is a miss, so its cue must start later.
                     let forced_miss =

@@ -29,10 +29,10 @@ use shopcue::config::{ChannelSettings, Settings};
 use shopcue::cue::{BoxSample, Cue, CueEvent, cue_id};
 use shopcue::cuebus::CueBus;
 use shopcue::cuebus::memory::MemoryBus;
+use shopcue::file_origin::LiveOrigin;
 use shopcue::http::feed::{self, FeedSettings, FeedState};
 use shopcue::http::proxy::HlsState;
 use shopcue::ingest::hls::Fetcher;
-use shopcue::origin::LiveOrigin;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -170,7 +170,7 @@ impl Stack {
         };
         let app = Router::new()
             .route("/v1/products/{id}", get(product))
-            .merge(shopcue::http::origin::router(origin.clone()))
+            .merge(shopcue::http::file_origin::router(origin.clone()))
             .merge(shopcue::http::proxy::router(hls))
             .merge(shopcue::http::web::router())
             .merge(test_pages())

@@ -1,4 +1,4 @@
-//! Ingest's playlist tracking (`ingest::playlist`): a sequence of reloads of one live
+//! Ingest's playlist tracking (`ingest::tracker`): a sequence of reloads of one live
 //! media playlist, as an origin might serve them (growing, lagging, restarting, broken).
 //! Input: the reloads' texts, separated by lines holding only `##`; reloads are 2 s apart.
 //!
@@ -9,7 +9,7 @@
 use chrono::{DateTime, Duration, Utc};
 use libfuzzer_sys::fuzz_target;
 use m3u8_rs::Playlist;
-use shopcue::ingest::playlist::{PlaylistTracker, low_latency, parse};
+use shopcue::ingest::tracker::{PlaylistTracker, low_latency, parse};
 use url::Url;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,4 +1,4 @@
-//! The playlist rewriter (`manifest::playlist`): media playlists get date ranges, program
+//! The playlist rewriter (`manifest::rewrite`): media playlists get date ranges, program
 //! date times and sidecar URIs; multivariant playlists get sidecar URIs. Each input is
 //! rewritten twice: plainly (absolute URIs, no clock, no cues) and as the proxy does
 //! (sidecar URIs, ingest's clock, one open cue).

@@ -39,7 +39,8 @@ pub struct CapacityArgs {
     pub warmup: f64,
     /// A variant: `NAME:section.key=value,section.key=value` (config overrides on top of the
     /// settings file). Repeat for more; given at least once, these replace the defaults
-    /// `before:inference.sessions_per_model=1,matching.change_gate=false` and `after`.
+    /// `before:inference.sessions_per_model=1,matching.change_gate=false,media.decoder_threads=0`
+    /// and `after`.
     #[arg(long = "variant", value_name = "NAME:KEY=VALUE,...")]
     pub variants: Vec<Variant>,
     #[command(flatten)]

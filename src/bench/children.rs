@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::hls::free_port;
+use super::proxy_load::free_port;
 
 /// Puts the child in a process group of its own, and asks the kernel to SIGKILL it when
 /// the thread that started it exits (the bench killed with SIGKILL runs no destructor).

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use shopcue::cuebus::redis::RedisBus;
 use shopcue::cuebus::{BusSettings, CueBus, CueRecord, Offset, RedisSettings, Replay};
-use shopcue::origin::LiveOrigin;
+use shopcue::file_origin::LiveOrigin;
 
 use super::children::{RedisProcess, SidecarProcess};
 
@@ -118,7 +118,7 @@ async fn start_origin(a: &FailoverArgs, stop: &CancellationToken) -> anyhow::Res
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/live/index.m3u8", listener.local_addr()?);
     let s = stop.clone();
-    tokio::spawn(shopcue::http::origin::serve(
+    tokio::spawn(shopcue::http::file_origin::serve(
         listener,
         Arc::new(origin),
         async move { s.cancelled().await },

@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use shopcue::config::{ChannelSettings, Settings};
-use shopcue::origin::LiveOrigin;
+use shopcue::file_origin::LiveOrigin;
 use shopcue::sidecar::Sidecar;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -182,7 +182,7 @@ pub async fn run_bench(settings: &Settings, args: &GlassArgs) -> anyhow::Result<
         let stop = CancellationToken::new();
         {
             let stop = stop.clone();
-            tokio::spawn(shopcue::http::origin::serve(
+            tokio::spawn(shopcue::http::file_origin::serve(
                 listener,
                 origin.clone(),
                 async move { stop.cancelled().await },

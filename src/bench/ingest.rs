@@ -11,10 +11,10 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use shopcue::config::Settings;
+use shopcue::file_origin::{LiveOrigin, SourceSegment};
 use shopcue::frame::Frame;
 use shopcue::ingest::{self, IngestOptions, SourceSpec};
 use shopcue::media::{self, Pipelines, SegmentDecoder};
-use shopcue::origin::{LiveOrigin, SourceSegment};
 use shopcue::shots::ShotDetector;
 
 /// One encoded test rendition.
@@ -132,9 +132,11 @@ pub async fn live_channels(
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/live/index.m3u8", listener.local_addr()?);
         let c = cancel.clone();
-        tokio::spawn(shopcue::http::origin::serve(listener, origin, async move {
-            c.cancelled().await
-        }));
+        tokio::spawn(shopcue::http::file_origin::serve(
+            listener,
+            origin,
+            async move { c.cancelled().await },
+        ));
         let ch = ingest::start(
             &format!("bench{i}"),
             SourceSpec::parse(&url)?,

@@ -29,7 +29,7 @@ use shopcue::cue::{Cue, CueEvent};
 use shopcue::matching::{
     CueBuilder, MatchingSettings, SampleResult, SiblingScope, SimilarityScale,
 };
-use shopcue::pipeline::Output;
+use shopcue::pipeline::PipelineOutput;
 
 pub mod composite;
 
@@ -146,7 +146,11 @@ pub fn judge(cues: &[Cue], truth: &Truth) -> Score {
 
 /// Replays the analysed samples of `outputs` through a [`CueBuilder`] with `matching`
 /// (as the pipeline sets it for the catalog): the cues that ended.
-pub fn replay(outputs: &[Output], matching: &MatchingSettings, scale: SimilarityScale) -> Vec<Cue> {
+pub fn replay(
+    outputs: &[PipelineOutput],
+    matching: &MatchingSettings,
+    scale: SimilarityScale,
+) -> Vec<Cue> {
     let mut builder = CueBuilder::new("bench", &matching.for_scale(scale));
     let mut cues = Vec::new();
     let mut keep = |events: Vec<CueEvent>| {
@@ -157,8 +161,8 @@ pub fn replay(outputs: &[Output], matching: &MatchingSettings, scale: Similarity
     };
     for o in outputs {
         match o {
-            Output::Shot(e) => keep(builder.on_shot_event(e)),
-            Output::Sample(s) => keep(builder.push(&SampleResult {
+            PipelineOutput::Shot(e) => keep(builder.on_shot_event(e)),
+            PipelineOutput::Sample(s) => keep(builder.push(&SampleResult {
                 frame_index: s.ticket.frame_index,
                 pts_ns: s.ticket.pts_ns,
                 wallclock: s.ticket.wallclock,
@@ -166,7 +170,7 @@ pub fn replay(outputs: &[Output], matching: &MatchingSettings, scale: Similarity
                 detections: s.detections.clone(),
                 reused: s.reused,
             })),
-            Output::Cue { .. } => {}
+            PipelineOutput::Cue { .. } => {}
         }
     }
     keep(builder.flush());
@@ -217,7 +221,7 @@ fn catalog_only(
 /// One analysed video: its truth and the pipeline's outputs.
 struct Analysed {
     truth: Truth,
-    outputs: Vec<Output>,
+    outputs: Vec<PipelineOutput>,
     scale: SimilarityScale,
     analysed: usize,
     mean_ms: f64,
@@ -237,7 +241,7 @@ async fn analyse(settings: &Settings, truth: Truth, catalog: &Path) -> anyhow::R
         .outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Sample(s) if !s.reused && s.error.is_none() => {
+            PipelineOutput::Sample(s) if !s.reused && s.error.is_none() => {
                 Some(s.elapsed.as_secs_f64() * 1e3)
             }
             _ => None,
@@ -350,7 +354,7 @@ fn score_variant(
         let samples = a
             .outputs
             .iter()
-            .filter(|o| matches!(o, Output::Sample(_)))
+            .filter(|o| matches!(o, PipelineOutput::Sample(_)))
             .count();
         matching_us.push((
             variant.name,
@@ -417,7 +421,9 @@ fn print_diagnostics(a: &Analysed, matching: &MatchingSettings) {
     let rules = shopcue::matching::Rules::new(&m);
     eprintln!("== {} (similarity scale: {:?})", a.truth.name, a.scale);
     for o in &a.outputs {
-        let Output::Sample(s) = o else { continue };
+        let PipelineOutput::Sample(s) = o else {
+            continue;
+        };
         if s.reused {
             continue;
         }
@@ -463,7 +469,7 @@ fn samples_json(a: &Analysed) -> serde_json::Value {
         .outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Sample(s) => Some(s),
+            PipelineOutput::Sample(s) => Some(s),
             _ => None,
         })
         .map(|s| {

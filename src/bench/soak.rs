@@ -217,6 +217,23 @@ async fn wait_ready(sidecar: &mut SidecarProcess, limit: Duration) -> anyhow::Re
     }
 }
 
+/// `GET /metrics` over a blocking socket, timed on the thread that makes it: a second
+/// opinion on the sidecar's answer time that the bench's own busy runtime (200 clients and
+/// the players) cannot delay. `None`: no 200 within 10 s.
+fn blocking_probe(addr: std::net::SocketAddr) -> Option<f64> {
+    use std::io::{Read, Write};
+    let limit = Duration::from_secs(10);
+    let started = Instant::now();
+    let mut s = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).ok()?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    (answer.starts_with(b"HTTP/1.1 200") && ms <= limit.as_secs_f64() * 1000.0).then_some(ms)
+}
+
 fn http_client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .no_proxy()
@@ -287,6 +304,7 @@ struct Recorder {
     t0: Instant,
     http: reqwest::Client,
     metrics_url: String,
+    metrics_addr: std::net::SocketAddr,
     pid: u32,
     /// `/metrics` scrapes that failed (within the 5 s timeout).
     scrape_errors: u64,
@@ -306,19 +324,29 @@ impl Recorder {
             t0: Instant::now(),
             http: http_client()?,
             metrics_url: format!("http://127.0.0.1:{}/metrics", sidecar.port),
+            metrics_addr: std::net::SocketAddr::from(([127, 0, 0, 1], sidecar.port)),
             pid: sidecar.pid().context("the sidecar's pid")?,
             scrape_errors: 0,
         })
     }
 
     async fn sample(&mut self, load: &Load, every_s: f64) {
+        let probe = tokio::task::spawn_blocking({
+            let addr = self.metrics_addr;
+            move || blocking_probe(addr)
+        });
+        let started = Instant::now();
         let metrics = match self.http.get(&self.metrics_url).send().await {
             Ok(r) if r.status().is_success() => r.text().await.ok(),
             _ => None,
         };
+        let scrape_ms = metrics
+            .is_some()
+            .then(|| started.elapsed().as_secs_f64() * 1000.0);
         if metrics.is_none() {
             self.scrape_errors += 1;
         }
+        let probe_ms = probe.await.ok().flatten();
         let s = samples::take(
             self.t0.elapsed().as_secs_f64(),
             &samples::Sources {
@@ -327,6 +355,8 @@ impl Recorder {
                 feed: &load.feed,
                 players: &load.players,
                 panics: self.panics.scan(),
+                scrape_ms,
+                probe_ms,
             },
         );
         let _ = writeln!(self.csv, "{}", samples::csv_row(&s));
@@ -526,6 +556,7 @@ fn print_report(args: &SoakArgs, rec: &Recorder, r: &Report, log: &Path) {
     // The last sample with the sidecar's figures (a scrape can fail).
     let last = rec.samples.iter().rev().find(|s| s.published.is_finite());
     print_totals(last, r);
+    println!("\n{}", samples::scrape_summary(&rec.samples));
     println!(
         "\nSidecar exit: {}. Samples: {} ({} rows, {} failed /metrics scrapes). Sidecar log: {}",
         r.exit,

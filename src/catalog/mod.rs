@@ -13,7 +13,7 @@
 
 pub mod analyzer;
 pub mod build;
-pub mod cli;
+pub mod commands;
 pub mod domain;
 pub mod feedback;
 pub mod grocery;

@@ -53,7 +53,7 @@ use super::{
 use crate::cue::{Cue, CueEvent};
 
 pub mod lease;
-pub mod progress;
+pub mod progress_mirror;
 pub mod records;
 mod writer;
 

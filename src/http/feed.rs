@@ -530,7 +530,7 @@ async fn cues(
         .on_upgrade(move |socket| session(state, channel, since, expires, permit, hub, socket))
 }
 
-type Sink = SplitSink<WebSocket, Message>;
+type WsSink = SplitSink<WebSocket, Message>;
 
 /// Decrements the connected gauge however the session ends.
 struct Connected<'a>(&'a AtomicU64);
@@ -692,7 +692,7 @@ fn ending(code: u16, reason: impl Into<String>) -> ControlFlow<Ending> {
 #[allow(clippy::too_many_arguments)]
 async fn run(
     inner: &Inner,
-    sink: &mut Sink,
+    sink: &mut WsSink,
     mut stream: SplitStream<WebSocket>,
     queue: &mut VecDeque<Message>,
     mut live: BroadcastStream<HubMsg>,
@@ -757,7 +757,7 @@ impl SessionLoop<'_> {
     async fn on_live(
         &mut self,
         item: Option<Result<HubMsg, BroadcastStreamRecvError>>,
-        sink: &mut Sink,
+        sink: &mut WsSink,
         queue: &mut VecDeque<Message>,
     ) -> ControlFlow<Ending> {
         let counters = &self.inner.counters;
@@ -817,7 +817,7 @@ impl SessionLoop<'_> {
     async fn on_client(
         &mut self,
         msg: Option<Result<Message, axum::Error>>,
-        sink: &mut Sink,
+        sink: &mut WsSink,
         queue: &mut VecDeque<Message>,
     ) -> ControlFlow<Ending> {
         let Some(msg) = msg else {
@@ -960,7 +960,7 @@ fn client_fault(error: &str) -> Option<ClientFault> {
 
 /// Hand queued messages to the socket and flush; cancel-safe (a message leaves the queue
 /// only when the socket layer has taken it).
-async fn drain(sink: &mut Sink, queue: &mut VecDeque<Message>) -> Result<(), axum::Error> {
+async fn drain(sink: &mut WsSink, queue: &mut VecDeque<Message>) -> Result<(), axum::Error> {
     std::future::poll_fn(|cx| {
         loop {
             if queue.is_empty() {
@@ -975,7 +975,7 @@ async fn drain(sink: &mut Sink, queue: &mut VecDeque<Message>) -> Result<(), axu
     .await
 }
 
-async fn close(sink: &mut Sink, queue: &mut VecDeque<Message>, code: u16, reason: &str) {
+async fn close(sink: &mut WsSink, queue: &mut VecDeque<Message>, code: u16, reason: &str) {
     queue.clear();
     let frame = Message::Close(Some(CloseFrame {
         code,

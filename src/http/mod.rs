@@ -9,7 +9,7 @@ pub mod cors;
 pub mod dashboard;
 pub mod feed;
 pub mod feedback;
-pub mod origin;
+pub mod file_origin;
 pub mod proxy;
 pub mod segment_cache;
 pub mod server;

@@ -32,7 +32,7 @@ use crate::cue::{Cue, CueEvent};
 use crate::cuebus::{CueBus, Offset, Replay};
 use crate::ingest::hls::{FetchError, Fetcher};
 use crate::ingest::settings::{ChannelSettings, IngestSettings};
-use crate::manifest::playlist::{PlaylistKind, RewriteContext, UriMode};
+use crate::manifest::rewrite::{PlaylistKind, RewriteContext, UriMode};
 use crate::manifest::{
     ChannelOrigin, CueLedger, ManifestSettings, SegmentTiming, emsg, hold_back, id3, playlist_kind,
     rewrite_media_playlist, rewrite_multivariant, ts,

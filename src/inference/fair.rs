@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 #[derive(Debug, Default)]
-struct State {
+struct Admission {
     next_ticket: u64,
     waiting: VecDeque<u64>,
     running: usize,
@@ -23,7 +23,7 @@ struct State {
 #[derive(Debug)]
 pub struct FairSlots {
     capacity: usize,
-    state: Mutex<State>,
+    state: Mutex<Admission>,
     changed: Condvar,
 }
 
@@ -37,12 +37,12 @@ impl FairSlots {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(Admission::default()),
             changed: Condvar::new(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Admission> {
         // A poisoned lock only means a holder panicked; the counters stay consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use super::playlist::{self, LowLatency, PlaylistError, PlaylistTracker, SegmentJob};
 use super::settings::{IngestSettings, VariantChoice};
+use super::tracker::{self, LowLatency, PlaylistError, PlaylistTracker, SegmentJob};
 use super::{ChannelState, ChannelStats, IngestError};
 
 /// EXT-X-MAP init sections already fetched, by URL and byte range.
@@ -31,7 +31,7 @@ type InitCache = HashMap<(Url, Option<(u64, u64)>), Bytes>;
 
 /// What the fetcher hands the decoder.
 #[derive(Debug, Clone)]
-pub enum Piece {
+pub enum DecoderInput {
     /// A whole segment.
     Segment(FetchedSegment),
     /// The first part of a segment to decode as its parts arrive (LL-HLS). Its job's
@@ -254,9 +254,9 @@ async fn load_from(
             Duration::from_millis(s.playlist_timeout_ms) + extra,
         )
         .await?;
-    let pl = playlist::parse(base, &body)?;
+    let pl = tracker::parse(base, &body)?;
     let ll = match &pl {
-        Playlist::MediaPlaylist(_) => playlist::low_latency(base, &body).unwrap_or_else(|e| {
+        Playlist::MediaPlaylist(_) => tracker::low_latency(base, &body).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "ignoring the playlist's LL-HLS parts");
             None
         }),
@@ -288,7 +288,7 @@ pub async fn open(
                 input: s.variant.clone(),
                 why,
             })?;
-            let media_url = playlist::choose_variant(entry, &master, choice)?;
+            let media_url = tracker::choose_variant(entry, &master, choice)?;
             let started = Instant::now();
             match load(fetcher, &media_url, s).await? {
                 (Playlist::MediaPlaylist(playlist), low_latency) => Ok(Opened {
@@ -354,7 +354,7 @@ pub async fn follow(
     opened: Opened,
     settings: IngestSettings,
     stats: Arc<ChannelStats>,
-    out: mpsc::Sender<Piece>,
+    out: mpsc::Sender<DecoderInput>,
     cancel: CancellationToken,
 ) -> FollowEnd {
     let mut follower = Follower::new(fetcher, opened, settings, stats, out, cancel);
@@ -367,7 +367,7 @@ pub async fn follow(
 /// What the origin's publishing rhythm taught us, to time the next reload (never earlier
 /// than RFC 8216 allows).
 struct ReloadTiming {
-    lag: playlist::PublishLag,
+    lag: tracker::PublishLag,
     /// The live edge of the previous load.
     last_edge: Option<DateTime<Utc>>,
     /// The live edge expected once the next segment is published.
@@ -380,7 +380,7 @@ struct ReloadTiming {
 impl ReloadTiming {
     fn new() -> Self {
         Self {
-            lag: playlist::PublishLag::default(),
+            lag: tracker::PublishLag::default(),
             last_edge: None,
             expected_edge: None,
             load_started_wall: Utc::now(),
@@ -390,13 +390,13 @@ impl ReloadTiming {
 
     /// The origin restarted: what was learnt of the old timeline says nothing of the new.
     fn forget(&mut self) {
-        self.lag = playlist::PublishLag::default();
+        self.lag = tracker::PublishLag::default();
         (self.last_edge, self.expected_edge) = (None, None);
     }
 
     /// Learn from this load: when one new segment appeared, it was published by the time
     /// the load completed; when nothing changed, the expected one was not out yet.
-    fn learn(&mut self, up: &playlist::Update, target: chrono::Duration) {
+    fn learn(&mut self, up: &tracker::Update, target: chrono::Duration) {
         match (up.changed, up.live_edge, self.last_edge) {
             (true, Some(edge), Some(prev)) if edge > prev && edge - prev <= target + target / 2 => {
                 self.lag.seen(edge, self.load_done_wall)
@@ -431,7 +431,7 @@ struct Follower {
     shown: String,
     settings: IngestSettings,
     stats: Arc<ChannelStats>,
-    out: mpsc::Sender<Piece>,
+    out: mpsc::Sender<DecoderInput>,
     cancel: CancellationToken,
     current: MediaPlaylist,
     low_latency: Option<LowLatency>,
@@ -452,7 +452,7 @@ impl Follower {
         opened: Opened,
         settings: IngestSettings,
         stats: Arc<ChannelStats>,
-        out: mpsc::Sender<Piece>,
+        out: mpsc::Sender<DecoderInput>,
         cancel: CancellationToken,
     ) -> Self {
         let Opened {
@@ -489,7 +489,7 @@ impl Follower {
         loop {
             let mut up = self.read_update();
             let target = Duration::try_from_secs_f64(
-                up.target_duration.clamp(1.0, playlist::MAX_DURATION_SECS),
+                up.target_duration.clamp(1.0, tracker::MAX_DURATION_SECS),
             )
             .unwrap_or(Duration::from_secs(1));
             self.note_update(&up, target);
@@ -512,7 +512,7 @@ impl Follower {
 
     /// What changed since the previous load; a refused playlist is counted and skipped
     /// (the next reload may be sound again).
-    fn read_update(&mut self) -> playlist::Update {
+    fn read_update(&mut self) -> tracker::Update {
         match self
             .tracker
             .update(&self.media_url, &self.current, Utc::now())
@@ -523,14 +523,14 @@ impl Follower {
                 if self.stats.error(&e.to_string(), ChannelState::Degraded) {
                     tracing::warn!(error = %e, "playlist refused; reloading");
                 }
-                playlist::Update::default()
+                tracker::Update::default()
             }
         }
     }
 
     /// Report what this load says (a restart, skipped segments, a stall or its end, the
     /// live edge) and learn the origin's publishing rhythm from it.
-    fn note_update(&mut self, up: &playlist::Update, target: Duration) {
+    fn note_update(&mut self, up: &tracker::Update, target: Duration) {
         let shown = &self.shown;
         let stats = &self.stats;
         if up.reset {
@@ -607,7 +607,7 @@ impl Follower {
                 self.stopped_if_cancelled()?;
                 continue;
             };
-            self.send(Piece::Segment(seg)).await?;
+            self.send(DecoderInput::Segment(seg)).await?;
         }
         Ok(remaining > 0)
     }
@@ -617,7 +617,7 @@ impl Follower {
     async fn finish_streamed(
         &mut self,
         job: SegmentJob,
-        rest: Vec<playlist::PartRef>,
+        rest: Vec<tracker::PartRef>,
     ) -> Result<(), Stopped> {
         for part in rest {
             let Some((data, _)) = self.fetch_part(&part).await else {
@@ -625,19 +625,19 @@ impl Follower {
                 self.stats.segments_lost.fetch_add(1, ORD);
                 break;
             };
-            self.send(Piece::Part {
+            self.send(DecoderInput::Part {
                 msn: part.msn,
                 data,
             })
             .await?;
         }
-        self.send(Piece::End(job)).await
+        self.send(DecoderInput::End(job)).await
     }
 
     /// LL-HLS: hand over the parts of the segment in progress listed since the last load.
     /// A part that cannot be fetched (or its init section) is asked for again at the next
     /// reload. True when any was handed over.
-    async fn stream_new_parts(&mut self, up: &playlist::Update) -> Result<bool, Stopped> {
+    async fn stream_new_parts(&mut self, up: &tracker::Update) -> Result<bool, Stopped> {
         let (Some(ll), Some(msn), false, false) = (
             &self.low_latency,
             self.tracker.next_msn(),
@@ -688,7 +688,7 @@ impl Follower {
     /// origin answers when it is listed); without, reload every part target.
     fn plan_reload(
         &mut self,
-        up: &playlist::Update,
+        up: &tracker::Update,
         target: Duration,
         progressed: bool,
     ) -> NextReload {
@@ -778,7 +778,7 @@ impl Follower {
     }
 
     /// An LL-HLS part, with retries.
-    async fn fetch_part(&self, part: &playlist::PartRef) -> Option<(Bytes, Duration)> {
+    async fn fetch_part(&self, part: &tracker::PartRef) -> Option<(Bytes, Duration)> {
         fetch_part(
             &self.fetcher,
             part,
@@ -791,7 +791,7 @@ impl Follower {
     }
 
     /// Send a piece to the decoder.
-    async fn send(&self, piece: Piece) -> Result<(), Stopped> {
+    async fn send(&self, piece: DecoderInput) -> Result<(), Stopped> {
         if send(&self.out, piece, &self.cancel).await {
             Ok(())
         } else {
@@ -815,7 +815,11 @@ fn chrono_target(target: Duration) -> chrono::Duration {
 }
 
 /// Send a piece to the decoder; false when it is gone or we are cancelled.
-async fn send(out: &mpsc::Sender<Piece>, piece: Piece, cancel: &CancellationToken) -> bool {
+async fn send(
+    out: &mpsc::Sender<DecoderInput>,
+    piece: DecoderInput,
+    cancel: &CancellationToken,
+) -> bool {
     tokio::select! {
         r = out.send(piece) => r.is_ok(),
         _ = cancel.cancelled() => false,
@@ -846,9 +850,11 @@ impl PartFollower {
 
     /// A stream of a segment other than `msn` (the playlist moved elsewhere: an origin
     /// restart, a jump) ends here.
-    fn close_other(&mut self, msn: u64) -> Option<Piece> {
+    fn close_other(&mut self, msn: u64) -> Option<DecoderInput> {
         match &self.streaming {
-            Some((job, _)) if job.msn != msn => self.streaming.take().map(|(j, _)| Piece::End(j)),
+            Some((job, _)) if job.msn != msn => {
+                self.streaming.take().map(|(j, _)| DecoderInput::End(j))
+            }
             _ => None,
         }
     }
@@ -859,7 +865,7 @@ impl PartFollower {
         &mut self,
         job: &SegmentJob,
         ll: Option<&LowLatency>,
-    ) -> Option<Vec<playlist::PartRef>> {
+    ) -> Option<Vec<tracker::PartRef>> {
         if !matches!(&self.streaming, Some((begun, _)) if begun.msn == job.msn) {
             return None;
         }
@@ -871,7 +877,7 @@ impl PartFollower {
     }
 
     /// The parts of segment `msn` (in progress) not handed over yet.
-    fn new_parts(&self, ll: &LowLatency, msn: u64) -> Vec<playlist::PartRef> {
+    fn new_parts(&self, ll: &LowLatency, msn: u64) -> Vec<tracker::PartRef> {
         match &self.streaming {
             None => ll.parts_of(msn, 0).cloned().collect(),
             Some((job, next)) if job.msn == msn => ll.parts_of(msn, *next).cloned().collect(),
@@ -883,15 +889,15 @@ impl PartFollower {
     /// its clock predicted as the live edge (`edge`, the end of the newest complete one).
     fn fetched(
         &mut self,
-        part: &playlist::PartRef,
+        part: &tracker::PartRef,
         data: Bytes,
         init: Option<Bytes>,
         edge: DateTime<Utc>,
         fetch_time: Duration,
-    ) -> Piece {
+    ) -> DecoderInput {
         if let Some((_, next)) = &mut self.streaming {
             *next += 1;
-            return Piece::Part {
+            return DecoderInput::Part {
                 msn: part.msn,
                 data,
             };
@@ -907,7 +913,7 @@ impl PartFollower {
             discontinuity: part.discontinuity,
         };
         self.streaming = Some((job.clone(), part.index + 1));
-        Piece::Begin(FetchedSegment {
+        DecoderInput::Begin(FetchedSegment {
             job,
             init,
             data,
@@ -962,7 +968,7 @@ async fn fetch_with_retry(
 /// An LL-HLS part, with retries.
 async fn fetch_part(
     fetcher: &Fetcher,
-    part: &playlist::PartRef,
+    part: &tracker::PartRef,
     s: &IngestSettings,
     stats: &ChannelStats,
     timeout: Duration,

@@ -27,7 +27,7 @@ pub enum IngestError {
     #[error(transparent)]
     Fetch(#[from] hls::FetchError),
     #[error(transparent)]
-    Playlist(#[from] playlist::PlaylistError),
+    Playlist(#[from] tracker::PlaylistError),
     #[error(transparent)]
     Media(#[from] MediaError),
     /// A stage of the source stopped before the source did (it panicked, or the stage
@@ -255,8 +255,8 @@ impl SourceSpec {
     }
 }
 pub mod hls;
-pub mod playlist;
 pub mod settings;
+pub mod tracker;
 
 use crate::redact::redact_url;
 
@@ -331,7 +331,7 @@ pub async fn start(
         stats: stats.clone(),
         frames: tx,
         height: opts.height.unwrap_or(media_settings.analysis_height),
-        pipelines: Pipelines::new(&media_settings.pipelines_dir),
+        pipelines: Pipelines::new(media_settings),
         frame_queue: media_settings.frame_queue,
         realtime: opts.realtime,
         on_error: opts.on_error,
@@ -569,7 +569,7 @@ fn add_nanos(t: DateTime<Utc>, ns: u64) -> DateTime<Utc> {
 }
 
 /// Numbers frames, counts them and hands them to the channel.
-struct Emitter<'a> {
+struct FrameEmitter<'a> {
     tx: mpsc::Sender<Frame>,
     stats: &'a ChannelStats,
     index: u64,
@@ -578,7 +578,7 @@ struct Emitter<'a> {
     lossy: bool,
 }
 
-impl Emitter<'_> {
+impl FrameEmitter<'_> {
     /// False when the receiver is gone.
     fn emit(
         &mut self,
@@ -643,7 +643,7 @@ fn pump(
     let started = Utc::now();
     let mut pacer = Pacer { start: None };
     let mut first_pts: Option<u64> = None;
-    let mut out = Emitter {
+    let mut out = FrameEmitter {
         tx,
         stats,
         index: 0,
@@ -690,7 +690,7 @@ fn pump(
 /// Stamps an HLS channel's frames: a segment's wall clock plus each frame's offset in it,
 /// kept monotonic, and the channel's media time from its first frame.
 struct HlsClock<'a> {
-    out: Emitter<'a>,
+    out: FrameEmitter<'a>,
     origin: Option<DateTime<Utc>>,
     last_wallclock: Option<DateTime<Utc>>,
     pacer: Option<Pacer>,
@@ -781,7 +781,7 @@ impl StreamTiming {
 fn decode_segments(
     id: &str,
     decoder: SegmentDecoder,
-    mut pieces: mpsc::Receiver<hls::Piece>,
+    mut pieces: mpsc::Receiver<hls::DecoderInput>,
     tx: mpsc::Sender<Frame>,
     stats: Arc<ChannelStats>,
     realtime: bool,
@@ -791,7 +791,7 @@ fn decode_segments(
         stats: &stats,
         decoder,
         clock: HlsClock {
-            out: Emitter {
+            out: FrameEmitter {
                 tx,
                 stats: &stats,
                 index: 0,
@@ -826,7 +826,10 @@ struct DecodeStage<'a> {
 impl DecodeStage<'_> {
     /// The next piece from the fetcher; while a segment streams in, its frames are handed
     /// on as they decode meanwhile.
-    fn next_piece(&mut self, pieces: &mut mpsc::Receiver<hls::Piece>) -> Result<hls::Piece, Gone> {
+    fn next_piece(
+        &mut self,
+        pieces: &mut mpsc::Receiver<hls::DecoderInput>,
+    ) -> Result<hls::DecoderInput, Gone> {
         loop {
             if self.open.is_none() {
                 return pieces.blocking_recv().ok_or(Gone);
@@ -860,18 +863,18 @@ impl DecodeStage<'_> {
     }
 
     /// Take one piece from the fetcher.
-    fn take(&mut self, piece: hls::Piece) -> Result<(), Gone> {
+    fn take(&mut self, piece: hls::DecoderInput) -> Result<(), Gone> {
         match piece {
-            hls::Piece::Segment(seg) => self.decode_whole(seg)?,
-            hls::Piece::Begin(seg) => self.begin_stream(seg),
-            hls::Piece::Part { msn, data } => {
+            hls::DecoderInput::Segment(seg) => self.decode_whole(seg)?,
+            hls::DecoderInput::Begin(seg) => self.begin_stream(seg),
+            hls::DecoderInput::Part { msn, data } => {
                 if let Some(o) = &mut self.open
                     && o.msn == msn
                 {
                     o.stream.push(data);
                 }
             }
-            hls::Piece::End(job) => self.end_stream(job)?,
+            hls::DecoderInput::End(job) => self.end_stream(job)?,
         }
         Ok(())
     }
@@ -937,7 +940,7 @@ impl DecodeStage<'_> {
 
     /// Segment `job` is complete: finish decoding it if it was streamed. Nothing of it
     /// begun (or it was lost), it counts as analysed all the same.
-    fn end_stream(&mut self, job: playlist::SegmentJob) -> Result<(), Gone> {
+    fn end_stream(&mut self, job: tracker::SegmentJob) -> Result<(), Gone> {
         let ok = match self.open.take() {
             Some(OpenStream {
                 stream,
@@ -986,7 +989,7 @@ fn record_decode(stats: &ChannelStats, s: &media::SegmentDecodeStats, media_secs
 
 /// Segment `job` is done with (decoded, or bad: waiting for a bad one would stall the
 /// proxy, so it counts as analysed too).
-fn segment_done(stats: &ChannelStats, job: &playlist::SegmentJob, ok: bool) {
+fn segment_done(stats: &ChannelStats, job: &tracker::SegmentJob, ok: bool) {
     let end = add_nanos(job.wallclock, (job.duration.max(0.0) * 1e9) as u64);
     stats.analysis.record_segment(job.msn, job.wallclock, end);
     if ok && stats.state() == ChannelState::Degraded {
@@ -1007,7 +1010,7 @@ mod tests {
             height: 2,
             data: vec![0; 6],
         };
-        let mut out = Emitter {
+        let mut out = FrameEmitter {
             tx,
             stats: &stats,
             index: 0,
@@ -1033,7 +1036,7 @@ mod tests {
         let stats = ChannelStats::default();
         let (tx, mut rx) = mpsc::channel(64);
         let mut clock = HlsClock {
-            out: Emitter {
+            out: FrameEmitter {
                 tx,
                 stats: &stats,
                 index: 0,

@@ -2,7 +2,7 @@
 //! open a WebSocket, with the cues inside them.
 //!
 //! Everything here is pure (no I/O, no async, no clock reads; the caller passes the time):
-//! - [`playlist`]: a line-based rewriter of media playlists (every origin line kept, in
+//! - [`rewrite`]: a line-based rewriter of media playlists (every origin line kept, in
 //!   order; PDT inserted when the origin has none; one `EXT-X-DATERANGE` per cue; hold-back;
 //!   no product cues inside origin ad breaks) and of multivariant playlists (variants point
 //!   at the sidecar).
@@ -24,8 +24,8 @@ pub mod emsg;
 pub mod holdback;
 pub mod id3;
 pub mod path;
-pub mod playlist;
 pub mod query;
+pub mod rewrite;
 pub mod scte35;
 pub mod ts;
 
@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 pub use daterange::{CueDateRange, CueLedger, DATERANGE_CLASS};
 pub use holdback::{HoldBack, SegmentTiming, hold_back};
 pub use path::{ChannelOrigin, resolve_sidecar_path};
-pub use playlist::{
+pub use rewrite::{
     PlaylistKind, RewriteContext, RewrittenMultivariant, RewrittenPlaylist, UriMode, playlist_kind,
     rewrite_media_playlist, rewrite_multivariant,
 };

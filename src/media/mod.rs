@@ -29,6 +29,11 @@ pub struct MediaSettings {
     pub pipelines_dir: String,
     /// Frames a channel's decoder may hold ahead of analysis before it waits.
     pub frame_queue: usize,
+    /// Threads of each video decoder (libav's `max-threads`; 0: libav's choice, one per
+    /// core). One thread decodes a 720p30 channel several times faster than real time at
+    /// less CPU than frame threading, and keeps N channels from running N × cores decoder
+    /// threads (docs/BENCHMARKS.md, "Capacity with full analysis").
+    pub decoder_threads: u32,
 }
 
 impl Default for MediaSettings {
@@ -37,6 +42,7 @@ impl Default for MediaSettings {
             analysis_height: 360,
             pipelines_dir: String::new(),
             frame_queue: 64,
+            decoder_threads: 1,
         }
     }
 }
@@ -83,16 +89,26 @@ pub fn init() -> Result<(), MediaError> {
     }
 }
 
-/// Where pipeline descriptions come from: built in, or a folder of replacements.
-#[derive(Debug, Clone, Default)]
+/// Where pipeline descriptions come from (built in, or a folder of replacements), and how
+/// their decoders are set up.
+#[derive(Debug, Clone)]
 pub struct Pipelines {
     dir: Option<PathBuf>,
+    decoder_threads: u32,
+}
+
+impl Default for Pipelines {
+    fn default() -> Self {
+        Self::new(&MediaSettings::default())
+    }
 }
 
 impl Pipelines {
-    pub fn new(dir: &str) -> Self {
+    pub fn new(settings: &MediaSettings) -> Self {
+        let dir = &settings.pipelines_dir;
         Self {
             dir: (!dir.is_empty()).then(|| PathBuf::from(dir)),
+            decoder_threads: settings.decoder_threads,
         }
     }
 
@@ -138,8 +154,22 @@ impl Pipelines {
         if let Some(dec) = pipeline.by_name("dec") {
             skip_audio(&dec);
         }
+        if self.decoder_threads > 0 {
+            let threads = self.decoder_threads;
+            pipeline.connect_deep_element_added(move |_, _, element| {
+                if is_libav_decoder(element) && element.find_property("max-threads").is_some() {
+                    element.set_property("max-threads", threads as i32);
+                }
+            });
+        }
         Ok(pipeline)
     }
+}
+
+fn is_libav_decoder(element: &gst::Element) -> bool {
+    element
+        .factory()
+        .is_some_and(|f| f.name().starts_with("avdec_"))
 }
 
 /// Quote a value for gst-launch syntax.
@@ -294,10 +324,7 @@ impl SegmentDecoder {
         let sink = appsink(&pipeline, "segment.gst")?;
         if streaming {
             pipeline.connect_deep_element_added(|_, _, element| {
-                let is_libav = element
-                    .factory()
-                    .is_some_and(|f| f.name().starts_with("avdec_"));
-                if is_libav && element.find_property("thread-type").is_some() {
+                if is_libav_decoder(element) && element.find_property("thread-type").is_some() {
                     element.set_property_from_str("thread-type", "slice");
                 }
             });

@@ -12,7 +12,7 @@
 //!   behind its live edge because inference is slow;
 //! * the **inference thread** runs detect → crop → embed → search
 //!   ([`catalog::Analyzer`]) on each sampled frame, feeds the results and the shot events
-//!   to the [`CueBuilder`], fills in the product details, and hands every [`Output`] to
+//!   to the [`CueBuilder`], fills in the product details, and hands every [`PipelineOutput`] to
 //!   the sink (the sidecar publishes cue events on the bus; batch mode collects them).
 //!
 //! The pipeline reports how far it has analysed to the ingest's
@@ -49,7 +49,7 @@ use crate::operator::ChannelControls;
 use crate::progress::AnalysisProgress;
 use crate::shots::{ShotConfig, ShotDetector, ShotEvent};
 
-pub use work::{Work, WorkQueue};
+pub use work::{WorkItem, WorkQueue};
 
 /// A source quiet for this long releases the frames held for the cut look-ahead.
 pub const IDLE_RELEASE: Duration = Duration::from_millis(150);
@@ -88,7 +88,7 @@ pub struct PipelineConfig {
 
 /// Everything the pipeline produces, in order, from the inference thread.
 #[derive(Debug, Clone)]
-pub enum Output {
+pub enum PipelineOutput {
     /// A shot started or ended.
     Shot(ShotEvent),
     /// One sampled frame was analysed.
@@ -116,7 +116,7 @@ pub struct SampleOutcome {
 }
 
 /// Where the outputs go; called on the inference thread, must not block for long.
-pub type Sink = Box<dyn FnMut(Output) + Send>;
+pub type OutputSink = Box<dyn FnMut(PipelineOutput) + Send>;
 
 /// Counters of a running pipeline (for the status API and tests).
 #[derive(Debug, Default)]
@@ -187,7 +187,7 @@ impl Pipeline {
         analyzer: Option<Analyzer>,
         metrics: Option<ChannelMetrics>,
         progress: Option<Arc<AnalysisProgress>>,
-        sink: Sink,
+        sink: OutputSink,
     ) -> Result<Self, PipelineError> {
         let stats = Arc::new(PipelineStats::default());
         let queue = Arc::new(if config.lossless {
@@ -317,9 +317,9 @@ impl FrameCtx {
                     // The source paused (between live segments): nothing more is coming
                     // soon, so release what is held rather than wait for the next segment.
                     match recv_timeout(&mut frames, IDLE_RELEASE) {
-                        Recv::Frame(f) => Some(f),
-                        Recv::Closed => None,
-                        Recv::Idle => {
+                        FrameRecv::Frame(f) => Some(f),
+                        FrameRecv::Closed => None,
+                        FrameRecv::Idle => {
                             self.release_all();
                             frames.blocking_recv()
                         }
@@ -399,22 +399,22 @@ impl FrameCtx {
     }
 }
 
-enum Recv {
+enum FrameRecv {
     Frame(Frame),
     Idle,
     Closed,
 }
 
 /// `blocking_recv` with a timeout, for a thread outside the runtime.
-fn recv_timeout(rx: &mut mpsc::Receiver<Frame>, timeout: Duration) -> Recv {
+fn recv_timeout(rx: &mut mpsc::Receiver<Frame>, timeout: Duration) -> FrameRecv {
     let deadline = Instant::now() + timeout;
     loop {
         match rx.try_recv() {
-            Ok(f) => return Recv::Frame(f),
-            Err(mpsc::error::TryRecvError::Disconnected) => return Recv::Closed,
+            Ok(f) => return FrameRecv::Frame(f),
+            Err(mpsc::error::TryRecvError::Disconnected) => return FrameRecv::Closed,
             Err(mpsc::error::TryRecvError::Empty) => {
                 if Instant::now() >= deadline {
-                    return Recv::Idle;
+                    return FrameRecv::Idle;
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -436,7 +436,7 @@ struct InferenceCtx {
     stats: Arc<PipelineStats>,
     metrics: Option<ChannelMetrics>,
     progress: Option<Arc<AnalysisProgress>>,
-    sink: Sink,
+    sink: OutputSink,
     evidence: Option<Arc<EvidenceStore>>,
     /// The configured thresholds, and the similarity scale the builder's follow.
     matching: MatchingSettings,
@@ -487,16 +487,16 @@ impl InferenceCtx {
                 continue;
             };
             match work {
-                Work::Shot(e) => {
+                WorkItem::Shot(e) => {
                     let events = self.builder.on_shot_event(&e);
                     let trigger = match &e {
                         ShotEvent::Started(s) => s.start_wallclock,
                         ShotEvent::Ended(s) => s.end_wallclock.unwrap_or(s.start_wallclock),
                     };
                     self.emit_cues(events, trigger);
-                    (self.sink)(Output::Shot(e));
+                    (self.sink)(PipelineOutput::Shot(e));
                 }
-                Work::Sample(ticket, image) => {
+                WorkItem::Sample(ticket, image) => {
                     self.follow_settings();
                     let mut outcome = self.analyze_or_reuse(ticket, &image);
                     self.queue.done();
@@ -513,7 +513,7 @@ impl InferenceCtx {
                     self.sync_suppressed();
                     outcome.detections = result.detections;
                     let trigger = outcome.ticket.wallclock;
-                    (self.sink)(Output::Sample(outcome));
+                    (self.sink)(PipelineOutput::Sample(outcome));
                     let starts: Vec<(String, BoxSample)> = events
                         .iter()
                         .filter_map(|e| match e {
@@ -728,7 +728,7 @@ impl InferenceCtx {
                     CueEvent::End(_) => m.cues_ended.inc(),
                 };
             }
-            (self.sink)(Output::Cue { event, trigger });
+            (self.sink)(PipelineOutput::Cue { event, trigger });
         }
     }
 }

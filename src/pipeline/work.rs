@@ -23,14 +23,14 @@ pub const MAX_EVENTS: usize = 1024;
 
 /// One item for the inference thread.
 #[derive(Debug)]
-pub enum Work {
+pub enum WorkItem {
     Shot(ShotEvent),
     Sample(SampleTicket, I420Image),
 }
 
 #[derive(Debug, Default)]
-struct State {
-    items: VecDeque<Work>,
+struct QueueState {
+    items: VecDeque<WorkItem>,
     samples: usize,
     events: usize,
     closed: bool,
@@ -48,7 +48,7 @@ pub struct WorkQueue {
     capacity: usize,
     /// Batch mode: a full queue makes the producer wait instead of dropping.
     lossless: bool,
-    state: Mutex<State>,
+    state: Mutex<QueueState>,
     ready: Condvar,
     space: Condvar,
 }
@@ -68,13 +68,13 @@ impl WorkQueue {
         Self {
             capacity: capacity.max(1),
             lossless,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(QueueState::default()),
             ready: Condvar::new(),
             space: Condvar::new(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -89,7 +89,7 @@ impl WorkQueue {
                 .unwrap_or_else(|p| p.into_inner().0);
         }
         g.events += 1;
-        g.items.push_back(Work::Shot(event));
+        g.items.push_back(WorkItem::Shot(event));
         self.ready.notify_one();
     }
 
@@ -105,7 +105,10 @@ impl WorkQueue {
         }
         let mut dropped = false;
         if g.samples >= self.capacity
-            && let Some(at) = g.items.iter().position(|w| matches!(w, Work::Sample(..)))
+            && let Some(at) = g
+                .items
+                .iter()
+                .position(|w| matches!(w, WorkItem::Sample(..)))
         {
             g.items.remove(at);
             g.samples -= 1;
@@ -114,7 +117,7 @@ impl WorkQueue {
         }
         g.samples += 1;
         g.pushed += 1;
-        g.items.push_back(Work::Sample(ticket, image));
+        g.items.push_back(WorkItem::Sample(ticket, image));
         self.ready.notify_one();
         dropped
     }
@@ -129,7 +132,7 @@ impl WorkQueue {
 
     /// The next item, waiting up to `timeout`; `None` on timeout or when closed and empty.
     /// A sample taken is "in flight" until [`Self::done`].
-    pub fn pop(&self, timeout: Duration) -> Option<Work> {
+    pub fn pop(&self, timeout: Duration) -> Option<WorkItem> {
         let mut g = self.lock();
         if g.items.is_empty() && !g.closed {
             g = self
@@ -140,11 +143,11 @@ impl WorkQueue {
         }
         let item = g.items.pop_front()?;
         match &item {
-            Work::Shot(_) => {
+            WorkItem::Shot(_) => {
                 g.events -= 1;
                 self.space.notify_one();
             }
-            Work::Sample(t, _) => {
+            WorkItem::Sample(t, _) => {
                 g.samples -= 1;
                 g.in_flight = Some(t.wallclock);
                 self.space.notify_one();
@@ -166,8 +169,8 @@ impl WorkQueue {
             .items
             .iter()
             .filter_map(|w| match w {
-                Work::Sample(t, _) => Some(t.wallclock),
-                Work::Shot(_) => None,
+                WorkItem::Sample(t, _) => Some(t.wallclock),
+                WorkItem::Shot(_) => None,
             })
             .chain(g.in_flight)
             .min();
@@ -239,10 +242,10 @@ mod tests {
         I420Image::filled(4, 4, 0, 128, 128)
     }
 
-    fn frame_of(w: &Work) -> Option<u64> {
+    fn frame_of(w: &WorkItem) -> Option<u64> {
         match w {
-            Work::Sample(t, _) => Some(t.frame_index),
-            Work::Shot(_) => None,
+            WorkItem::Sample(t, _) => Some(t.frame_index),
+            WorkItem::Shot(_) => None,
         }
     }
 
@@ -258,8 +261,8 @@ mod tests {
         assert_eq!(q.pushed(), 3);
         let got: Vec<_> = std::iter::from_fn(|| q.pop(Duration::ZERO)).collect();
         assert_eq!(got.len(), 4);
-        assert!(matches!(&got[0], Work::Shot(ShotEvent::Started(s)) if s.index == 0));
-        assert!(matches!(&got[1], Work::Shot(ShotEvent::Started(s)) if s.index == 1));
+        assert!(matches!(&got[0], WorkItem::Shot(ShotEvent::Started(s)) if s.index == 0));
+        assert!(matches!(&got[1], WorkItem::Shot(ShotEvent::Started(s)) if s.index == 1));
         assert_eq!(frame_of(&got[2]), Some(8));
         assert_eq!(frame_of(&got[3]), Some(14));
     }

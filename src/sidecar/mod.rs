@@ -17,9 +17,9 @@
 //! WebSocket clients with 1001, lets each pipeline drain (open cues end), flushes the bus
 //! and waits for the server to finish in-flight requests.
 
-pub mod channels;
-pub mod cli;
-pub mod fleet;
+pub mod admin_client;
+pub mod channel_set;
+pub mod lease_keeper;
 pub mod status;
 pub mod supervise;
 
@@ -48,7 +48,7 @@ use crate::progress::AnalysisProgress;
 /// Operator actions the console's audit log keeps (newest first).
 const AUDIT_ENTRIES: usize = 1000;
 use crate::metrics::{ChannelMetrics, Metrics};
-use crate::pipeline::{Output, Pipeline, PipelineConfig, PipelineStats};
+use crate::pipeline::{Pipeline, PipelineConfig, PipelineOutput, PipelineStats};
 use supervise::{AttemptEnd, Supervision};
 
 /// `shopcue run` flags; each overrides the settings file.
@@ -176,10 +176,10 @@ pub struct SidecarState {
     /// Execution provider per model (`detector`, `embedder`).
     pub providers: Vec<(String, String)>,
     /// The channels running now (changed at runtime through `/v1/channels`).
-    pub channels: channels::ChannelSet,
+    pub channels: channel_set::ChannelSet,
     pub history: status::History,
     /// The lease keeper, when `[fleet] leases` is on.
-    fleet: std::sync::OnceLock<Arc<fleet::Keeper>>,
+    fleet: std::sync::OnceLock<Arc<lease_keeper::Keeper>>,
 }
 
 /// A running sidecar.
@@ -188,7 +188,7 @@ pub struct Sidecar {
     pub state: Arc<SidecarState>,
     cancel: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    registry: Arc<channels::Registry>,
+    registry: Arc<channel_set::Registry>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -220,11 +220,11 @@ impl Sidecar {
             hls: hls.clone(),
             catalog,
             providers,
-            channels: channels::ChannelSet::default(),
+            channels: channel_set::ChannelSet::default(),
             history: status::History::default(),
             fleet: std::sync::OnceLock::new(),
         });
-        let runner = channels::Runner {
+        let runner = channel_set::Runner {
             settings: Arc::new(settings.clone()),
             analyzer,
             bus: bus.clone(),
@@ -249,8 +249,8 @@ impl Sidecar {
             cancel.child_token(),
         ))];
         if settings.fleet.leases {
-            let keeper =
-                fleet::Keeper::new(&settings, registry.clone(), bus.clone()).context("fleet")?;
+            let keeper = lease_keeper::Keeper::new(&settings, registry.clone(), bus.clone())
+                .context("fleet")?;
             let _ = state.fleet.set(keeper.clone());
             background.push(tokio::spawn(keeper.run(cancel.child_token())));
         }
@@ -365,11 +365,11 @@ async fn load_recognition(
 async fn routes(
     state: &Arc<SidecarState>,
     models: Option<Models>,
-    runner: channels::Runner,
+    runner: channel_set::Runner,
 ) -> anyhow::Result<(
     axum::Router,
     Option<http::feedback::FeedbackState>,
-    Arc<channels::Registry>,
+    Arc<channel_set::Registry>,
 )> {
     let settings = &state.settings;
     let cors = http::cors::read_only(&settings.server.cors_origins);
@@ -387,14 +387,14 @@ async fn routes(
     router = router.merge(http::console::router(console));
     let (catalog_routes, feedback) = catalog_routes(state, models, audit);
     router = router.merge(catalog_routes);
-    let consumers = channels::Consumers {
+    let consumers = channel_set::Consumers {
         hls: state.hls.clone(),
         feed: state.feed.clone(),
         console: consoles,
         evidence: feedback.as_ref().map(|f| f.evidence.clone()),
     };
     let registry = Arc::new(
-        channels::Registry::open(state.channels.clone(), runner, consumers)
+        channel_set::Registry::open(state.channels.clone(), runner, consumers)
             .await
             .context("channel registry")?,
     );
@@ -721,8 +721,8 @@ fn spawn_pipeline(
         let channel = rt.id.clone();
         let bus = ctx.bus.clone();
         let controls = rt.controls.clone();
-        Box::new(move |out: Output| match out {
-            Output::Cue { event, trigger } => {
+        Box::new(move |out: PipelineOutput| match out {
+            PipelineOutput::Cue { event, trigger } => {
                 let latency = (Utc::now() - trigger).num_microseconds().unwrap_or(0);
                 metrics
                     .glass_to_cue_seconds
@@ -731,12 +731,12 @@ fn spawn_pipeline(
                 // An operator's suppression holds the product's automatic cues.
                 controls.pass(event, Utc::now(), |e| bus.publish(e));
             }
-            Output::Shot(e) => {
+            PipelineOutput::Shot(e) => {
                 if let crate::shots::ShotEvent::Started(s) = e {
                     tracing::debug!(%channel, shot = s.index, frame = s.start_frame, "shot");
                 }
             }
-            Output::Sample(o) => {
+            PipelineOutput::Sample(o) => {
                 controls.note_sample(
                     o.ticket.shot_index,
                     o.ticket.pts_ns as f64 / 1e9,

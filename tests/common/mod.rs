@@ -9,7 +9,7 @@ pub mod fleet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use shopcue::origin::LiveOrigin;
+use shopcue::file_origin::LiveOrigin;
 use tokio_util::sync::CancellationToken;
 
 /// A file of the shared footage (copied to data/ by the set-up, else read from ../shared).
@@ -81,7 +81,7 @@ impl TestOrigin {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
         let s = stop.clone();
-        tokio::spawn(shopcue::http::origin::serve(
+        tokio::spawn(shopcue::http::file_origin::serve(
             listener,
             origin.clone(),
             async move { s.cancelled().await },

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use shopcue::config::{ChannelSettings, Settings};
 use shopcue::cue::CueEvent;
 use shopcue::cuebus::CueBus;
-use shopcue::origin::LiveOrigin;
+use shopcue::file_origin::LiveOrigin;
 use shopcue::sidecar::Sidecar;
 
 use super::exposition::{Exposition, bucket_delta, quantile};
@@ -203,7 +203,8 @@ fn serve_origin(
     rt.spawn(async move {
         let served = match tokio::net::TcpListener::from_std(listener) {
             Ok(l) => {
-                shopcue::http::origin::serve(l, origin, async move { stop.cancelled().await }).await
+                shopcue::http::file_origin::serve(l, origin, async move { stop.cancelled().await })
+                    .await
             }
             Err(e) => Err(e),
         };

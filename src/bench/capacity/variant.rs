@@ -16,7 +16,7 @@ pub struct Variant {
     pub overrides: Vec<(String, String)>,
 }
 
-/// Today's behaviour (`before`) and the shipped defaults (`after`).
+/// The defaults before issue 14 (`before`) and the shipped defaults (`after`).
 pub fn defaults() -> Vec<Variant> {
     let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
     vec![
@@ -25,6 +25,7 @@ pub fn defaults() -> Vec<Variant> {
             overrides: vec![
                 pair("inference.sessions_per_model", "1"),
                 pair("matching.change_gate", "false"),
+                pair("media.decoder_threads", "0"),
             ],
         },
         Variant {

@@ -43,6 +43,10 @@ pub struct Sample {
     pub proxy_errors: f64,
     pub slow_closed: f64,
     pub panics: u64,
+    /// How long `/metrics` took to answer the bench's own (tokio) client; NaN: it failed.
+    pub scrape_ms: f64,
+    /// The same request, same moment, over a blocking socket on a thread of its own.
+    pub probe_ms: f64,
 }
 
 /// Counts `panicked` in the lines a log gains, reading only what is new each time.
@@ -95,6 +99,8 @@ pub struct Sources<'a> {
     pub feed: &'a FeedCounters,
     pub players: &'a PlayerCounters,
     pub panics: u64,
+    pub scrape_ms: Option<f64>,
+    pub probe_ms: Option<f64>,
 }
 
 pub fn take(t_s: f64, s: &Sources) -> Sample {
@@ -133,6 +139,8 @@ pub fn take(t_s: f64, s: &Sources) -> Sample {
         proxy_errors: counter("hls_origin_errors") + counter("hls_fetches_refused"),
         slow_closed: counter("websocket_slow_closed"),
         panics: s.panics,
+        scrape_ms: s.scrape_ms.unwrap_or(f64::NAN),
+        probe_ms: s.probe_ms.unwrap_or(f64::NAN),
     }
 }
 
@@ -151,7 +159,7 @@ const fn col(csv: &'static str, title: &'static str, get: fn(&Sample) -> Option<
     }
 }
 
-const COLUMNS: [Column; 24] = [
+const COLUMNS: [Column; 26] = [
     col("t_s", "", |s| Some(s.t_s)),
     col("t_min", "min", |s| Some(s.t_s / 60.0)),
     col("rss_mib", "RSS MiB", |s| Some(s.rss_mib)),
@@ -186,6 +194,8 @@ const COLUMNS: [Column; 24] = [
     col("proxy_errors", "", |s| Some(s.proxy_errors)),
     col("ws_slow_closed", "", |s| Some(s.slow_closed)),
     col("panics", "panics", |s| Some(s.panics as f64)),
+    col("metrics_scrape_ms", "", |s| Some(s.scrape_ms)),
+    col("metrics_probe_ms", "", |s| Some(s.probe_ms)),
 ];
 
 pub fn csv_header() -> String {
@@ -353,9 +363,79 @@ pub fn trends(samples: &[Sample], warmup_s: f64) -> Vec<TrendRow> {
         .collect()
 }
 
+/// `/metrics` answer times, the bench's client beside the blocking probe: a slow answer
+/// that only the client saw was the bench's runtime; one both saw was the sidecar's.
+pub fn scrape_summary(samples: &[Sample]) -> String {
+    let stats = |get: fn(&Sample) -> f64| {
+        let mut ok: Vec<f64> = samples.iter().map(get).filter(|v| v.is_finite()).collect();
+        ok.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            ok.get(((ok.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+        };
+        let ms = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.0}"));
+        format!(
+            "{} | {} | {} | {} | {}",
+            ok.len(),
+            samples.len() - ok.len(),
+            ms(at(0.5)),
+            ms(at(0.99)),
+            ms(ok.last().copied())
+        )
+    };
+    let slow = |v: f64| !v.is_finite() || v > 1000.0;
+    let only_client = samples
+        .iter()
+        .filter(|s| slow(s.scrape_ms) && !slow(s.probe_ms))
+        .count();
+    let both = samples
+        .iter()
+        .filter(|s| slow(s.scrape_ms) && slow(s.probe_ms))
+        .count();
+    let only_probe = samples
+        .iter()
+        .filter(|s| !slow(s.scrape_ms) && slow(s.probe_ms))
+        .count();
+    format!(
+        "| `/metrics` asked by | answered | failed | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|\n\
+         | the bench's tokio client (5 s timeout) | {} |\n\
+         | a blocking socket on its own thread (10 s) | {} |\n\n\
+         Over 1 s or failed: {only_client} seen by the client only (the bench's runtime), \
+         {both} by both (the sidecar), {only_probe} by the probe only.",
+        stats(|s| s.scrape_ms),
+        stats(|s| s.probe_ms)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slow_scrapes_are_told_apart_by_who_saw_them() {
+        let at = |scrape_ms: f64, probe_ms: f64| Sample {
+            scrape_ms,
+            probe_ms,
+            ..Default::default()
+        };
+        let samples = [
+            at(12.0, 9.0),
+            at(5000.0, 30.0),
+            at(f64::NAN, 8.0),
+            at(2500.0, 2400.0),
+            at(20.0, f64::NAN),
+        ];
+        let text = scrape_summary(&samples);
+        assert!(text.contains("2 seen by the client only"), "{text}");
+        assert!(text.contains("1 by both"), "{text}");
+        assert!(text.contains("1 by the probe only"), "{text}");
+        // The client answered 4 of 5 (one NaN), the slowest in 5000 ms.
+        assert!(
+            text.contains("| the bench's tokio client (5 s timeout) | 4 | 1 |"),
+            "{text}"
+        );
+        assert!(text.contains("| 5000 |"), "{text}");
+    }
 
     #[test]
     fn csv_and_table_rows_match_their_headers() {

@@ -1,7 +1,7 @@
 //! The test origin: a looping, sliding-window live HLS channel made from a video file, with
 //! EXT-X-PROGRAM-DATE-TIME, a media sequence and a discontinuity at each loop. Tests and the
 //! demo point shopcue at it; faults (errors, stalls, garbage, restarts) can be injected.
-//! The timeline is pure ([`Timeline`]); `http::origin` serves it.
+//! The timeline is pure ([`Timeline`]); `http::file_origin` serves it.
 //!
 //! With parts ([`LiveOrigin::with_parts`]) it is a Low-Latency HLS origin (RFC 8216bis
 //! §4.4.4.9, §6.2.5.2): each segment is also published as it is made, in partial segments
@@ -290,7 +290,7 @@ pub enum Answer {
 }
 
 #[derive(Debug, Default)]
-struct State {
+struct FaultState {
     playlist_faults: VecDeque<Fault>,
     segment_faults: HashMap<u64, Vec<Fault>>,
     stall: Option<(Instant, f64, String)>,
@@ -304,7 +304,7 @@ pub struct LiveOrigin {
     /// LL-HLS: each segment's parts, as byte ranges of its data (empty: no parts).
     parts: Vec<Vec<std::ops::Range<usize>>>,
     timeline: Mutex<(Timeline, Instant)>,
-    state: Mutex<State>,
+    state: Mutex<FaultState>,
     pub width: u32,
     pub height: u32,
 }
@@ -371,7 +371,7 @@ impl LiveOrigin {
             segments,
             parts: Vec::new(),
             timeline: Mutex::new((tl, started)),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(FaultState::default()),
             width,
             height,
         }
@@ -450,7 +450,7 @@ impl LiveOrigin {
         self.segments.iter().map(|s| s.duration).collect()
     }
 
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, FaultState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::ApiError;
-use crate::origin::{Answer, Fault, LiveOrigin};
+use crate::file_origin::{Answer, Fault, LiveOrigin};
 
 /// The origin's routes. Playlists and segments answer pages on any origin (CORS), as a
 /// CDN in front of a live origin does, so players can read them directly

@@ -20,7 +20,7 @@
 //! **Any process serves any channel.** Every registered channel this process does not
 //! analyse is served here too: `/hls/C/` with the cue ledger fed from the bus and the
 //! analysis progress mirrored from the analysing process, which writes its progress to
-//! Redis every [`PROGRESS_EVERY`] ([`crate::cuebus::redis::progress`]); the feed serves
+//! Redis every [`PROGRESS_EVERY`] ([`crate::cuebus::redis::progress_mirror`]); the feed serves
 //! registered ids only. With `fleet.analyse = false` a process only serves (an edge).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,11 +31,11 @@ use chrono::Utc;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::channels::Registry;
+use super::channel_set::Registry;
 use crate::config::ChannelSettings;
 use crate::cue::CueEvent;
 use crate::cuebus::redis::lease::{Lease, RedisLeases, holder_pod};
-use crate::cuebus::redis::progress::RedisProgress;
+use crate::cuebus::redis::progress_mirror::RedisProgress;
 use crate::cuebus::{BusError, CueBus};
 use crate::progress::{AnalysisProgress, ProgressSnapshot};
 use crate::registry::fleet::{Plan, Round, plan};

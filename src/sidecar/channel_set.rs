@@ -99,7 +99,7 @@ pub struct Registry {
     store: Store,
     /// What the store holds; its lock serialises changes.
     stored: tokio::sync::Mutex<Stored>,
-    /// `[fleet] leases`: the lease keeper (`sidecar/fleet.rs`) decides which stored channels
+    /// `[fleet] leases`: the lease keeper (`sidecar/lease_keeper.rs`) decides which stored channels
     /// run here; the API only changes the store.
     fleet: bool,
 }
