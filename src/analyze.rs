@@ -268,7 +268,10 @@ pub fn assemble(
     let rules = Rules::new(
         &settings
             .matching
-            .for_catalog(catalog.snapshot().projection().is_some()),
+            .for_scale(crate::matching::SimilarityScale::of(
+                catalog.snapshot().projection().is_some(),
+                catalog.centres_queries(),
+            )),
     );
     let mut run = Collected::default();
     for o in outputs {

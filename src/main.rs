@@ -81,7 +81,8 @@ enum BenchCommand {
     /// Catalog matching accuracy on the Grocery Store dataset (top-1/top-5, options compared).
     CatalogAccuracy(bench::catalog_accuracy::AccuracyArgs),
     /// Live cue precision/recall on product footage (grocery_shots, a composite of val
-    /// photos, intel_concat) for a catalog-only and the labelled-photo catalog.
+    /// photos, intel_concat) for a catalog-only catalog (plain, and with query-domain
+    /// centring from unlabelled train photos) and the labelled-photo catalog.
     LiveCues(bench::live_cues::LiveCuesArgs),
     /// Detector/embedder latency and FAISS query latency (flat vs HNSW) at scale.
     CatalogSpeed(bench::catalog_speed::SpeedArgs),

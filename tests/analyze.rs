@@ -167,6 +167,7 @@ async fn a_catalog_of_catalog_images_only_gives_precise_cues() {
                 products,
                 out: catalog,
                 train_photos: None,
+                domain_photos: None,
                 strict: false,
                 progress: false,
             };

@@ -91,6 +91,7 @@ fn opts(products: &Path, out: &Path) -> BuildOptions {
         products: products.to_path_buf(),
         out: out.to_path_buf(),
         train_photos: None,
+        domain_photos: None,
         strict: false,
         progress: false,
     }
@@ -784,4 +785,124 @@ fn searches_run_during_updates() {
         assert!(r.join().unwrap() > 0);
     }
     assert_eq!(catalog.snapshot().len(), 6 + 3);
+}
+
+/// A query-domain photos file in `dir` naming `n` train photos of each of the six
+/// products by paths relative to it (through a `photos` link to the dataset's `train/`),
+/// some lines with a `product_id` (ignored), as `--train-photos` lines are.
+fn write_domain_photos(dir: &Path, n: u32, extra: &[&str]) -> PathBuf {
+    let link = dir.join("photos");
+    if !link.exists() {
+        std::os::unix::fs::symlink(grocery().join("train"), &link).unwrap();
+    }
+    let mut lines = Vec::new();
+    for (i, (id, stem)) in PRODUCTS.iter().enumerate() {
+        for k in 1..=n {
+            let image = format!("photos/{stem}_{k:03}.jpg");
+            lines.push(if i % 2 == 0 {
+                serde_json::json!({ "image": image }).to_string()
+            } else {
+                serde_json::json!({ "product_id": id, "image": image }).to_string()
+            });
+        }
+    }
+    lines.extend(extra.iter().map(|l| l.to_string()));
+    let p = dir.join(format!("domain-{n}.jsonl"));
+    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+    p
+}
+
+#[test]
+fn domain_photos_give_a_mean_that_later_generations_keep() {
+    let mut s = settings();
+    s.catalog.domain_min_photos = 12;
+    let models = models();
+    let tmp = tempfile::tempdir().unwrap();
+    let products = write_products(tmp.path());
+    let domain = write_domain_photos(tmp.path(), 2, &["not json", r#"{"image": "missing.jpg"}"#]);
+    let out = tmp.path().join("catalog");
+    let mut o = opts(&products, &out);
+    o.domain_photos = Some(domain.clone());
+    let report = build(&models, &s.catalog, &o).unwrap();
+    assert_eq!(report.domain_photos, 12);
+    assert!(!report.projection);
+    let f = domain.display().to_string();
+    let at: Vec<&str> = report.skipped.iter().map(|s| s.at.as_str()).collect();
+    assert_eq!(
+        at,
+        vec![format!("{f}:13"), format!("{f}:14 image missing.jpg")],
+        "{:?}",
+        report.skipped
+    );
+    let catalog = Catalog::open(&out, &s.catalog).unwrap();
+    assert_eq!(catalog.manifest().domain_photos, 12);
+    assert!(catalog.centres_queries());
+    let mean = catalog.snapshot().domain_mean().unwrap().clone();
+    assert_eq!(mean.dim(), models.embedder.dim());
+    // The live path finds the product with centred queries.
+    let analyzer = Analyzer::new(&models, Arc::new(catalog), &s.catalog).unwrap();
+    let img = RgbImage::open(&photo("val", "Fruit/Banana/Banana", 4)).unwrap();
+    let results = analyzer.query(&img, 3).unwrap();
+    assert!(
+        results.iter().any(|m| m.product_id == "Banana"),
+        "{results:?}"
+    );
+    // Later generations: a retrain (no feedback stored) and an admin change keep the mean.
+    let catalog = analyzer.catalog();
+    let store = shopcue::catalog::feedback::FeedbackStore::new(&out, &s.catalog);
+    let before = catalog.generation();
+    shopcue::catalog::feedback::retrain(catalog, &store, &s.catalog).unwrap();
+    assert_ne!(
+        catalog.generation(),
+        before,
+        "the retrain wrote a generation"
+    );
+    catalog.remove("Lemon").unwrap();
+    let again = Catalog::open(&out, &s.catalog).unwrap();
+    assert_eq!(again.snapshot().len(), 5);
+    assert_eq!(again.manifest().domain_photos, 12);
+    assert_eq!(again.snapshot().domain_mean().unwrap(), &mean);
+}
+
+#[test]
+fn a_bad_domain_photo_set_is_one_error_and_no_catalog() {
+    let s = settings();
+    let models = models();
+    let tmp = tempfile::tempdir().unwrap();
+    let products = write_products(tmp.path());
+    // Too few usable photos (12, and the default minimum is 50): one error naming the count.
+    let domain = write_domain_photos(tmp.path(), 2, &[r#"{"image": "missing.jpg"}"#]);
+    let out = tmp.path().join("catalog");
+    let mut o = opts(&products, &out);
+    o.domain_photos = Some(domain.clone());
+    let e = build(&models, &s.catalog, &o).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("only 12 usable query-domain photos")
+            && msg.contains("catalog.domain_min_photos is 50")
+            && msg.contains("1 skipped")
+            && msg.contains(&domain.display().to_string()),
+        "{msg}"
+    );
+    assert!(!out.join("CURRENT").exists());
+    // Malformed with --strict: the first bad line, by file and line.
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"image\": \"photos/x.jpg\"}\n{\"image\": [\n").unwrap();
+    o.domain_photos = Some(bad.clone());
+    o.strict = true;
+    let e = build(&models, &s.catalog, &o).unwrap_err();
+    assert!(matches!(e, CatalogError::Input { .. }), "{e}");
+    assert!(
+        e.to_string().starts_with(&format!("{}:2:", bad.display())),
+        "{e}"
+    );
+    // A file that does not exist.
+    o.domain_photos = Some(tmp.path().join("nope.jsonl"));
+    let e = build(&models, &s.catalog, &o).unwrap_err();
+    assert!(e.to_string().contains("nope.jsonl"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(!left.iter().any(|n| n == "catalog"), "{left:?}");
 }

@@ -30,6 +30,9 @@ use shopcue::catalog::{
     Product, Projection, Snapshot,
 };
 use shopcue::config::Settings;
+use shopcue::matching::MatchingSettings;
+
+mod scale;
 use shopcue::inference::{BBox, Crop, Models, Rect, RgbImage};
 
 /// Options of the accuracy benchmark.
@@ -68,6 +71,10 @@ const FAMILIES: [&str; 3] = ["Fruit", "Vegetables", "Packages"];
 
 /// Labelled photos per product in the rows of the curve (0 is the catalog-only row).
 const PHOTOS_PER_PRODUCT: [usize; 3] = [1, 3, 10];
+
+/// Unlabelled train photos drawn (with [`DOMAIN_SEED`]) for the small query-domain mean.
+const DOMAIN_SAMPLE: usize = 50;
+const DOMAIN_SEED: u64 = 10;
 
 /// Synthetic views per catalog image in the comparison row when the config has them off.
 const SYNTHETIC_VIEWS_WHEN_OFF: usize = 16;
@@ -252,6 +259,7 @@ fn manifest(dim: usize) -> Manifest {
         detect_catalog_images: false,
         synthetic_views: 0,
         labelled_photos: 0,
+        domain_photos: 0,
         created: String::new(),
     }
 }
@@ -366,6 +374,7 @@ pub fn run_bench(
         rows: Vec::new(),
     };
     bench.region_and_view_rows(synthetic_n)?;
+    bench.domain_centring_rows()?;
     bench.projection_rows()?;
     bench.photo_curve_rows()?;
     bench.retrain_rows()?;
@@ -373,6 +382,7 @@ pub fn run_bench(
     // "No product" threshold: 20 classes left out of the catalog (and of the learning).
     let held_out: HashSet<usize> = (0..g.classes.len()).filter(|c| c % 4 == 1).collect();
     let thresholds = bench.threshold_rows(&held_out)?;
+    let scale_rows = bench.scale_rows(&held_out, &settings.matching)?;
     let mut rows = bench.rows;
 
     // End to end through the real path on one core: `catalog build` (catalog images
@@ -400,6 +410,7 @@ pub fn run_bench(
     }
     print_accuracy_table(&rows);
     print_threshold_table(&g, &held_out, &thresholds);
+    scale::print(&scale_rows, held_out.len());
     println!(
         "\n{} val / {} train / {} iconic pictures, {} s in all.",
         g.val.len(),
@@ -691,6 +702,41 @@ impl Bench<'_> {
         )
     }
 
+    /// Catalog only, with queries centred on the mean of unlabelled train photos (their
+    /// whole-picture query vectors; labels never read): a sample of [`DOMAIN_SAMPLE`]
+    /// drawn with a fixed seed, and all of them. Searched through `Snapshot::search_batch`
+    /// with the mean attached, as `catalog build --domain-photos` stores it.
+    fn domain_centring_rows(&mut self) -> anyhow::Result<()> {
+        use rand::SeedableRng;
+        use rand::seq::index::sample;
+        let g = self.g;
+        let vname = self.views();
+        let all: Vec<&[f32]> = self.train.iter().map(|e| e.whole_m.as_slice()).collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(DOMAIN_SEED);
+        let drawn: Vec<&[f32]> = sample(&mut rng, all.len(), DOMAIN_SAMPLE.min(all.len()))
+            .into_iter()
+            .map(|i| all[i])
+            .collect();
+        let means: Vec<_> = [drawn, all]
+            .iter()
+            .map(|photos| shopcue::catalog::DomainMean::of(photos).context("no train photos"))
+            .collect::<anyhow::Result<_>>()?;
+        for mean in means {
+            let n = mean.photos();
+            let snap = self
+                .snapshot(self.cat_vectors(Side::WholeMulti, 0), None)?
+                .with_domain_mean(Some(Arc::new(mean)))?;
+            let q = queries(&g.val, &self.val, Side::WholeMulti);
+            let scored = score(&snap, &q, &g.classes)?;
+            let name = format!(
+                "catalog only + query-domain centring (mean of {n} unlabelled train photos), multi-crop {vname} both sides"
+            );
+            eprintln!("{name}: val top-1 {:.3} top-5 {:.3}", scored.0, scored.1);
+            self.push_row(name, scored, (None, None));
+        }
+        Ok(())
+    }
+
     /// Rows with a projection (centring, whitening, LDA from the train photos) or the
     /// train photos as catalog images.
     fn projection_rows(&mut self) -> anyhow::Result<()> {
@@ -883,6 +929,90 @@ impl Bench<'_> {
 
     /// The "no product" threshold curve: the `held_out` classes are left out of the
     /// catalog (and of the learning); their photos must be rejected, the others matched.
+    /// Catalog only: what the matching stage's thresholds let through on raw cosines and
+    /// on queries centred on the mean of every (unlabelled) train photo; photos of the
+    /// `held_out` products are searched in the catalog without them.
+    fn scale_rows(
+        &self,
+        held_out: &HashSet<usize>,
+        m: &MatchingSettings,
+    ) -> anyhow::Result<Vec<scale::ScaleRow>> {
+        let g = self.g;
+        let train: Vec<&[f32]> = self.train.iter().map(|e| e.whole_m.as_slice()).collect();
+        let mean = Arc::new(shopcue::catalog::DomainMean::of(&train).context("no train photos")?);
+        let all = self.cat_vectors(Side::WholeMulti, 0);
+        let known_ids: HashSet<&str> = g
+            .classes
+            .iter()
+            .enumerate()
+            .filter(|(c, _)| !held_out.contains(c))
+            .map(|(_, id)| id.as_str())
+            .collect();
+        let part: CatalogVectors = all
+            .iter()
+            .filter(|(id, _)| known_ids.contains(id.as_str()))
+            .cloned()
+            .collect();
+        let prods: Vec<Product> = self
+            .products
+            .iter()
+            .filter(|p| known_ids.contains(p.id.as_str()))
+            .cloned()
+            .collect();
+        let q = queries(&g.val, &self.val, Side::WholeMulti);
+        let (qk, qu): (Vec<_>, Vec<_>) = q.into_iter().partition(|(c, _)| !held_out.contains(c));
+        let mut judged = Vec::new();
+        for centred in [false, true] {
+            let mean = centred.then(|| mean.clone());
+            let full = self
+                .snapshot(all.clone(), None)?
+                .with_domain_mean(mean.clone())?;
+            let known = Snapshot::assemble(
+                manifest(self.dim),
+                prods.clone(),
+                part.clone(),
+                None,
+                &self.params,
+            )?
+            .with_domain_mean(mean)?;
+            judged.push((
+                scale::judge(&full, &qk, &g.classes)?,
+                scale::judge(&known, &qu, &g.classes)?,
+            ));
+        }
+        let (raw, centred) = (&judged[0], &judged[1]);
+        let (rt, ct) = (
+            (m.raw_min_similarity, m.raw_margin),
+            (m.centred_min_similarity, m.centred_margin),
+        );
+        Ok(vec![
+            scale::row("raw", "matching.raw_*", rt, &raw.0, &raw.1),
+            scale::row("centred", "matching.raw_*", rt, &centred.0, &centred.1),
+            scale::row("centred", "matching.centred_*", ct, &centred.0, &centred.1),
+            scale::row(
+                "centred",
+                "stricter",
+                (ct.0 + 0.05, ct.1),
+                &centred.0,
+                &centred.1,
+            ),
+            scale::row(
+                "centred",
+                "stricter margin",
+                (ct.0, ct.1 + 0.02),
+                &centred.0,
+                &centred.1,
+            ),
+            scale::row(
+                "centred",
+                "looser",
+                (ct.0 - 0.05, ct.1),
+                &centred.0,
+                &centred.1,
+            ),
+        ])
+    }
+
     fn threshold_rows(&self, held_out: &HashSet<usize>) -> anyhow::Result<Vec<ThresholdRow>> {
         let g = self.g;
         let keep = |c: usize| !held_out.contains(&c);
@@ -1027,6 +1157,7 @@ fn end_to_end(
             products: products.to_path_buf(),
             out: out.clone(),
             train_photos: train_photos.map(Path::to_path_buf),
+            domain_photos: None,
             strict: true,
             progress: false,
         },

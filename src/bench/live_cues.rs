@@ -1,6 +1,7 @@
 //! `shopcue bench live-cues`: cue precision and recall of the live pipeline on product
-//! footage (issue 10, "Live"), for a catalog of catalog images only and for the
-//! labelled-photo demo catalog, with matching variants side by side.
+//! footage (issue 10, "Live"), for a catalog of catalog images only (plain, and centred on
+//! the mean of unlabelled train photos: `--domain-photos`) and for the labelled-photo demo
+//! catalog, with matching variants side by side.
 //!
 //! Videos, each with its ground truth (the product of every shot, or none):
 //! - `grocery_shots.mp4`: 6 shots of 2 s, one in-store carton photo each (the footage's
@@ -25,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 use shopcue::analyze::{AnalyzeArgs, analyze_outputs};
 use shopcue::config::Settings;
 use shopcue::cue::{Cue, CueEvent};
-use shopcue::matching::{CueBuilder, MatchingSettings, SampleResult, SiblingScope};
+use shopcue::matching::{
+    CueBuilder, MatchingSettings, SampleResult, SiblingScope, SimilarityScale,
+};
 use shopcue::pipeline::PipelineOutput;
 
 pub mod composite;
@@ -37,8 +40,8 @@ pub struct LiveCuesArgs {
     /// Folder holding footage/ and grocery/ (default: data/, else ../shared/data).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Where the composite video and the catalog of catalog images only are made (kept
-    /// and reused).
+    /// Where the composite video and the catalogs of catalog images only (plain and
+    /// centred) are made (kept and reused).
     #[arg(long, default_value = "target/bench-data/live-cues")]
     pub work: PathBuf,
     /// The labelled-photo catalog (the demo's; built from the dataset when missing).
@@ -143,8 +146,12 @@ pub fn judge(cues: &[Cue], truth: &Truth) -> Score {
 
 /// Replays the analysed samples of `outputs` through a [`CueBuilder`] with `matching`
 /// (as the pipeline sets it for the catalog): the cues that ended.
-pub fn replay(outputs: &[PipelineOutput], matching: &MatchingSettings, learned: bool) -> Vec<Cue> {
-    let mut builder = CueBuilder::new("bench", &matching.for_catalog(learned));
+pub fn replay(
+    outputs: &[PipelineOutput],
+    matching: &MatchingSettings,
+    scale: SimilarityScale,
+) -> Vec<Cue> {
+    let mut builder = CueBuilder::new("bench", &matching.for_scale(scale));
     let mut cues = Vec::new();
     let mut keep = |events: Vec<CueEvent>| {
         cues.extend(events.into_iter().filter_map(|e| match e {
@@ -181,8 +188,15 @@ fn data_dir(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
         .context("no data/ with footage/ and grocery/: run scripts/setup.sh or pass --data")
 }
 
-/// The catalog of the 81 catalog images alone (no labelled photos), built once in `dir`.
-fn catalog_only(settings: &Settings, dataset: &Path, dir: &Path) -> anyhow::Result<()> {
+/// The catalog of the 81 catalog images alone (no labelled photos), built once in `dir`;
+/// with `centred`, with the train photos as unlabelled query-domain photos
+/// (`--domain-photos`: their labels are not read).
+fn catalog_only(
+    settings: &Settings,
+    dataset: &Path,
+    dir: &Path,
+    centred: bool,
+) -> anyhow::Result<()> {
     if dir.join("CURRENT").is_file() {
         return Ok(());
     }
@@ -190,12 +204,13 @@ fn catalog_only(settings: &Settings, dataset: &Path, dir: &Path) -> anyhow::Resu
     let g = shopcue::catalog::grocery::Grocery::load(dataset)?;
     let mut sources = dir.as_os_str().to_os_string();
     sources.push(".sources");
-    let (products, _photos) = g.write_jsonl(Path::new(&sources))?;
+    let (products, photos) = g.write_jsonl(Path::new(&sources))?;
     let models = shopcue::inference::Models::load(&settings.inference)?;
     let opts = shopcue::catalog::build::BuildOptions {
         products,
         out: dir.to_path_buf(),
         train_photos: None,
+        domain_photos: centred.then_some(photos),
         strict: false,
         progress: false,
     };
@@ -207,7 +222,7 @@ fn catalog_only(settings: &Settings, dataset: &Path, dir: &Path) -> anyhow::Resu
 struct Analysed {
     truth: Truth,
     outputs: Vec<PipelineOutput>,
-    learned: bool,
+    scale: SimilarityScale,
     analysed: usize,
     mean_ms: f64,
 }
@@ -233,7 +248,10 @@ async fn analyse(settings: &Settings, truth: Truth, catalog: &Path) -> anyhow::R
         })
         .collect();
     Ok(Analysed {
-        learned: run.catalog.snapshot().projection().is_some(),
+        scale: SimilarityScale::of(
+            run.catalog.snapshot().projection().is_some(),
+            run.catalog.centres_queries(),
+        ),
         truth,
         outputs: run.outputs,
         analysed: times.len(),
@@ -254,6 +272,10 @@ pub async fn run_bench(settings: &Settings, args: &LiveCuesArgs) -> anyhow::Resu
     let videos = prepare(settings, args, &data).await?;
     let catalogs = [
         ("catalog images only", args.work.join("catalog-only")),
+        (
+            "catalog images only + query-domain centring (train photos, unlabelled)",
+            args.work.join("catalog-only-centred"),
+        ),
         ("labelled photos (demo)", args.catalog.clone()),
     ];
     let mut rows = Vec::new();
@@ -306,12 +328,10 @@ async fn prepare(
         composite,
         Truth::from_footage(&footage, "intel_concat.mp4")?,
     ];
-    let (s, d, o) = (
-        settings.clone(),
-        dataset.clone(),
-        args.work.join("catalog-only"),
-    );
-    tokio::task::spawn_blocking(move || catalog_only(&s, &d, &o)).await??;
+    for (folder, centred) in [("catalog-only", false), ("catalog-only-centred", true)] {
+        let (s, d, o) = (settings.clone(), dataset.clone(), args.work.join(folder));
+        tokio::task::spawn_blocking(move || catalog_only(&s, &d, &o, centred)).await??;
+    }
     let (s, c) = (settings.clone(), args.catalog.clone());
     tokio::task::spawn_blocking(move || super::glass::ensure_catalog(&s, &c, &dataset)).await??;
     Ok(videos)
@@ -330,7 +350,7 @@ fn score_variant(
     let mut product_videos = Score::default();
     for a in analysed {
         let t = std::time::Instant::now();
-        let cues = replay(&a.outputs, m, a.learned);
+        let cues = replay(&a.outputs, m, a.scale);
         let samples = a
             .outputs
             .iter()
@@ -397,9 +417,9 @@ fn print_speed(speed: &[(String, String, usize, f64)], matching_us: &[(&str, f64
 
 /// Per shot: each analysed sample's regions with their best candidates.
 fn print_diagnostics(a: &Analysed, matching: &MatchingSettings) {
-    let m = matching.for_catalog(a.learned);
+    let m = matching.for_scale(a.scale);
     let rules = shopcue::matching::Rules::new(&m);
-    eprintln!("== {} (learned projection: {})", a.truth.name, a.learned);
+    eprintln!("== {} (similarity scale: {:?})", a.truth.name, a.scale);
     for o in &a.outputs {
         let PipelineOutput::Sample(s) = o else {
             continue;
@@ -469,7 +489,7 @@ fn samples_json(a: &Analysed) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({ "video": a.truth.name, "learned": a.learned, "samples": samples })
+    serde_json::json!({ "video": a.truth.name, "scale": format!("{:?}", a.scale), "samples": samples })
 }
 
 fn short(j: &shopcue::matching::Judgement) -> &'static str {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::analyzer::{detection_rect, embed_regions, main_region};
+use super::domain::{self, DomainMean};
 use super::product::{self, ImageSource, Product, Skipped};
 use super::projection::Projection;
 use super::synthetic::{self, Clutter};
@@ -335,6 +336,10 @@ pub struct BuildOptions {
     /// Labelled in-situ photos (`{"product_id", "image"}` lines): a projection is learned
     /// from them and (with `train_photos_as_images`) they join their products' images.
     pub train_photos: Option<PathBuf>,
+    /// Unlabelled photos of the query domain (`{"image": "…"}` lines; a `product_id` is
+    /// ignored): their mean query vector is stored and subtracted from queries
+    /// (`domain` module).
+    pub domain_photos: Option<PathBuf>,
     /// Fail on the first bad line or image instead of skipping it.
     pub strict: bool,
     /// Draw a progress bar on stderr.
@@ -349,6 +354,8 @@ pub struct BuildReport {
     pub vectors: usize,
     pub train_photos: usize,
     pub projection: bool,
+    /// Query-domain photos the stored mean was taken over (0: none).
+    pub domain_photos: usize,
     pub skipped: Vec<Skipped>,
     /// Things the user should know (e.g. why no projection was learned).
     pub warnings: Vec<String>,
@@ -400,6 +407,11 @@ pub fn build(
     let file = opts.products.display().to_string();
     let (lines, mut skipped) = product::parse_products(&read_text(&opts.products)?, &file);
     strict_check(opts.strict, &skipped)?;
+    // First: a bad query-domain set fails the build before the long part.
+    let domain_mean = match &opts.domain_photos {
+        Some(path) => Some(domain_mean(models, settings, opts, path, &mut skipped)?),
+        None => None,
+    };
     let (products, mut vectors) =
         embed_products(models, settings, opts, &file, lines, &mut skipped)?;
     if products.is_empty() {
@@ -420,6 +432,10 @@ pub fn build(
         )?,
         None => Learned::default(),
     };
+    let mut warnings = learned.warnings;
+    if domain_mean.is_some() && learned.projection.is_some() {
+        warnings.push("the query-domain mean is stored but not applied while the catalog has a learned projection (catalog.domain_centring acts on catalogs without one)".into());
+    }
     let manifest = Manifest {
         format: FORMAT_VERSION,
         embedder: models.embedder.name().to_string(),
@@ -438,6 +454,7 @@ pub fn build(
         } else {
             0
         },
+        domain_photos: 0,
         created: crate::frame::rfc3339_ms(&chrono::Utc::now()),
     };
     let snapshot = Snapshot::assemble(
@@ -446,7 +463,8 @@ pub fn build(
         vectors,
         learned.projection,
         &settings.index_params(),
-    )?;
+    )?
+    .with_domain_mean(domain_mean.map(std::sync::Arc::new))?;
     let dir = snapshot.save(&opts.out)?;
     Ok(BuildReport {
         dir,
@@ -454,9 +472,63 @@ pub fn build(
         vectors: snapshot.vectors(),
         train_photos: learned.train_count,
         projection: snapshot.projection().is_some(),
+        domain_photos: snapshot.manifest.domain_photos,
         skipped,
-        warnings: learned.warnings,
+        warnings,
     })
+}
+
+/// The mean query vector of the query-domain photos listed in `path`: each embedded as a
+/// live query embeds a picture (the whole picture, `catalog.query_views` averaged).
+/// Unreadable lines and images join `skipped` (or fail with `strict`); fewer than
+/// `catalog.domain_min_photos` usable photos is [`domain::DomainError::TooFewPhotos`].
+fn domain_mean(
+    models: &Models,
+    settings: &CatalogSettings,
+    opts: &BuildOptions,
+    path: &Path,
+    skipped: &mut Vec<Skipped>,
+) -> Result<DomainMean, CatalogError> {
+    let file = path.display().to_string();
+    let (photos, bad) = domain::parse_photos(&read_text(path)?, &file);
+    strict_check(opts.strict, &bad)?;
+    let mut skipped_here = bad;
+    let loader = ImageLoader::new(&base_of(path), settings);
+    let pb = progress_bar(opts.progress, photos.len(), "domain photos");
+    let mut vectors = Vec::with_capacity(photos.len());
+    for (line, spec) in photos {
+        pb.inc(1);
+        let r = loader.load(&spec).and_then(|(_, img)| {
+            embed_regions(
+                &models.embedder,
+                &img,
+                &[img.full_rect()],
+                &settings.query_views,
+            )
+        });
+        match r {
+            Ok(mut v) => vectors.extend(v.pop()),
+            Err(e) => {
+                let s = Skipped {
+                    at: format!("{file}:{line} image {spec}"),
+                    reason: e.to_string(),
+                };
+                strict_check(opts.strict, std::slice::from_ref(&s))?;
+                skipped_here.push(s);
+            }
+        }
+    }
+    pb.finish_and_clear();
+    let usable = vectors.len();
+    let mean = DomainMean::of(&vectors).filter(|_| usable >= settings.domain_min_photos);
+    let mean = mean.ok_or(domain::DomainError::TooFewPhotos {
+        file,
+        usable,
+        min: settings.domain_min_photos,
+        skipped: skipped_here.len(),
+    })?;
+    skipped.extend(skipped_here);
+    Ok(mean)
 }
 
 /// Embed the images of each product line; a product with no usable image is skipped

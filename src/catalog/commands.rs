@@ -58,6 +58,14 @@ pub struct BuildArgs {
     /// them, and they join their products' images (catalog.train_photos_as_images).
     #[arg(long, value_name = "FILE.jsonl")]
     pub train_photos: Option<PathBuf>,
+    /// Unlabelled photos from where the queries come from (shelf photos, frames of the
+    /// channel), one `{"image": "…"}` per line, paths relative to this file's folder (a
+    /// `--train-photos` file works too: its `product_id` is ignored, no label is read).
+    /// Their mean query vector is stored with the catalog and subtracted from each query
+    /// (catalog.domain_centring) when the catalog has no learned projection. Give at
+    /// least catalog.domain_min_photos [50] varied photos (many products, not one).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub domain_photos: Option<PathBuf>,
     /// Index kind, overriding catalog.index.
     #[arg(long, value_enum)]
     pub index: Option<IndexArg>,
@@ -157,6 +165,7 @@ fn run_build(
         products: a.products,
         out: a.out,
         train_photos: a.train_photos,
+        domain_photos: a.domain_photos,
         strict: a.strict,
         progress: !a.quiet && !a.json,
     };
@@ -171,7 +180,7 @@ fn run_build(
         println!("{}", serde_json::to_string(&report)?);
     } else {
         eprintln!(
-            "catalog {}: {} products, {} vectors{}; {} skipped",
+            "catalog {}: {} products, {} vectors{}{}; {} skipped",
             opts.out.display(),
             report.products,
             report.vectors,
@@ -180,6 +189,11 @@ fn run_build(
                     ", projection learned from {} labelled photos",
                     report.train_photos
                 )
+            } else {
+                String::new()
+            },
+            if report.domain_photos > 0 {
+                format!(", query-domain mean of {} photos", report.domain_photos)
             } else {
                 String::new()
             },

@@ -349,6 +349,7 @@ pub fn retrained(
             let products = snapshot.products().map(|p| p.as_ref().clone()).collect();
             let vectors = base.into_iter().chain(photos).collect();
             Snapshot::assemble(manifest, products, vectors, projection, params)?
+                .with_domain_mean(snapshot.domain_mean().cloned())?
         }
         _ => snapshot.with_origin_replaced(ORIGIN, photos, params)?,
     };
@@ -414,6 +415,7 @@ mod tests {
             detect_catalog_images: false,
             synthetic_views: 0,
             labelled_photos: 0,
+            domain_photos: 0,
             created: String::new(),
         };
         let products = (0..4)
@@ -590,16 +592,22 @@ mod tests {
         let store = FeedbackStore::new(dir.path(), &settings(20));
         confirm(&store, &[0, 1, 2, 3], 2);
         let s = settings(20);
-        let (next, r) = retrained(
-            &catalog_only(),
-            &store.load().unwrap(),
-            &s,
-            &s.index_params(),
-        )
-        .unwrap();
+        // A catalog with a query-domain mean: the new generation keeps it (not applied
+        // once there is a projection).
+        let mean = crate::catalog::DomainMean::of(&[vector(5, 6, 0.5), vector(6, 5, 0.5)]).unwrap();
+        let base = catalog_only()
+            .with_domain_mean(Some(std::sync::Arc::new(mean.clone())))
+            .unwrap();
+        let (next, r) = retrained(&base, &store.load().unwrap(), &s, &s.index_params()).unwrap();
         assert!(r.projection_learned, "{:?}", r.projection_note);
         assert!(next.projection().is_some());
         assert_eq!(next.manifest.labelled_photos, 8);
+        assert_eq!(next.domain_mean().map(|m| m.as_ref()), Some(&mean));
+        assert_eq!(next.manifest.domain_photos, 2);
+        assert!(
+            !next.centres_queries(true),
+            "a learned projection is not centred"
+        );
         assert!(next.raw_vectors().is_some(), "raw vectors kept");
         // More photos later: learned again from the raw vectors.
         confirm(&store, &[0, 1, 2, 3], 3);

@@ -228,6 +228,7 @@ pub fn build_catalog(
         products,
         out: out.to_path_buf(),
         train_photos: Some(train),
+        domain_photos: None,
         strict: false,
         progress,
     };

@@ -14,6 +14,7 @@
 pub mod analyzer;
 pub mod build;
 pub mod commands;
+pub mod domain;
 pub mod feedback;
 pub mod grocery;
 pub mod index;
@@ -32,6 +33,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 pub use self::analyzer::{AnalysisTimings, Analyzer, FrameAnalysis, Match, RegionMatch};
+pub use self::domain::DomainMean;
 pub use self::index::{IndexKind, IndexParams, VectorIndex};
 pub use self::product::{ImageSource, Product, Skipped};
 pub use self::projection::Projection;
@@ -57,6 +59,8 @@ pub enum CatalogError {
     Inference(#[from] InferenceError),
     #[error(transparent)]
     Index(#[from] index::IndexError),
+    #[error(transparent)]
+    Domain(#[from] domain::DomainError),
     #[error("unknown product id `{0}`")]
     UnknownProduct(String),
     #[error("product id `{0}` already exists")]
@@ -121,6 +125,12 @@ pub struct CatalogSettings {
     pub projection_min_coverage: f32,
     /// Add the training photos of `--train-photos` to the catalog as product images too.
     pub train_photos_as_images: bool,
+    /// Subtract the query-domain mean (built from `--domain-photos`, `domain` module) from
+    /// each query before the search, when the catalog has one and no learned projection.
+    pub domain_centring: bool,
+    /// `--domain-photos` needs at least this many usable photos: a mean of few (or of one
+    /// product's) photos centres queries on them and matches worse than none.
+    pub domain_min_photos: usize,
     /// Synthetic store-like views embedded per catalog image and blended into its vector
     /// (`synthetic` module; 0: off, the default: measured, they add nothing on top of
     /// multi-crop views). Each costs one embedding at build time, nothing per query.
@@ -178,6 +188,8 @@ impl Default for CatalogSettings {
             projection_shrinkage: 0.1,
             projection_min_coverage: 0.9,
             train_photos_as_images: false,
+            domain_centring: true,
+            domain_min_photos: 50,
             synthetic_views: 0,
             synthetic_seed: 1,
             feedback_max_per_product: 20,
@@ -269,6 +281,9 @@ impl CatalogSettings {
         if !(0.0..=1.0).contains(&self.projection_min_coverage) {
             return bad("projection_min_coverage", "must be from 0 to 1");
         }
+        if !(1..=1_000_000).contains(&self.domain_min_photos) {
+            return bad("domain_min_photos", "must be from 1 to 1000000");
+        }
         if self.fetch_timeout_ms == 0 {
             return bad("fetch_timeout_ms", "must be greater than 0");
         }
@@ -304,6 +319,10 @@ pub struct Manifest {
     /// Labelled photos the projection was learned from (0: none, or not recorded).
     #[serde(default)]
     pub labelled_photos: usize,
+    /// Unlabelled query-domain photos the stored query-domain mean (`domain_mean.f32`)
+    /// was taken over; 0: the catalog has none.
+    #[serde(default)]
+    pub domain_photos: usize,
     pub created: String,
 }
 
@@ -343,6 +362,8 @@ pub struct Snapshot {
     by_label: HashMap<i64, usize>,
     index: VectorIndex,
     projection: Option<Arc<Projection>>,
+    /// The query-domain mean (`domain` module), kept by every later generation.
+    domain_mean: Option<Arc<DomainMean>>,
     next_label: i64,
 }
 
@@ -412,7 +433,7 @@ impl Snapshot {
         let (flat, labels) = flatten(&entries, manifest.dim);
         let index = VectorIndex::build(params, manifest.dim, &flat, &labels)?;
         Ok(Self::with_index(
-            manifest, products, entries, projection, index,
+            manifest, products, entries, projection, None, index,
         ))
     }
 
@@ -421,6 +442,7 @@ impl Snapshot {
         products: BTreeMap<String, Arc<Product>>,
         entries: Vec<Arc<(Entry, Vec<f32>)>>,
         projection: Option<Arc<Projection>>,
+        domain_mean: Option<Arc<DomainMean>>,
         index: VectorIndex,
     ) -> Self {
         let by_label: HashMap<i64, usize> = entries
@@ -432,6 +454,7 @@ impl Snapshot {
         manifest.products = products.len();
         manifest.vectors = entries.len();
         manifest.index = index.kind();
+        manifest.domain_photos = domain_mean.as_ref().map_or(0, |m| m.photos());
         Self {
             manifest,
             products,
@@ -439,8 +462,37 @@ impl Snapshot {
             by_label,
             index,
             projection,
+            domain_mean,
             next_label,
         }
+    }
+
+    /// The same catalog with `mean` as its query-domain mean (`None`: without one).
+    pub fn with_domain_mean(mut self, mean: Option<Arc<DomainMean>>) -> Result<Self, CatalogError> {
+        if let Some(m) = &mean
+            && m.dim() != self.manifest.raw_dim
+        {
+            return Err(domain::DomainError::Dimension {
+                expected: self.manifest.raw_dim,
+                got: m.dim(),
+            }
+            .into());
+        }
+        self.manifest.domain_photos = mean.as_ref().map_or(0, |m| m.photos());
+        self.domain_mean = mean;
+        Ok(self)
+    }
+
+    /// The query-domain mean, when the catalog was built with one.
+    pub fn domain_mean(&self) -> Option<&Arc<DomainMean>> {
+        self.domain_mean.as_ref()
+    }
+
+    /// Whether queries are centred on the query-domain mean with centring `enabled`
+    /// (`catalog.domain_centring`): only with a mean and without a learned projection (the
+    /// labelled regime is better on its own; the two were not measured together).
+    pub fn centres_queries(&self, enabled: bool) -> bool {
+        enabled && self.domain_mean.is_some() && self.projection.is_none()
     }
 
     pub fn len(&self) -> usize {
@@ -501,19 +553,37 @@ impl Snapshot {
     }
 
     /// Best `k` products for each raw embedding, best first; a product's score is its best
-    /// vector's cosine.
+    /// vector's cosine. Queries are centred when the catalog has a query-domain mean (see
+    /// [`Self::search_with`]).
     pub fn search_batch<E: AsRef<[f32]>>(
         &self,
         embeddings: &[E],
         k: usize,
         oversample: usize,
     ) -> Result<Vec<Vec<(String, f32)>>, CatalogError> {
+        self.search_with(embeddings, k, oversample, true)
+    }
+
+    /// [`Self::search_batch`] with query-domain centring on or off (`catalog.domain_centring`;
+    /// it acts only where [`Self::centres_queries`]).
+    pub fn search_with<E: AsRef<[f32]>>(
+        &self,
+        embeddings: &[E],
+        k: usize,
+        oversample: usize,
+        centring: bool,
+    ) -> Result<Vec<Vec<(String, f32)>>, CatalogError> {
         if embeddings.is_empty() || k == 0 || self.entries.is_empty() {
             return Ok(vec![Vec::new(); embeddings.len()]);
         }
+        let centre = self
+            .domain_mean
+            .as_deref()
+            .filter(|_| self.centres_queries(centring));
         let mut q = Vec::with_capacity(embeddings.len() * self.manifest.dim);
         for e in embeddings {
-            q.extend(self.to_index_space(e.as_ref())?);
+            let v = self.to_index_space(e.as_ref())?;
+            q.extend(centre.map_or(v, |m| m.centre(e.as_ref())));
         }
         let hits = self
             .index
@@ -566,6 +636,9 @@ impl Snapshot {
         }
         if let Some(p) = &self.projection {
             w.write("projection.f32", &store::f32_bytes(&p.to_floats()))?;
+        }
+        if let Some(m) = &self.domain_mean {
+            w.write(domain::MEAN_FILE, &store::f32_bytes(m.as_floats()))?;
         }
         self.index.write(&w.path("index.faiss"))?;
         w.commit()
@@ -641,16 +714,8 @@ impl Snapshot {
                 .map(|r| Arc::from(&r[i * manifest.raw_dim..(i + 1) * manifest.raw_dim]));
             entries.push(Arc::new((e, v.to_vec())));
         }
-        let projection = if manifest.projection {
-            let p = gen_dir.join("projection.f32");
-            let floats = store::read_f32s(&p)?;
-            Some(Arc::new(
-                Projection::from_floats(manifest.raw_dim, manifest.dim, &floats)
-                    .map_err(|why| corrupt(&p, why))?,
-            ))
-        } else {
-            None
-        };
+        let projection = projection_of(gen_dir, &manifest)?;
+        let domain_mean = domain_mean_of(gen_dir, &manifest)?;
         let ip = gen_dir.join("index.faiss");
         let index = match VectorIndex::read(&ip, params) {
             Ok(i)
@@ -666,7 +731,12 @@ impl Snapshot {
             }
         };
         Ok(Self::with_index(
-            manifest, products, entries, projection, index,
+            manifest,
+            products,
+            entries,
+            projection,
+            domain_mean,
+            index,
         ))
     }
 
@@ -757,6 +827,7 @@ impl Snapshot {
             products,
             entries,
             self.projection.clone(),
+            self.domain_mean.clone(),
             index,
         );
         // Labels are never reused, so an old search result can never name a new vector.
@@ -784,7 +855,14 @@ impl Snapshot {
             .cloned()
             .collect();
         let index = self.changed_index(&old, &[], &[], &entries, params)?;
-        let mut s = Self::with_index(manifest, products, entries, self.projection.clone(), index);
+        let mut s = Self::with_index(
+            manifest,
+            products,
+            entries,
+            self.projection.clone(),
+            self.domain_mean.clone(),
+            index,
+        );
         // Labels are never reused, so an old search result can never name a new vector.
         s.next_label = s.next_label.max(self.next_label);
         Ok(s)
@@ -848,6 +926,39 @@ fn flatten(entries: &[Arc<(Entry, Vec<f32>)>], dim: usize) -> (Vec<f32>, Vec<i64
     (flat, labels)
 }
 
+/// The stored projection of a generation whose manifest names one.
+fn projection_of(
+    gen_dir: &Path,
+    manifest: &Manifest,
+) -> Result<Option<Arc<Projection>>, CatalogError> {
+    if !manifest.projection {
+        return Ok(None);
+    }
+    let p = gen_dir.join("projection.f32");
+    let floats = store::read_f32s(&p)?;
+    Projection::from_floats(manifest.raw_dim, manifest.dim, &floats)
+        .map(|p| Some(Arc::new(p)))
+        .map_err(|why| CatalogError::Corrupt { path: p, why })
+}
+
+/// The stored query-domain mean of a generation whose manifest names one.
+fn domain_mean_of(
+    gen_dir: &Path,
+    manifest: &Manifest,
+) -> Result<Option<Arc<DomainMean>>, CatalogError> {
+    if manifest.domain_photos == 0 {
+        return Ok(None);
+    }
+    let p = gen_dir.join(domain::MEAN_FILE);
+    let floats = store::read_f32s(&p)?;
+    DomainMean::from_floats(floats, manifest.raw_dim, manifest.domain_photos)
+        .map(|m| Some(Arc::new(m)))
+        .map_err(|e| CatalogError::Corrupt {
+            path: p,
+            why: e.to_string(),
+        })
+}
+
 fn project(p: Option<&Projection>, v: &[f32]) -> Vec<f32> {
     let mut out = match p {
         Some(p) => p.apply(v),
@@ -892,6 +1003,8 @@ pub struct Catalog {
     dir: Option<PathBuf>,
     params: IndexParams,
     oversample: usize,
+    /// `catalog.domain_centring`.
+    centring: bool,
     current: RwLock<Arc<Snapshot>>,
     /// The name of the generation `current` was loaded from or saved as (a folder).
     generation: RwLock<Option<String>>,
@@ -920,6 +1033,7 @@ impl Catalog {
             dir: Some(dir.to_path_buf()),
             params,
             oversample: settings.search_oversample,
+            centring: settings.domain_centring,
             current: RwLock::new(Arc::new(snap)),
             generation: RwLock::new(generation_name(&gen_dir)),
             embedder: std::sync::OnceLock::new(),
@@ -933,6 +1047,7 @@ impl Catalog {
             dir: None,
             params: settings.index_params(),
             oversample: settings.search_oversample,
+            centring: settings.domain_centring,
             current: RwLock::new(Arc::new(snapshot)),
             generation: RwLock::new(None),
             embedder: std::sync::OnceLock::new(),
@@ -1015,7 +1130,14 @@ impl Catalog {
         embeddings: &[E],
         k: usize,
     ) -> Result<Vec<Vec<(String, f32)>>, CatalogError> {
-        self.snapshot().search_batch(embeddings, k, self.oversample)
+        self.snapshot()
+            .search_with(embeddings, k, self.oversample, self.centring)
+    }
+
+    /// Whether searches centre queries on the catalog's query-domain mean now: its
+    /// similarity scale is then the centred one (`matching.centred_min_similarity`).
+    pub fn centres_queries(&self) -> bool {
+        self.snapshot().centres_queries(self.centring)
     }
 
     pub fn product(&self, id: &str) -> Option<Arc<Product>> {
@@ -1084,6 +1206,7 @@ mod tests {
             detect_catalog_images: false,
             synthetic_views: 0,
             labelled_photos: 0,
+            domain_photos: 0,
             created: String::new(),
         }
     }
@@ -1224,6 +1347,64 @@ mod tests {
             )
             .unwrap();
         }
+    }
+
+    /// `small()` with a query-domain mean leaning towards product a's axis.
+    fn centred() -> Snapshot {
+        let mean = DomainMean::of(&[vec![0.9, 0.0, 0.1], vec![0.7, 0.1, 0.2]]).unwrap();
+        small().with_domain_mean(Some(Arc::new(mean))).unwrap()
+    }
+
+    #[test]
+    fn queries_are_centred_on_the_stored_mean() {
+        let s = centred();
+        assert_eq!(s.manifest.domain_photos, 2);
+        assert!(s.centres_queries(true) && !s.centres_queries(false));
+        // Raw, this query is nearer a; minus the mean (mostly a's axis) it is nearer b.
+        let q = vec![0.8, 0.5, 0.0];
+        assert_eq!(s.search_with(&[&q], 1, 8, false).unwrap()[0][0].0, "a");
+        let hit = &s.search_batch(&[&q], 2, 8).unwrap()[0];
+        assert_eq!(hit[0].0, "b");
+        let c = s.domain_mean().unwrap().centre(&q);
+        assert!((hit[0].1 - c[1]).abs() < 1e-5, "{hit:?} {c:?}");
+        // A mean of another length is refused.
+        let short = DomainMean::of(&[vec![1.0, 0.0]]).unwrap();
+        assert!(matches!(
+            small().with_domain_mean(Some(Arc::new(short))),
+            Err(CatalogError::Domain(_))
+        ));
+    }
+
+    #[test]
+    fn the_mean_is_stored_and_kept_by_later_generations() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cat");
+        let g = centred().save(&dir).unwrap();
+        assert!(g.join(domain::MEAN_FILE).is_file());
+        let want = centred().domain_mean().unwrap().as_ref().clone();
+        let cat = Catalog::open(&dir, &CatalogSettings::default()).unwrap();
+        assert_eq!(cat.snapshot().domain_mean().unwrap().as_ref(), &want);
+        assert!(cat.centres_queries());
+        // An admin change writes a new generation: the mean goes with it.
+        cat.add(prod("c"), vec![iv(vec![0.0, 0.0, 1.0])]).unwrap();
+        cat.remove("c").unwrap();
+        let again = Snapshot::load(&dir, &IndexParams::default()).unwrap();
+        assert_eq!(again.domain_mean().unwrap().as_ref(), &want);
+        assert_eq!(again.manifest.domain_photos, 2);
+        // Centring off: searches use the raw query.
+        let off = CatalogSettings {
+            domain_centring: false,
+            ..Default::default()
+        };
+        let plain = Catalog::open(&dir, &off).unwrap();
+        assert!(!plain.centres_queries());
+        assert_eq!(plain.search(&[0.8, 0.5, 0.0], 1).unwrap()[0].0, "a");
+        assert_eq!(cat.search(&[0.8, 0.5, 0.0], 1).unwrap()[0].0, "b");
+        // A damaged mean is a damaged catalog, named.
+        let live = store::current_generation(&dir).unwrap();
+        std::fs::write(live.join(domain::MEAN_FILE), [0u8; 8]).unwrap();
+        let e = Snapshot::load(&dir, &IndexParams::default()).unwrap_err();
+        assert!(e.to_string().contains(domain::MEAN_FILE), "{e}");
     }
 
     #[test]

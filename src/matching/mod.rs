@@ -81,6 +81,28 @@ pub enum SiblingScope {
     Shot,
 }
 
+/// The scale a catalog's similarities are on, which picks the thresholds
+/// ([`MatchingSettings::for_scale`]): cosines in a learned projection, raw embedder
+/// cosines, or cosines of queries centred on the catalog's query-domain mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimilarityScale {
+    Learned,
+    Raw,
+    Centred,
+}
+
+impl SimilarityScale {
+    /// A catalog's scale: a learned projection wins; else centred when its searches centre
+    /// the queries.
+    pub fn of(learned_projection: bool, centred_queries: bool) -> Self {
+        match (learned_projection, centred_queries) {
+            (true, _) => Self::Learned,
+            (false, true) => Self::Centred,
+            (false, false) => Self::Raw,
+        }
+    }
+}
+
 /// Sampling, matching and cue settings (`[matching]` in the config). Defaults suit the
 /// EfficientNet-Lite0 embedder with L2-normalised vectors and inner-product search
 /// (cosine similarity): same object about 0.8–0.9, different objects about 0.2–0.5.
@@ -133,6 +155,12 @@ pub struct MatchingSettings {
     /// would announce nothing. See [`Self::for_catalog`].
     pub raw_min_similarity: f32,
     pub raw_margin: f32,
+    /// `min_similarity` and `margin` for a catalog without a learned projection whose
+    /// queries are centred on its query-domain mean (`catalog.domain_centring`): centred
+    /// cosines are lower still (right matches about 0.2–0.45 on Grocery val), so the raw
+    /// thresholds would announce almost nothing. See [`Self::for_scale`].
+    pub centred_min_similarity: f32,
+    pub centred_margin: f32,
     /// Detector classes allowed to propose products; empty: all classes.
     pub allow_classes: Vec<String>,
     /// Detector classes never matched (after `allow_classes`).
@@ -210,6 +238,8 @@ impl Default for MatchingSettings {
             margin: 0.05,
             raw_min_similarity: 0.5,
             raw_margin: 0.02,
+            centred_min_similarity: 0.3,
+            centred_margin: 0.02,
             allow_classes: Vec::new(),
             deny_classes: vec!["person".into()],
             min_samples: 2,
@@ -246,13 +276,23 @@ impl MatchingSettings {
     /// `raw_min_similarity`, `raw_margin` and `raw_agree_regions` in place of
     /// `min_similarity`, `margin` and `agree_regions` when it has none.
     pub fn for_catalog(&self, learned_projection: bool) -> Self {
+        self.for_scale(SimilarityScale::of(learned_projection, false))
+    }
+
+    /// The settings for a catalog's similarity scale: as they are for a learned projection;
+    /// `raw_*` (or `centred_min_similarity` / `centred_margin`) in place of
+    /// `min_similarity`, `margin` and `agree_regions` without one.
+    pub fn for_scale(&self, scale: SimilarityScale) -> Self {
         let mut s = self.clone();
-        if !learned_projection {
-            s.min_similarity = self.raw_min_similarity;
-            s.margin = self.raw_margin;
-            s.agree_regions = self.raw_agree_regions;
-            s.single_sample_score = self.single_sample_score.max(self.raw_min_similarity);
-        }
+        let (min, margin) = match scale {
+            SimilarityScale::Learned => return s,
+            SimilarityScale::Raw => (self.raw_min_similarity, self.raw_margin),
+            SimilarityScale::Centred => (self.centred_min_similarity, self.centred_margin),
+        };
+        s.min_similarity = min;
+        s.margin = margin;
+        s.agree_regions = self.raw_agree_regions;
+        s.single_sample_score = self.single_sample_score.max(min);
         s
     }
 
@@ -321,6 +361,15 @@ impl MatchingSettings {
         }
         if !(0.0..1.0).contains(&self.raw_margin) {
             return Err(setting("raw_margin", "must be from 0 to below 1"));
+        }
+        if !(self.centred_min_similarity > 0.0 && self.centred_min_similarity <= 1.0) {
+            return Err(setting(
+                "centred_min_similarity",
+                "must be greater than 0 and at most 1",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.centred_margin) {
+            return Err(setting("centred_margin", "must be from 0 to below 1"));
         }
         for (key, list) in [
             ("allow_classes", &self.allow_classes),
@@ -415,6 +464,7 @@ mod tests {
         let s = MatchingSettings::default();
         assert_eq!(s.for_catalog(true), s);
         let raw = s.for_catalog(false);
+        assert_eq!(s.for_scale(SimilarityScale::Raw), raw);
         assert_eq!(raw.min_similarity, s.raw_min_similarity);
         assert_eq!(raw.margin, s.raw_margin);
         assert_eq!(raw.agree_regions, s.raw_agree_regions);
@@ -425,6 +475,20 @@ mod tests {
             ..s
         };
         odd.for_catalog(false).validate().unwrap();
+    }
+
+    #[test]
+    fn a_catalog_with_centred_queries_gets_the_centred_thresholds() {
+        let s = MatchingSettings::default();
+        assert_eq!(SimilarityScale::of(true, true), SimilarityScale::Learned);
+        assert_eq!(SimilarityScale::of(false, true), SimilarityScale::Centred);
+        assert_eq!(SimilarityScale::of(false, false), SimilarityScale::Raw);
+        let c = s.for_scale(SimilarityScale::Centred);
+        assert_eq!(c.min_similarity, s.centred_min_similarity);
+        assert_eq!(c.margin, s.centred_margin);
+        assert_eq!(c.agree_regions, s.raw_agree_regions);
+        assert_eq!(c.single_sample_score, s.single_sample_score);
+        c.validate().unwrap();
     }
 
     type Edit = Box<dyn Fn(&mut MatchingSettings)>;
@@ -446,6 +510,11 @@ mod tests {
                 Box::new(|s| s.raw_min_similarity = 1.5),
             ),
             ("raw_margin", Box::new(|s| s.raw_margin = -0.1)),
+            (
+                "centred_min_similarity",
+                Box::new(|s| s.centred_min_similarity = 0.0),
+            ),
+            ("centred_margin", Box::new(|s| s.centred_margin = 1.0)),
             (
                 "allow_classes",
                 Box::new(|s| s.allow_classes = vec![" ".into()]),

@@ -42,7 +42,7 @@ use crate::inference::{BBox, RgbImage};
 use crate::matching::gate::{ChangeGate, Decision, Thumbnail};
 use crate::matching::{
     CueBuilder, EvidenceStore, MatchedDetection, MatchingSettings, SampleResult, SampleTicket,
-    Sampler, WHOLE_FRAME_CLASS, fill_products,
+    Sampler, SimilarityScale, WHOLE_FRAME_CLASS, fill_products,
 };
 use crate::metrics::ChannelMetrics;
 use crate::operator::ChannelControls;
@@ -206,9 +206,9 @@ impl Pipeline {
                 source,
             }
         };
-        // A catalog's thresholds follow its similarity scale (learned projection or raw).
-        let learned = learned_projection(analyzer.as_ref());
-        let matching = config.matching.for_catalog(learned);
+        // A catalog's thresholds follow its similarity scale (learned, raw or centred).
+        let scale = similarity_scale(analyzer.as_ref());
+        let matching = config.matching.for_scale(scale);
         let inference_thread = {
             let ctx = InferenceCtx {
                 builder: CueBuilder::new(config.channel.clone(), &matching)
@@ -222,7 +222,7 @@ impl Pipeline {
                 sink,
                 evidence: config.evidence.clone(),
                 matching: config.matching.clone(),
-                learned,
+                scale,
                 controls: config.controls.clone(),
                 threshold: None,
                 gate: ChangeGate::new(config.matching.gate()),
@@ -438,9 +438,9 @@ struct InferenceCtx {
     progress: Option<Arc<AnalysisProgress>>,
     sink: OutputSink,
     evidence: Option<Arc<EvidenceStore>>,
-    /// The configured thresholds, and whether the builder's follow a learned projection.
+    /// The configured thresholds, and the similarity scale the builder's follow.
     matching: MatchingSettings,
-    learned: bool,
+    scale: SimilarityScale,
     controls: Option<Arc<ChannelControls>>,
     /// The operator's threshold the builder follows, when set.
     threshold: Option<f32>,
@@ -465,9 +465,16 @@ fn region_reuse(m: &MatchingSettings) -> ReuseSettings {
 /// Longest side of a cue's crop kept for the console, in pixels.
 const CROP_SIDE: u32 = 192;
 
-/// Whether the analyzer's catalog has a learned projection (no analyzer: as if it had).
-fn learned_projection(analyzer: Option<&Analyzer>) -> bool {
-    analyzer.is_none_or(|a| a.catalog().snapshot().projection().is_some())
+/// The similarity scale of the analyzer's catalog (no analyzer: as if it had a learned
+/// projection).
+fn similarity_scale(analyzer: Option<&Analyzer>) -> SimilarityScale {
+    analyzer.map_or(SimilarityScale::Learned, |a| {
+        let catalog = a.catalog();
+        SimilarityScale::of(
+            catalog.snapshot().projection().is_some(),
+            catalog.centres_queries(),
+        )
+    })
 }
 
 impl InferenceCtx {
@@ -527,23 +534,23 @@ impl InferenceCtx {
     }
 
     /// A catalog retrained while the channel runs may have gained (or lost) a learned
-    /// projection: its similarity scale changed, and so do the thresholds. An operator may
+    /// projection (or a query-domain mean): its similarity scale changed, and so do the thresholds. An operator may
     /// have set the channel's similarity threshold.
     fn follow_settings(&mut self) {
-        let learned = learned_projection(self.analyzer.as_ref());
+        let scale = similarity_scale(self.analyzer.as_ref());
         let threshold = self.controls.as_ref().and_then(|c| c.threshold());
-        if learned == self.learned && threshold == self.threshold {
+        if scale == self.scale && threshold == self.threshold {
             return;
         }
-        self.learned = learned;
+        self.scale = scale;
         self.threshold = threshold;
-        let mut s = self.matching.for_catalog(learned);
+        let mut s = self.matching.for_scale(scale);
         if let Some(t) = threshold {
             s.min_similarity = t;
         }
         self.builder.retune(&s);
         tracing::info!(
-            learned,
+            ?scale,
             ?threshold,
             min_similarity = s.min_similarity,
             "matching thresholds follow the catalog's scale and the operator"
