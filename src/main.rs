@@ -112,8 +112,9 @@ fn main() -> ExitCode {
 /// glibc's allocator gives threads up to 8 pools (arenas) per core and keeps what each one
 /// held at its peak: with the decoder, inference and runtime threads of several channels,
 /// a sidecar's resident memory filled 17 of them over its first 13 minutes (519 → 990 MiB,
-/// then flat). Two pools held the same load at 530–570 MiB, with CPU, latency and dropped
-/// samples unchanged (docs/BENCHMARKS.md, "Soak" and "Decoder threads and malloc arenas").
+/// then flat). Two pools held the same load under 675 MiB for an hour, with CPU, latency and
+/// dropped samples unchanged (docs/BENCHMARKS.md, "Soak" and "Decoder threads and malloc
+/// arenas").
 /// Set before any thread starts; `MALLOC_ARENA_MAX` in the environment (glibc's own knob)
 /// takes precedence.
 const MALLOC_ARENAS: libc::c_int = 2;
