@@ -599,6 +599,7 @@ fn print_trends(trends: &[TrendRow], warmup_s: f64) {
                 Some(Verdict::Flat) => "flat",
                 Some(Verdict::Settled) => "settled (grew early, flat in the second half)",
                 Some(Verdict::Growing) => "**growing**",
+                Some(Verdict::Falling) => "**falling**",
                 None => "–",
             }
         );

@@ -344,32 +344,28 @@ impl MatchingSettings {
         if !(0.0..=1.0).contains(&self.min_det_score) {
             return Err(setting("min_det_score", "must be from 0 to 1"));
         }
-        if !(self.min_similarity > 0.0 && self.min_similarity <= 1.0) {
-            return Err(setting(
-                "min_similarity",
-                "must be greater than 0 and at most 1",
-            ));
-        }
-        if !(0.0..1.0).contains(&self.margin) {
-            return Err(setting("margin", "must be from 0 to below 1"));
-        }
-        if !(self.raw_min_similarity > 0.0 && self.raw_min_similarity <= 1.0) {
-            return Err(setting(
+        // One (similarity, margin) pair per similarity scale.
+        for (sim_key, sim, margin_key, margin) in [
+            ("min_similarity", self.min_similarity, "margin", self.margin),
+            (
                 "raw_min_similarity",
-                "must be greater than 0 and at most 1",
-            ));
-        }
-        if !(0.0..1.0).contains(&self.raw_margin) {
-            return Err(setting("raw_margin", "must be from 0 to below 1"));
-        }
-        if !(self.centred_min_similarity > 0.0 && self.centred_min_similarity <= 1.0) {
-            return Err(setting(
+                self.raw_min_similarity,
+                "raw_margin",
+                self.raw_margin,
+            ),
+            (
                 "centred_min_similarity",
-                "must be greater than 0 and at most 1",
-            ));
-        }
-        if !(0.0..1.0).contains(&self.centred_margin) {
-            return Err(setting("centred_margin", "must be from 0 to below 1"));
+                self.centred_min_similarity,
+                "centred_margin",
+                self.centred_margin,
+            ),
+        ] {
+            if !(sim > 0.0 && sim <= 1.0) {
+                return Err(setting(sim_key, "must be greater than 0 and at most 1"));
+            }
+            if !(0.0..1.0).contains(&margin) {
+                return Err(setting(margin_key, "must be from 0 to below 1"));
+            }
         }
         for (key, list) in [
             ("allow_classes", &self.allow_classes),

@@ -319,7 +319,10 @@ pub enum Verdict {
     Flat,
     /// Over the threshold after the warm-up, within it over the second half.
     Settled,
+    /// Over the threshold upwards, in both windows.
     Growing,
+    /// Over the threshold downwards, in both windows (not flat, but nothing accumulates).
+    Falling,
 }
 
 impl TrendRow {
@@ -330,8 +333,10 @@ impl TrendRow {
             Verdict::Flat
         } else if self.late_slope_per_h.is_some_and(within) {
             Verdict::Settled
-        } else {
+        } else if all > 0.0 {
             Verdict::Growing
+        } else {
+            Verdict::Falling
         })
     }
 }
@@ -502,6 +507,15 @@ mod tests {
         assert!(rss.slope_per_h.unwrap() > 20.0, "{rss:?}");
         assert_eq!(rss.late_slope_per_h, Some(0.0));
         assert_eq!(rss.verdict(), Some(Verdict::Settled));
+        // fds closing faster than they open for the whole run: falling, not growing.
+        let closing: Vec<Sample> = (0..=60)
+            .map(|i| Sample {
+                t_s: i as f64 * 60.0,
+                fds: 300.0 - f64::from(i),
+                ..Sample::default()
+            })
+            .collect();
+        assert_eq!(trends(&closing, 300.0)[1].verdict(), Some(Verdict::Falling));
     }
 
     #[test]
