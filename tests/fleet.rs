@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::fleet::{FleetPod, Seen, wait_for};
+use common::fleet::{FleetPod, Seen, leased_analyser, wait_for};
 use common::{RedisServer, TestOrigin, free_port, redis_settings};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -131,9 +131,6 @@ impl Pod {
 
     fn start_with(name: &'static str, redis: &str, origin: &str, env: &[(&str, &str)]) -> Self {
         let port = free_port();
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleet");
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_shopcue"));
         cmd.arg("run")
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -143,16 +140,7 @@ impl Pod {
         }
         // `--redis` is what makes `registry.store = "redis"` valid: flags are applied
         // before the settings are validated.
-        cmd.env("SHOPCUE__REGISTRY__STORE", "redis")
-            .env("SHOPCUE__FLEET__LEASES", "true")
-            .env("SHOPCUE__FLEET__POD", name)
-            .env("SHOPCUE__SERVER__ADMIN_KEY", KEY)
-            .env("RUST_LOG", "info")
-            .env("SHOPCUE__LOG__FORMAT", "text")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true);
+        leased_analyser(&mut cmd, "fleet", name, KEY);
         cmd.envs(env.iter().copied());
         let child = cmd.spawn().expect("shopcue run starts");
         Self { name, port, child }

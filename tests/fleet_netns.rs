@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::fleet::{FleetPod, Seen, wait_for};
+use common::fleet::{FleetPod, Seen, leased_analyser, wait_for};
 use common::{TestOrigin, peer_missing, redis_settings};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -235,9 +235,6 @@ impl Pod {
     }
 
     fn start(ns: &str, addr: &str, name: &str, fleet: &Fleet) -> Self {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleet-netns");
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
         let mut cmd = tokio::process::Command::new("ip");
         cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_shopcue"), "run"])
             .args(["--listen", &format!("{addr}:{PORT}")])
@@ -245,17 +242,8 @@ impl Pod {
         for (id, url) in &fleet.channels {
             cmd.args(["--channel", &format!("{id}={url}")]);
         }
-        cmd.env("SHOPCUE__REGISTRY__STORE", "redis")
-            .env("SHOPCUE__FLEET__LEASES", "true")
-            .env("SHOPCUE__FLEET__POD", name)
-            .env("SHOPCUE__SERVER__ADMIN_KEY", KEY)
-            .env("SHOPCUE__CATALOG__DIR", &fleet.catalog)
-            .env("RUST_LOG", "info")
-            .env("SHOPCUE__LOG__FORMAT", "text")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true);
+        leased_analyser(&mut cmd, "fleet-netns", name, KEY);
+        cmd.env("SHOPCUE__CATALOG__DIR", &fleet.catalog);
         let child = cmd.spawn().expect("ip netns exec shopcue run");
         Self {
             name: name.into(),

@@ -701,7 +701,23 @@ const CLOCK_STEP_BACK: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 /// The media time between two frames when nothing better is known.
 const FRAME_STEP: chrono::TimeDelta = chrono::TimeDelta::milliseconds(40);
 
-impl HlsClock<'_> {
+impl<'a> HlsClock<'a> {
+    /// A clock that has seen no segment yet, numbering frames from 0 into `tx`; paced to
+    /// the wall clock when `realtime`.
+    fn new(tx: mpsc::Sender<Frame>, stats: &'a ChannelStats, realtime: bool) -> Self {
+        Self {
+            out: FrameEmitter {
+                tx,
+                stats,
+                index: 0,
+                lossy: false,
+            },
+            origin: None,
+            last_wallclock: None,
+            pacer: realtime.then_some(Pacer { start: None }),
+        }
+    }
+
     /// A segment starting at `start` begins. At a discontinuity (an origin restart, or an
     /// origin whose clock was wrong and is fixed) a clock that went back is followed, the
     /// media time going on: clamping would pin the channel's clock to the old one for as
@@ -790,17 +806,7 @@ fn decode_segments(
         id,
         stats: &stats,
         decoder,
-        clock: HlsClock {
-            out: FrameEmitter {
-                tx,
-                stats: &stats,
-                index: 0,
-                lossy: false,
-            },
-            origin: None,
-            last_wallclock: None,
-            pacer: realtime.then_some(Pacer { start: None }),
-        },
+        clock: HlsClock::new(tx, &stats, realtime),
         open: None,
     };
     while let Ok(piece) = stage.next_piece(&mut pieces) {
@@ -1035,17 +1041,7 @@ mod tests {
         let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let stats = ChannelStats::default();
         let (tx, mut rx) = mpsc::channel(64);
-        let mut clock = HlsClock {
-            out: FrameEmitter {
-                tx,
-                stats: &stats,
-                index: 0,
-                lossy: false,
-            },
-            origin: None,
-            last_wallclock: None,
-            pacer: None,
-        };
+        let mut clock = HlsClock::new(tx, &stats, false);
         for &(start_ms, discontinuity) in starts {
             let start = t0 + chrono::TimeDelta::milliseconds(start_ms);
             clock.begin_segment(start, discontinuity);

@@ -89,3 +89,22 @@ pub async fn wait_for<P: FleetPod>(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Sets `cmd` (a `shopcue run`) up as one leased analyser `pod` of a fleet: the registry and
+/// leases in Redis, the admin `key`, text logs at info to `<target tmp>/<folder>/<pod>.log`,
+/// killed when dropped.
+pub fn leased_analyser(cmd: &mut tokio::process::Command, folder: &str, pod: &str, key: &str) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(folder);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = std::fs::File::create(dir.join(format!("{pod}.log"))).unwrap();
+    cmd.env("SHOPCUE__REGISTRY__STORE", "redis")
+        .env("SHOPCUE__FLEET__LEASES", "true")
+        .env("SHOPCUE__FLEET__POD", pod)
+        .env("SHOPCUE__SERVER__ADMIN_KEY", key)
+        .env("RUST_LOG", "info")
+        .env("SHOPCUE__LOG__FORMAT", "text")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true);
+}
