@@ -59,6 +59,8 @@ pub struct Settings {
     pub registry: crate::registry::RegistrySettings,
     /// Analysers sharing the registry's channels with Redis leases.
     pub fleet: crate::registry::FleetSettings,
+    /// Allocator upkeep: the periodic trim and the heap gauges.
+    pub memory: crate::allocator::MemorySettings,
     /// Channels to analyse: `[[channels]] id = "news" url = "https://…/master.m3u8"`.
     pub channels: Vec<ChannelSettings>,
 }

@@ -15,7 +15,8 @@
 //! bounded work queue → inference → cue builder), the same for live and batch;
 //! [`sidecar`] is `shopcue run`: every channel, the bus, and one HTTP server, under one
 //! cancellation tree; [`analyze`] is batch mode (a file into shoppable JSON); [`metrics`]
-//! is the Prometheus registry (the only `prometheus-client` user).
+//! is the Prometheus registry (the only `prometheus-client` user); [`allocator`] caps,
+//! measures and trims glibc malloc's arenas (the only caller of malloc's own API).
 //! [`file_origin`] serves a looping live HLS channel from a file for tests and the demo; [`http`]
 //! is the only module that touches axum/hyper. [`config`] assembles the settings tree
 //! from the settings each module owns (file, then `SHOPCUE__SECTION__KEY` environment),
@@ -38,7 +39,8 @@ pub mod matching;
 pub mod shots;
 
 // Owners of foreign libraries (one each): GStreamer, ONNX Runtime, FAISS, Redis,
-// axum/hyper, prometheus-client.
+// axum/hyper, prometheus-client, glibc malloc.
+pub mod allocator;
 pub mod catalog;
 pub mod cuebus;
 pub mod http;

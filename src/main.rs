@@ -96,7 +96,7 @@ enum BenchCommand {
 }
 
 fn main() -> ExitCode {
-    cap_malloc_arenas();
+    shopcue::allocator::cap_arenas();
     let args = Cli::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,23 +106,6 @@ fn main() -> ExitCode {
             eprintln!("shopcue: error: {}", chain.join(": "));
             ExitCode::FAILURE
         }
-    }
-}
-
-/// glibc's allocator gives threads up to 8 pools (arenas) per core and keeps what each one
-/// held at its peak: with the decoder, inference and runtime threads of several channels,
-/// a sidecar's resident memory filled 17 of them over its first 13 minutes (519 → 990 MiB,
-/// then flat). Two pools held the same load under 675 MiB for an hour, with CPU, latency and
-/// dropped samples unchanged (docs/BENCHMARKS.md, "Soak" and "Decoder threads and malloc
-/// arenas").
-/// Set before any thread starts; `MALLOC_ARENA_MAX` in the environment (glibc's own knob)
-/// takes precedence.
-const MALLOC_ARENAS: libc::c_int = 2;
-
-fn cap_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets an allocator parameter; no thread has started yet.
-        unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
     }
 }
 

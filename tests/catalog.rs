@@ -816,6 +816,8 @@ fn write_domain_photos(dir: &Path, n: u32, extra: &[&str]) -> PathBuf {
 fn domain_photos_give_a_mean_that_later_generations_keep() {
     let mut s = settings();
     s.catalog.domain_min_photos = 12;
+    // Centring alone (the pseudo-labelled projection has its own test below).
+    s.catalog.domain_pseudo_labels = false;
     let models = models();
     let tmp = tempfile::tempdir().unwrap();
     let products = write_products(tmp.path());
@@ -862,6 +864,69 @@ fn domain_photos_give_a_mean_that_later_generations_keep() {
     assert_eq!(again.snapshot().len(), 5);
     assert_eq!(again.manifest().domain_photos, 12);
     assert_eq!(again.snapshot().domain_mean().unwrap(), &mean);
+}
+
+/// The default with `--domain-photos`: the photos are labelled by clustering around the
+/// catalog (their `product_id` fields are not read) and a projection is learned from them;
+/// queries are searched in the learned space, and later generations keep it.
+#[test]
+fn domain_photos_are_labelled_by_clustering_and_train_a_projection() {
+    let mut s = settings();
+    s.catalog.domain_min_photos = 24;
+    assert!(s.catalog.domain_pseudo_labels, "the default");
+    let models = models();
+    let tmp = tempfile::tempdir().unwrap();
+    let products = write_products(tmp.path());
+    let domain = write_domain_photos(tmp.path(), 4, &[]);
+    // Four photos per product: too thin for the default 20, so centring, and it says so.
+    let thin = tmp.path().join("thin");
+    let mut o = opts(&products, &thin);
+    o.domain_photos = Some(domain.clone());
+    let report = build(&models, &s.catalog, &o).unwrap();
+    assert!(!report.projection);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("needs 20 per product (120 for 6 products)")),
+        "{:?}",
+        report.warnings
+    );
+    assert!(Catalog::open(&thin, &s.catalog).unwrap().centres_queries());
+    s.catalog.domain_pseudo_min_per_product = 4;
+    let out = tmp.path().join("catalog");
+    let mut o = opts(&products, &out);
+    o.domain_photos = Some(domain);
+    let report = build(&models, &s.catalog, &o).unwrap();
+    assert!(report.projection, "{report:?}");
+    assert_eq!(report.train_photos, 0);
+    assert_eq!(report.domain_photos, 24);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let catalog = Catalog::open(&out, &s.catalog).unwrap();
+    let m = catalog.manifest();
+    assert!(m.projection);
+    assert_eq!((m.labelled_photos, m.pseudo_labelled_photos), (0, 24));
+    assert!(
+        !catalog.centres_queries(),
+        "the learned space, not centring"
+    );
+    // Held-out photos (val) of the products are found in the learned space.
+    let analyzer = Analyzer::new(&models, Arc::new(catalog), &s.catalog).unwrap();
+    let mut found = 0;
+    for (id, stem) in PRODUCTS {
+        let img = RgbImage::open(&photo("val", stem, 4)).unwrap();
+        let results = analyzer.query(&img, 3).unwrap();
+        found += usize::from(results.first().is_some_and(|r| r.product_id == id));
+    }
+    assert!(found >= 4, "{found} of 6 val photos found first");
+    // A retrain without feedback and an admin change keep the projection and its count.
+    let catalog = analyzer.catalog();
+    let store = shopcue::catalog::feedback::FeedbackStore::new(&out, &s.catalog);
+    shopcue::catalog::feedback::retrain(catalog, &store, &s.catalog).unwrap();
+    catalog.remove("Lemon").unwrap();
+    let again = Catalog::open(&out, &s.catalog).unwrap();
+    assert!(again.snapshot().projection().is_some());
+    assert_eq!(again.manifest().pseudo_labelled_photos, 24);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `shopcue bench live-cues`: cue precision and recall of the live pipeline on product
-//! footage (issue 10, "Live"), for a catalog of catalog images only (plain, and centred on
-//! the mean of unlabelled train photos: `--domain-photos`) and for the labelled-photo demo
+//! footage (issue 10, "Live"), for a catalog of catalog images only (plain; with the
+//! unlabelled train photos as `--domain-photos`, centred on their mean or with the
+//! projection learned from their clusters) and for the labelled-photo demo
 //! catalog, with matching variants side by side.
 //!
 //! Videos, each with its ground truth (the product of every shot, or none):
@@ -40,8 +41,8 @@ pub struct LiveCuesArgs {
     /// Folder holding footage/ and grocery/ (default: data/, else ../shared/data).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Where the composite video and the catalogs of catalog images only (plain and
-    /// centred) are made (kept and reused).
+    /// Where the composite video and the catalogs of catalog images only (plain,
+    /// centred and pseudo-labelled) are made (kept and reused).
     #[arg(long, default_value = "target/bench-data/live-cues")]
     pub work: PathBuf,
     /// The labelled-photo catalog (the demo's; built from the dataset when missing).
@@ -188,14 +189,25 @@ fn data_dir(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
         .context("no data/ with footage/ and grocery/: run scripts/setup.sh or pass --data")
 }
 
-/// The catalog of the 81 catalog images alone (no labelled photos), built once in `dir`;
-/// with `centred`, with the train photos as unlabelled query-domain photos
-/// (`--domain-photos`: their labels are not read).
+/// What a catalog-only catalog does with the train photos given as unlabelled
+/// query-domain photos (`--domain-photos`: their labels are not read).
+#[derive(Debug, Clone, Copy)]
+enum DomainUse {
+    /// Not given.
+    None,
+    /// Their mean centres queries (`catalog.domain_pseudo_labels = false`).
+    Centred,
+    /// Labelled by clustering, a projection learned from them (the default).
+    PseudoLabels,
+}
+
+/// The catalog of the 81 catalog images alone (no labelled photos), built once in `dir`,
+/// with the train photos used as `domain` says.
 fn catalog_only(
     settings: &Settings,
     dataset: &Path,
     dir: &Path,
-    centred: bool,
+    domain: DomainUse,
 ) -> anyhow::Result<()> {
     if dir.join("CURRENT").is_file() {
         return Ok(());
@@ -210,11 +222,13 @@ fn catalog_only(
         products,
         out: dir.to_path_buf(),
         train_photos: None,
-        domain_photos: centred.then_some(photos),
+        domain_photos: (!matches!(domain, DomainUse::None)).then_some(photos),
         strict: false,
         progress: false,
     };
-    shopcue::catalog::build::build(&models, &settings.catalog, &opts)?;
+    let mut cs = settings.catalog.clone();
+    cs.domain_pseudo_labels = matches!(domain, DomainUse::PseudoLabels);
+    shopcue::catalog::build::build(&models, &cs, &opts)?;
     Ok(())
 }
 
@@ -276,6 +290,10 @@ pub async fn run_bench(settings: &Settings, args: &LiveCuesArgs) -> anyhow::Resu
             "catalog images only + query-domain centring (train photos, unlabelled)",
             args.work.join("catalog-only-centred"),
         ),
+        (
+            "catalog images only + projection from the train photos labelled by clustering (unlabelled, the default with --domain-photos)",
+            args.work.join("catalog-only-pseudo"),
+        ),
         ("labelled photos (demo)", args.catalog.clone()),
     ];
     let mut rows = Vec::new();
@@ -328,9 +346,13 @@ async fn prepare(
         composite,
         Truth::from_footage(&footage, "intel_concat.mp4")?,
     ];
-    for (folder, centred) in [("catalog-only", false), ("catalog-only-centred", true)] {
+    for (folder, domain) in [
+        ("catalog-only", DomainUse::None),
+        ("catalog-only-centred", DomainUse::Centred),
+        ("catalog-only-pseudo", DomainUse::PseudoLabels),
+    ] {
         let (s, d, o) = (settings.clone(), dataset.clone(), args.work.join(folder));
-        tokio::task::spawn_blocking(move || catalog_only(&s, &d, &o, centred)).await??;
+        tokio::task::spawn_blocking(move || catalog_only(&s, &d, &o, domain)).await??;
     }
     let (s, c) = (settings.clone(), args.catalog.clone());
     tokio::task::spawn_blocking(move || super::glass::ensure_catalog(&s, &c, &dataset)).await??;

@@ -408,8 +408,8 @@ pub fn build(
     let (lines, mut skipped) = product::parse_products(&read_text(&opts.products)?, &file);
     strict_check(opts.strict, &skipped)?;
     // First: a bad query-domain set fails the build before the long part.
-    let domain_mean = match &opts.domain_photos {
-        Some(path) => Some(domain_mean(models, settings, opts, path, &mut skipped)?),
+    let domain = match &opts.domain_photos {
+        Some(path) => Some(domain_photos(models, settings, opts, path, &mut skipped)?),
         None => None,
     };
     let (products, mut vectors) =
@@ -420,8 +420,8 @@ pub fn build(
             skipped.len()
         )));
     }
-    let learned = match &opts.train_photos {
-        Some(tp) => learn_from_photos(
+    let learned = match (&opts.train_photos, &domain) {
+        (Some(tp), _) => learn_from_photos(
             models,
             settings,
             opts,
@@ -430,10 +430,29 @@ pub fn build(
             &mut vectors,
             &mut skipped,
         )?,
-        None => Learned::default(),
+        (None, Some((mean, photos))) if settings.domain_pseudo_labels => {
+            let min = settings.domain_pseudo_min_per_product * products.len();
+            if photos.len() >= min {
+                learn_from_domain(settings, &products, &vectors, mean, photos)
+            } else {
+                let w = format!(
+                    "no projection learned from the {} query-domain photos: catalog.domain_pseudo_labels needs {} per product ({min} for {} products); queries are centred on their mean instead",
+                    photos.len(),
+                    settings.domain_pseudo_min_per_product,
+                    products.len()
+                );
+                tracing::warn!("{w}");
+                Learned {
+                    warnings: vec![w],
+                    ..Learned::default()
+                }
+            }
+        }
+        _ => Learned::default(),
     };
+    let domain_mean = domain.map(|(mean, _)| mean);
     let mut warnings = learned.warnings;
-    if domain_mean.is_some() && learned.projection.is_some() {
+    if domain_mean.is_some() && learned.projection.is_some() && learned.pseudo_labelled == 0 {
         warnings.push("the query-domain mean is stored but not applied while the catalog has a learned projection (catalog.domain_centring acts on catalogs without one)".into());
     }
     let manifest = Manifest {
@@ -455,6 +474,11 @@ pub fn build(
             0
         },
         domain_photos: 0,
+        pseudo_labelled_photos: if learned.projection.is_some() {
+            learned.pseudo_labelled
+        } else {
+            0
+        },
         created: crate::frame::rfc3339_ms(&chrono::Utc::now()),
     };
     let snapshot = Snapshot::assemble(
@@ -478,17 +502,17 @@ pub fn build(
     })
 }
 
-/// The mean query vector of the query-domain photos listed in `path`: each embedded as a
-/// live query embeds a picture (the whole picture, `catalog.query_views` averaged).
+/// The query-domain photos listed in `path`, each embedded as a live query embeds a
+/// picture (the whole picture, `catalog.query_views` averaged), and their mean.
 /// Unreadable lines and images join `skipped` (or fail with `strict`); fewer than
 /// `catalog.domain_min_photos` usable photos is [`domain::DomainError::TooFewPhotos`].
-fn domain_mean(
+fn domain_photos(
     models: &Models,
     settings: &CatalogSettings,
     opts: &BuildOptions,
     path: &Path,
     skipped: &mut Vec<Skipped>,
-) -> Result<DomainMean, CatalogError> {
+) -> Result<(DomainMean, Vec<Vec<f32>>), CatalogError> {
     let file = path.display().to_string();
     let (photos, bad) = domain::parse_photos(&read_text(path)?, &file);
     strict_check(opts.strict, &bad)?;
@@ -528,7 +552,67 @@ fn domain_mean(
         skipped: skipped_here.len(),
     })?;
     skipped.extend(skipped_here);
-    Ok(mean)
+    Ok((mean, vectors))
+}
+
+/// The projection learned from the query-domain photos with the products
+/// [`domain::pseudo_labels`] gives them (no label is read), as from labelled photos.
+fn learn_from_domain(
+    settings: &CatalogSettings,
+    products: &[Product],
+    vectors: &Labelled,
+    mean: &DomainMean,
+    photos: &[Vec<f32>],
+) -> Learned {
+    let index: HashMap<&str, usize> = products
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id.as_str(), i))
+        .collect();
+    let catalog: Vec<(usize, &[f32])> = vectors
+        .iter()
+        .filter_map(|(pid, iv)| Some((*index.get(pid.as_str())?, iv.embedding.as_slice())))
+        .collect();
+    let labels = domain::pseudo_labels(
+        &catalog,
+        products.len(),
+        photos,
+        mean,
+        domain::PseudoLabelParams::default(),
+    );
+    let train: Labelled = photos
+        .iter()
+        .zip(labels)
+        .map(|(v, k)| {
+            let iv = ImageVector {
+                image: String::new(),
+                bbox: None,
+                origin: "domain".into(),
+                embedding: v.clone(),
+            };
+            (products[k].id.clone(), iv)
+        })
+        .collect();
+    let clusters: std::collections::HashSet<&str> = train.iter().map(|(p, _)| p.as_str()).collect();
+    tracing::info!(
+        photos = train.len(),
+        products = clusters.len(),
+        "query-domain photos labelled by clustering around the catalog"
+    );
+    let projection = learn_projection(settings, vectors, &train);
+    let mut warnings = Vec::new();
+    if projection.is_none() {
+        warnings.push("no projection learned from the query-domain photos (their clusters gave fewer than two products two pictures each): queries are centred instead".into());
+    }
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    Learned {
+        train_count: 0,
+        pseudo_labelled: train.len(),
+        projection,
+        warnings,
+    }
 }
 
 /// Embed the images of each product line; a product with no usable image is skipped
@@ -577,6 +661,8 @@ fn embed_products(
 struct Learned {
     /// Vectors of the photos embedded.
     train_count: usize,
+    /// Query-domain photos labelled by clustering and learned from.
+    pseudo_labelled: usize,
     projection: Option<Projection>,
     /// Why no projection was learned, or which products it serves worse.
     warnings: Vec<String>,

@@ -340,6 +340,9 @@ pub fn retrained(
                 );
             }
             let mut manifest = snapshot.manifest.clone();
+            // A projection learned from the operator's photos replaces one learned from
+            // inferred labels.
+            manifest.pseudo_labelled_photos = 0;
             manifest.labelled_photos = if projection.is_some() {
                 photos.len()
             } else {
@@ -416,6 +419,7 @@ mod tests {
             synthetic_views: 0,
             labelled_photos: 0,
             domain_photos: 0,
+            pseudo_labelled_photos: 0,
             created: String::new(),
         };
         let products = (0..4)

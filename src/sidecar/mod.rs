@@ -244,10 +244,17 @@ impl Sidecar {
         };
         registry.start_all().await.context("channels")?;
         tracing::info!(%addr, channels = state.channels.len(), bus = bus.kind(), "sidecar listening");
-        let mut background = vec![tokio::spawn(status::sample_every_second(
-            state.clone(),
-            cancel.child_token(),
-        ))];
+        let mut background = vec![
+            tokio::spawn(status::sample_every_second(
+                state.clone(),
+                cancel.child_token(),
+            )),
+            tokio::spawn(crate::allocator::upkeep(
+                settings.memory.clone(),
+                state.metrics.clone(),
+                cancel.child_token(),
+            )),
+        ];
         if settings.fleet.leases {
             let keeper = lease_keeper::Keeper::new(&settings, registry.clone(), bus.clone())
                 .context("fleet")?;

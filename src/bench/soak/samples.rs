@@ -18,6 +18,10 @@ use super::players::PlayerCounters;
 pub struct Sample {
     pub t_s: f64,
     pub rss_mib: f64,
+    /// The allocator's live bytes and the freed bytes it keeps (`heap_in_use_bytes`,
+    /// `heap_free_bytes` in `/metrics`), MiB: a leak grows the first, retention the second.
+    pub heap_in_use_mib: Option<f64>,
+    pub heap_free_mib: Option<f64>,
     pub fds: f64,
     pub threads: f64,
     /// Alive tokio tasks (`shopcue_gauge{name="tokio_tasks"}`), when the build exposes it.
@@ -115,6 +119,8 @@ pub fn take(t_s: f64, s: &Sources) -> Sample {
     Sample {
         t_s,
         rss_mib: procfs::rss_mib_of(pid).unwrap_or(f64::NAN),
+        heap_in_use_mib: named("shopcue_gauge", "heap_in_use_bytes").map(|b| b / MIB),
+        heap_free_mib: named("shopcue_gauge", "heap_free_bytes").map(|b| b / MIB),
         fds: procfs::open_fds(pid).map_or(f64::NAN, |n| n as f64),
         threads: procfs::threads_of(pid).map_or(f64::NAN, |n| n as f64),
         tasks: named("shopcue_gauge", "tokio_tasks"),
@@ -159,10 +165,14 @@ const fn col(csv: &'static str, title: &'static str, get: fn(&Sample) -> Option<
     }
 }
 
-const COLUMNS: [Column; 26] = [
+const MIB: f64 = 1024.0 * 1024.0;
+
+const COLUMNS: [Column; 28] = [
     col("t_s", "", |s| Some(s.t_s)),
     col("t_min", "min", |s| Some(s.t_s / 60.0)),
     col("rss_mib", "RSS MiB", |s| Some(s.rss_mib)),
+    col("heap_in_use_mib", "heap in use MiB", |s| s.heap_in_use_mib),
+    col("heap_free_mib", "heap free MiB", |s| s.heap_free_mib),
     col("fds", "fds", |s| Some(s.fds)),
     col("threads", "threads", |s| Some(s.threads)),
     col("tokio_tasks", "tasks", |s| s.tasks),
@@ -269,12 +279,24 @@ pub struct Trend {
 /// RSS: allocator arenas and caches settle within tens of MiB; a leak of one buffer per
 /// segment or per reconnect grows far faster. fds and threads: one leaked per reconnect
 /// or per segment would be hundreds or thousands an hour. Tasks likewise.
-pub const TRENDS: [Trend; 4] = [
+pub const TRENDS: [Trend; 6] = [
     Trend {
         name: "RSS",
         unit: "MiB",
         threshold_per_h: 20.0,
         value: |s| Some(s.rss_mib),
+    },
+    Trend {
+        name: "heap in use",
+        unit: "MiB",
+        threshold_per_h: 20.0,
+        value: |s| s.heap_in_use_mib,
+    },
+    Trend {
+        name: "heap free (kept by malloc)",
+        unit: "MiB",
+        threshold_per_h: 20.0,
+        value: |s| s.heap_free_mib,
     },
     Trend {
         name: "open fds",
@@ -489,7 +511,7 @@ mod tests {
             })
             .collect();
         let rows = trends(&samples, 300.0);
-        assert_eq!(rows.len(), 3, "no task gauge, no task row");
+        assert_eq!(rows.len(), 3, "no task or heap gauges, no rows for them");
         assert_eq!(rows[0].verdict(), Some(Verdict::Flat));
         assert!((rows[0].slope_per_h.unwrap()).abs() < 1e-9);
         assert_eq!(rows[1].verdict(), Some(Verdict::Growing));
