@@ -216,7 +216,13 @@ fn catalog_only(
     let g = shopcue::catalog::grocery::Grocery::load(dataset)?;
     let mut sources = dir.as_os_str().to_os_string();
     sources.push(".sources");
-    let (products, photos) = g.write_jsonl(Path::new(&sources))?;
+    // Never the photos grocery_shots.mp4 was made from: the domain photos must not hold
+    // the footage it is scored on.
+    let (products, photos) = g.write_jsonl_limited(
+        Path::new(&sources),
+        None,
+        &shopcue::catalog::grocery::GROCERY_SHOTS_SOURCES,
+    )?;
     let models = shopcue::inference::Models::load(&settings.inference)?;
     let opts = shopcue::catalog::build::BuildOptions {
         products,

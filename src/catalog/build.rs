@@ -353,6 +353,8 @@ pub struct BuildReport {
     pub products: usize,
     pub vectors: usize,
     pub train_photos: usize,
+    /// Query-domain photos labelled by clustering that the projection was learned from.
+    pub pseudo_labelled_photos: usize,
     pub projection: bool,
     /// Query-domain photos the stored mean was taken over (0: none).
     pub domain_photos: usize,
@@ -431,22 +433,7 @@ pub fn build(
             &mut skipped,
         )?,
         (None, Some((mean, photos))) if settings.domain_pseudo_labels => {
-            let min = settings.domain_pseudo_min_per_product * products.len();
-            if photos.len() >= min {
-                learn_from_domain(settings, &products, &vectors, mean, photos)
-            } else {
-                let w = format!(
-                    "no projection learned from the {} query-domain photos: catalog.domain_pseudo_labels needs {} per product ({min} for {} products); queries are centred on their mean instead",
-                    photos.len(),
-                    settings.domain_pseudo_min_per_product,
-                    products.len()
-                );
-                tracing::warn!("{w}");
-                Learned {
-                    warnings: vec![w],
-                    ..Learned::default()
-                }
-            }
+            learn_from_domain(settings, &products, &vectors, mean, photos)
         }
         _ => Learned::default(),
     };
@@ -495,6 +482,7 @@ pub fn build(
         products: snapshot.len(),
         vectors: snapshot.vectors(),
         train_photos: learned.train_count,
+        pseudo_labelled_photos: snapshot.manifest.pseudo_labelled_photos,
         projection: snapshot.projection().is_some(),
         domain_photos: snapshot.manifest.domain_photos,
         skipped,
@@ -556,7 +544,8 @@ fn domain_photos(
 }
 
 /// The projection learned from the query-domain photos with the products
-/// [`domain::pseudo_labels`] gives them (no label is read), as from labelled photos.
+/// [`domain::pseudo_labels`] gives them (no label is read), as from labelled photos;
+/// none, with a warning, below `catalog.domain_pseudo_min_per_product`.
 fn learn_from_domain(
     settings: &CatalogSettings,
     products: &[Product],
@@ -564,6 +553,20 @@ fn learn_from_domain(
     mean: &DomainMean,
     photos: &[Vec<f32>],
 ) -> Learned {
+    let min = settings.domain_pseudo_min_per_product * products.len();
+    if photos.len() < min {
+        let w = format!(
+            "no projection learned from the {} query-domain photos: catalog.domain_pseudo_labels needs {} per product ({min} for {} products); queries are centred on their mean instead",
+            photos.len(),
+            settings.domain_pseudo_min_per_product,
+            products.len()
+        );
+        tracing::warn!("{w}");
+        return Learned {
+            warnings: vec![w],
+            ..Learned::default()
+        };
+    }
     let index: HashMap<&str, usize> = products
         .iter()
         .enumerate()

@@ -61,9 +61,12 @@ pub struct BuildArgs {
     /// Unlabelled photos from where the queries come from (shelf photos, frames of the
     /// channel), one `{"image": "…"}` per line, paths relative to this file's folder (a
     /// `--train-photos` file works too: its `product_id` is ignored, no label is read).
-    /// Their mean query vector is stored with the catalog and subtracted from each query
-    /// (catalog.domain_centring) when the catalog has no learned projection. Give at
-    /// least catalog.domain_min_photos [50] varied photos (many products, not one).
+    /// With at least catalog.domain_pseudo_min_per_product [20] per product (and no
+    /// --train-photos), each photo is given the product whose catalog image pulls in its
+    /// cluster and a projection is learned from them (catalog.domain_pseudo_labels);
+    /// with fewer, their mean query vector is stored and subtracted from each query
+    /// (catalog.domain_centring). Give at least catalog.domain_min_photos [50] varied
+    /// photos (many products, not one).
     #[arg(long, value_name = "FILE.jsonl")]
     pub domain_photos: Option<PathBuf>,
     /// Index kind, overriding catalog.index.
@@ -184,7 +187,12 @@ fn run_build(
             opts.out.display(),
             report.products,
             report.vectors,
-            if report.projection {
+            if report.pseudo_labelled_photos > 0 {
+                format!(
+                    ", projection learned from {} query-domain photos labelled by clustering",
+                    report.pseudo_labelled_photos
+                )
+            } else if report.projection {
                 format!(
                     ", projection learned from {} labelled photos",
                     report.train_photos
