@@ -41,6 +41,15 @@ impl Default for MemorySettings {
     }
 }
 
+impl MemorySettings {
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.trim_interval_s > 86_400 {
+            return Err(("trim_interval_s", "must be from 0 to 86400".into()));
+        }
+        Ok(())
+    }
+}
+
 /// Caps the allocator's arenas at [`ARENAS`] unless `MALLOC_ARENA_MAX` is set (glibc's own
 /// knob takes precedence). Call before any thread starts.
 pub fn cap_arenas() {
@@ -68,9 +77,9 @@ pub fn trim() -> bool {
     imp::trim()
 }
 
-/// Every `interval` (at least 10 s between gauge updates when trimming is off): the heap's
-/// in-use and free bytes into the metrics and, unless the interval is zero, a trim, timed.
-/// Runs the allocator calls on the blocking pool: they lock each arena in turn.
+/// Every `trim_interval_s` (every 10 s when it is 0, without trimming): the heap's in-use
+/// and free bytes into the metrics and, unless the interval is 0, a trim, timed. Runs the
+/// allocator calls on the blocking pool: they lock each arena in turn.
 pub async fn upkeep(
     settings: MemorySettings,
     metrics: std::sync::Arc<Metrics>,
@@ -212,6 +221,18 @@ mod tests {
         let keep = vec![7u8; 1024];
         let t = timed_trim();
         assert!(keep.iter().all(|&b| b == 7), "{t:?}");
+    }
+
+    #[test]
+    fn intervals_past_a_day_are_refused() {
+        assert!(MemorySettings::default().validate().is_ok());
+        assert!(MemorySettings { trim_interval_s: 0 }.validate().is_ok());
+        let e = MemorySettings {
+            trim_interval_s: u64::MAX,
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.0, "trim_interval_s");
     }
 
     #[tokio::test]

@@ -292,6 +292,9 @@ impl Settings {
         self.fleet
             .validate(self.registry.store == crate::registry::STORE_REDIS)
             .map_err(|(k, why)| invalid(&format!("fleet.{k}"), why))?;
+        self.memory
+            .validate()
+            .map_err(|(k, why)| invalid(&format!("memory.{k}"), why))?;
         Ok(())
     }
 
