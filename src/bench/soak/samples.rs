@@ -479,11 +479,13 @@ mod tests {
         };
         let row = csv_row(&s);
         assert_eq!(row.split(',').count(), csv_header().split(',').count());
-        assert!(row.starts_with("120,2,512.25,0,0,,"), "{row}");
+        // Unknown gauges (no heap figures, no task gauge) are empty cells, not 0.
+        assert!(row.starts_with("120,2,512.25,,,,,0,0,,"), "{row}");
         let header = table_header();
         let cols = header.lines().next().unwrap().matches('|').count();
         assert_eq!(table_row(&s).matches('|').count(), cols);
-        assert!(table_row(&s).starts_with("| 2 | 512 | 0 | 0 | – |"));
+        let t = table_row(&s);
+        assert!(t.starts_with("| 2 | 512 | – | – | 0 | 0 | – |"), "{t}");
     }
 
     #[test]
