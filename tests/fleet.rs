@@ -277,6 +277,32 @@ async fn three_analysers_share_channels_and_take_over_from_a_dead_one() {
     let cue_id = pinned["id"].as_str().expect("the pin's cue").to_string();
     let ws_url = format!("ws://127.0.0.1:{}/v1/channels/{channel}/cues", b.port);
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    // The pin is in Redis (pod b's feed shows it open, in its snapshot or as a start)
+    // before pod a dies: its bus writes in batches, and a kill before the flush would
+    // leave no cue to orphan (a race that failed this test under load).
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(m)) = ws.next().await {
+            let Message::Text(t) = m else { continue };
+            let v: Value = serde_json::from_str(&t).unwrap();
+            let open = match v["type"].as_str() {
+                Some("snapshot") => v["cues"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["id"] == cue_id.as_str())),
+                Some("start") => v["cue"]["id"] == cue_id.as_str(),
+                _ => false,
+            };
+            if open {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        seen,
+        Ok(true),
+        "the pin reaches pod b's feed before the kill"
+    );
 
     // kill -9 pod a: its channels run on b and c within 15 s.
     let mut a = a;
