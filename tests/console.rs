@@ -311,8 +311,15 @@ async fn operator_console_pins_suppresses_and_confirms_in_a_browser() {
         Duration::from_secs(5),
     )
     .await;
-    // Cues started before the change may still end; none may start.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Cues started before the change may still end; none may start. Events decided before
+    // the change can still be on their way (the pipeline's queue, the bus's batches, the
+    // socket): read and ignore 3 s of them first. (A sleep left them buffered in the
+    // socket, and under the load of the full test run one was then read as a late start.)
+    let grace_until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while next_event(&mut ws, grace_until - tokio::time::Instant::now())
+        .await
+        .is_some()
+    {}
     let quiet_until = tokio::time::Instant::now() + Duration::from_secs(13);
     while let Some(e) = next_event(&mut ws, quiet_until - tokio::time::Instant::now()).await {
         assert_ne!(
