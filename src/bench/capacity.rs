@@ -40,7 +40,8 @@ pub struct CapacityArgs {
     /// A variant: `NAME:section.key=value,section.key=value` (config overrides on top of the
     /// settings file). Repeat for more; given at least once, these replace the defaults
     /// `before:inference.sessions_per_model=1,matching.change_gate=false,media.decoder_threads=0`
-    /// and `after`.
+    /// and `after`. A variant that sets `catalog.dir` runs on that catalog (built with the
+    /// variant's models when missing, e.g. for another embedder); the others use `--catalog`.
     #[arg(long = "variant", value_name = "NAME:KEY=VALUE,...")]
     pub variants: Vec<Variant>,
     #[command(flatten)]
@@ -49,6 +50,12 @@ pub struct CapacityArgs {
     /// step still count as sustained.
     #[arg(long, default_value_t = 0.05)]
     pub accuracy_tolerance: f64,
+    /// Spread the origins' phases over one segment (channel i's segment boundaries
+    /// are i/N of a segment from channel 0's), as independent channels are. By default every origin publishes at
+    /// the same instants, so the playlist reloads of every channel meet each segment as
+    /// soon as it is out and the latency rule measures load, not phase (docs/BENCHMARKS.md).
+    #[arg(long)]
+    pub spread_origins: bool,
 }
 
 fn first_existing(paths: &[&str], marker: &str) -> Option<PathBuf> {
@@ -98,7 +105,12 @@ impl BenchData {
 
     /// Builds the catalog from the dataset when it is missing (`settings`: the models).
     pub async fn ensure_catalog(&self, settings: &Settings) -> anyhow::Result<()> {
-        let (s, dir, dataset) = (settings.clone(), self.catalog.clone(), self.dataset());
+        self.ensure_catalog_at(settings, &self.catalog).await
+    }
+
+    /// The same for a catalog in `dir` (a variant's own, built with its models).
+    pub async fn ensure_catalog_at(&self, settings: &Settings, dir: &Path) -> anyhow::Result<()> {
+        let (s, dir, dataset) = (settings.clone(), dir.to_path_buf(), self.dataset());
         tokio::task::spawn_blocking(move || super::glass::ensure_catalog(&s, &dir, &dataset))
             .await?
     }
@@ -141,7 +153,11 @@ impl CapacityArgs {
                 bail!("two variants are named `{}`", v.name);
             }
             let mut s = v.settings(config)?;
-            s.catalog.dir = self.data.catalog.display().to_string();
+            // A variant may bring its own catalog (one built with another embedder);
+            // the others share `--catalog`.
+            if !v.overrides.iter().any(|(k, _)| k == "catalog.dir") {
+                s.catalog.dir = self.data.catalog.display().to_string();
+            }
             out.push((v, s));
         }
         Ok(out)
@@ -178,8 +194,10 @@ pub async fn run_bench(
     args.check()?;
     let variants = args.variants(config)?;
     let footage_dir = args.data.footage_dir()?;
-    if let Some((_, s)) = variants.first() {
-        args.data.ensure_catalog(s).await?;
+    for (_, s) in &variants {
+        args.data
+            .ensure_catalog_at(s, Path::new(&s.catalog.dir))
+            .await?;
     }
     let footage = footage(&footage_dir).await?;
     let origins = tokio::runtime::Builder::new_multi_thread()
@@ -192,6 +210,7 @@ pub async fn run_bench(
         warmup_s: args.warmup,
         secs: args.secs,
         origins: origins.handle().clone(),
+        spread: args.spread_origins,
     };
     let criteria = sustain::Criteria {
         accuracy_tolerance: args.accuracy_tolerance,
@@ -247,4 +266,41 @@ async fn ramp(
         }
     }
     Ok(VariantResult { variant, steps })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: CapacityArgs,
+    }
+
+    #[test]
+    fn a_variant_may_bring_its_own_catalog() {
+        let cli = Cli::try_parse_from([
+            "capacity",
+            "--catalog",
+            "shared-catalog",
+            "--variant",
+            "after:",
+            "--variant",
+            "int8:inference.embedder=efficientnet_lite0_int8,catalog.dir=int8-catalog",
+        ])
+        .unwrap();
+        let v = cli.args.variants(None).unwrap();
+        let dirs: Vec<(&str, &str)> = v
+            .iter()
+            .map(|(v, s)| (v.name.as_str(), s.catalog.dir.as_str()))
+            .collect();
+        assert_eq!(
+            dirs,
+            [("after", "shared-catalog"), ("int8", "int8-catalog")]
+        );
+        assert_eq!(v[1].1.inference.embedder, "efficientnet_lite0_int8");
+        assert!(!cli.args.spread_origins);
+    }
 }

@@ -157,7 +157,13 @@ pub async fn run_bench(
         .context("the origins' runtime")?;
     let stop_origins = CancellationToken::new();
     let result = async {
-        let channels = start_origins(&footage, origins.handle(), args.channels, &stop_origins)?;
+        let channels = start_origins(
+            &footage,
+            origins.handle(),
+            args.channels,
+            false,
+            &stop_origins,
+        )?;
         soak(config, args, &channels, &cancel).await
     }
     .await;

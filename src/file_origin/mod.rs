@@ -377,6 +377,25 @@ impl LiveOrigin {
         }
     }
 
+    /// Shift the clock `secs` later into the loop (0 up to one loop), so that origins made
+    /// at the same instant do not publish their segments at the same instants: independent
+    /// live channels have independent phases.
+    pub fn with_phase(self, secs: f64) -> Self {
+        let loop_len: f64 = self.segments.iter().map(|s| s.duration).sum();
+        let secs = if secs.is_finite() {
+            secs.clamp(0.0, loop_len.max(0.0))
+        } else {
+            0.0
+        };
+        let mut g = self.timeline.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.epoch -= chrono::Duration::nanoseconds((secs * 1e9) as i64);
+        g.1 =
+            g.1.checked_sub(std::time::Duration::from_secs_f64(secs))
+                .unwrap_or(g.1);
+        drop(g);
+        self
+    }
+
     /// Publish each segment in parts of about `part_secs` too (Low-Latency HLS).
     pub fn with_parts(mut self, part_secs: f64) -> Result<Self, OriginError> {
         let mut durations = Vec::with_capacity(self.segments.len());
@@ -764,6 +783,40 @@ mod tests {
         );
         // The loop goes on: segment 4 is the second loop's second segment.
         assert_eq!(o.segment_at(s0 + ms(7000)).map(|x| x.0), Some(4));
+    }
+
+    #[test]
+    fn a_phase_moves_the_segment_boundaries_and_keeps_the_pdt_true() {
+        let make = |phase: f64| {
+            LiveOrigin::from_segments(
+                [2.0, 2.0, 1.0]
+                    .into_iter()
+                    .map(|duration| SourceSegment {
+                        data: Bytes::from_static(&[0u8; 188]),
+                        duration,
+                    })
+                    .collect(),
+                2,
+                true,
+                640,
+                360,
+            )
+            .with_phase(phase)
+        };
+        let (a, b) = (make(0.0), make(0.5));
+        let ms = chrono::Duration::milliseconds;
+        // Made at the same instant, b is half a second further into its loop: its media
+        // time 0 was half a second earlier.
+        let shift = a.pdt_of(0).unwrap() - b.pdt_of(0).unwrap();
+        assert!((shift - ms(500)).num_milliseconds().abs() <= 20, "{shift}");
+        // Its PDTs still say when each segment was live: the segment holding a wall
+        // clock is where the playlist's PDT puts it.
+        let s0 = b.pdt_of(0).unwrap();
+        assert_eq!(b.segment_at(s0 + ms(2100)).map(|x| x.0), Some(1));
+        // Absurd phases are clamped, never a panic.
+        for p in [f64::NAN, f64::INFINITY, -3.0, 1e300] {
+            assert!(make(p).pdt_of(0).is_some());
+        }
     }
 
     #[test]

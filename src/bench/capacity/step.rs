@@ -42,6 +42,8 @@ pub struct StepPlan {
     /// The bench's own runtime for the origins (threads named `bench-origin`), so their
     /// CPU is not the sidecar's.
     pub origins: tokio::runtime::Handle,
+    /// Origins' phases spread over one segment (else all in phase).
+    pub spread: bool,
 }
 
 /// Wall-time sums of the sidecar's stage histograms over the window, seconds.
@@ -121,7 +123,7 @@ async fn run_until(
     n: usize,
     stop: &CancellationToken,
 ) -> anyhow::Result<StepRow> {
-    let channels = start_origins(footage, &plan.origins, n, stop)?;
+    let channels = start_origins(footage, &plan.origins, n, plan.spread, stop)?;
     let mut s = settings.clone();
     s.server.listen = "127.0.0.1:0".into();
     s.channels = channels
@@ -163,6 +165,7 @@ pub(crate) fn start_origins(
     footage: &Footage,
     rt: &tokio::runtime::Handle,
     n: usize,
+    spread: bool,
     stop: &CancellationToken,
 ) -> anyhow::Result<Vec<BenchChannel>> {
     (0..n)
@@ -173,13 +176,23 @@ pub(crate) fn start_origins(
             } else {
                 &footage.intel
             };
-            let origin = Arc::new(LiveOrigin::from_segments(
-                r.segments.clone(),
-                ORIGIN_WINDOW,
-                true,
-                r.width,
-                r.height,
-            ));
+            // Spread: channel i's segment boundaries are i/n of a segment from channel 0's.
+            let segment = r.segments.first().map_or(0.0, |s| s.duration);
+            let phase = if spread {
+                segment * i as f64 / n as f64
+            } else {
+                0.0
+            };
+            let origin = Arc::new(
+                LiveOrigin::from_segments(
+                    r.segments.clone(),
+                    ORIGIN_WINDOW,
+                    true,
+                    r.width,
+                    r.height,
+                )
+                .with_phase(phase),
+            );
             let addr = serve_origin(rt, origin.clone(), stop.clone())?;
             Ok(BenchChannel {
                 id: format!("{}{i}", if grocery { "grocery" } else { "intel" }),
