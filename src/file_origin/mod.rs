@@ -757,9 +757,9 @@ mod tests {
         assert!(!p.contains("PART") && !p.contains("PRELOAD"), "{p}");
     }
 
-    #[test]
-    fn segment_at_finds_the_segment_holding_a_wall_clock() {
-        let o = LiveOrigin::from_segments(
+    /// A looping origin of segments of 2, 2 and 1 s, a window of 2.
+    fn small_origin() -> LiveOrigin {
+        LiveOrigin::from_segments(
             [2.0, 2.0, 1.0]
                 .into_iter()
                 .map(|duration| SourceSegment {
@@ -771,7 +771,12 @@ mod tests {
             true,
             640,
             360,
-        );
+        )
+    }
+
+    #[test]
+    fn segment_at_finds_the_segment_holding_a_wall_clock() {
+        let o = small_origin();
         let s0 = o.pdt_of(0).unwrap();
         let ms = chrono::Duration::milliseconds;
         assert_eq!(o.segment_at(s0 - ms(1)), None);
@@ -787,22 +792,7 @@ mod tests {
 
     #[test]
     fn a_phase_moves_the_segment_boundaries_and_keeps_the_pdt_true() {
-        let make = |phase: f64| {
-            LiveOrigin::from_segments(
-                [2.0, 2.0, 1.0]
-                    .into_iter()
-                    .map(|duration| SourceSegment {
-                        data: Bytes::from_static(&[0u8; 188]),
-                        duration,
-                    })
-                    .collect(),
-                2,
-                true,
-                640,
-                360,
-            )
-            .with_phase(phase)
-        };
+        let make = |phase: f64| small_origin().with_phase(phase);
         let (a, b) = (make(0.0), make(0.5));
         let ms = chrono::Duration::milliseconds;
         // Made at the same instant, b is half a second further into its loop: its media
