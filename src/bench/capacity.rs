@@ -50,10 +50,11 @@ pub struct CapacityArgs {
     /// step still count as sustained.
     #[arg(long, default_value_t = 0.05)]
     pub accuracy_tolerance: f64,
-    /// Spread the origins' phases over one segment (channel i's segment boundaries
-    /// are i/N of a segment from channel 0's), as independent channels are. By default every origin publishes at
-    /// the same instants, so the playlist reloads of every channel meet each segment as
-    /// soon as it is out and the latency rule measures load, not phase (docs/BENCHMARKS.md).
+    /// Spread the origins' phases over one segment (channel i's segment boundaries are
+    /// i/N of a segment from channel 0's), as independent channels are. By default every
+    /// origin publishes at the same instants, so the playlist reloads of every channel meet
+    /// each segment as soon as it is out, and the latency rule measures load, not phase
+    /// (docs/BENCHMARKS.md).
     #[arg(long)]
     pub spread_origins: bool,
 }
