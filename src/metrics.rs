@@ -25,9 +25,12 @@ pub type FGauge = Gauge<f64, AtomicU64>;
 const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0,
 ];
-/// Buckets (seconds) of glass-to-cue latency: 100 ms … 30 s.
-const GLASS_BUCKETS: [f64; 15] = [
-    0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 30.0,
+/// Buckets (seconds) of glass-to-cue latency: 100 ms … 30 s, every 250 ms from 0.5 to 4 s
+/// where live HLS cues land, so a quantile read from them is within 250 ms there (before,
+/// one bucket spanned 3 to 4 s, right where `bench capacity`'s latency rule sits).
+const GLASS_BUCKETS: [f64; 22] = [
+    0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.25, 3.5, 3.75, 4.0,
+    5.0, 7.5, 10.0, 15.0, 30.0,
 ];
 
 fn latency_histogram() -> Histogram {
@@ -551,6 +554,21 @@ mod tests {
         assert!(text.contains("shopcue_events_total{name=\"websocket_events_sent\"} 10"));
         assert!(text.contains("shopcue_execution_provider{model=\"detector\",provider=\"cpu\"} 1"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn glass_to_cue_quantiles_are_read_to_a_quarter_second_where_live_cues_land() {
+        let h = glass_histogram();
+        for _ in 0..94 {
+            h.observe(2.4);
+        }
+        for _ in 0..6 {
+            h.observe(3.1);
+        }
+        let p95 = histogram_quantile(&h, 0.95).unwrap();
+        assert!((3.0..=3.25).contains(&p95), "{p95}");
+        let p50 = histogram_quantile(&h, 0.5).unwrap();
+        assert!((2.25..=2.5).contains(&p50), "{p50}");
     }
 
     #[test]
