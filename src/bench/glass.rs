@@ -20,6 +20,8 @@
 //! arrival plus PTS, which is no glass clock (a first try gave negative latencies).
 //!
 //! The trigger frame of a `start`/`update` event is its newest box (`boxes[-1].t`).
+//! Events of the first `--warmup` seconds are counted apart (the join fetches a segment or
+//! part published before the channel started); the server-side mean includes them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,6 +53,11 @@ pub struct GlassArgs {
     /// LL-HLS part duration, seconds.
     #[arg(long, default_value_t = 0.5)]
     pub part_secs: f64,
+    /// Events received this many seconds after the sidecar starts are left out of the
+    /// percentiles and counted apart: the join (a first segment or part that was published
+    /// before the channel started, first inference runs) is not the steady state.
+    #[arg(long, default_value_t = 5.0)]
+    pub warmup: f64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -62,6 +69,8 @@ pub struct Row {
     pub after_available_ms: Vec<f64>,
     /// Server side: trigger frame → published on the bus (the metrics histogram's mean).
     pub server_mean_ms: Option<f64>,
+    /// Events of the warm-up, left out of the percentiles above.
+    pub warmup_ms: Vec<f64>,
 }
 
 fn pct(v: &[f64], p: f64) -> f64 {
@@ -96,7 +105,7 @@ async fn measure(
     settings: &Settings,
     source: &str,
     url: String,
-    seconds: f64,
+    (warmup, seconds): (f64, f64),
     origin: Option<Arc<LiveOrigin>>,
 ) -> anyhow::Result<Row> {
     let mut s = settings.clone();
@@ -116,7 +125,9 @@ async fn measure(
         source: source.to_string(),
         ..Row::default()
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(seconds);
+    let started = tokio::time::Instant::now();
+    let steady = started + Duration::from_secs_f64(warmup);
+    let deadline = steady + Duration::from_secs_f64(seconds);
     while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, ws.next()).await {
         let Ok(Message::Text(text)) = msg else {
             continue;
@@ -135,9 +146,13 @@ async fn measure(
         else {
             continue;
         };
+        let total_ms = (recv - trigger).num_microseconds().unwrap_or(0) as f64 / 1e3;
+        if tokio::time::Instant::now() < steady {
+            row.warmup_ms.push(total_ms);
+            continue;
+        }
         row.events += 1;
-        row.total_ms
-            .push((recv - trigger).num_microseconds().unwrap_or(0) as f64 / 1e3);
+        row.total_ms.push(total_ms);
         // The origin publishes a segment (a part) at its end.
         if let Some(o) = &origin
             && let Some(available) = o.published_at(trigger)
@@ -192,13 +207,16 @@ pub async fn run_bench(settings: &Settings, args: &GlassArgs) -> anyhow::Result<
             None => "HLS, 2 s segments (test origin, PDT)".to_string(),
             Some(p) => format!("LL-HLS, 2 s segments in {p} s parts, blocking reload"),
         };
-        eprintln!("{source}: {} s ...", args.seconds);
+        eprintln!(
+            "{source}: {} s after {} s of warm-up ...",
+            args.seconds, args.warmup
+        );
         rows.push(
             measure(
                 &s,
                 &source,
                 format!("{base}/live/master.m3u8"),
-                args.seconds,
+                (args.warmup, args.seconds),
                 Some(origin.clone()),
             )
             .await?,
@@ -208,9 +226,10 @@ pub async fn run_bench(settings: &Settings, args: &GlassArgs) -> anyhow::Result<
 
     println!("\n### Glass-to-cue latency (frame wall clock → WebSocket client)\n");
     println!(
-        "| source | events | p50 ms | p95 ms | p99 ms | segment (LL: part) available → client p50 / p95 ms | server side (frame → bus) mean ms |"
+        "| source | events | p50 ms | p95 ms | p99 ms | segment (LL: part) available → client p50 / p95 ms | server side (frame → bus) mean ms | first {} s: events left out, max ms |",
+        args.warmup
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
     for r in &rows {
         let avail = if r.after_available_ms.is_empty() {
             "–".to_string()
@@ -221,8 +240,12 @@ pub async fn run_bench(settings: &Settings, args: &GlassArgs) -> anyhow::Result<
                 pct(&r.after_available_ms, 95.0)
             )
         };
+        let warm = match r.warmup_ms.iter().copied().reduce(f64::max) {
+            Some(max) => format!("{}, {max:.0}", r.warmup_ms.len()),
+            None => "0".to_string(),
+        };
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} |",
             r.source,
             r.events,
             pct(&r.total_ms, 50.0),
@@ -230,7 +253,8 @@ pub async fn run_bench(settings: &Settings, args: &GlassArgs) -> anyhow::Result<
             pct(&r.total_ms, 99.0),
             avail,
             r.server_mean_ms
-                .map_or("–".to_string(), |m| format!("{m:.0}"))
+                .map_or("–".to_string(), |m| format!("{m:.0}")),
+            warm
         );
     }
     Ok(rows)
