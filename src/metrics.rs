@@ -107,6 +107,9 @@ pub struct Metrics {
     cues: Family<KindLabel, Counter>,
     cues_suppressed: Family<KindLabel, Counter>,
     glass_to_cue: HistFamily<ChannelLabel>,
+    discovered_to_cue: HistFamily<ChannelLabel>,
+    segment_discovery: HistFamily<ChannelLabel>,
+    segment_discovery_last: Family<ChannelLabel, FGauge>,
     /// Process-wide gauges and counters by name (feed, bus, HTTP).
     gauges: Family<NameLabel, FGauge>,
     counters: Family<NameLabel, Counter>,
@@ -152,6 +155,33 @@ pub struct ChannelMetrics {
     pub cues_suppressed: [(&'static str, Counter); 4],
     /// Wall clock of the frame whose sample produced a cue event → the event published.
     pub glass_to_cue_seconds: Histogram,
+    /// The same less the channel's latest [`Self::segment_discovery_last_seconds`]: the
+    /// frame's wait for the end of its segment plus the sidecar's share, without the reload
+    /// phase.
+    pub discovered_to_cue_seconds: Histogram,
+    /// A segment's end by the origin's clock (EXT-X-PROGRAM-DATE-TIME + duration) → the
+    /// playlist load that first listed it completed.
+    pub segment_discovery_seconds: Histogram,
+    /// The latest of those, seconds.
+    pub segment_discovery_last_seconds: FGauge,
+}
+
+impl ChannelMetrics {
+    /// A new segment was found `secs` after its end by the origin's clock.
+    pub fn observe_segment_discovery(&self, secs: f64) {
+        let secs = secs.max(0.0);
+        self.segment_discovery_seconds.observe(secs);
+        self.segment_discovery_last_seconds.set(secs);
+    }
+
+    /// A cue event published `secs` after the wall clock of its trigger frame.
+    pub fn observe_cue_latency(&self, secs: f64) {
+        let secs = secs.max(0.0);
+        self.glass_to_cue_seconds.observe(secs);
+        let found = self.segment_discovery_last_seconds.get();
+        self.discovered_to_cue_seconds
+            .observe((secs - found).max(0.0));
+    }
 }
 
 impl Default for Metrics {
@@ -185,6 +215,9 @@ impl Metrics {
             cues: Family::default(),
             cues_suppressed: Family::default(),
             glass_to_cue: Family::new_with_constructor(glass_histogram as fn() -> Histogram),
+            discovered_to_cue: Family::new_with_constructor(glass_histogram as fn() -> Histogram),
+            segment_discovery: Family::new_with_constructor(glass_histogram as fn() -> Histogram),
+            segment_discovery_last: Family::default(),
             gauges: Family::default(),
             counters: Family::default(),
             provider: Family::default(),
@@ -246,6 +279,16 @@ impl Metrics {
             "Media segments by outcome (fetched, bad, lost, skipped)",
             self.segments.clone(),
         );
+        r.register(
+            "segment_discovery_seconds",
+            "A segment's end by the origin's clock (PROGRAM-DATE-TIME + duration) to the playlist load that first listed it: the origin's packaging and the playlist-reload phase",
+            self.segment_discovery.clone(),
+        );
+        r.register(
+            "segment_discovery_last_seconds",
+            "The latest segment_discovery_seconds observation",
+            self.segment_discovery_last.clone(),
+        );
     }
 
     /// Per channel, its analysis: shots, samples (and reuse), inference and search.
@@ -296,6 +339,11 @@ impl Metrics {
             "glass_to_cue_seconds",
             "Wall clock of the sampled frame to its cue event published",
             self.glass_to_cue.clone(),
+        );
+        r.register(
+            "discovered_to_cue_seconds",
+            "Glass-to-cue less the channel's latest segment discovery delay: the frame's wait for the end of its segment plus the sidecar's share, without the playlist-reload phase",
+            self.discovered_to_cue.clone(),
         );
     }
 
@@ -355,6 +403,9 @@ impl Metrics {
         let cues_updated = self.cues.get_or_create(&kind("update")).clone();
         let cues_ended = self.cues.get_or_create(&kind("end")).clone();
         let glass_to_cue_seconds = self.glass_to_cue.get_or_create(&c).clone();
+        let discovered_to_cue_seconds = self.discovered_to_cue.get_or_create(&c).clone();
+        let segment_discovery_seconds = self.segment_discovery.get_or_create(&c).clone();
+        let segment_discovery_last_seconds = self.segment_discovery_last.get_or_create(&c).clone();
         let cues_suppressed =
             SUPPRESSED.map(|k| (k, self.cues_suppressed.get_or_create(&kind(k)).clone()));
         ChannelMetrics {
@@ -383,6 +434,9 @@ impl Metrics {
             cues_ended,
             cues_suppressed,
             glass_to_cue_seconds,
+            discovered_to_cue_seconds,
+            segment_discovery_seconds,
+            segment_discovery_last_seconds,
         }
     }
 
@@ -554,6 +608,29 @@ mod tests {
         assert!(text.contains("shopcue_events_total{name=\"websocket_events_sent\"} 10"));
         assert!(text.contains("shopcue_execution_provider{model=\"detector\",provider=\"cpu\"} 1"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn the_sidecars_share_of_a_cue_leaves_out_the_latest_segment_discovery() {
+        let m = Metrics::new();
+        let c = m.channel("news");
+        // Before any segment was found by the origin's clock, the share is the whole.
+        c.observe_cue_latency(2.0);
+        assert_eq!(histogram_parts(&c.discovered_to_cue_seconds).0, 2.0);
+        c.observe_segment_discovery(1.25);
+        c.observe_segment_discovery(-0.5); // a clock ahead of ours: none, not negative
+        assert_eq!(c.segment_discovery_last_seconds.get(), 0.0);
+        c.observe_segment_discovery(1.5);
+        c.observe_cue_latency(2.25);
+        c.observe_cue_latency(1.0); // found late, analysed at once: never below 0
+        let (sum, count, _) = histogram_parts(&c.discovered_to_cue_seconds);
+        assert_eq!((sum, count), (2.0 + 0.75, 3));
+        let (sum, count, _) = histogram_parts(&c.glass_to_cue_seconds);
+        assert_eq!((sum, count), (5.25, 3));
+        assert_eq!(histogram_parts(&c.segment_discovery_seconds).1, 3);
+        let text = m.encode();
+        assert!(text.contains("shopcue_segment_discovery_last_seconds{channel=\"news\"} 1.5"));
+        assert!(text.contains("shopcue_discovered_to_cue_seconds_count{channel=\"news\"} 3"));
     }
 
     #[test]

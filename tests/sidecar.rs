@@ -182,13 +182,26 @@ async fn grocery_cues_reach_websocket_clients_and_playlists() {
     let (code, body) = get(&format!("http://{addr}/readyz")).await;
     assert_eq!(code, 200, "{body}");
     let (_, metrics) = get(&format!("http://{addr}/metrics")).await;
-    let started = metrics
-        .lines()
-        .find(|l| l.starts_with("shopcue_cues_total{channel=\"grocery\",kind=\"start\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let started = value("shopcue_cues_total{channel=\"grocery\",kind=\"start\"}");
     assert!(started >= 6.0, "{metrics}");
+    // The origin has PDT: segments found after their end are measured, and every cue's
+    // latency is also counted without the reload phase.
+    assert!(
+        value("shopcue_segment_discovery_seconds_count{channel=\"grocery\"}") >= 1.0,
+        "{metrics}"
+    );
+    // (The channel goes on while /metrics is read: one cue may be between the two.)
+    let found = value("shopcue_discovered_to_cue_seconds_count{channel=\"grocery\"}");
+    let glass = value("shopcue_glass_to_cue_seconds_count{channel=\"grocery\"}");
+    assert!(found >= 1.0 && (glass - found).abs() <= 1.0, "{metrics}");
     for family in [
         "shopcue_segment_fetch_seconds_bucket",
         "shopcue_inference_seconds_count{channel=\"grocery\",model=\"detector\"}",

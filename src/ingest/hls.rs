@@ -395,11 +395,16 @@ impl ReloadTiming {
     }
 
     /// Learn from this load: when one new segment appeared, it was published by the time
-    /// the load completed; when nothing changed, the expected one was not out yet.
-    fn learn(&mut self, up: &tracker::Update, target: chrono::Duration) {
+    /// the load completed; when nothing changed, the expected one was not out yet. Gives
+    /// how long after its end the new segment was found, when one was.
+    fn learn(&mut self, up: &tracker::Update, target: chrono::Duration) -> Option<f64> {
+        let mut found = None;
         match (up.changed, up.live_edge, self.last_edge) {
             (true, Some(edge), Some(prev)) if edge > prev && edge - prev <= target + target / 2 => {
-                self.lag.seen(edge, self.load_done_wall)
+                self.lag.seen(edge, self.load_done_wall);
+                found = (self.load_done_wall - edge)
+                    .num_microseconds()
+                    .map(|us| us as f64 / 1e6);
             }
             (false, _, _) => {
                 if let Some(exp) = self.expected_edge {
@@ -411,6 +416,7 @@ impl ReloadTiming {
         if up.live_edge.is_some() {
             self.last_edge = up.live_edge;
         }
+        found
     }
 }
 
@@ -573,7 +579,13 @@ impl Follower {
         if let Some(edge) = up.live_edge {
             stats.set_live_edge(edge);
         }
-        self.timing.learn(up, chrono_target(target));
+        let found = self.timing.learn(up, chrono_target(target));
+        // Only the origin's own clock says when a segment ended.
+        if let (Some(secs), Some(m)) = (found, &stats.metrics)
+            && up.jobs.last().is_some_and(|j| j.origin_pdt)
+        {
+            m.observe_segment_discovery(secs);
+        }
     }
 
     /// Hand the new complete segments to the decoder, in order: a segment streamed part by

@@ -731,9 +731,7 @@ fn spawn_pipeline(
         Box::new(move |out: PipelineOutput| match out {
             PipelineOutput::Cue { event, trigger } => {
                 let latency = (Utc::now() - trigger).num_microseconds().unwrap_or(0);
-                metrics
-                    .glass_to_cue_seconds
-                    .observe(latency.max(0) as f64 / 1e6);
+                metrics.observe_cue_latency(latency as f64 / 1e6);
                 tracing::debug!(%channel, kind = event.kind(), product = %event.cue().product_id, "cue");
                 // An operator's suppression holds the product's automatic cues.
                 controls.pass(event, Utc::now(), |e| bus.publish(e));

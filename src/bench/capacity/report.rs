@@ -12,11 +12,12 @@ pub struct VariantResult {
 }
 
 impl VariantResult {
-    /// The most channels of a sustained step (0: none).
+    /// The channels of the last step before the first one not sustained (steps run after
+    /// it, with `--keep-going`, do not count).
     pub fn max_sustained(&self) -> usize {
         self.steps
             .iter()
-            .filter(|(_, why)| why.is_empty())
+            .take_while(|(_, why)| why.is_empty())
             .map(|(r, _)| r.channels)
             .max()
             .unwrap_or(0)
@@ -35,13 +36,13 @@ fn opt(v: Option<f64>, scale: f64, digits: usize) -> String {
 pub fn print_variant(v: &VariantResult) {
     println!("\n### Variant {}\n", v.variant.describe());
     println!(
-        "| channels | cores used | core-ms per channel-s | samples: taken / analysed / reused / dropped | dropped, worst channel | segments skipped/lost | max lag s | glass-to-cue p50 / p95 ms | grocery cue precision / recall | cue starts on Intel channels | RSS MiB | sustained |"
+        "| channels | cores used | core-ms per channel-s | samples: taken / analysed / reused / dropped | dropped, worst channel | segments skipped/lost | max lag s | glass-to-cue p50 / p95 ms | segment discovery mean ms | p95 after discovery ms | grocery cue precision / recall | cue starts on Intel channels | RSS MiB | sustained |"
     );
-    println!("|---:|---:|---:|---|---:|---:|---:|---|---|---:|---:|---|");
+    println!("|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---|---:|---:|---|");
     for (r, why) in &v.steps {
         let cpu = r.cpu.sidecar_s();
         println!(
-            "| {} | {:.2} | {:.0} | {:.0} / {:.0} / {} / {:.0} | {:.1} % | {:.0} | {:.1} | {} / {} | {} / {} | {} | {} | {} |",
+            "| {} | {:.2} | {:.0} | {:.0} / {:.0} / {} / {:.0} | {:.1} % | {:.0} | {:.1} | {} / {} | {} | {} | {} / {} | {} | {} | {} |",
             r.channels,
             cpu / r.window_s.max(1e-9),
             r.per_channel_ms(cpu),
@@ -54,6 +55,8 @@ pub fn print_variant(v: &VariantResult) {
             r.max_lag_s,
             opt(r.glass_p50_s, 1e3, 0),
             opt(r.glass_p95_s, 1e3, 0),
+            opt(r.discovery_mean_s, 1e3, 0),
+            opt(r.found_p95_s, 1e3, 0),
             opt(r.score.precision(), 1.0, 2),
             opt(r.score.recall(), 1.0, 2),
             r.intel_cues,
@@ -113,7 +116,11 @@ pub fn print_notes(secs: f64, warmup_s: f64) {
          **wall-time** sums of the sidecar's histograms (fetch and decode per segment; detect, \
          embed, search per analysed sample, including any wait for a model session), so \
          \"other\" = CPU − fetch − decode − analysis can go negative when stages wait. \
-         Glass-to-cue is the `glass_to_cue_seconds` histogram (bucket-interpolated). RSS is \
+         Glass-to-cue is the `glass_to_cue_seconds` histogram (bucket-interpolated); segment \
+         discovery is how long after its end by the origin's clock each segment was first \
+         listed (`segment_discovery_seconds`: packaging and reload phase); the p95 after \
+         discovery is `discovered_to_cue_seconds`, glass-to-cue less the channel's latest \
+         discovery delay. RSS is \
          the whole process's VmRSS at the window's end; steps run one after another in one \
          process, so it includes what the allocator kept from earlier steps. \
          Precision/recall: grocery channels' cue starts against ground_truth.json, shots wholly \
@@ -145,5 +152,31 @@ pub fn print_summary(results: &[VariantResult]) {
             cost.map_or("–".into(), |(n, c)| format!("{c:.0} (N={n})")),
             ratio
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_sustained_ends_at_the_first_step_not_sustained() {
+        let step = |channels: usize, ok: bool| {
+            let row = StepRow {
+                channels,
+                ..StepRow::default()
+            };
+            (row, if ok { vec![] } else { vec!["p95".to_string()] })
+        };
+        let mut v = VariantResult {
+            variant: "after:".parse().unwrap(),
+            steps: vec![step(1, true), step(2, true), step(4, false), step(6, true)],
+        };
+        // Steps after a failure (`--keep-going`) do not count, even when they pass.
+        assert_eq!(v.max_sustained(), 2);
+        v.steps[0].1.push("dropped".into());
+        assert_eq!(v.max_sustained(), 0);
+        v.steps.clear();
+        assert_eq!(v.max_sustained(), 0);
     }
 }

@@ -75,6 +75,11 @@ pub struct StepRow {
     pub max_lag_s: f64,
     pub glass_p50_s: Option<f64>,
     pub glass_p95_s: Option<f64>,
+    /// Glass-to-cue p95 less each channel's segment discovery delay
+    /// (`discovered_to_cue_seconds`): without the reload phase.
+    pub found_p95_s: Option<f64>,
+    /// Mean segment discovery delay (`segment_discovery_seconds`).
+    pub discovery_mean_s: Option<f64>,
     /// Cue starts on the grocery channels against the ground truth.
     pub score: Score,
     /// Cue starts on the Intel channels (no catalog product is in that footage).
@@ -318,11 +323,13 @@ fn row(
                     .sum("shopcue_samples_reused_total", &[])
                     .unwrap_or(0.0)
         });
-    let glass = "shopcue_glass_to_cue_seconds";
-    let glass = bucket_delta(
-        &a.metrics.buckets(glass, &[]),
-        &b.metrics.buckets(glass, &[]),
-    );
+    let window =
+        |name: &str| bucket_delta(&a.metrics.buckets(name, &[]), &b.metrics.buckets(name, &[]));
+    let glass = window("shopcue_glass_to_cue_seconds");
+    let found = window("shopcue_discovered_to_cue_seconds");
+    let discoveries = d("shopcue_segment_discovery_seconds_count", &[]);
+    let discovery_mean_s =
+        (discoveries > 0.0).then(|| d("shopcue_segment_discovery_seconds_sum", &[]) / discoveries);
     let (score, intel_cues) = score_channels(a, b, channels, starts, truth);
     StepRow {
         channels: n,
@@ -339,6 +346,8 @@ fn row(
         max_lag_s,
         glass_p50_s: quantile(&glass, 0.5),
         glass_p95_s: quantile(&glass, 0.95),
+        found_p95_s: quantile(&found, 0.95),
+        discovery_mean_s,
         score,
         intel_cues,
         rss_mib: procfs::rss_mib(),

@@ -15,6 +15,10 @@ pub struct Criteria {
     pub glass_p95_ratio: f64,
     /// Grocery cue precision and recall may fall this far below the first step's.
     pub accuracy_tolerance: f64,
+    /// Judge latency without the reload phase (origins out of phase): the p95 after
+    /// discovery may grow by what `glass_p95_ratio` allows on the first step's
+    /// glass-to-cue p95, no more.
+    pub phase_free: bool,
 }
 
 impl Default for Criteria {
@@ -24,6 +28,7 @@ impl Default for Criteria {
             max_lag_s: 4.5,
             glass_p95_ratio: 1.25,
             accuracy_tolerance: 0.05,
+            phase_free: false,
         }
     }
 }
@@ -44,15 +49,7 @@ pub fn failures(row: &StepRow, baseline: Option<&StepRow>, c: &Criteria) -> Vec<
         }
         return why;
     };
-    match (row.glass_p95_s, base.glass_p95_s) {
-        (Some(p), Some(b)) if p > b * c.glass_p95_ratio => why.push(format!(
-            "glass-to-cue p95 {:.0} ms > {:.0} ms",
-            p * 1e3,
-            b * 1e3 * c.glass_p95_ratio
-        )),
-        (None, Some(_)) => why.push("no cue events".into()),
-        _ => {}
-    }
+    why.extend(latency_failure(row, base, c));
     for (what, now, then) in [
         ("precision", row.score.precision(), base.score.precision()),
         ("recall", row.score.recall(), base.score.recall()),
@@ -64,6 +61,35 @@ pub fn failures(row: &StepRow, baseline: Option<&StepRow>, c: &Criteria) -> Vec<
         }
     }
     why
+}
+
+/// The latency rule: glass-to-cue p95 within `glass_p95_ratio` of the first step's; with
+/// `phase_free`, the p95 after discovery within the same allowance of the first step's.
+fn latency_failure(row: &StepRow, base: &StepRow, c: &Criteria) -> Option<String> {
+    let (Some(p), Some(b)) = (row.glass_p95_s, base.glass_p95_s) else {
+        return (row.glass_p95_s.is_none() && base.glass_p95_s.is_some())
+            .then(|| "no cue events".into());
+    };
+    let allowance = b * (c.glass_p95_ratio - 1.0);
+    if !c.phase_free {
+        return (p > b + allowance).then(|| {
+            format!(
+                "glass-to-cue p95 {:.0} ms > {:.0} ms",
+                p * 1e3,
+                (b + allowance) * 1e3
+            )
+        });
+    }
+    let (Some(p), Some(b)) = (row.found_p95_s, base.found_p95_s) else {
+        return Some("no discovery-to-cue figure".into());
+    };
+    (p > b + allowance).then(|| {
+        format!(
+            "p95 after discovery {:.0} ms > {:.0} ms",
+            p * 1e3,
+            (b + allowance) * 1e3
+        )
+    })
 }
 
 #[cfg(test)]
@@ -106,6 +132,35 @@ mod tests {
         assert_eq!(
             failures(&row(0.0, 2.0, None, 0, 0), None, &c),
             ["no cue events"]
+        );
+    }
+
+    #[test]
+    fn the_phase_free_rule_leaves_out_the_reload_phase_but_not_load() {
+        let c = Criteria {
+            phase_free: true,
+            ..Criteria::default()
+        };
+        let with = |glass: f64, found: f64| StepRow {
+            found_p95_s: Some(found),
+            ..row(0.0, 2.0, Some(glass), 9, 9)
+        };
+        let base = with(2.4, 1.0);
+        // Spread origins: glass-to-cue grows by the phase (1.5 s), the share after
+        // discovery by 0.5 s, within the allowance of 0.25 x 2.4 s.
+        assert!(failures(&with(3.9, 1.5), Some(&base), &c).is_empty());
+        let slow = failures(&with(3.9, 1.7), Some(&base), &c);
+        assert_eq!(slow, ["p95 after discovery 1700 ms > 1600 ms"]);
+        // The same rows under the glass rule.
+        let glass = failures(&with(3.9, 1.5), Some(&base), &Criteria::default());
+        assert_eq!(glass, ["glass-to-cue p95 3900 ms > 3000 ms"]);
+        let missing = StepRow {
+            found_p95_s: None,
+            ..with(2.4, 1.0)
+        };
+        assert_eq!(
+            failures(&missing, Some(&base), &c),
+            ["no discovery-to-cue figure"]
         );
     }
 }
