@@ -53,9 +53,9 @@ pub struct GlassArgs {
     /// LL-HLS part duration, seconds.
     #[arg(long, default_value_t = 0.5)]
     pub part_secs: f64,
-    /// Events received this many seconds after the sidecar starts are left out of the
-    /// percentiles and counted apart: the join (a first segment or part that was published
-    /// before the channel started, first inference runs) is not the steady state.
+    /// Events received within this many seconds of the sidecar's start are left out of
+    /// the percentiles and counted apart: the join (a first segment or part published
+    /// before the channel started, the first inference runs) is not the steady state.
     #[arg(long, default_value_t = 5.0)]
     pub warmup: f64,
 }
