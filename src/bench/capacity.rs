@@ -244,8 +244,9 @@ pub async fn run_bench(
     if args.spread_origins {
         println!(
             "\nOrigins spread over one segment: the latency rule is judged on the p95 after \
-             discovery (the first step's plus 25 % of its glass-to-cue p95), not on glass-to-cue, \
-             which includes each channel's reload phase."
+             discovery (the first step's plus {:.0} % of its glass-to-cue p95), not on \
+             glass-to-cue, which includes each channel's reload phase.",
+            (criteria.glass_p95_ratio - 1.0) * 100.0
         );
     }
     report::print_summary(&results);

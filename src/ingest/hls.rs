@@ -398,21 +398,21 @@ impl ReloadTiming {
     /// the load completed; when nothing changed, the expected one was not out yet. Gives
     /// how long after its end the new segment was found, when one was.
     fn learn(&mut self, up: &tracker::Update, target: chrono::Duration) -> Option<f64> {
-        let mut found = None;
-        match (up.changed, up.live_edge, self.last_edge) {
+        let found = match (up.changed, up.live_edge, self.last_edge) {
             (true, Some(edge), Some(prev)) if edge > prev && edge - prev <= target + target / 2 => {
                 self.lag.seen(edge, self.load_done_wall);
-                found = (self.load_done_wall - edge)
+                (self.load_done_wall - edge)
                     .num_microseconds()
-                    .map(|us| us as f64 / 1e6);
+                    .map(|us| us as f64 / 1e6)
             }
             (false, _, _) => {
                 if let Some(exp) = self.expected_edge {
                     self.lag.not_yet(exp, self.load_started_wall);
                 }
+                None
             }
-            _ => {}
-        }
+            _ => None,
+        };
         if up.live_edge.is_some() {
             self.last_edge = up.live_edge;
         }

@@ -71,25 +71,16 @@ fn latency_failure(row: &StepRow, base: &StepRow, c: &Criteria) -> Option<String
             .then(|| "no cue events".into());
     };
     let allowance = b * (c.glass_p95_ratio - 1.0);
-    if !c.phase_free {
-        return (p > b + allowance).then(|| {
-            format!(
-                "glass-to-cue p95 {:.0} ms > {:.0} ms",
-                p * 1e3,
-                (b + allowance) * 1e3
-            )
-        });
-    }
-    let (Some(p), Some(b)) = (row.found_p95_s, base.found_p95_s) else {
-        return Some("no discovery-to-cue figure".into());
+    let (what, p, b) = if c.phase_free {
+        let (Some(p), Some(b)) = (row.found_p95_s, base.found_p95_s) else {
+            return Some("no discovery-to-cue figure".into());
+        };
+        ("p95 after discovery", p, b)
+    } else {
+        ("glass-to-cue p95", p, b)
     };
-    (p > b + allowance).then(|| {
-        format!(
-            "p95 after discovery {:.0} ms > {:.0} ms",
-            p * 1e3,
-            (b + allowance) * 1e3
-        )
-    })
+    let limit = b + allowance;
+    (p > limit).then(|| format!("{what} {:.0} ms > {:.0} ms", p * 1e3, limit * 1e3))
 }
 
 #[cfg(test)]
