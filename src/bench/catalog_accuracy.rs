@@ -76,6 +76,9 @@ const PHOTOS_PER_PRODUCT: [usize; 3] = [1, 3, 10];
 const DOMAIN_SAMPLE: usize = 50;
 const DOMAIN_SEED: u64 = 10;
 
+/// The clustering's balance (`catalog.domain_pseudo_balance`) measured beside none.
+const MEASURED_BALANCE: f32 = 0.5;
+
 /// Synthetic views per catalog image in the comparison row when the config has them off.
 const SYNTHETIC_VIEWS_WHEN_OFF: usize = 16;
 
@@ -736,13 +739,19 @@ impl Bench<'_> {
             );
             eprintln!("{name}: val top-1 {:.3} top-5 {:.3}", scored.0, scored.1);
             rows.push((name, scored));
-            let projection = self.pseudo_labelled_projection(&catalog, &photos, &mean);
-            let scored = score(&self.snapshot(catalog, projection)?, &q, &g.classes)?;
-            let name = format!(
-                "catalog only + projection from the same {n} photos labelled by clustering (catalog.domain_pseudo_labels), multi-crop {vname} both sides"
-            );
-            eprintln!("{name}: val top-1 {:.3} top-5 {:.3}", scored.0, scored.1);
-            rows.push((name, scored));
+            let mut balances = vec![0.0, MEASURED_BALANCE];
+            if !balances.contains(&self.cs.domain_pseudo_balance) {
+                balances.push(self.cs.domain_pseudo_balance);
+            }
+            for balance in balances {
+                let projection = self.pseudo_labelled_projection(&catalog, &photos, &mean, balance);
+                let scored = score(&self.snapshot(catalog.clone(), projection)?, &q, &g.classes)?;
+                let name = format!(
+                    "catalog only + projection from the same {n} photos labelled by clustering (catalog.domain_pseudo_labels, balance {balance}), multi-crop {vname} both sides"
+                );
+                eprintln!("{name}: val top-1 {:.3} top-5 {:.3}", scored.0, scored.1);
+                rows.push((name, scored));
+            }
         }
         for (name, scored) in rows {
             self.push_row(name, scored, (None, None));
@@ -758,6 +767,7 @@ impl Bench<'_> {
         catalog: &CatalogVectors,
         photos: &[&[f32]],
         mean: &shopcue::catalog::DomainMean,
+        balance: f32,
     ) -> Option<Projection> {
         use shopcue::catalog::domain;
         let ids: Vec<&str> = self.products.iter().map(|p| p.id.as_str()).collect();
@@ -768,7 +778,11 @@ impl Bench<'_> {
                 Some((k, iv.embedding.as_slice()))
             })
             .collect();
-        let labels = domain::pseudo_labels(&cat, ids.len(), photos, mean, Default::default());
+        let params = domain::PseudoLabelParams {
+            balance,
+            ..Default::default()
+        };
+        let labels = domain::pseudo_labels(&cat, ids.len(), photos, mean, params);
         let train: CatalogVectors = photos
             .iter()
             .zip(labels)

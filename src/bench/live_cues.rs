@@ -209,7 +209,17 @@ fn catalog_only(
     dir: &Path,
     domain: DomainUse,
 ) -> anyhow::Result<()> {
-    if dir.join("CURRENT").is_file() {
+    let mut cs = settings.catalog.clone();
+    cs.domain_pseudo_labels = matches!(domain, DomainUse::PseudoLabels);
+    // Reused only when built with the same catalog settings and embedder: a changed
+    // setting (a clustering option, the views) rebuilds it.
+    let stamp = serde_json::to_string(&(&cs, &settings.inference.embedder))?;
+    let mut stamp_file = dir.as_os_str().to_os_string();
+    stamp_file.push(".settings.json");
+    let stamp_file = PathBuf::from(stamp_file);
+    if dir.join("CURRENT").is_file()
+        && std::fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp)
+    {
         return Ok(());
     }
     eprintln!("building the catalog-only catalog in {} ...", dir.display());
@@ -232,9 +242,9 @@ fn catalog_only(
         strict: false,
         progress: false,
     };
-    let mut cs = settings.catalog.clone();
-    cs.domain_pseudo_labels = matches!(domain, DomainUse::PseudoLabels);
     shopcue::catalog::build::build(&models, &cs, &opts)?;
+    std::fs::write(&stamp_file, stamp)
+        .with_context(|| format!("writing {}", stamp_file.display()))?;
     Ok(())
 }
 

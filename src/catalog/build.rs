@@ -581,7 +581,10 @@ fn learn_from_domain(
         products.len(),
         photos,
         mean,
-        domain::PseudoLabelParams::default(),
+        domain::PseudoLabelParams {
+            balance: settings.domain_pseudo_balance,
+            ..Default::default()
+        },
     );
     let train: Labelled = photos
         .iter()

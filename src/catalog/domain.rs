@@ -104,16 +104,25 @@ pub struct PseudoLabelParams {
     pub pull: f32,
     /// Assignment and update rounds.
     pub rounds: usize,
+    /// How strongly each round's assignment is evened out across the products (Sinkhorn
+    /// scaling of each product's share towards photos / products; 0: not at all, 1: fully).
+    /// With it, the labels are the last balanced assignment's best product.
+    pub balance: f32,
+    /// Scaling steps per round when `balance` is above 0.
+    pub balance_steps: usize,
 }
 
 impl Default for PseudoLabelParams {
     /// Measured on Grocery Store (docs/BENCHMARKS.md): temperatures 0.02–0.1, pulls 0.5–1.5
-    /// and 1–10 rounds all land within ±0.02 top-1 of this.
+    /// and 1–10 rounds all land within ±0.02 top-1 of this. No balance, as
+    /// `catalog.domain_pseudo_balance` ships.
     fn default() -> Self {
         Self {
             temperature: 0.05,
             pull: 1.0,
             rounds: 3,
+            balance: 0.0,
+            balance_steps: 10,
         }
     }
 }
@@ -154,30 +163,86 @@ pub fn pseudo_labels<C: AsRef<[f32]>, P: AsRef<[f32]>>(
         .map(|p| query_mean.centre(p.as_ref()))
         .collect();
     let mut protos = anchors.clone();
+    let mut assignment = Vec::new();
     for _ in 0..params.rounds {
-        let mut sums = vec![vec![0f32; dim]; products];
-        let mut weights = vec![0f32; products];
-        for p in &photos {
-            for (k, w) in softmax(&cosines(p, &protos), params.temperature)
-                .into_iter()
-                .enumerate()
-            {
-                add(&mut sums[k], p, w);
-                weights[k] += w;
-            }
-        }
-        for (k, proto) in protos.iter_mut().enumerate() {
-            proto.clone_from(&anchors[k]);
-            if weights[k] > 0.0 {
-                add(proto, &sums[k], params.pull / weights[k]);
-            }
-            l2(proto);
-        }
+        assignment = photos
+            .iter()
+            .map(|p| softmax(&cosines(p, &protos), params.temperature))
+            .collect();
+        balance(
+            &mut assignment,
+            products,
+            params.balance,
+            params.balance_steps,
+        );
+        protos = prototypes(&anchors, &photos, &assignment, params.pull);
+    }
+    if params.balance > 0.0 && !assignment.is_empty() {
+        return assignment.iter().map(|w| argmax(w)).collect();
     }
     photos
         .iter()
         .map(|p| argmax(&cosines(p, &protos)))
         .collect()
+}
+
+/// Each product's prototype: its anchor plus `pull` × the assignment-weighted mean of the
+/// photos, normalised.
+fn prototypes(
+    anchors: &[Vec<f32>],
+    photos: &[Vec<f32>],
+    assignment: &[Vec<f32>],
+    pull: f32,
+) -> Vec<Vec<f32>> {
+    let dim = anchors.first().map(Vec::len).unwrap_or(0);
+    let mut sums = vec![vec![0f32; dim]; anchors.len()];
+    let mut weights = vec![0f32; anchors.len()];
+    for (p, ws) in photos.iter().zip(assignment) {
+        for (k, &w) in ws.iter().enumerate() {
+            add(&mut sums[k], p, w);
+            weights[k] += w;
+        }
+    }
+    anchors
+        .iter()
+        .zip(sums.iter().zip(&weights))
+        .map(|(anchor, (sum, &weight))| {
+            let mut proto = anchor.clone();
+            if weight > 0.0 {
+                add(&mut proto, sum, pull / weight);
+            }
+            l2(&mut proto);
+            proto
+        })
+        .collect()
+}
+
+/// Evens the photos out across the products (Sinkhorn scaling): each product's column is
+/// divided by (its share / the equal share)^`strength`, then each photo's row is made to
+/// sum to 1 again, `steps` times. A catalog product that would pull in a whole shelf of
+/// look-alikes (a cluster per sibling) leaves the clusters its siblings explain better.
+fn balance(assignment: &mut [Vec<f32>], products: usize, strength: f32, steps: usize) {
+    if strength <= 0.0 || assignment.is_empty() || products == 0 {
+        return;
+    }
+    let share = assignment.len() as f32 / products as f32;
+    for _ in 0..steps {
+        let mut columns = vec![0f32; products];
+        for row in assignment.iter() {
+            columns.iter_mut().zip(row).for_each(|(c, w)| *c += w);
+        }
+        let scale: Vec<f32> = columns
+            .iter()
+            .map(|c| (c / share).max(1e-9).powf(-strength))
+            .collect();
+        for row in assignment.iter_mut() {
+            row.iter_mut().zip(&scale).for_each(|(w, s)| *w *= s);
+            let sum: f32 = row.iter().sum();
+            if sum > 0.0 && sum.is_finite() {
+                row.iter_mut().for_each(|w| *w /= sum);
+            }
+        }
+    }
 }
 
 fn add(acc: &mut [f32], v: &[f32], w: f32) {
@@ -350,6 +415,71 @@ mod tests {
         assert!(pseudo_labels(none, 3, &photos, &mean, params).is_empty());
         assert!(pseudo_labels(&catalog, 3, &photos[..0], &mean, params).is_empty());
         assert!(pseudo_labels(&catalog, 0, &photos, &mean, params).is_empty());
+    }
+
+    #[test]
+    fn balance_evens_the_products_shares_and_keeps_rows_whole() {
+        // Four photos, three products: product 0 would take nearly all of them, product 2
+        // has no weight at all.
+        let start = vec![
+            vec![0.90, 0.10, 0.0],
+            vec![0.80, 0.20, 0.0],
+            vec![0.70, 0.30, 0.0],
+            vec![0.95, 0.05, 0.0],
+        ];
+        let share = |a: &[Vec<f32>], k: usize| a.iter().map(|r| r[k]).sum::<f32>();
+        let mut off = start.clone();
+        balance(&mut off, 3, 0.0, 10);
+        assert_eq!(off, start, "strength 0 changes nothing");
+        let mut half = start.clone();
+        balance(&mut half, 3, 0.5, 10);
+        let mut full = start.clone();
+        balance(&mut full, 3, 1.0, 10);
+        for a in [&half, &full] {
+            for row in a.iter() {
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{row:?}");
+                assert!(row.iter().all(|w| w.is_finite() && *w >= 0.0), "{row:?}");
+                assert_eq!(row[2], 0.0, "no weight is created from nothing");
+            }
+            // Product 1 gains from product 0; the photo that leaned most to 1 goes there.
+            assert!(share(a, 1) > share(&start, 1) + 0.5, "{a:?}");
+            assert_eq!(argmax(&a[2]), 1, "{a:?}");
+        }
+        // Two of four photos each between the two products that have any weight.
+        assert!((share(&full, 0) - 2.0).abs() < 0.2, "{full:?}");
+        // Nothing to balance: no panic.
+        balance(&mut [], 3, 1.0, 10);
+        balance(&mut start.clone(), 0, 1.0, 10);
+    }
+
+    #[test]
+    fn balanced_clustering_keeps_clear_clusters() {
+        // Balance on must not move photos whose clusters are already clear.
+        let catalog: Vec<(usize, Vec<f32>)> = (0..3)
+            .map(|k| {
+                let mut v = [0.0; 8];
+                v[k] = 1.0;
+                v[3] = 1.0;
+                (k, unit(&v))
+            })
+            .collect();
+        let photos: Vec<Vec<f32>> = (0..12)
+            .map(|i| {
+                let k = i % 3;
+                let mut v = [0.0; 8];
+                (v[k], v[4], v[5 + k]) = (0.6, 2.0, 1.0 + 0.05 * i as f32);
+                unit(&v)
+            })
+            .collect();
+        let truth: Vec<usize> = (0..12).map(|i| i % 3).collect();
+        let mean = DomainMean::of(&photos).unwrap();
+        for balance in [0.0, 0.5, 1.0] {
+            let params = PseudoLabelParams {
+                balance,
+                ..Default::default()
+            };
+            assert_eq!(pseudo_labels(&catalog, 3, &photos, &mean, params), truth);
+        }
     }
 
     #[test]
