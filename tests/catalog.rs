@@ -143,6 +143,91 @@ fn build_then_query_finds_the_product() {
     assert_eq!(catalog.search(&e, 1).unwrap()[0].0, "Banana");
 }
 
+/// `catalog.query_views_top`: only the best-matching regions (by their first view) get
+/// every view; the others keep the first view alone, and a top at least as large as the
+/// region count changes nothing.
+#[test]
+fn query_views_top_gives_every_view_only_to_the_best_regions() {
+    let s = settings();
+    let models = models();
+    let tmp = tempfile::tempdir().unwrap();
+    let products = write_products(tmp.path());
+    let out = tmp.path().join("catalog");
+    build(&models, &s.catalog, &opts(&products, &out)).unwrap();
+    let catalog = Arc::new(Catalog::open(&out, &s.catalog).unwrap());
+    let with = |top: usize, views: Vec<f32>| {
+        let mut cs = s.catalog.clone();
+        (cs.query_views_top, cs.query_views) = (top, views);
+        cs.validate().unwrap();
+        Analyzer::new(&models, catalog.clone(), &cs).unwrap()
+    };
+    let (all, first, gated, wide) = (
+        with(0, vec![1.0, 0.8, 0.6]),
+        with(0, vec![1.0]),
+        with(1, vec![1.0, 0.8, 0.6]),
+        with(100, vec![1.0, 0.8, 0.6]),
+    );
+    let embeddings = |a: &Analyzer, img: &RgbImage| -> Vec<Vec<f32>> {
+        let f = a.analyze(img, 3).unwrap();
+        f.regions
+            .iter()
+            .map(|r| r.embedding.as_deref().unwrap().to_vec())
+            .collect()
+    };
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4);
+    let mut checked = 0;
+    for n in 1..=12 {
+        let img = RgbImage::open(&photo(
+            "val",
+            "Packages/Juice/Bravo-Apple-Juice/Bravo-Apple-Juice",
+            n,
+        ));
+        let Ok(img) = img else { continue };
+        let (e_all, e_first, e_gated) = (
+            embeddings(&all, &img),
+            embeddings(&first, &img),
+            embeddings(&gated, &img),
+        );
+        assert!(
+            embeddings(&wide, &img)
+                .iter()
+                .zip(&e_all)
+                .all(|(a, b)| close(a, b))
+        );
+        if e_all.len() < 2 {
+            continue;
+        }
+        // The region whose first view matches best gets every view ...
+        let best = catalog.search_batch(&e_first, 1).unwrap();
+        // (the first of equal scores: a box can be the whole picture's crop)
+        let top = (0..best.len())
+            .rev()
+            .max_by(|&a, &b| best[a][0].1.total_cmp(&best[b][0].1))
+            .unwrap();
+        for i in 0..e_all.len() {
+            let want = if i == top { &e_all[i] } else { &e_first[i] };
+            assert!(
+                close(&e_gated[i], want),
+                "region {i} of photo {n}: best first-view scores {:?}, gated = every view: {:?}, gated = first view: {:?}",
+                best.iter().map(|c| c[0].1).collect::<Vec<_>>(),
+                (0..e_all.len())
+                    .map(|j| close(&e_gated[j], &e_all[j]))
+                    .collect::<Vec<_>>(),
+                (0..e_all.len())
+                    .map(|j| close(&e_gated[j], &e_first[j]))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        // ... and the others differ from their every-view embedding.
+        assert!((0..e_all.len()).any(|i| i != top && !close(&e_gated[i], &e_all[i])));
+        checked += 1;
+    }
+    assert!(
+        checked > 0,
+        "no photo with a detection besides the whole picture"
+    );
+}
+
 #[test]
 fn train_photos_learn_a_projection() {
     let s = settings();

@@ -212,8 +212,13 @@ fn catalog_only(
     let mut cs = settings.catalog.clone();
     cs.domain_pseudo_labels = matches!(domain, DomainUse::PseudoLabels);
     // Reused only when built with the same catalog settings and embedder: a changed
-    // setting (a clustering option, the views) rebuilds it.
-    let stamp = serde_json::to_string(&(&cs, &settings.inference.embedder))?;
+    // setting (a clustering option, the views) rebuilds it. Query-time only settings
+    // do not.
+    let build_settings = shopcue::catalog::CatalogSettings {
+        query_views_top: 0,
+        ..cs.clone()
+    };
+    let stamp = serde_json::to_string(&(&build_settings, &settings.inference.embedder))?;
     let mut stamp_file = dir.as_os_str().to_os_string();
     stamp_file.push(".settings.json");
     let stamp_file = PathBuf::from(stamp_file);

@@ -212,7 +212,8 @@ impl Analyzer {
             Some((m, pts_ns)) if m.enabled() => {
                 self.embed_reusing(img, &rects, &sources, m, pts_ns)?
             }
-            _ => embed_regions(&self.embedder, img, &rects, &self.settings.query_views)?
+            _ => self
+                .embed_gated(img, &rects)?
                 .into_iter()
                 .map(Arc::from)
                 .collect(),
@@ -274,6 +275,54 @@ impl Analyzer {
         Ok((rects, sources))
     }
 
+    /// One embedding per region (`catalog.query_views` averaged). With
+    /// `catalog.query_views_top`, every region is embedded by its first view, searched, and
+    /// only the best-matching ones get the other views; a region that matches nothing
+    /// well (a hand, a face, the studio) keeps its first view and costs one crop, not three.
+    ///
+    /// A region whose crop is another's (a detection that fills the picture, clipped to
+    /// it, is the whole picture) is embedded once.
+    fn embed_gated(&self, img: &RgbImage, rects: &[Rect]) -> Result<Vec<Vec<f32>>, CatalogError> {
+        let mut unique: Vec<Rect> = Vec::with_capacity(rects.len());
+        let slots: Vec<usize> = rects
+            .iter()
+            .map(|r| {
+                unique.iter().position(|u| u == r).unwrap_or_else(|| {
+                    unique.push(*r);
+                    unique.len() - 1
+                })
+            })
+            .collect();
+        let embs = self.embed_unique(img, &unique)?;
+        Ok(slots.iter().map(|&i| embs[i].clone()).collect())
+    }
+
+    fn embed_unique(&self, img: &RgbImage, rects: &[Rect]) -> Result<Vec<Vec<f32>>, CatalogError> {
+        let views = &self.settings.query_views;
+        let top = self.settings.query_views_top;
+        if top == 0 || views.len() < 2 || rects.len() <= top {
+            return embed_regions(&self.embedder, img, rects, views);
+        }
+        let first = embed_regions(&self.embedder, img, rects, &views[..1])?;
+        let best: Vec<f32> = self
+            .catalog
+            .search_batch(&first, 1)?
+            .iter()
+            .map(|c| c.first().map_or(f32::NEG_INFINITY, |(_, s)| *s))
+            .collect();
+        let mut chosen: Vec<usize> = (0..rects.len()).collect();
+        chosen.sort_by(|&a, &b| best[b].total_cmp(&best[a]));
+        chosen.truncate(top);
+        let chosen_rects: Vec<Rect> = chosen.iter().map(|&i| rects[i]).collect();
+        let more = embed_region_views(&self.embedder, img, &chosen_rects, &views[1..])?;
+        let mut out = first;
+        for (&i, rest) in chosen.iter().zip(more) {
+            let all: Vec<Vec<f32>> = std::iter::once(out[i].clone()).chain(rest).collect();
+            out[i] = average_views(&all);
+        }
+        Ok(out)
+    }
+
     /// Embeddings of `rects`: remembered ones where the region did not change, the rest
     /// embedded in one batch.
     fn embed_reusing(
@@ -296,7 +345,7 @@ impl Analyzer {
             .filter(|(_, f)| f.is_none())
             .map(|(r, _)| *r)
             .collect();
-        let fresh = embed_regions(&self.embedder, img, &missing, &self.settings.query_views)?;
+        let fresh = self.embed_gated(img, &missing)?;
         memory.reused += (rects.len() - missing.len()) as u64;
         memory.embedded += missing.len() as u64;
         let mut found = found;

@@ -108,6 +108,10 @@ pub struct CatalogSettings {
     /// and query side; `[1.0]` is the region alone.
     pub catalog_views: Vec<f32>,
     pub query_views: Vec<f32>,
+    /// Queries: only the regions whose first view matches the catalog best get the other
+    /// views (this many per picture); the rest keep their first view. 0: every region
+    /// gets every view.
+    pub query_views_top: usize,
     /// Detector boxes are grown by this factor before embedding (context helps).
     pub box_margin: f32,
     /// Queries: detections searched per picture (best scores first).
@@ -194,6 +198,7 @@ impl Default for CatalogSettings {
             catalog_whole_image: true,
             catalog_views: vec![1.0, 0.8, 0.6],
             query_views: vec![1.0, 0.8, 0.6],
+            query_views_top: 0,
             box_margin: 1.1,
             query_detections: 5,
             query_whole_image: true,
@@ -260,6 +265,9 @@ impl CatalogSettings {
             if views.is_empty() || views.iter().any(|v| !(0.1..=1.0).contains(v)) {
                 return bad(key, "must list fractions from 0.1 to 1");
             }
+        }
+        if self.query_views_top > 100 {
+            return bad("query_views_top", "must be from 0 to 100");
         }
         if !(1.0..=3.0).contains(&self.box_margin) {
             return bad("box_margin", "must be from 1 to 3");
@@ -1470,5 +1478,10 @@ mod tests {
             };
             assert_eq!(s.validate().unwrap_err().0, "domain_pseudo_balance");
         }
+        let s = CatalogSettings {
+            query_views_top: 101,
+            ..Default::default()
+        };
+        assert_eq!(s.validate().unwrap_err().0, "query_views_top");
     }
 }
