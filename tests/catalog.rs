@@ -97,6 +97,14 @@ fn opts(products: &Path, out: &Path) -> BuildOptions {
     }
 }
 
+/// The six products of `PRODUCTS`, built in `dir` with `s` and opened.
+fn six_product_catalog(s: &Settings, models: &Models, dir: &Path) -> Arc<Catalog> {
+    let products = write_products(dir);
+    let out = dir.join("catalog");
+    build(models, &s.catalog, &opts(&products, &out)).unwrap();
+    Arc::new(Catalog::open(&out, &s.catalog).unwrap())
+}
+
 #[test]
 fn build_then_query_finds_the_product() {
     let s = settings();
@@ -151,10 +159,7 @@ fn query_views_top_gives_every_view_only_to_the_best_regions() {
     let s = settings();
     let models = models();
     let tmp = tempfile::tempdir().unwrap();
-    let products = write_products(tmp.path());
-    let out = tmp.path().join("catalog");
-    build(&models, &s.catalog, &opts(&products, &out)).unwrap();
-    let catalog = Arc::new(Catalog::open(&out, &s.catalog).unwrap());
+    let catalog = six_product_catalog(&s, &models, tmp.path());
     let with = |top: usize, views: Vec<f32>| {
         let mut cs = s.catalog.clone();
         (cs.query_views_top, cs.query_views) = (top, views);
@@ -829,10 +834,7 @@ fn searches_run_during_updates() {
     let s = settings();
     let models = models();
     let tmp = tempfile::tempdir().unwrap();
-    let products = write_products(tmp.path());
-    let out = tmp.path().join("catalog");
-    build(&models, &s.catalog, &opts(&products, &out)).unwrap();
-    let catalog = Arc::new(Catalog::open(&out, &s.catalog).unwrap());
+    let catalog = six_product_catalog(&s, &models, tmp.path());
     let banana = RgbImage::open(&iconic("Fruit/Banana/Banana")).unwrap();
     let q = models.embedder.embed(&banana).unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -335,6 +335,18 @@ mod tests {
         a.iter().zip(b).map(|(x, y)| x * y).sum()
     }
 
+    /// Three products (axes 0–2), packshots sharing a white-background axis 3.
+    fn packshots() -> Vec<(usize, Vec<f32>)> {
+        (0..3)
+            .map(|k| {
+                let mut v = [0.0; 8];
+                v[k] = 1.0;
+                v[3] = 1.0;
+                (k, unit(&v))
+            })
+            .collect()
+    }
+
     #[test]
     fn the_mean_is_subtracted_and_the_query_normalised_again() {
         let m = DomainMean::of(&[vec![1.0, 0.0, 0.0], vec![0.0, 1.0, 0.0]]).unwrap();
@@ -381,14 +393,7 @@ mod tests {
         // shelf photos share an "in a shop" axis 4 and each shelf its own axis (5–7). Two
         // photos of product 1 lean towards product 0 and match it one by one; their
         // shelf's cluster takes them back to product 1.
-        let catalog: Vec<(usize, Vec<f32>)> = (0..3)
-            .map(|k| {
-                let mut v = [0.0; 8];
-                v[k] = 1.0;
-                v[3] = 1.0;
-                (k, unit(&v))
-            })
-            .collect();
+        let catalog = packshots();
         let mut photos = Vec::new();
         for k in 0..3 {
             for i in 0..6 {
@@ -455,14 +460,7 @@ mod tests {
     #[test]
     fn balanced_clustering_keeps_clear_clusters() {
         // Balance on must not move photos whose clusters are already clear.
-        let catalog: Vec<(usize, Vec<f32>)> = (0..3)
-            .map(|k| {
-                let mut v = [0.0; 8];
-                v[k] = 1.0;
-                v[3] = 1.0;
-                (k, unit(&v))
-            })
-            .collect();
+        let catalog = packshots();
         let photos: Vec<Vec<f32>> = (0..12)
             .map(|i| {
                 let k = i % 3;
