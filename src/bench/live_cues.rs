@@ -216,6 +216,7 @@ fn catalog_only(
     // do not.
     let build_settings = shopcue::catalog::CatalogSettings {
         query_views_top: 0,
+        query_views_within: 0.0,
         ..cs.clone()
     };
     let stamp = serde_json::to_string(&(&build_settings, &settings.inference.embedder))?;

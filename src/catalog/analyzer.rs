@@ -276,8 +276,9 @@ impl Analyzer {
     }
 
     /// One embedding per region (`catalog.query_views` averaged). With
-    /// `catalog.query_views_top`, every region is embedded by its first view, searched, and
-    /// only the best-matching ones get the other views; a region that matches nothing
+    /// `catalog.query_views_top` or `catalog.query_views_within`, every region is embedded
+    /// by its first view, searched, and only the best-matching ones (the top N, those
+    /// within the margin of the best) get the other views; a region that matches nothing
     /// well (a hand, a face, the studio) keeps its first view and costs one crop, not three.
     ///
     /// A region whose crop is another's (a detection that fills the picture, clipped to
@@ -299,8 +300,12 @@ impl Analyzer {
 
     fn embed_unique(&self, img: &RgbImage, rects: &[Rect]) -> Result<Vec<Vec<f32>>, CatalogError> {
         let views = &self.settings.query_views;
-        let top = self.settings.query_views_top;
-        if top == 0 || views.len() < 2 || rects.len() <= top {
+        let (top, within) = (
+            self.settings.query_views_top,
+            self.settings.query_views_within,
+        );
+        let top_limits = top > 0 && rects.len() > top;
+        if views.len() < 2 || rects.len() < 2 || !(top_limits || within > 0.0) {
             return embed_regions(&self.embedder, img, rects, views);
         }
         let first = embed_regions(&self.embedder, img, rects, &views[..1])?;
@@ -312,7 +317,9 @@ impl Analyzer {
             .collect();
         let mut chosen: Vec<usize> = (0..rects.len()).collect();
         chosen.sort_by(|&a, &b| best[b].total_cmp(&best[a]));
-        chosen.truncate(top);
+        let lead = best[chosen[0]];
+        chosen.truncate(if top > 0 { top } else { rects.len() });
+        chosen.retain(|&i| within <= 0.0 || best[i] >= lead - within);
         let chosen_rects: Vec<Rect> = chosen.iter().map(|&i| rects[i]).collect();
         let more = embed_region_views(&self.embedder, img, &chosen_rects, &views[1..])?;
         let mut out = first;

@@ -112,6 +112,9 @@ pub struct CatalogSettings {
     /// views (this many per picture); the rest keep their first view. 0: every region
     /// gets every view.
     pub query_views_top: usize,
+    /// Queries: ... and only regions whose first view's best similarity is within this of
+    /// the picture's best region (0: no such limit).
+    pub query_views_within: f32,
     /// Detector boxes are grown by this factor before embedding (context helps).
     pub box_margin: f32,
     /// Queries: detections searched per picture (best scores first).
@@ -199,6 +202,7 @@ impl Default for CatalogSettings {
             catalog_views: vec![1.0, 0.8, 0.6],
             query_views: vec![1.0, 0.8, 0.6],
             query_views_top: 0,
+            query_views_within: 0.0,
             box_margin: 1.1,
             query_detections: 5,
             query_whole_image: true,
@@ -268,6 +272,9 @@ impl CatalogSettings {
         }
         if self.query_views_top > 100 {
             return bad("query_views_top", "must be from 0 to 100");
+        }
+        if !(0.0..=2.0).contains(&self.query_views_within) {
+            return bad("query_views_within", "must be from 0 to 2");
         }
         if !(1.0..=3.0).contains(&self.box_margin) {
             return bad("box_margin", "must be from 1 to 3");
@@ -1483,5 +1490,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.validate().unwrap_err().0, "query_views_top");
+        let s = CatalogSettings {
+            query_views_within: -0.5,
+            ..Default::default()
+        };
+        assert_eq!(s.validate().unwrap_err().0, "query_views_within");
     }
 }
