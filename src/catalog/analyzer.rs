@@ -295,6 +295,9 @@ impl Analyzer {
             })
             .collect();
         let embs = self.embed_unique(img, &unique)?;
+        if unique.len() == rects.len() {
+            return Ok(embs); // no shared crop: already one per region, in order
+        }
         Ok(slots.iter().map(|&i| embs[i].clone()).collect())
     }
 
