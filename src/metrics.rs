@@ -100,6 +100,7 @@ pub struct Metrics {
     samples: Family<ChannelLabel, Counter>,
     samples_reused: Family<ChannelLabel, Counter>,
     regions_reused: Family<ChannelLabel, Counter>,
+    regions_first_view: Family<ChannelLabel, Counter>,
     inference: HistFamily<ModelLabel>,
     search: HistFamily<ChannelLabel>,
     analysis: HistFamily<ChannelLabel>,
@@ -141,6 +142,9 @@ pub struct ChannelMetrics {
     pub samples_reused: Counter,
     /// Regions of analysed samples that reused an embedding (change gate).
     pub regions_reused: Counter,
+    /// Regions of analysed samples embedded by their first view alone, too far from any
+    /// product to become a cue (`catalog.query_views_floor_margin`).
+    pub regions_first_view: Counter,
     pub detect_seconds: Histogram,
     pub embed_seconds: Histogram,
     pub search_seconds: Histogram,
@@ -208,6 +212,7 @@ impl Metrics {
             samples: Family::default(),
             samples_reused: Family::default(),
             regions_reused: Family::default(),
+            regions_first_view: Family::default(),
             inference: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             search: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             analysis: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
@@ -306,6 +311,11 @@ impl Metrics {
             self.regions_reused.clone(),
         );
         r.register(
+            "regions_first_view",
+            "Regions of analysed samples embedded by their first view alone: too far from every product to become a cue (catalog.query_views_floor_margin)",
+            self.regions_first_view.clone(),
+        );
+        r.register(
             "inference_seconds",
             "Inference latency per model and sampled frame",
             self.inference.clone(),
@@ -394,6 +404,7 @@ impl Metrics {
         let samples = self.samples.get_or_create(&c).clone();
         let samples_reused = self.samples_reused.get_or_create(&c).clone();
         let regions_reused = self.regions_reused.get_or_create(&c).clone();
+        let regions_first_view = self.regions_first_view.get_or_create(&c).clone();
         let detect_seconds = self.inference.get_or_create(&model("detector")).clone();
         let embed_seconds = self.inference.get_or_create(&model("embedder")).clone();
         let search_seconds = self.search.get_or_create(&c).clone();
@@ -424,6 +435,7 @@ impl Metrics {
             samples,
             samples_reused,
             regions_reused,
+            regions_first_view,
             detect_seconds,
             embed_seconds,
             search_seconds,

@@ -229,6 +229,82 @@ fn only_the_best_regions_get_every_view() {
     );
 }
 
+/// In a live channel, a region whose first view is too far below the similarity a cue
+/// needs keeps that view alone; the others get every view, exactly as without the limit.
+#[test]
+fn regions_far_below_a_cue_keep_their_first_view() {
+    let s = settings();
+    let models = models();
+    let tmp = tempfile::tempdir().unwrap();
+    let catalog = six_product_catalog(&s, &models, tmp.path());
+    let with = |margin: f32, views: Vec<f32>| {
+        let mut cs = s.catalog.clone();
+        (cs.query_views_floor_margin, cs.query_views) = (margin, views);
+        cs.validate().unwrap();
+        Analyzer::new(&models, catalog.clone(), &cs).unwrap()
+    };
+    let (all, first) = (with(0.0, vec![1.0, 0.8, 0.6]), with(0.0, vec![1.0]));
+    let margin = 0.2;
+    let floored = with(margin, vec![1.0, 0.8, 0.6]);
+    let run = |a: &Analyzer, img: &RgbImage, cue: Option<f32>| {
+        let f = a.analyze_reusing(img, 3, None, cue).unwrap();
+        let e: Vec<Vec<f32>> = f
+            .regions
+            .iter()
+            .map(|r| r.embedding.as_deref().unwrap().to_vec())
+            .collect();
+        (e, f.first_view_only)
+    };
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4);
+    let mut mixed = 0;
+    for n in 1..=12 {
+        let stem = "Packages/Juice/Bravo-Apple-Juice/Bravo-Apple-Juice";
+        let Ok(img) = RgbImage::open(&photo("val", stem, n)) else {
+            continue;
+        };
+        let ((e_all, none), (e_first, _)) = (run(&all, &img, Some(0.5)), run(&first, &img, None));
+        assert_eq!(none, 0, "no limit: every region gets every view");
+        let best: Vec<f32> = catalog
+            .search_batch(&e_first, 1)
+            .unwrap()
+            .iter()
+            .map(|c| c[0].1)
+            .collect();
+        // No cue asked for: the limit is off, as for `catalog query`.
+        let (e, skipped) = run(&floored, &img, None);
+        assert_eq!(skipped, 0);
+        assert!(e.iter().zip(&e_all).all(|(a, b)| close(a, b)));
+        // A cue similarity that puts the floor between the best and the worst region.
+        let (lo, hi) = best
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(l, h), &b| (l.min(b), h.max(b)));
+        if hi - lo < 1e-3 {
+            continue;
+        }
+        let floor = (lo + hi) / 2.0;
+        let (e, skipped) = run(&floored, &img, Some(floor + margin));
+        for i in 0..e.len() {
+            let want = if best[i] >= floor {
+                &e_all[i]
+            } else {
+                &e_first[i]
+            };
+            assert!(close(&e[i], want), "region {i} of photo {n}");
+        }
+        assert_eq!(skipped, best.iter().filter(|&&b| b < floor).count());
+        assert!(skipped > 0 && skipped < e.len());
+        // Far above every region: each keeps its first view.
+        let (e, skipped) = run(&floored, &img, Some(hi + margin + 0.01));
+        assert_eq!(skipped, e.len());
+        assert!(e.iter().zip(&e_first).all(|(a, b)| close(a, b)));
+        mixed += 1;
+    }
+    assert!(
+        mixed > 0,
+        "no photo whose regions match at different similarities"
+    );
+}
+
 #[test]
 fn train_photos_learn_a_projection() {
     let s = settings();

@@ -217,6 +217,7 @@ fn catalog_only(
     let build_settings = shopcue::catalog::CatalogSettings {
         query_views_top: 0,
         query_views_within: 0.0,
+        query_views_floor_margin: 0.0,
         ..cs.clone()
     };
     let stamp = serde_json::to_string(&(&build_settings, &settings.inference.embedder))?;

@@ -36,6 +36,10 @@ pub struct FrameAnalysis {
     /// Where the time went.
     #[serde(skip)]
     pub timings: AnalysisTimings,
+    /// Regions embedded by their first view alone (`catalog.query_views_top`,
+    /// `catalog.query_views_within`, `catalog.query_views_floor_margin`).
+    #[serde(skip)]
+    pub first_view_only: usize,
 }
 
 /// Time spent in each step of [`Analyzer::analyze`].
@@ -80,6 +84,9 @@ impl FrameAnalysis {
         out
     }
 }
+
+/// One shared embedding per region, in order.
+type Embeddings = Vec<Arc<[f32]>>;
 
 /// The region of `view` (a centre fraction) of `rect`.
 fn view_rect(rect: Rect, view: f32) -> Rect {
@@ -192,31 +199,35 @@ impl Analyzer {
 
     /// Detect, crop, embed, search one picture; `k` candidates per region.
     pub fn analyze(&self, img: &RgbImage, k: usize) -> Result<FrameAnalysis, CatalogError> {
-        self.analyze_reusing(img, k, None)
+        self.analyze_reusing(img, k, None, None)
     }
 
     /// [`Self::analyze`], re-embedding only the regions `memory` (at media time `pts_ns`)
-    /// has no embedding for; the memory then holds this picture's regions.
+    /// has no embedding for; the memory then holds this picture's regions. `cue_similarity`
+    /// is what the matching stage asks of a cue: a region whose first view is more than
+    /// `catalog.query_views_floor_margin` below it keeps that view alone.
     pub fn analyze_reusing(
         &self,
         img: &RgbImage,
         k: usize,
         memory: Option<(&mut RegionMemory, u64)>,
+        cue_similarity: Option<f32>,
     ) -> Result<FrameAnalysis, CatalogError> {
+        let margin = self.settings.query_views_floor_margin;
+        let floor = cue_similarity.filter(|_| margin > 0.0).map(|s| s - margin);
         let slot = self.slots.acquire();
         let t0 = std::time::Instant::now();
         let (rects, sources) = self.regions(img)?;
         let detect = t0.elapsed();
         let t1 = std::time::Instant::now();
-        let embs = match memory {
+        let (embs, first_view_only) = match memory {
             Some((m, pts_ns)) if m.enabled() => {
-                self.embed_reusing(img, &rects, &sources, m, pts_ns)?
+                self.embed_reusing(img, &rects, &sources, m, pts_ns, floor)?
             }
-            _ => self
-                .embed_gated(img, &rects)?
-                .into_iter()
-                .map(Arc::from)
-                .collect(),
+            _ => {
+                let (e, first) = self.embed_gated(img, &rects, floor)?;
+                (e.into_iter().map(Arc::from).collect(), first)
+            }
         };
         drop(slot);
         let t2 = std::time::Instant::now();
@@ -250,6 +261,7 @@ impl Analyzer {
             height: img.height,
             regions,
             timings,
+            first_view_only,
         })
     }
 
@@ -281,9 +293,17 @@ impl Analyzer {
     /// within the margin of the best) get the other views; a region that matches nothing
     /// well (a hand, a face, the studio) keeps its first view and costs one crop, not three.
     ///
+    /// With a `floor`, so does every region whose first view's best similarity is below it
+    /// (it cannot become a cue). Also returns how many regions kept their first view alone.
+    ///
     /// A region whose crop is another's (a detection that fills the picture, clipped to
     /// it, is the whole picture) is embedded once.
-    fn embed_gated(&self, img: &RgbImage, rects: &[Rect]) -> Result<Vec<Vec<f32>>, CatalogError> {
+    fn embed_gated(
+        &self,
+        img: &RgbImage,
+        rects: &[Rect],
+        floor: Option<f32>,
+    ) -> Result<(Vec<Vec<f32>>, usize), CatalogError> {
         let mut unique: Vec<Rect> = Vec::with_capacity(rects.len());
         let slots: Vec<usize> = rects
             .iter()
@@ -294,22 +314,32 @@ impl Analyzer {
                 })
             })
             .collect();
-        let embs = self.embed_unique(img, &unique)?;
+        let (embs, full) = self.embed_unique(img, &unique, floor)?;
+        let first_view_only = slots.iter().filter(|&&i| !full[i]).count();
         if unique.len() == rects.len() {
-            return Ok(embs); // no shared crop: already one per region, in order
+            // No shared crop: already one per region, in order.
+            return Ok((embs, first_view_only));
         }
-        Ok(slots.iter().map(|&i| embs[i].clone()).collect())
+        let out = slots.iter().map(|&i| embs[i].clone()).collect();
+        Ok((out, first_view_only))
     }
 
-    fn embed_unique(&self, img: &RgbImage, rects: &[Rect]) -> Result<Vec<Vec<f32>>, CatalogError> {
+    /// One embedding per region, and whether it got every view.
+    fn embed_unique(
+        &self,
+        img: &RgbImage,
+        rects: &[Rect],
+        floor: Option<f32>,
+    ) -> Result<(Vec<Vec<f32>>, Vec<bool>), CatalogError> {
         let views = &self.settings.query_views;
         let (top, within) = (
             self.settings.query_views_top,
             self.settings.query_views_within,
         );
-        let top_limits = top > 0 && rects.len() > top;
-        if views.len() < 2 || rects.len() < 2 || !(top_limits || within > 0.0) {
-            return embed_regions(&self.embedder, img, rects, views);
+        let relative = rects.len() > 1 && ((top > 0 && rects.len() > top) || within > 0.0);
+        if views.len() < 2 || rects.is_empty() || !(relative || floor.is_some()) {
+            let all = embed_regions(&self.embedder, img, rects, views)?;
+            return Ok((all, vec![true; rects.len()]));
         }
         let first = embed_regions(&self.embedder, img, rects, &views[..1])?;
         let best: Vec<f32> = self
@@ -323,14 +353,21 @@ impl Analyzer {
         let lead = best[chosen[0]];
         chosen.truncate(if top > 0 { top } else { rects.len() });
         chosen.retain(|&i| within <= 0.0 || best[i] >= lead - within);
+        chosen.retain(|&i| floor.is_none_or(|f| best[i] >= f));
         let chosen_rects: Vec<Rect> = chosen.iter().map(|&i| rects[i]).collect();
-        let more = embed_region_views(&self.embedder, img, &chosen_rects, &views[1..])?;
+        let more = if chosen_rects.is_empty() {
+            Vec::new()
+        } else {
+            embed_region_views(&self.embedder, img, &chosen_rects, &views[1..])?
+        };
         let mut out = first;
+        let mut full = vec![false; rects.len()];
         for (&i, rest) in chosen.iter().zip(more) {
             let all: Vec<Vec<f32>> = std::iter::once(out[i].clone()).chain(rest).collect();
             out[i] = average_views(&all);
+            full[i] = true;
         }
-        Ok(out)
+        Ok((out, full))
     }
 
     /// Embeddings of `rects`: remembered ones where the region did not change, the rest
@@ -342,7 +379,8 @@ impl Analyzer {
         sources: &[Option<Detection>],
         memory: &mut RegionMemory,
         pts_ns: u64,
-    ) -> Result<Vec<Arc<[f32]>>, CatalogError> {
+        floor: Option<f32>,
+    ) -> Result<(Embeddings, usize), CatalogError> {
         let picture = Luma::of(img);
         let found: Vec<Option<(Arc<[f32]>, u64)>> = rects
             .iter()
@@ -355,7 +393,7 @@ impl Analyzer {
             .filter(|(_, f)| f.is_none())
             .map(|(r, _)| *r)
             .collect();
-        let fresh = self.embed_gated(img, &missing)?;
+        let (fresh, first_view_only) = self.embed_gated(img, &missing, floor)?;
         memory.reused += (rects.len() - missing.len()) as u64;
         memory.embedded += missing.len() as u64;
         let mut found = found;
@@ -372,7 +410,7 @@ impl Analyzer {
             .collect();
         let out = remembered.iter().map(|(_, _, e, _)| e.clone()).collect();
         memory.remember(picture, remembered);
-        Ok(out)
+        Ok((out, first_view_only))
     }
 
     /// A decoded video frame.
@@ -436,6 +474,7 @@ mod tests {
                 },
             ],
             timings: AnalysisTimings::default(),
+            first_view_only: 0,
         };
         let m = a.best_matches(5);
         assert_eq!(

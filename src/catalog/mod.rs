@@ -115,6 +115,10 @@ pub struct CatalogSettings {
     /// Queries: ... and only regions whose first view's best similarity is within this of
     /// the picture's best region (0: no such limit).
     pub query_views_within: f32,
+    /// Live queries: a region whose first view's best similarity is more than this below
+    /// the similarity the matching stage asks of a cue can never become one, so it keeps
+    /// its first view (one crop, not every view). 0: no such limit.
+    pub query_views_floor_margin: f32,
     /// Detector boxes are grown by this factor before embedding (context helps).
     pub box_margin: f32,
     /// Queries: detections searched per picture (best scores first).
@@ -203,6 +207,7 @@ impl Default for CatalogSettings {
             query_views: vec![1.0, 0.8, 0.6],
             query_views_top: 0,
             query_views_within: 0.0,
+            query_views_floor_margin: 0.2,
             box_margin: 1.1,
             query_detections: 5,
             query_whole_image: true,
@@ -275,6 +280,9 @@ impl CatalogSettings {
         }
         if !(0.0..=2.0).contains(&self.query_views_within) {
             return bad("query_views_within", "must be from 0 to 2");
+        }
+        if !(0.0..=2.0).contains(&self.query_views_floor_margin) {
+            return bad("query_views_floor_margin", "must be from 0 to 2");
         }
         if !(1.0..=3.0).contains(&self.box_margin) {
             return bad("box_margin", "must be from 1 to 3");
@@ -1495,5 +1503,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.validate().unwrap_err().0, "query_views_within");
+        let s = CatalogSettings {
+            query_views_floor_margin: f32::NAN,
+            ..Default::default()
+        };
+        assert_eq!(s.validate().unwrap_err().0, "query_views_floor_margin");
     }
 }

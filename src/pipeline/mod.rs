@@ -130,6 +130,9 @@ pub struct PipelineStats {
     pub reused: AtomicU64,
     /// Regions of analysed samples that reused an embedding (change gate).
     pub regions_reused: AtomicU64,
+    /// Regions of analysed samples embedded by their first view alone
+    /// (`catalog.query_views_floor_margin` and the other query-view limits).
+    pub regions_first_view: AtomicU64,
     pub inference_errors: AtomicU64,
     pub cue_events: AtomicU64,
     pub last_analysis_us: AtomicU64,
@@ -147,6 +150,7 @@ pub struct PipelineSnapshot {
     pub analysed: u64,
     pub reused: u64,
     pub regions_reused: u64,
+    pub regions_first_view: u64,
     pub inference_errors: u64,
     pub cue_events: u64,
     pub last_analysis_ms: f64,
@@ -163,6 +167,7 @@ impl PipelineStats {
             analysed: l(&self.analysed),
             reused: l(&self.reused),
             regions_reused: l(&self.regions_reused),
+            regions_first_view: l(&self.regions_first_view),
             inference_errors: l(&self.inference_errors),
             cue_events: l(&self.cue_events),
             last_analysis_ms: l(&self.last_analysis_us) as f64 / 1000.0,
@@ -223,6 +228,7 @@ impl Pipeline {
                 evidence: config.evidence.clone(),
                 matching: config.matching.clone(),
                 scale,
+                cue_similarity: matching.min_similarity,
                 controls: config.controls.clone(),
                 threshold: None,
                 gate: ChangeGate::new(config.matching.gate()),
@@ -441,6 +447,8 @@ struct InferenceCtx {
     /// The configured thresholds, and the similarity scale the builder's follow.
     matching: MatchingSettings,
     scale: SimilarityScale,
+    /// The similarity a cue needs now: regions far below it keep their first view.
+    cue_similarity: f32,
     controls: Option<Arc<ChannelControls>>,
     /// The operator's threshold the builder follows, when set.
     threshold: Option<f32>,
@@ -549,6 +557,7 @@ impl InferenceCtx {
             s.min_similarity = t;
         }
         self.builder.retune(&s);
+        self.cue_similarity = s.min_similarity;
         tracing::info!(
             ?scale,
             ?threshold,
@@ -643,6 +652,7 @@ impl InferenceCtx {
             &RgbImage::from_i420(image),
             self.top_k,
             Some((&mut self.regions, ticket.pts_ns)),
+            Some(self.cue_similarity),
         );
         let reused = self.regions.reused - before;
         self.stats
@@ -658,7 +668,12 @@ impl InferenceCtx {
             .store(elapsed.as_micros() as u64, Ordering::Relaxed);
         match result {
             Ok(fa) => {
+                let first = fa.first_view_only as u64;
+                self.stats
+                    .regions_first_view
+                    .fetch_add(first, Ordering::Relaxed);
                 if let Some(m) = &self.metrics {
+                    m.regions_first_view.inc_by(first);
                     m.detect_seconds.observe(fa.timings.detect.as_secs_f64());
                     m.embed_seconds.observe(fa.timings.embed.as_secs_f64());
                     m.search_seconds.observe(fa.timings.search.as_secs_f64());
