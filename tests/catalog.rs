@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use shopcue::catalog::build::{BuildOptions, build};
 use shopcue::catalog::upstream::ProductService;
-use shopcue::catalog::{Analyzer, Catalog, CatalogError, CatalogSettings};
+use shopcue::catalog::{Analyzer, Catalog, CatalogError, CatalogSettings, FrameAnalysis};
 use shopcue::config::Settings;
 use shopcue::http::catalog::{CatalogApiState, router};
 use shopcue::http::cors;
@@ -151,39 +151,72 @@ fn build_then_query_finds_the_product() {
     assert_eq!(catalog.search(&e, 1).unwrap()[0].0, "Banana");
 }
 
+/// Settings, models and the six-product catalog (in the returned folder).
+fn six_product_fixture() -> (Settings, Models, tempfile::TempDir, Arc<Catalog>) {
+    let (s, models) = (settings(), models());
+    let tmp = tempfile::tempdir().unwrap();
+    let catalog = six_product_catalog(&s, &models, tmp.path());
+    (s, models, tmp, catalog)
+}
+
+/// An analyzer over `catalog` with the catalog settings of `s` changed by `change`.
+fn analyzer_with(
+    s: &Settings,
+    models: &Models,
+    catalog: &Arc<Catalog>,
+    change: impl FnOnce(&mut CatalogSettings),
+) -> Analyzer {
+    let mut cs = s.catalog.clone();
+    change(&mut cs);
+    cs.validate().unwrap();
+    Analyzer::new(models, catalog.clone(), &cs).unwrap()
+}
+
+/// The regions' embeddings of one analysis, in order.
+fn region_embeddings(f: &FrameAnalysis) -> Vec<Vec<f32>> {
+    f.regions
+        .iter()
+        .map(|r| r.embedding.as_deref().unwrap().to_vec())
+        .collect()
+}
+
+/// Each embedding's best similarity in `catalog`.
+fn best_similarities(catalog: &Catalog, embeddings: &[Vec<f32>]) -> Vec<f32> {
+    let hits = catalog.search_batch(embeddings, 1).unwrap();
+    hits.iter().map(|c| c[0].1).collect()
+}
+
+/// Equal up to the float noise of batches of other sizes.
+fn close(a: &[f32], b: &[f32]) -> bool {
+    a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4)
+}
+
+/// In-store val photos of one juice carton (several regions each), with their numbers.
+fn juice_photos() -> Vec<(u32, RgbImage)> {
+    let stem = "Packages/Juice/Bravo-Apple-Juice/Bravo-Apple-Juice";
+    (1..=12)
+        .filter_map(|n| Some((n, RgbImage::open(&photo("val", stem, n)).ok()?)))
+        .collect()
+}
+
 /// `catalog.query_views_top` and `catalog.query_views_within`: only the best-matching
 /// regions (by their first view) get every view; the others keep the first view alone, and
 /// limits that every region passes change nothing.
 #[test]
 fn only_the_best_regions_get_every_view() {
-    let s = settings();
-    let models = models();
-    let tmp = tempfile::tempdir().unwrap();
-    let catalog = six_product_catalog(&s, &models, tmp.path());
+    let (s, models, _tmp, catalog) = six_product_fixture();
     let with = |top: usize, within: f32, views: Vec<f32>| {
-        let mut cs = s.catalog.clone();
-        (cs.query_views_top, cs.query_views_within, cs.query_views) = (top, within, views);
-        cs.validate().unwrap();
-        Analyzer::new(&models, catalog.clone(), &cs).unwrap()
+        analyzer_with(&s, &models, &catalog, |cs| {
+            (cs.query_views_top, cs.query_views_within, cs.query_views) = (top, within, views)
+        })
     };
     let three = || vec![1.0, 0.8, 0.6];
     let (all, first) = (with(0, 0.0, three()), with(0, 0.0, vec![1.0]));
     let (top1, near) = (with(1, 0.0, three()), with(0, 0.01, three()));
     let (wide_top, wide_within) = (with(100, 0.0, three()), with(0, 2.0, three()));
-    let embeddings = |a: &Analyzer, img: &RgbImage| -> Vec<Vec<f32>> {
-        let f = a.analyze(img, 3).unwrap();
-        f.regions
-            .iter()
-            .map(|r| r.embedding.as_deref().unwrap().to_vec())
-            .collect()
-    };
-    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4);
+    let embeddings = |a: &Analyzer, img: &RgbImage| region_embeddings(&a.analyze(img, 3).unwrap());
     let mut checked = 0;
-    for n in 1..=12 {
-        let stem = "Packages/Juice/Bravo-Apple-Juice/Bravo-Apple-Juice";
-        let Ok(img) = RgbImage::open(&photo("val", stem, n)) else {
-            continue;
-        };
+    for (n, img) in juice_photos() {
         let (e_all, e_first) = (embeddings(&all, &img), embeddings(&first, &img));
         for wide in [&wide_top, &wide_within] {
             let e = embeddings(wide, &img);
@@ -192,12 +225,7 @@ fn only_the_best_regions_get_every_view() {
         if e_all.len() < 2 {
             continue;
         }
-        let best: Vec<f32> = catalog
-            .search_batch(&e_first, 1)
-            .unwrap()
-            .iter()
-            .map(|c| c[0].1)
-            .collect();
+        let best = best_similarities(&catalog, &e_first);
         // top 1: the first of the best (a box can be the whole picture's crop, so equal
         // scores happen); within 0.01: every region that close to the best.
         let lead = (0..best.len())
@@ -233,43 +261,24 @@ fn only_the_best_regions_get_every_view() {
 /// needs keeps that view alone; the others get every view, exactly as without the limit.
 #[test]
 fn regions_far_below_a_cue_keep_their_first_view() {
-    let s = settings();
-    let models = models();
-    let tmp = tempfile::tempdir().unwrap();
-    let catalog = six_product_catalog(&s, &models, tmp.path());
+    let (s, models, _tmp, catalog) = six_product_fixture();
     let with = |margin: f32, views: Vec<f32>| {
-        let mut cs = s.catalog.clone();
-        (cs.query_views_floor_margin, cs.query_views) = (margin, views);
-        cs.validate().unwrap();
-        Analyzer::new(&models, catalog.clone(), &cs).unwrap()
+        analyzer_with(&s, &models, &catalog, |cs| {
+            (cs.query_views_floor_margin, cs.query_views) = (margin, views)
+        })
     };
     let (all, first) = (with(0.0, vec![1.0, 0.8, 0.6]), with(0.0, vec![1.0]));
     let margin = 0.2;
     let floored = with(margin, vec![1.0, 0.8, 0.6]);
     let run = |a: &Analyzer, img: &RgbImage, cue: Option<f32>| {
         let f = a.analyze_reusing(img, 3, None, cue).unwrap();
-        let e: Vec<Vec<f32>> = f
-            .regions
-            .iter()
-            .map(|r| r.embedding.as_deref().unwrap().to_vec())
-            .collect();
-        (e, f.first_view_only)
+        (region_embeddings(&f), f.first_view_only)
     };
-    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4);
     let mut mixed = 0;
-    for n in 1..=12 {
-        let stem = "Packages/Juice/Bravo-Apple-Juice/Bravo-Apple-Juice";
-        let Ok(img) = RgbImage::open(&photo("val", stem, n)) else {
-            continue;
-        };
+    for (n, img) in juice_photos() {
         let ((e_all, none), (e_first, _)) = (run(&all, &img, Some(0.5)), run(&first, &img, None));
         assert_eq!(none, 0, "no limit: every region gets every view");
-        let best: Vec<f32> = catalog
-            .search_batch(&e_first, 1)
-            .unwrap()
-            .iter()
-            .map(|c| c[0].1)
-            .collect();
+        let best = best_similarities(&catalog, &e_first);
         // No cue asked for: the limit is off, as for `catalog query`.
         let (e, skipped) = run(&floored, &img, None);
         assert_eq!(skipped, 0);
