@@ -221,6 +221,11 @@ impl CueBuilder {
         self.stats
     }
 
+    /// The similarity a sighting needs to count towards a cue, as the builder is tuned now.
+    pub fn min_similarity(&self) -> f32 {
+        self.settings.min_similarity
+    }
+
     /// The evidence of every cue emitted (started, updated, ended) since the last call, as
     /// of that event; cues without evidence are left out.
     pub fn take_evidence(&mut self) -> Vec<CueEvidence> {

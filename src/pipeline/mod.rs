@@ -228,7 +228,6 @@ impl Pipeline {
                 evidence: config.evidence.clone(),
                 matching: config.matching.clone(),
                 scale,
-                cue_similarity: matching.min_similarity,
                 controls: config.controls.clone(),
                 threshold: None,
                 gate: ChangeGate::new(config.matching.gate()),
@@ -447,8 +446,6 @@ struct InferenceCtx {
     /// The configured thresholds, and the similarity scale the builder's follow.
     matching: MatchingSettings,
     scale: SimilarityScale,
-    /// The similarity a cue needs now: regions far below it keep their first view.
-    cue_similarity: f32,
     controls: Option<Arc<ChannelControls>>,
     /// The operator's threshold the builder follows, when set.
     threshold: Option<f32>,
@@ -557,7 +554,6 @@ impl InferenceCtx {
             s.min_similarity = t;
         }
         self.builder.retune(&s);
-        self.cue_similarity = s.min_similarity;
         tracing::info!(
             ?scale,
             ?threshold,
@@ -652,7 +648,7 @@ impl InferenceCtx {
             &RgbImage::from_i420(image),
             self.top_k,
             Some((&mut self.regions, ticket.pts_ns)),
-            Some(self.cue_similarity),
+            Some(self.builder.min_similarity()),
         );
         let reused = self.regions.reused - before;
         self.stats
